@@ -1,0 +1,1 @@
+"""One module per ``transferstats`` subcommand: argument parsing and terminal output only."""

@@ -1,0 +1,174 @@
+"""Registry of intermediate and target tasks: role, format, headline metric, languages.
+
+The analysis uses it to validate task ids and to count task formats; the runners use it to pick
+heads, metrics and the languages to evaluate. Users add their own tasks with :func:`register_task`
+or a TOML file read by :func:`load_task_file`; unknown ids are refused everywhere else.
+
+References
+----------
+Hu et al. 2020, "XTREME: A Massively Multilingual Multi-task Benchmark for Evaluating Cross-lingual
+Generalization", arXiv:2003.11080 (targets, languages and metrics).
+Phang et al. 2020, "English Intermediate-Task Training Improves Zero-Shot Cross-Lingual Transfer
+Too", arXiv:2005.13013 (intermediate tasks).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMATS = ("classification", "multiple_choice", "extractive_qa", "tagging", "retrieval")
+ROLES = ("intermediate", "target")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: what it is and how it is scored.
+
+    ``languages`` lists the evaluation languages (targets) in XTREME's ISO codes; intermediate tasks
+    are English only. ``train_task`` names the task whose English training data a target is
+    fine-tuned on (XNLI trains on MNLI); ``None`` means its own. ``data`` is free-form information
+    for the runners (hub ids, configs, field mappings).
+    """
+
+    id: str
+    role: str
+    format: str
+    metric: str
+    languages: tuple[str, ...] = ("en",)
+    num_labels: int | None = None
+    train_task: str | None = None
+    data: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"task {self.id!r}: role must be one of {ROLES}, got {self.role!r}")
+        if self.format not in FORMATS:
+            raise ValueError(f"task {self.id!r}: format must be one of {FORMATS}, got {self.format!r}")
+
+    @property
+    def non_english(self) -> tuple[str, ...]:
+        return tuple(lang for lang in self.languages if lang != "en")
+
+
+_XNLI = "en ar bg de el es fr hi ru sw th tr ur vi zh"
+_PAWSX = "en de es fr ja ko zh"
+_UDPOS = ("en af ar bg de el es et eu fa fi fr he hi hu id it ja kk ko mr nl pt ru ta te th tl tr ur "
+          "vi yo zh")
+_PANX = ("en af ar bg bn de el es et eu fa fi fr he hi hu id it ja jv ka kk ko ml mr ms my nl pt ru "
+         "sw ta te th tl tr ur vi yo zh")
+_XQUAD = "en es de el ru tr ar vi th zh hi"
+_MLQA = "en ar de es hi vi zh"
+_TYDIQA = "en ar bn fi id ko ru sw te"
+_BUCC = "de fr ru zh"
+_TATOEBA = ("af ar bg bn de el es et eu fa fi fr he hi hu id it ja jv ka kk ko ml mr nl pt ru sw ta te "
+            "th tl tr ur vi zh")
+
+_BUILTIN = [
+    # XTREME targets. Retrieval tasks pair each language with English, so "en" is not scored.
+    Task("xnli", "target", "classification", "accuracy", tuple(_XNLI.split()), 3, train_task="mnli"),
+    Task("pawsx", "target", "classification", "accuracy", tuple(_PAWSX.split()), 2),
+    Task("udpos", "target", "tagging", "f1", tuple(_UDPOS.split()), 17),
+    Task("panx", "target", "tagging", "f1", tuple(_PANX.split()), 7),
+    Task("xquad", "target", "extractive_qa", "f1", tuple(_XQUAD.split()), train_task="squad_v1"),
+    Task("mlqa", "target", "extractive_qa", "f1", tuple(_MLQA.split()), train_task="squad_v1"),
+    Task("tydiqa", "target", "extractive_qa", "f1", tuple(_TYDIQA.split())),
+    Task("bucc2018", "target", "retrieval", "f1", tuple(_BUCC.split())),
+    Task("tatoeba", "target", "retrieval", "accuracy", tuple(_TATOEBA.split())),
+    # English intermediate tasks (Phang et al. 2020 Table 1, plus SST-2).
+    Task("mnli", "intermediate", "classification", "accuracy", num_labels=3),
+    Task("anli", "intermediate", "classification", "accuracy", num_labels=3),
+    Task("qqp", "intermediate", "classification", "accuracy", num_labels=2),
+    Task("sst2", "intermediate", "classification", "accuracy", num_labels=2),
+    Task("squad_v1", "intermediate", "extractive_qa", "f1"),
+    Task("squad_v2", "intermediate", "extractive_qa", "f1"),
+    Task("hellaswag", "intermediate", "multiple_choice", "accuracy", num_labels=4),
+    Task("commonsenseqa", "intermediate", "multiple_choice", "accuracy", num_labels=5),
+    Task("cosmosqa", "intermediate", "multiple_choice", "accuracy", num_labels=4),
+    Task("ccg", "intermediate", "tagging", "accuracy"),
+]
+
+_REGISTRY: dict[str, Task] = {task.id: task for task in _BUILTIN}
+
+TARGET_TASKS = tuple(t.id for t in _BUILTIN if t.role == "target")
+INTERMEDIATE_TASKS = tuple(t.id for t in _BUILTIN if t.role == "intermediate")
+
+
+class UnknownTaskError(KeyError):
+    """A task id that is neither built in nor registered."""
+
+    def __str__(self):
+        return self.args[0]
+
+
+def get_task(task_id: str) -> Task:
+    """The registered task with this id; :class:`UnknownTaskError` names the known ids if absent."""
+    try:
+        return _REGISTRY[task_id]
+    except KeyError:
+        raise UnknownTaskError(
+            f"unknown task id {task_id!r}; known: {', '.join(sorted(_REGISTRY))}. "
+            "Register your own task with a [tasks.<id>] table (see README, 'Your own tasks')."
+        ) from None
+
+
+def is_known(task_id: str) -> bool:
+    return task_id in _REGISTRY
+
+
+def all_tasks() -> dict[str, Task]:
+    return dict(_REGISTRY)
+
+
+def register_task(task: Task, *, replace: bool = False) -> Task:
+    """Add a task to the registry. Re-registering an identical task is a no-op."""
+    existing = _REGISTRY.get(task.id)
+    if existing is not None and existing != task and not replace:
+        raise ValueError(f"task {task.id!r} is already registered differently; pass replace=True")
+    _REGISTRY[task.id] = task
+    return task
+
+
+def tasks_from_table(table: dict, source: str) -> list[Task]:
+    """Build tasks from a ``{id: {role, format, metric, ...}}`` table (TOML ``[tasks.<id>]``).
+
+    ``source`` (a file name) is used in error messages.
+    """
+    allowed = {"role", "format", "metric", "languages", "num_labels", "train_task", "data"}
+    tasks = []
+    for task_id, entry in table.items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"{source}: [tasks.{task_id}] must be a table")
+        unknown = set(entry) - allowed
+        if unknown:
+            raise ValueError(f"{source}: [tasks.{task_id}] has unknown key(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(allowed)}")
+        for key in ("role", "format", "metric"):
+            if key not in entry:
+                raise ValueError(f"{source}: [tasks.{task_id}] is missing required key {key!r}")
+        try:
+            tasks.append(Task(
+                id=task_id,
+                role=entry["role"],
+                format=entry["format"],
+                metric=entry["metric"],
+                languages=tuple(entry.get("languages", ["en"])),
+                num_labels=entry.get("num_labels"),
+                train_task=entry.get("train_task"),
+                data=dict(entry.get("data", {})),
+            ))
+        except ValueError as error:
+            raise ValueError(f"{source}: {error}") from None
+    return tasks
+
+
+def load_task_file(path: str | Path) -> list[Task]:
+    """Register every ``[tasks.<id>]`` table of a TOML file and return the tasks."""
+    path = Path(path)
+    with path.open("rb") as handle:
+        try:
+            document = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path}: not valid TOML: {error}") from None
+    return [register_task(task) for task in tasks_from_table(document.get("tasks", {}), str(path))]
