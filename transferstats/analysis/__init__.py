@@ -1,0 +1,1 @@
+"""Analysis of a results grid: derived variables, mixed models, crossed bootstrap, verdict."""

@@ -1,0 +1,1 @@
+"""Report rendering: figures, LaTeX tables, Markdown and self-contained HTML."""
