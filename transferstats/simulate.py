@@ -1,0 +1,175 @@
+"""Simulate a results folder from a known generative model, to check the analysis recovers it.
+
+The model, for mix ``m`` (``d_m = log2`` number of tasks, ``v_m = log2`` total examples), target
+``t``, language ``l`` and seed ``s``::
+
+    score(m, t, l, s) = base(t, l) + improvement(m, t, l) + e(m, t, l, s)
+    improvement(m, t, l) = intercept
+                         + diversity_effect * (d_m - mean d) + volume_effect * (v_m - mean v)
+                         + interaction * (d_m - mean d) * (v_m - mean v)
+                         + a_t + b_l + c_tl + u_m
+    a_t ~ N(0, target_sd²), b_l ~ N(0, language_sd²), c_tl ~ N(0, target_language_sd²),
+    u_m ~ N(0, mix_sd²), e ~ N(0, seed_sd²);  the baseline (no intermediate task) has
+    improvement 0.
+
+Means are over the mixes of the grid, so ``diversity_effect`` and ``volume_effect`` are the effects
+at the centre of the design, in points per doubling. ``base(t, l)`` is the English score of an
+XLM-R Large-like model on ``t`` minus a fixed language gap. Targets and their languages are the real
+XTREME ones; mixes are a diversity-by-volume factorial grid of the English intermediate tasks.
+Every score is clipped to 0-100, as real scores are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transferstats.results import write_run
+from transferstats.tasks import INTERMEDIATE_TASKS, TARGET_TASKS, get_task
+
+SIMULATION_FILE = "simulation.json"
+
+# English test scores of XLM-R Large (Hu et al. 2020, Table 2; Phang et al. 2020), the level the
+# simulated languages fall below.
+ENGLISH_SCORE = {"xnli": 88.7, "pawsx": 94.7, "udpos": 96.1, "panx": 84.7, "xquad": 86.5,
+                 "mlqa": 83.5, "tydiqa": 71.5, "bucc2018": 78.0, "tatoeba": 75.0}
+MEAN_LANGUAGE_GAP = 12.0
+QA_EXACT_MATCH_GAP = 13.0
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """The effects (points of the headline metric) and the grid to simulate."""
+
+    diversity_effect: float = 1.0
+    volume_effect: float = 0.5
+    interaction: float = 0.0
+    intercept: float = 1.5
+    target_sd: float = 1.0
+    language_sd: float = 0.8
+    target_language_sd: float = 0.6
+    mix_sd: float = 0.5
+    seed_sd: float = 1.0
+    diversity_levels: tuple[int, ...] = (1, 2, 4, 8)
+    volume_levels: tuple[int, ...] = (10_000, 40_000, 160_000)
+    draws: int = 3
+    seeds: tuple[int, ...] = (1, 2, 3)
+    targets: tuple[str, ...] = TARGET_TASKS
+    intermediate_tasks: tuple[str, ...] = INTERMEDIATE_TASKS
+    max_languages: int | None = None
+    model: str = "xlm-roberta-large"
+    random_state: int = 0
+    mixes: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] | None = field(default=None)
+
+    def truth(self) -> dict:
+        """The settings as a JSON-ready dict, the ground truth the analysis should recover."""
+        return {key: (list(value) if isinstance(value, tuple) else value)
+                for key, value in asdict(self).items()}
+
+
+def factorial_mixes(settings: SimulationSettings, rng: np.random.Generator) -> list[tuple[str, dict[str, int]]]:
+    """Mixes for every (diversity level, volume budget, draw), budgets split evenly over tasks.
+
+    Tasks rotate through a shuffled pool so that each appears about equally often at every
+    diversity level, keeping task identity unrelated to diversity and volume.
+    """
+    if settings.mixes is not None:
+        return [(name, dict(tasks)) for name, tasks in settings.mixes]
+    pool = list(settings.intermediate_tasks)
+    mixes = []
+    for n_tasks in settings.diversity_levels:
+        if n_tasks > len(pool):
+            raise ValueError(f"diversity level {n_tasks} exceeds the {len(pool)} intermediate tasks")
+        order = list(rng.permutation(pool))
+        position = 0
+        for volume in settings.volume_levels:
+            for draw in range(settings.draws):
+                if position + n_tasks > len(order):
+                    order = order[position:] + [t for t in rng.permutation(pool) if t not in order[position:]]
+                    position = 0
+                chosen = sorted(order[position:position + n_tasks])
+                position += n_tasks
+                share, remainder = divmod(volume, n_tasks)
+                tasks = {task: share + (1 if i < remainder else 0) for i, task in enumerate(chosen)}
+                mixes.append((f"d{n_tasks}-v{volume // 1000}k-{draw + 1}", tasks))
+    return mixes
+
+
+def _languages(target: str, settings: SimulationSettings) -> tuple[str, ...]:
+    languages = get_task(target).languages
+    if settings.max_languages is None:
+        return languages
+    english = tuple(lang for lang in languages if lang == "en")
+    return english + tuple(lang for lang in languages if lang != "en")[:settings.max_languages]
+
+
+def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tuple[list[dict], pd.DataFrame]:
+    """Simulated runs (``run.json`` objects) and their scores as a tidy table (``run_id`` keyed)."""
+    rng = np.random.default_rng(settings.random_state)
+    mixes = factorial_mixes(settings, rng)
+    diversity = np.array([np.log2(len(tasks)) for _, tasks in mixes])
+    volume = np.array([np.log2(sum(tasks.values())) for _, tasks in mixes])
+    centred_d, centred_v = diversity - diversity.mean(), volume - volume.mean()
+    mix_effect = (settings.intercept + settings.diversity_effect * centred_d
+                  + settings.volume_effect * centred_v + settings.interaction * centred_d * centred_v
+                  + rng.normal(0, settings.mix_sd, len(mixes)))
+
+    all_languages = sorted({lang for t in settings.targets for lang in _languages(t, settings)})
+    language_effect = dict(zip(all_languages, rng.normal(0, settings.language_sd, len(all_languages))))
+    model_short = settings.model.replace("xlm-roberta", "xlmr").replace("/", "-")
+    runs, scores = [], []
+    for target in settings.targets:
+        task = get_task(target)
+        languages = _languages(target, settings)
+        target_effect = rng.normal(0, settings.target_sd)
+        gap = {lang: 0.0 if lang == "en" else max(0.0, rng.normal(MEAN_LANGUAGE_GAP, 4.0))
+               for lang in languages}
+        target_language_effect = dict(zip(languages, rng.normal(0, settings.target_language_sd, len(languages))))
+        base = np.array([ENGLISH_SCORE.get(target, 80.0) - gap[lang] for lang in languages])
+        shift = np.array([language_effect[lang] + target_language_effect[lang] for lang in languages])
+        for mix_index in [None, *range(len(mixes))]:
+            if mix_index is None:
+                mix_name, tasks, improvement = "none", None, np.zeros(len(languages))
+            else:
+                mix_name, tasks = mixes[mix_index]
+                improvement = mix_effect[mix_index] + target_effect + shift
+            for seed in settings.seeds:
+                run_id = f"{model_short}.{mix_name}.{target}.s{seed}"
+                value = np.clip(base + improvement + rng.normal(0, settings.seed_sd, len(languages)), 0, 100)
+                runs.append({
+                    "run_id": run_id, "model": settings.model,
+                    "intermediate": None if tasks is None else {
+                        "name": mix_name, "tasks": tasks, "sampling": "proportional"},
+                    "target_task": target, "seed": seed, "status": "complete",
+                    "hyperparameters": {"simulated": True}, "code_version": "simulated",
+                })
+                for lang, score in zip(languages, value):
+                    scores.append({"run_id": run_id, "language": lang, "metric": task.metric,
+                                   "split": "test", "value": round(float(score), 3)})
+                    if task.format == "extractive_qa":
+                        scores.append({"run_id": run_id, "language": lang, "metric": "exact_match",
+                                       "split": "test",
+                                       "value": round(float(max(score - QA_EXACT_MATCH_GAP, 0.0)), 3)})
+    return runs, pd.DataFrame(scores)
+
+
+def simulate_results(out_dir: str | Path, settings: SimulationSettings = SimulationSettings(),
+                     *, progress: bool = False) -> Path:
+    """Write a simulated results folder (one folder per run, by the contract) and
+    ``simulation.json`` holding the true settings beside the runs."""
+    out_dir = Path(out_dir)
+    runs, scores = simulate_scores(settings)
+    by_run = {run_id: group.drop(columns="run_id").to_dict("records")
+              for run_id, group in scores.groupby("run_id", sort=False)}
+    iterator = runs
+    if progress:
+        from rich.progress import track
+        iterator = track(runs, description="writing simulated runs")
+    for run in iterator:
+        write_run(out_dir / run["run_id"], run, by_run[run["run_id"]])
+    (out_dir / SIMULATION_FILE).write_text(json.dumps(settings.truth(), indent=2) + "\n")
+    return out_dir
