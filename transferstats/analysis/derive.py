@@ -1,0 +1,159 @@
+"""Derived variables: diversity and volume of each mix, improvement over the matching baseline,
+and per-run robustness outcomes.
+
+Diversity and volume both enter the models on a log2 scale, so both effects read as "points per
+doubling" and can be compared (DESIGN.md, "The statistics").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from transferstats.loading import BASELINE_MIX, Problem, parse_mix_tasks
+from transferstats.tasks import get_task
+
+DIVERSITY_MEASURES = {
+    "n_tasks": "number of intermediate tasks",
+    "n_formats": "number of distinct task formats",
+    "effective_tasks": "effective number of tasks (exp of the entropy of example shares)",
+}
+ROW_OUTCOMES = {
+    "improvement": "score minus the mean score of the no-intermediate baseline (same model, "
+                   "target, language), per language",
+    "score": "zero-shot score, per language",
+}
+RUN_OUTCOMES = {
+    "nonenglish_mean": "mean zero-shot score over the non-English languages of a run",
+    "transfer_gap": "English score minus the non-English mean of a run (lower is better)",
+    "worst_language": "lowest non-English score of a run",
+}
+OUTCOMES = ROW_OUTCOMES | RUN_OUTCOMES
+LOWER_IS_BETTER = {"transfer_gap"}
+
+
+def effective_number_of_tasks(examples: np.ndarray) -> float:
+    """exp(Shannon entropy) of the example shares: equals the number of tasks when their shares are
+    equal, and shrinks towards 1 as one task dominates (Hill 1973, diversity of order 1)."""
+    shares = np.asarray(examples, dtype=float)
+    shares = shares[shares > 0] / shares.sum()
+    return float(np.exp(-(shares * np.log(shares)).sum()))
+
+
+def describe_mix(mix_tasks: str) -> dict:
+    """Diversity measures and volume of one mix, from its ``task=examples+...`` form."""
+    tasks = parse_mix_tasks(mix_tasks)
+    if not tasks:
+        return {"n_tasks": 0, "n_formats": 0, "effective_tasks": 0.0, "examples": 0}
+    return {
+        "n_tasks": len(tasks),
+        "n_formats": len({get_task(task).format for task in tasks}),
+        "effective_tasks": effective_number_of_tasks(np.array(list(tasks.values()))),
+        "examples": int(sum(tasks.values())),
+    }
+
+
+def mix_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per mix (baseline excluded): its tasks, diversity measures and volume."""
+    mixes = scores.loc[scores["mix"] != BASELINE_MIX, ["mix", "mix_tasks"]].drop_duplicates("mix")
+    described = pd.DataFrame([describe_mix(text) for text in mixes["mix_tasks"]], index=mixes.index)
+    return pd.concat([mixes, described], axis=1).reset_index(drop=True)
+
+
+def select_metric(scores: pd.DataFrame, metric: str | None, split: str) -> tuple[pd.DataFrame, list[Problem]]:
+    """Keep one metric per target: its headline metric (``metric=None``) or the one named.
+
+    Targets that lack the named metric are left out with a warning naming them.
+    """
+    problems = []
+    kept = []
+    for target, group in scores[scores["split"] == split].groupby("target_task", sort=True):
+        wanted = metric or get_task(target).metric
+        chosen = group[group["metric"] == wanted]
+        if chosen.empty:
+            problems.append(Problem(str(target), "metric", "warning",
+                                    f"no {wanted!r} scores on split {split!r} for target {target} "
+                                    f"(it has {sorted(group['metric'].unique())}); target left out"))
+            continue
+        kept.append(chosen)
+    if not kept:
+        return scores.iloc[0:0], problems
+    return pd.concat(kept, ignore_index=True), problems
+
+
+def add_improvement(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
+    """Add ``baseline`` (mean over the baseline's seeds) and ``improvement`` columns to the
+    intermediate-trained rows; rows without a matching baseline are left out with a warning."""
+    keys = ["model", "target_task", "language", "metric", "split"]
+    is_baseline = scores["mix"] == BASELINE_MIX
+    baseline = (scores[is_baseline].groupby(keys, as_index=False)["value"].mean()
+                .rename(columns={"value": "baseline"}))
+    trained = scores[~is_baseline].merge(baseline, on=keys, how="left")
+    problems = []
+    missing = trained["baseline"].isna()
+    if missing.any():
+        for (model, target), group in trained[missing].groupby(["model", "target_task"]):
+            languages = sorted(group["language"].unique())
+            problems.append(Problem(f"{model} / {target}", "baseline", "warning",
+                                    f"no baseline (mix 'none') scores for languages "
+                                    f"{', '.join(languages)}: {len(group)} score(s) of "
+                                    f"{group['run_id'].nunique()} run(s) left out of the "
+                                    "improvement analysis"))
+    trained = trained[~missing].copy()
+    trained["improvement"] = trained["value"] - trained["baseline"]
+    return trained, problems
+
+
+def run_outcomes(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-run robustness outcomes from the zero-shot scores of the run's languages.
+
+    ``transfer_gap`` needs an English score: retrieval targets (BUCC, Tatoeba) have none, so their
+    gap is missing and those runs are left out of gap models.
+    """
+    is_english = scores["language"] == "en"
+    run_keys = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed"]
+    foreign = scores[~is_english].groupby(run_keys)["value"].agg(nonenglish_mean="mean",
+                                                                  worst_language="min")
+    english = scores[is_english].set_index(run_keys)["value"].rename("english")
+    table = foreign.join(english, how="left")
+    table["transfer_gap"] = table["english"] - table["nonenglish_mean"]
+    return table.reset_index()
+
+
+def add_design_columns(data: pd.DataFrame, diversity: str) -> pd.DataFrame:
+    """Join each row's mix description and add ``diversity`` (log2 of the chosen measure) and
+    ``volume`` (log2 of the total examples)."""
+    if diversity not in DIVERSITY_MEASURES:
+        raise ValueError(f"diversity measure must be one of {list(DIVERSITY_MEASURES)}, got {diversity!r}")
+    mixes = mix_table(data)
+    data = data.merge(mixes.drop(columns="mix_tasks"), on="mix", how="left")
+    data["diversity"] = np.log2(data[diversity].astype(float))
+    data["volume"] = np.log2(data["examples"].astype(float))
+    return data
+
+
+def model_frame(scores: pd.DataFrame, *, outcome: str, diversity: str = "n_tasks",
+                include_english: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
+    """The rows the model is fitted on, with an ``outcome`` column and the design columns.
+
+    Row-level outcomes keep one row per (run, language) — non-English only unless
+    ``include_english`` — with a ``target_language`` factor for the language-within-target random
+    effect; run-level outcomes keep one row per run.
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {list(OUTCOMES)}, got {outcome!r}")
+    problems: list[Problem] = []
+    if outcome in ROW_OUTCOMES:
+        if outcome == "improvement":
+            data, problems = add_improvement(scores)
+        else:
+            data = scores[scores["mix"] != BASELINE_MIX].copy()
+            data["score"] = data["value"]
+        if not include_english:
+            data = data[data["language"] != "en"]
+        data = data.assign(target_language=data["target_task"] + ":" + data["language"])
+    else:
+        data = run_outcomes(scores[scores["mix"] != BASELINE_MIX])
+        data = data[data[outcome].notna()]
+    data = add_design_columns(data.reset_index(drop=True), diversity)
+    return data, problems

@@ -1,0 +1,274 @@
+"""The whole analysis: load -> derive -> design check -> mixed model -> crossed bootstrap -> verdict,
+plus the descriptive tables. :func:`analyze` returns an :class:`AnalysisResult`; it writes nothing.
+
+Model (Bates et al. 2015 notation)::
+
+    outcome ~ diversity + volume (+ diversity:volume)
+              + (1 | target_task) + (1 | target_task:language) + (1 | mix)
+
+fitted by REML; each fixed term is tested by an ML likelihood-ratio test; intervals come from a
+bootstrap that resamples languages and mixes (crossed units) and seeds within cells.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from transferstats.analysis import descriptives
+from transferstats.analysis.bootstrap import crossed_bootstrap
+from transferstats.analysis.derive import (DIVERSITY_MEASURES, LOWER_IS_BETTER, OUTCOMES,
+                                           ROW_OUTCOMES, mix_table, model_frame, select_metric)
+from transferstats.analysis.mixed import fit_crossed, likelihood_ratio_test
+from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.spec import AnalysisSpec
+from transferstats.loading import LoadedResults, Problem, ResultsError
+from transferstats.simulate import SIMULATION_FILE
+
+CONTRAST = "diversity - volume"
+INTERACTION = "diversity:volume"
+DIVERSITY_UNITS = {
+    "n_tasks": "points per doubling of the number of tasks",
+    "n_formats": "points per doubling of the number of task formats",
+    "effective_tasks": "points per doubling of the effective number of tasks",
+}
+
+
+def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) -> dict:
+    """How well the grid separates diversity from volume, across mixes.
+
+    Reports Pearson's r of log2 diversity and log2 volume and the variance inflation factor
+    VIF = 1 / (1 - r²) (with two predictors both share it). The design is ``confounded`` when
+    either variable does not vary or ``|r| >= max_correlation``.
+    """
+    d = np.log2(mixes[diversity].astype(float).to_numpy())
+    v = np.log2(mixes["examples"].astype(float).to_numpy())
+    check = {"n_mixes": int(len(mixes)), "diversity_levels": sorted(set(np.round(2 ** d, 6))),
+             "volume_levels": sorted({int(x) for x in mixes["examples"]}),
+             "max_correlation": max_correlation}
+    if len(mixes) < 3 or np.ptp(d) == 0 or np.ptp(v) == 0:
+        varying = "diversity" if np.ptp(v) == 0 else "volume"
+        check |= {"correlation": None, "vif": None, "confounded": True,
+                  "reason": f"only {varying} varies across the {len(mixes)} mixes (or there are "
+                            "fewer than 3 mixes), so the two effects cannot be separated"}
+        return check
+    r = float(np.corrcoef(d, v)[0, 1])
+    vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")
+    confounded = abs(r) >= max_correlation
+    check |= {"correlation": r, "vif": vif, "confounded": confounded,
+              "reason": (f"diversity and volume are too collinear across mixes (r = {r:.3f}, "
+                         f"VIF = {vif:.1f}; threshold |r| < {max_correlation})") if confounded else ""}
+    return check
+
+
+def minimum_detectable_difference(standard_error: float, level: float, power: float) -> float:
+    """Smallest true difference detected with probability ``power`` by a two-sided test at
+    1 - ``level``: (z_{1-α/2} + z_{power}) × SE (Cohen 1988; Bloom 1995, "Minimum detectable
+    effects")."""
+    alpha = 1 - level
+    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
+
+
+def decide(comparison: dict, design: dict) -> tuple[str, str]:
+    """The verdict and a one-sentence reason."""
+    if design["confounded"]:
+        return "confounded", design["reason"]
+    low, high = comparison["ci_low"], comparison["ci_high"]
+    interval = f"[{low:.2f}, {high:.2f}]"
+    if low > 0:
+        return "supported", (f"diversity's benefit exceeds volume's: the interval of the difference "
+                             f"{interval} lies above zero")
+    if high < 0:
+        return "refuted", (f"volume's benefit exceeds diversity's: the interval of the difference "
+                           f"{interval} lies below zero")
+    return "inconclusive", (f"the interval of the difference {interval} includes zero; the grid "
+                            f"could detect a difference of {comparison['minimum_detectable_difference']:.2f} "
+                            "points with the stated power")
+
+
+def _source(path: str | Path) -> dict:
+    path = Path(path)
+    truth_file = path / SIMULATION_FILE if path.is_dir() else None
+    if truth_file is not None and truth_file.is_file():
+        return {"path": str(path), "simulated": True, "truth": json.loads(truth_file.read_text())}
+    return {"path": str(path), "simulated": False}
+
+
+def _random_factors(data: pd.DataFrame, outcome: str) -> tuple[list[str], list[str]]:
+    """Random-intercept factors with at least two levels, and notes on those dropped."""
+    candidates = ["target_task", "target_language", "mix"] if outcome in ROW_OUTCOMES else ["target_task", "mix"]
+    kept, notes = [], []
+    for factor in candidates:
+        if data[factor].nunique() >= 2:
+            kept.append(factor)
+        else:
+            notes.append(f"random intercept for {factor} dropped: it has a single level")
+    return kept, notes
+
+
+def _centre(data: pd.DataFrame, interaction: bool) -> tuple[pd.DataFrame, dict]:
+    """Centre diversity and volume at their mean over mixes, so main effects are at the design
+    centre even with the interaction in the model."""
+    per_mix = data.drop_duplicates("mix")
+    centre = {"diversity": float(per_mix["diversity"].mean()), "volume": float(per_mix["volume"].mean())}
+    data = data.assign(diversity=data["diversity"] - centre["diversity"],
+                       volume=data["volume"] - centre["volume"])
+    if interaction:
+        data[INTERACTION] = data["diversity"] * data["volume"]
+    return data, centre
+
+
+def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_jobs: int | None = None,
+            progress: bool = True) -> AnalysisResult:
+    """Run the whole analysis on loaded results. Raises :class:`ResultsError` when the data cannot
+    answer the question (every reason listed); warnings travel in ``estimates["warnings"]``."""
+    if loaded.errors:
+        raise ResultsError(loaded.problems)
+    problems: list[Problem] = list(loaded.problems)
+    scores = loaded.scores
+    models = sorted(scores["model"].unique())
+    if spec.model:
+        if spec.model not in models:
+            raise ResultsError([Problem(loaded.source, "model", "error",
+                                        f"model {spec.model!r} not in the results ({', '.join(models)})")])
+        scores = scores[scores["model"] == spec.model]
+    elif len(models) > 1:
+        raise ResultsError([Problem(loaded.source, "model", "error",
+                                    f"the results hold several models ({', '.join(models)}); "
+                                    "pick one with --model")])
+    scores, metric_problems = select_metric(scores, spec.headline_metric, spec.split)
+    problems += metric_problems
+    data, derive_problems = model_frame(scores, outcome=spec.outcome, diversity=spec.diversity,
+                                        include_english=spec.include_english)
+    problems += derive_problems
+    if data.empty or data["mix"].nunique() < 2:
+        raise ResultsError(problems + [Problem(loaded.source, "", "error",
+                                               "fewer than two intermediate mixes with usable scores: "
+                                               "nothing to compare")])
+
+    mixes = mix_table(scores)
+    mixes = mixes[mixes["mix"].isin(data["mix"])]
+    design = design_check(mixes, spec.diversity, spec.max_correlation)
+    data, centre = _centre(data, spec.interaction)
+    design["centre_log2"] = centre
+    random, notes = _random_factors(data, spec.outcome)
+    fixed = ["diversity", "volume"] + ([INTERACTION] if spec.interaction else [])
+    units = [u for u in spec.units if u in data.columns and data[u].nunique() >= 2]
+    direction = -1.0 if spec.outcome in LOWER_IS_BETTER else 1.0
+    contrast_weights = {"diversity": direction, "volume": -direction}
+
+    identifiable = design["correlation"] is not None and abs(design["correlation"]) < 0.999
+    if identifiable:
+        fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+        tests = {term: likelihood_ratio_test(data, spec.outcome, fixed, random, term) for term in fixed}
+        boot = crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
+                                 contrasts={CONTRAST: contrast_weights}, n_resamples=spec.resamples,
+                                 seed=spec.seed, n_jobs=n_jobs, progress=progress)
+        intervals = boot.intervals(level=spec.level, kind=spec.interval).set_index("term")
+        percentile = boot.intervals(level=spec.level, kind="percentile").set_index("term")
+        if boot.n_failed:
+            problems.append(Problem(loaded.source, "bootstrap", "warning",
+                                    f"{boot.n_failed} of {boot.n_resamples} resamples failed to fit "
+                                    "and are not in the intervals"))
+        data = data.assign(fitted=fit.fitted, residual=fit.residuals)
+        draws = boot.draws
+    else:
+        fit, tests, boot, intervals, percentile = None, {}, None, None, None
+        data = data.assign(fitted=np.nan, residual=np.nan)
+        draws = pd.DataFrame(columns=[*fixed, CONTRAST])
+
+    units_text = {"diversity": DIVERSITY_UNITS[spec.diversity],
+                  "volume": "points per doubling of intermediate examples",
+                  INTERACTION: "points per doubling of both"}
+    wald = fit.summary_frame().set_index("term") if fit is not None else None
+    effects = []
+    for term in fixed:
+        effect = {"term": term, "unit": units_text[term], "estimate": None, "ci_low": None,
+                  "ci_high": None, "se": None, "bootstrap_se": None, "p_value": None,
+                  "p_value_wald": None, "chi2": None, "percentile_ci_low": None,
+                  "percentile_ci_high": None}
+        if fit is not None:
+            effect |= {"estimate": float(wald.at[term, "estimate"]), "se": float(wald.at[term, "se"]),
+                       "p_value_wald": float(wald.at[term, "p_value"]),
+                       "ci_low": float(intervals.at[term, "ci_low"]),
+                       "ci_high": float(intervals.at[term, "ci_high"]),
+                       "bootstrap_se": float(intervals.at[term, "se"]),
+                       "percentile_ci_low": float(percentile.at[term, "ci_low"]),
+                       "percentile_ci_high": float(percentile.at[term, "ci_high"]),
+                       "p_value": float(tests[term]["p_value"]), "chi2": float(tests[term]["chi2"])}
+        effects.append(effect)
+
+    comparison = {"contrast": CONTRAST, "weights": contrast_weights, "estimate": None, "ci_low": None,
+                  "ci_high": None, "bootstrap_se": None, "minimum_detectable_difference": None,
+                  "direction": "higher is better" if direction > 0 else
+                               "lower is better: the contrast is -(diversity) - (-(volume)), so "
+                               "positive still favours diversity"}
+    if boot is not None:
+        comparison |= {"estimate": float(boot.estimate[CONTRAST]),
+                       "ci_low": float(intervals.at[CONTRAST, "ci_low"]),
+                       "ci_high": float(intervals.at[CONTRAST, "ci_high"]),
+                       "bootstrap_se": float(intervals.at[CONTRAST, "se"]),
+                       "percentile_ci_low": float(percentile.at[CONTRAST, "ci_low"]),
+                       "percentile_ci_high": float(percentile.at[CONTRAST, "ci_high"])}
+        comparison["minimum_detectable_difference"] = minimum_detectable_difference(
+            comparison["bootstrap_se"], spec.level, spec.power)
+    verdict, reason = decide(comparison, design)
+
+    model_info = {"formula": _formula(spec.outcome, fixed, random), "random": random, "fixed": fixed,
+                  "notes": notes}
+    if fit is not None:
+        model_info |= {"method": fit.method, "converged": bool(fit.converged),
+                       "variance_components": {k: float(v) for k, v in fit.variance_components.items()},
+                       "residual_variance": float(fit.residual_variance), "on_boundary": list(fit.on_boundary),
+                       "reml_log_likelihood": float(fit.llf)}
+        if not fit.converged:
+            problems.append(Problem(loaded.source, "model", "warning", "the REML fit did not converge"))
+    improvement_table = descriptives.improvement_table(scores, spec, mixes)
+    estimates = {
+        "outcome": spec.outcome,
+        "outcome_description": OUTCOMES[spec.outcome],
+        "diversity_measure": spec.diversity,
+        "diversity_description": DIVERSITY_MEASURES[spec.diversity],
+        "n_rows": int(len(data)),
+        "n_runs": int(data["run_id"].nunique()),
+        "n_mixes": int(data["mix"].nunique()),
+        "targets": sorted(data["target_task"].unique()),
+        "languages": sorted(data["language"].unique()) if "language" in data else [],
+        "effects": effects,
+        "comparison": comparison,
+        "verdict": verdict,
+        "verdict_reason": reason,
+        "minimum_detectable_difference": comparison["minimum_detectable_difference"],
+        "bootstrap": {"resamples": spec.resamples, "method": f"crossed cluster, {spec.interval.upper() if spec.interval == 'bca' else 'percentile'}",
+                      "seed": spec.seed, "level": spec.level, "units": units,
+                      "replicates": "seeds resampled within (mix, target)",
+                      "failed_resamples": int(boot.n_failed) if boot is not None else None},
+        "model": model_info,
+        "design": design,
+        "descriptives": descriptives.omnibus(data, spec.outcome),
+        "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()
+                     if k != "tasks"},
+        "runs": {"complete": int((loaded.runs["status"] == "complete").sum()),
+                 "failed": int((loaded.runs["status"] == "failed").sum())},
+        "warnings": [str(p) for p in problems if p.severity == "warning"],
+        "source": _source(loaded.source),
+    }
+    return AnalysisResult(
+        estimates=estimates,
+        model_data=data,
+        bootstrap_draws=draws,
+        improvement_table=improvement_table,
+        language_table=descriptives.language_table(data, spec),
+        pairwise=descriptives.pairwise_mixes(data, spec.outcome),
+        interaction_table=descriptives.interaction_table(data, spec),
+        run_problems=pd.DataFrame([vars(p) for p in problems],
+                                  columns=["file", "location", "severity", "message"]),
+    )
+
+
+def _formula(outcome: str, fixed: list[str], random: list[str]) -> str:
+    return f"{outcome} ~ {' + '.join(fixed)} + " + " + ".join(f"(1 | {factor})" for factor in random)

@@ -1,0 +1,112 @@
+"""Analysis specifications: the packaged defaults, a user's ``analysis/*.toml``, then command-line
+overrides, merged in that order and checked key by key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+
+INTERVALS = ("bca", "percentile")
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Every setting of one analysis (see ``transferstats/data/default_analysis.toml``)."""
+
+    name: str = "report"
+    outcome: str = "improvement"
+    diversity: str = "n_tasks"
+    metric: str = "headline"
+    split: str = "test"
+    include_english: bool = False
+    interaction: bool = True
+    model: str = ""
+    resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    interval: str = "bca"
+    units: tuple[str, ...] = ("language", "mix")
+    max_correlation: float = 0.9
+    power: float = 0.8
+    tasks: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        checks = [
+            (self.outcome in OUTCOMES, "outcome", f"one of {list(OUTCOMES)}"),
+            (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
+            (self.interval in INTERVALS, "interval", f"one of {list(INTERVALS)}"),
+            (isinstance(self.resamples, int) and self.resamples >= 50, "resamples", "an integer >= 50"),
+            (0.5 < self.level < 1, "level", "a number between 0.5 and 1"),
+            (0 < self.max_correlation <= 1, "max_correlation", "a number in (0, 1]"),
+            (0 < self.power < 1, "power", "a number between 0 and 1"),
+            (set(self.units) <= {"language", "mix", "target_task"} and len(self.units) > 0,
+             "units", "a non-empty list drawn from language, mix, target_task"),
+        ]
+        for ok, key, expected in checks:
+            if not ok:
+                raise ValueError(f"analysis setting {key!r} must be {expected}, "
+                                 f"got {getattr(self, key)!r}")
+
+    @property
+    def headline_metric(self) -> str | None:
+        return None if self.metric == "headline" else self.metric
+
+
+_SECTIONS = {
+    "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
+                 "interaction", "model"),
+    "bootstrap": ("resamples", "seed", "level", "interval", "units"),
+    "verdict": ("max_correlation", "power"),
+}
+
+
+def _flatten(document: dict, source: str) -> dict:
+    """The sections of a spec file as one flat dict of settings; unknown keys are refused."""
+    settings = {}
+    for section, table in document.items():
+        if section == "tasks":
+            settings["tasks"] = table
+            continue
+        if section not in _SECTIONS:
+            raise ValueError(f"{source}: unknown section [{section}]; expected "
+                             f"{', '.join(f'[{s}]' for s in _SECTIONS)} or [tasks.<id>]")
+        for key, value in table.items():
+            if key not in _SECTIONS[section]:
+                raise ValueError(f"{source}: unknown key {key!r} in [{section}]; expected one of "
+                                 f"{', '.join(_SECTIONS[section])}")
+            settings[key] = tuple(value) if isinstance(value, list) else value
+    return settings
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the analysis spec: {error.strerror}") from None
+
+
+def default_spec_text() -> str:
+    return resources.files("transferstats").joinpath("data/default_analysis.toml").read_text()
+
+
+def load_spec(path: str | Path | None = None, **overrides) -> AnalysisSpec:
+    """Defaults, then the spec file at ``path`` (if any), then ``overrides`` that are not None."""
+    settings = _flatten(tomllib.loads(default_spec_text()), "default_analysis.toml")
+    if path is not None:
+        settings |= _flatten(_read_toml(Path(path)), str(path))
+    known = {f.name for f in fields(AnalysisSpec)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise ValueError(f"unknown analysis setting {key!r}")
+        if value is not None:
+            settings[key] = value
+    try:
+        return AnalysisSpec(**settings)
+    except ValueError as error:
+        raise ValueError(f"{path or 'analysis settings'}: {error}") from None

@@ -1,0 +1,73 @@
+"""``transferstats analyze results/``: test diversity against volume and write the report."""
+
+from __future__ import annotations
+
+import argparse
+
+from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="results folder (any depth) or flat table (.csv/.parquet/.jsonl)")
+    parser.add_argument("--spec", help="analysis specification (TOML); options below override it")
+    parser.add_argument("--out", help="report folder (default: reports/<name>)")
+    parser.add_argument("--name", help="report name (default from the spec: 'report')")
+    parser.add_argument("--outcome", choices=list(OUTCOMES), help="default: improvement")
+    parser.add_argument("--diversity", choices=list(DIVERSITY_MEASURES), help="default: n_tasks")
+    parser.add_argument("--metric", help="metric to analyse (default: each target's headline metric)")
+    parser.add_argument("--split", help="default: test")
+    parser.add_argument("--model", help="model to analyse when the results hold several")
+    parser.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
+    parser.add_argument("--level", type=float, help="interval level (default 0.95)")
+    parser.add_argument("--interval", choices=["bca", "percentile"], help="default: bca")
+    parser.add_argument("--no-interaction", dest="interaction", action="store_false", default=None,
+                        help="leave the diversity x volume interaction out of the model")
+    parser.add_argument("--include-english", dest="include_english", action="store_true", default=None,
+                        help="keep English rows in row-level outcomes (not zero-shot)")
+    parser.add_argument("--tasks", action="append", default=[],
+                        help="TOML file registering your own tasks ([tasks.<id>] tables); repeatable")
+    parser.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: all cores)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from transferstats.analysis.pipeline import analyze
+    from transferstats.analysis.spec import load_spec
+    from transferstats.loading import ResultsError, load_results
+    from transferstats.report.render import write_report
+    from transferstats.report.terminal import print_summary
+    from transferstats.tasks import load_task_file, register_task, tasks_from_table
+
+    console = Console(stderr=True)
+    try:
+        spec = load_spec(args.spec, name=args.name, outcome=args.outcome, diversity=args.diversity,
+                         metric=args.metric, split=args.split, model=args.model,
+                         resamples=args.resamples, seed=args.seed, level=args.level,
+                         interval=args.interval, interaction=args.interaction,
+                         include_english=args.include_english)
+        for task in tasks_from_table(spec.tasks, args.spec or "spec"):
+            register_task(task)
+        for task_file in args.tasks:
+            load_task_file(task_file)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False)
+        return 2
+    try:
+        with console.status("loading results"):
+            loaded = load_results(args.results)
+        result = analyze(loaded, spec, n_jobs=args.jobs)
+    except ResultsError as error:
+        for problem in error.problems:
+            style = "red" if problem.severity == "error" else "yellow"
+            console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True)
+        console.print("[bold red]analysis refused: fix the errors above (nothing was written)[/]")
+        return 2
+    out = Path(args.out) if args.out else Path("reports") / spec.name
+    with console.status(f"writing the report to {out}"):
+        write_report(result, out)
+    print_summary(result, out)
+    return 0

@@ -1,0 +1,36 @@
+"""``transferstats validate results/``: list every problem of a results folder or table."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="results folder (any depth) or flat table (.csv/.parquet/.jsonl)")
+    parser.add_argument("--tasks", action="append", default=[],
+                        help="TOML file registering your own tasks ([tasks.<id>] tables); repeatable")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from transferstats.loading import load_results, ResultsError
+    from transferstats.tasks import load_task_file
+
+    console = Console()
+    for task_file in args.tasks:
+        load_task_file(task_file)
+    try:
+        loaded = load_results(args.results, strict=False)
+    except ResultsError as error:
+        problems, runs = error.problems, 0
+    else:
+        problems, runs = loaded.problems, len(loaded.runs)
+    for problem in problems:
+        style = "red" if problem.severity == "error" else "yellow"
+        console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True)
+    errors = sum(p.severity == "error" for p in problems)
+    warnings = len(problems) - errors
+    summary = f"{runs} run(s) read; {errors} error(s), {warnings} warning(s)"
+    console.print(f"[bold {'red' if errors else 'green'}]{summary}[/]")
+    return 1 if errors else 0
