@@ -1,0 +1,331 @@
+"""Report tables: tidy analysis output -> display frames -> LaTeX (booktabs), Markdown and HTML.
+
+Each ``*_table`` function takes tidy data and returns a :class:`Table` whose ``frame`` holds the
+display strings. A cell may carry a secondary line after a newline (the confidence interval under
+a mean, as in Phang et al. 2020, Table 2); :func:`to_latex` sets it as a second, smaller row,
+:func:`to_html` as a second line, and :func:`to_markdown` after the main value.
+
+References
+----------
+Phang et al. 2020, "English Intermediate-Task Training Improves Zero-Shot Cross-Lingual Transfer
+Too", arXiv:2005.13013.
+Holm 1979, "A simple sequentially rejective multiple test procedure", Scand. J. Statist. 6:65-70.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+MINUS = "\N{MINUS SIGN}"
+
+# XTREME's own spelling of its tasks (Hu et al. 2020, Table 1); unknown ids are shown as they are.
+TARGET_LABELS = {
+    "xnli": "XNLI", "pawsx": "PAWS-X", "udpos": "POS", "panx": "NER", "xquad": "XQuAD",
+    "mlqa": "MLQA", "tydiqa": "TyDiQA", "bucc2018": "BUCC", "tatoeba": "Tatoeba", "average": "Avg",
+}
+
+TERM_LABELS = {
+    "diversity": "Diversity", "volume": "Volume", "diversity:volume": "Diversity × volume",
+    "diversity - volume": f"Diversity {MINUS} volume",
+}
+
+
+def target_label(task_id: str) -> str:
+    """Display name of a target task (``"average"`` becomes ``"Avg"``)."""
+    return TARGET_LABELS.get(task_id, task_id)
+
+
+def term_label(term: str) -> str:
+    """Display name of a model term or of the diversity - volume contrast."""
+    return TERM_LABELS.get(term, term)
+
+
+def is_missing(value) -> bool:
+    """True for ``None`` and NaN, the two ways the analysis says "no value"."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def format_number(value, digits: int = 2) -> str:
+    """A number with fixed decimals and a true minus sign; an en dash when missing."""
+    if is_missing(value):
+        return "\N{EN DASH}"
+    return f"{float(value):.{digits}f}".replace("-", MINUS)
+
+
+def format_interval(low, high, digits: int = 2) -> str:
+    """``[low, high]``, or an en dash when either end is missing."""
+    if is_missing(low) or is_missing(high):
+        return "\N{EN DASH}"
+    return f"[{format_number(low, digits)}, {format_number(high, digits)}]"
+
+
+def format_p(p_value) -> str:
+    """A p-value to three decimals, ``< 0.001`` below that; an en dash when missing."""
+    if is_missing(p_value):
+        return "\N{EN DASH}"
+    return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def format_count(value) -> str:
+    """An integer count with thousands separators (``160,000``)."""
+    return f"{int(value):,}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """A display table.
+
+    Attributes
+    ----------
+    name:
+        File stem of its LaTeX version (``tables/<name>.tex``) and its HTML anchor.
+    caption:
+        One-sentence caption (plain text; Markdown-style ``*emphasis*`` is not interpreted).
+    frame:
+        Display strings, one column per table column; ``"main\\nsecondary"`` cells have a second line.
+    """
+
+    name: str
+    caption: str
+    frame: pd.DataFrame
+
+    @property
+    def label(self) -> str:
+        return f"tab:{self.name}"
+
+
+def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Table:
+    """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
+
+    Parameters
+    ----------
+    improvement:
+        Long form ``mix, target_task, mean, ci_low, ci_high, n_runs``; ``target_task ==
+        "average"`` holds each mix's average. Row order is kept; targets keep their first-seen
+        order and the average comes last.
+    confidence:
+        Level of the intervals, for the caption.
+
+    Returns
+    -------
+    Table
+        Mixes as rows, targets then ``Avg`` as columns; each cell ``mean`` over ``[lo, hi]``.
+    """
+    mixes = list(dict.fromkeys(improvement["mix"]))
+    targets = [t for t in dict.fromkeys(improvement["target_task"]) if t != "average"]
+    if (improvement["target_task"] == "average").any():
+        targets.append("average")
+    cells = improvement.set_index(["mix", "target_task"])
+    rows = []
+    for mix in mixes:
+        row = {"Intermediate mix": mix}
+        for target in targets:
+            if (mix, target) in cells.index:
+                cell = cells.loc[(mix, target)]
+                row[target_label(target)] = (f"{format_number(cell['mean'])}\n"
+                                             f"{format_interval(cell['ci_low'], cell['ci_high'])}")
+            else:
+                row[target_label(target)] = "\N{EN DASH}"
+        rows.append(row)
+    caption = (f"Improvement over the no-intermediate baseline (points), per intermediate mix and "
+               f"target task, averaged over languages and seeds, with {confidence:.0%} confidence "
+               f"intervals underneath. Avg is the mean over targets.")
+    return Table("improvement", caption, pd.DataFrame(rows))
+
+
+def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95) -> Table:
+    """Fixed effects of the model and the diversity - volume contrast.
+
+    Parameters
+    ----------
+    effects:
+        ``estimates["effects"]``: dicts with ``term, estimate, ci_low, ci_high, p_value, unit``.
+    comparison:
+        ``estimates["comparison"]``: ``contrast, estimate, ci_low, ci_high`` (``p_value``, ``unit``
+        optional).
+    confidence:
+        Level of the intervals, for the column header.
+    """
+    rows = list(effects)
+    rows.append({"term": comparison["contrast"], **comparison})
+    ci_header = f"{confidence:.0%} CI"
+    frame = pd.DataFrame([{
+        "Term": term_label(row["term"]),
+        "Estimate": format_number(row.get("estimate")),
+        ci_header: format_interval(row.get("ci_low"), row.get("ci_high")),
+        "p": format_p(row.get("p_value")),
+        "Unit": row.get("unit") or "points per doubling",
+    } for row in rows])
+    caption = (f"Fixed effects on the improvement (points) with {confidence:.0%} confidence "
+               f"intervals, and the contrast diversity {MINUS} volume with its crossed "
+               f"cluster bootstrap interval.")
+    return Table("effects", caption, frame)
+
+
+def variance_components_table(components: list[dict]) -> Table:
+    """Random-effect variances of the mixed model.
+
+    Parameters
+    ----------
+    components:
+        Dicts with ``group`` and ``variance`` (``sd`` and ``boundary`` optional); the residual
+        is one of them.
+    """
+    frame = pd.DataFrame([{
+        "Grouping": component["group"],
+        "Variance": format_number(component["variance"], 3),
+        "SD": format_number(component.get("sd", math.sqrt(max(component["variance"], 0.0))), 3),
+        "At boundary": "yes" if component.get("boundary") else "no",
+    } for component in components])
+    caption = ("Variance components of the mixed model (REML). A variance at the boundary "
+               "(estimated as zero) means that grouping adds no detectable variation.")
+    return Table("variance_components", caption, frame)
+
+
+def language_table(languages: pd.DataFrame, confidence: float = 0.95) -> Table:
+    """Improvement per language, averaged over mixes and targets (``language, mean, ci_low,
+    ci_high, n``), in the given order."""
+    frame = pd.DataFrame({
+        "Language": languages["language"],
+        "Mean": [format_number(v) for v in languages["mean"]],
+        f"{confidence:.0%} CI": [format_interval(lo, hi)
+                                 for lo, hi in zip(languages["ci_low"], languages["ci_high"])],
+        "n": [format_count(n) for n in languages["n"]],
+    })
+    caption = (f"Improvement over the baseline per evaluation language (points), averaged over "
+               f"mixes and targets, with {confidence:.0%} confidence intervals.")
+    return Table("languages", caption, frame)
+
+
+_EFFECT_SIZE_COLUMNS = {"hedges": "Hedges' g", "cohen": "Cohen's d", "r": "r", "cles": "CLES",
+                        "AUC": "AUC", "eta_square": "η²", "odds_ratio": "Odds ratio"}
+
+
+def _first_column(frame: pd.DataFrame, *candidates: str) -> str | None:
+    return next((c for c in candidates if c in frame.columns), None)
+
+
+def pairwise_table(pairwise: pd.DataFrame) -> Table:
+    """Holm-corrected pairwise comparisons of mixes from pingouin's ``pairwise_tests``.
+
+    Accepts both pingouin spellings of the p-value columns (``p_corr`` since 0.7, ``p-corr``
+    before).
+    """
+    p_corrected = _first_column(pairwise, "p_corr", "p-corr")
+    p_uncorrected = _first_column(pairwise, "p_unc", "p-unc")
+    effect_size = _first_column(pairwise, *_EFFECT_SIZE_COLUMNS)
+    columns = {
+        "A": pairwise["A"].astype(str),
+        "B": pairwise["B"].astype(str),
+        "T": [format_number(v) for v in pairwise["T"]],
+        "df": [format_number(v, 1) for v in pairwise["dof"]],
+        "p": [format_p(v) for v in pairwise[p_uncorrected]],
+    }
+    if p_corrected is not None:
+        columns["p (Holm)"] = [format_p(v) for v in pairwise[p_corrected]]
+    if effect_size is not None:
+        columns[_EFFECT_SIZE_COLUMNS[effect_size]] = [format_number(v) for v in pairwise[effect_size]]
+    caption = ("Pairwise comparisons of intermediate mixes (t tests on run-level means), p-values "
+               "adjusted for multiple comparisons with Holm's (1979) method.")
+    return Table("pairwise", caption, pd.DataFrame(columns))
+
+
+def problems_table(problems: pd.DataFrame) -> Table:
+    """Problems met while loading the results (``file, location, severity, message``)."""
+    frame = pd.DataFrame({
+        "Severity": problems["severity"].astype(str),
+        "File": problems["file"].astype(str),
+        "Location": problems["location"].fillna("").astype(str),
+        "Message": problems["message"].astype(str),
+    })
+    caption = "Problems met while loading the results; runs with errors were left out."
+    return Table("load_problems", caption, frame)
+
+
+# --- LaTeX -----------------------------------------------------------------------------------
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    MINUS: "$-$", "\N{EN DASH}": "--", "×": r"$\times$", "≥": r"$\geq$", "<": r"$<$",
+    "η": r"$\eta$", "²": r"$^2$",
+}
+_LATEX_PATTERN = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIALS))
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and set the few non-ASCII signs the report uses in math mode."""
+    return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group(0)], text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment; needs ``\\usepackage{booktabs}`` only.
+
+    The first column is left-aligned, the others right-aligned. Secondary lines become a second,
+    ``\\scriptsize`` row under their row.
+    """
+    frame = table.frame
+    column_format = "l" + "r" * (len(frame.columns) - 1)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\small",
+        rf"\begin{{tabular}}{{{column_format}}}",
+        r"\toprule",
+        " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\",
+        r"\midrule",
+    ]
+    for values in frame.itertuples(index=False):
+        parts = [str(v).split("\n", 1) for v in values]
+        lines.append(" & ".join(latex_escape(p[0]) for p in parts) + r" \\")
+        if any(len(p) == 2 for p in parts):
+            lines.append(" & ".join(rf"{{\scriptsize {latex_escape(p[1])}}}" if len(p) == 2 else ""
+                                    for p in parts) + r" \\")
+    lines += [
+        r"\bottomrule",
+        r"\end{tabular}",
+        rf"\caption{{{latex_escape(table.caption)}}}",
+        rf"\label{{{table.label}}}",
+        r"\end{table}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --- Markdown and HTML -----------------------------------------------------------------------
+
+def _markdown_cell(value: str) -> str:
+    return str(value).replace("\n", " ").replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    """A pipe table (GitHub-flavoured Markdown); secondary lines follow the main value."""
+    frame = table.frame
+    align = [":--"] + ["--:"] * (len(frame.columns) - 1)
+    lines = ["| " + " | ".join(_markdown_cell(c) for c in frame.columns) + " |",
+             "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(_markdown_cell(v) for v in values) + " |"
+              for values in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _html_cell(value: str) -> str:
+    main, _, secondary = str(value).partition("\n")
+    cell = html.escape(main)
+    if secondary:
+        cell += f'<br><span class="ci">{html.escape(secondary)}</span>'
+    return cell
+
+
+def to_html(table: Table) -> str:
+    """An HTML ``<table>`` without inline styles (the report's stylesheet styles it)."""
+    frame = table.frame
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{_html_cell(v)}</td>" for v in values) + "</tr>\n"
+                   for values in frame.itertuples(index=False))
+    return (f'<table id="{html.escape(table.name)}">\n<thead><tr>{head}</tr></thead>\n'
+            f"<tbody>\n{body}</tbody>\n</table>")
