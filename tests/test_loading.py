@@ -1,0 +1,242 @@
+"""Loading and validating results: every bad input gets a message naming file, place and what was
+expected; nothing is silently dropped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from transferstats.loading import (ResultsError, format_mix_tasks, load_results, parse_mix_tasks,
+                                   validate_results)
+from transferstats.results import write_run
+
+
+def _a_run(results, pattern="*.d2-*.xnli.s1"):
+    return sorted(results.glob(pattern))[0]
+
+
+def _messages(problems):
+    return "\n".join(str(p) for p in problems)
+
+
+def test_loads_a_clean_folder(small_results):
+    loaded = load_results(small_results)
+    assert loaded.problems == []
+    assert loaded.runs["status"].eq("complete").all()
+    # 12 mixes + baseline, 3 targets, 2 seeds
+    assert len(loaded.runs) == 13 * 3 * 2
+    assert set(loaded.scores.columns) >= {"run_id", "model", "mix", "mix_tasks", "target_task", "seed",
+                                          "language", "metric", "split", "value"}
+    assert (loaded.scores.loc[loaded.scores["mix"] == "none", "mix_tasks"] == "").all()
+
+
+def test_empty_folder_is_refused(tmp_path):
+    with pytest.raises(ResultsError, match="no run.json found"):
+        load_results(tmp_path)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(ResultsError, match="no such file or folder"):
+        load_results(tmp_path / "absent")
+
+
+def test_malformed_json_line_names_file_and_line(small_results):
+    scores = _a_run(small_results) / "scores.jsonl"
+    lines = scores.read_text().splitlines()
+    lines[1] = '{"language": "ar", "metric": "accuracy", "split": "test", "value": 7'
+    scores.write_text("\n".join(lines) + "\n")
+    problems = validate_results(small_results)
+    assert len(problems) == 1
+    assert problems[0].file == str(scores) and problems[0].location == "line 2"
+    assert "malformed JSON" in problems[0].message
+    with pytest.raises(ResultsError, match="line 2"):
+        load_results(small_results)
+
+
+def test_malformed_run_json(small_results):
+    run_file = _a_run(small_results) / "run.json"
+    run_file.write_text('{"run_id": "x",\n "model": }')
+    problems = validate_results(small_results)
+    assert [p.location for p in problems] == ["line 2"]
+    assert problems[0].file == str(run_file)
+
+
+def test_missing_required_key(small_results):
+    run_file = _a_run(small_results) / "run.json"
+    run = json.loads(run_file.read_text())
+    del run["seed"]
+    run_file.write_text(json.dumps(run))
+    problems = validate_results(small_results)
+    assert [(p.file, p.location) for p in problems] == [(str(run_file), "seed")]
+    assert "missing required key 'seed'" in problems[0].message
+
+
+@pytest.mark.parametrize("value, expected", [("high", "finite number"), (181.0, "percent (0-100)"),
+                                             (-1, "percent (0-100)"), (None, "finite number")])
+def test_bad_values(small_results, value, expected):
+    scores = _a_run(small_results) / "scores.jsonl"
+    lines = scores.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["value"] = value
+    lines[0] = json.dumps(row)
+    scores.write_text("\n".join(lines) + "\n")
+    problems = validate_results(small_results)
+    assert [(p.location, p.severity) for p in problems] == [("line 1", "error")]
+    assert expected in problems[0].message
+
+
+def test_unknown_task_ids(small_results):
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["target_task"] = "xnli2"
+    run["intermediate"]["tasks"] = {"mnli": 100, "nosuchtask": 100}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    problems = validate_results(small_results)
+    locations = {p.location: p.message for p in problems}
+    assert "unknown task id 'xnli2'" in locations["target_task"]
+    assert "unknown task id 'nosuchtask'" in locations["intermediate.tasks.nosuchtask"]
+
+
+def test_language_not_of_the_target(small_results):
+    scores = _a_run(small_results) / "scores.jsonl"
+    with scores.open("a") as handle:
+        handle.write(json.dumps({"language": "ja", "metric": "accuracy", "split": "test", "value": 50}) + "\n")
+    problems = validate_results(small_results)
+    assert len(problems) == 1 and "'ja' is not a language of xnli" in problems[0].message
+
+
+def test_duplicate_runs_are_refused(small_results):
+    original = _a_run(small_results)
+    shutil.copytree(original, small_results / "rerun" / original.name)
+    problems = validate_results(small_results)
+    assert any("duplicate run" in p.message and p.severity == "error" for p in problems)
+
+
+def test_duplicate_score_lines(small_results):
+    scores = _a_run(small_results) / "scores.jsonl"
+    first = scores.read_text().splitlines()[0]
+    with scores.open("a") as handle:
+        handle.write(first + "\n")
+    problems = validate_results(small_results)
+    assert len(problems) == 1 and "duplicate score" in problems[0].message
+
+
+def test_same_mix_name_with_two_compositions(small_results):
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["intermediate"]["tasks"] = {task: count + 1 for task, count in run["intermediate"]["tasks"].items()}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    problems = validate_results(small_results)
+    assert any("different task compositions" in p.message for p in problems)
+
+
+def test_failed_runs_are_warnings_and_left_out(small_results):
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    write_run(run_dir, run | {"status": "failed", "error": "CUDA out of memory"})
+    loaded = load_results(small_results)
+    assert not loaded.errors
+    assert [p.severity for p in loaded.problems] == ["warning"]
+    assert "CUDA out of memory" in loaded.problems[0].message
+    assert run["run_id"] not in set(loaded.scores["run_id"])
+    assert run["run_id"] in set(loaded.runs["run_id"])
+
+
+def test_orphan_scores_are_reported(small_results):
+    run_dir = _a_run(small_results)
+    (run_dir / "run.json").unlink()
+    problems = validate_results(small_results)
+    assert [p.severity for p in problems] == ["warning"]
+    assert "interrupted" in problems[0].message
+
+
+def test_complete_run_without_scores(small_results):
+    run_dir = _a_run(small_results)
+    (run_dir / "scores.jsonl").unlink()
+    problems = validate_results(small_results)
+    assert [p.severity for p in problems] == ["error"]
+    assert problems[0].file.endswith("scores.jsonl")
+
+
+def test_hidden_folders_are_not_runs(small_results):
+    hidden = small_results / ".encoders" / "x"
+    hidden.mkdir(parents=True)
+    (hidden / "run.json").write_text("not json")
+    assert validate_results(small_results) == []
+
+
+def test_every_problem_is_listed_not_just_the_first(small_results):
+    runs = sorted(small_results.glob("*.xnli.s1"))[:3]
+    for run_dir in runs:
+        (run_dir / "scores.jsonl").write_text("oops\n")
+    problems = validate_results(small_results)
+    assert len(problems) == 3
+
+
+def test_mix_tasks_round_trip():
+    tasks = {"squad_v1": 20000, "mnli": 20000}
+    assert format_mix_tasks(tasks) == "mnli=20000+squad_v1=20000"
+    assert parse_mix_tasks(format_mix_tasks(tasks)) == tasks
+    assert parse_mix_tasks("") == {}
+    with pytest.raises(ValueError, match="task=examples"):
+        parse_mix_tasks("mnli:20000")
+    with pytest.raises(ValueError, match="positive"):
+        parse_mix_tasks("mnli=0")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_flat_tables_load_like_folders(small_results, tmp_path, suffix):
+    folder = load_results(small_results)
+    table = folder.scores.drop(columns="n_examples")
+    path = tmp_path / f"flat{suffix}"
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        table.to_parquet(path)
+    else:
+        table.to_json(path, orient="records", lines=True)
+    flat = load_results(path)
+    assert flat.problems == []
+    key = ["run_id", "language", "metric"]
+    pd.testing.assert_frame_equal(
+        flat.scores.drop(columns="n_examples").sort_values(key).reset_index(drop=True),
+        table.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+def test_flat_table_errors_name_the_row(small_results, tmp_path):
+    table = load_results(small_results).scores.drop(columns="n_examples")
+    table["value"] = table["value"].astype(object)
+    table.loc[4, "value"] = "n/a"
+    table.loc[6, "target_task"] = "nosuch"
+    path = tmp_path / "flat.csv"
+    table.to_csv(path, index=False)
+    problems = validate_results(path)
+    located = {p.location.split(",")[0]: p.message for p in problems}
+    assert "finite number" in located["row 5"]
+    assert "unknown task id 'nosuch'" in located["row 7"]
+
+
+def test_flat_table_missing_columns(tmp_path):
+    path = tmp_path / "flat.csv"
+    pd.DataFrame({"run_id": ["a"], "value": [1.0]}).to_csv(path, index=False)
+    with pytest.raises(ResultsError, match="missing column"):
+        load_results(path)
+
+
+def test_registered_tasks_are_accepted(small_results, tmp_path):
+    from transferstats.tasks import load_task_file
+
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["intermediate"]["tasks"] = {"my_nli_task": 5000}
+    run["intermediate"]["name"] = "custom"
+    (run_dir / "run.json").write_text(json.dumps(run))
+    assert any("my_nli_task" in p.message for p in validate_results(small_results))
+    spec = tmp_path / "tasks.toml"
+    spec.write_text('[tasks.my_nli_task]\nrole = "intermediate"\nformat = "classification"\n'
+                    'metric = "accuracy"\nnum_labels = 3\n')
+    load_task_file(spec)
+    assert validate_results(small_results) == []
