@@ -1,0 +1,159 @@
+"""The fast crossed mixed model agrees with statsmodels' MixedLM (the reference) on simulated grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from transferstats.analysis.mixed import (
+    cross_products, derivatives, fit_crossed, fit_crossed_statsmodels, likelihood_ratio_test,
+    model_arrays, profiled_deviance, statsmodels_model,
+)
+from statsmodels.regression.mixed_linear_model import MixedLMParams
+
+RANDOM = ["target_task", "target_language", "mix"]
+
+
+def simulate_grid(rng: np.random.Generator, *, n_mixes=12, n_targets=4, n_languages=8,
+                  n_seeds=3, diversity_effect=1.0, volume_effect=0.5, sd_target=2.0,
+                  sd_language=1.0, sd_mix=0.7, sd_residual=1.0, missing_cells=0.0,
+                  unequal_seeds=False) -> pd.DataFrame:
+    """A diversity-by-volume grid with crossed random intercepts (one row per run and language).
+
+    Mixes cross 1-4 tasks with 2^k examples (diversity = log2 tasks, volume = log2 examples,
+    both centred); improvement = effects + target + language-within-target + mix + residual.
+    ``missing_cells`` drops that share of (mix, target) cells; ``unequal_seeds`` gives each cell
+    between 1 and ``n_seeds`` seeds.
+    """
+    n_tasks = np.tile([1, 2, 4, 8], n_mixes // 4 + 1)[:n_mixes]
+    examples = 1000 * 2 ** np.repeat(np.arange(n_mixes // 4 + 1), 4)[:n_mixes]
+    rng.shuffle(examples)
+    diversity = np.log2(n_tasks) - np.log2(n_tasks).mean()
+    volume = np.log2(examples) - np.log2(examples).mean()
+    u_mix = rng.normal(0, sd_mix, n_mixes)
+    u_target = rng.normal(0, sd_target, n_targets)
+    u_language = rng.normal(0, sd_language, (n_targets, n_languages))
+    rows = []
+    for m in range(n_mixes):
+        for t in range(n_targets):
+            if rng.random() < missing_cells:
+                continue
+            seeds = rng.integers(1, n_seeds + 1) if unequal_seeds else n_seeds
+            for s in range(seeds):
+                for lang in range(n_languages):
+                    mean = (diversity_effect * diversity[m] + volume_effect * volume[m]
+                            + u_target[t] + u_language[t, lang] + u_mix[m])
+                    rows.append((f"m{m:02d}", f"t{t}", f"l{lang:02d}", f"t{t}:l{lang:02d}", s,
+                                 diversity[m], volume[m], mean))
+    frame = pd.DataFrame(rows, columns=["mix", "target_task", "language", "target_language",
+                                        "seed", "diversity", "volume", "mean"])
+    frame["improvement"] = frame.pop("mean") + rng.normal(0, sd_residual, len(frame))
+    return frame
+
+
+GRIDS = {
+    "balanced": dict(),
+    "missing cells": dict(missing_cells=0.25),
+    "unequal seeds": dict(unequal_seeds=True),
+    "zero mix variance": dict(sd_mix=0.0),
+    "large residual": dict(sd_residual=3.0, n_mixes=16, n_targets=3),
+}
+
+
+def assert_close(fast, reference, rtol=1e-4, atol=1e-6):
+    np.testing.assert_allclose(fast, reference, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_fast_fit_agrees_with_statsmodels(name):
+    data = simulate_grid(np.random.default_rng(len(name)), **GRIDS[name])
+    fixed = ["diversity", "volume"]
+    fast = fit_crossed(data, "improvement", fixed, RANDOM)
+    reference = fit_crossed_statsmodels(data, "improvement", fixed, RANDOM)
+    assert fast.method == "fast" and fast.converged
+    assert fast.terms == reference.terms == ["Intercept", "diversity", "volume"]
+    assert_close(fast.params, reference.params)
+    assert_close(list(fast.variance_components.values()),
+                 list(reference.variance_components.values()))
+    assert_close(fast.residual_variance, reference.residual_variance)
+    # The fast optimum is at least as good as the reference one, and the same up to tolerance.
+    assert fast.llf >= reference.llf - 1e-6
+    assert_close(fast.llf, reference.llf, rtol=1e-7)
+    assert_close(fast.fitted, reference.fitted, rtol=1e-4, atol=1e-4)
+    if not reference.on_boundary:
+        assert_close(fast.cov_params, reference.cov_params, rtol=1e-3)
+
+
+def test_zero_variance_component_is_on_the_boundary():
+    data = simulate_grid(np.random.default_rng(3), sd_mix=0.0)
+    fast = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
+    assert fast.variance_components["mix"] == pytest.approx(0.0, abs=1e-6)
+    assert fast.on_boundary == ["mix"]
+
+
+def test_ml_fit_and_interaction_column_agree_with_statsmodels():
+    data = simulate_grid(np.random.default_rng(7), unequal_seeds=True)
+    data["diversity_x_volume"] = data["diversity"] * data["volume"]
+    fixed = ["diversity", "volume", "diversity_x_volume"]
+    fast = fit_crossed(data, "improvement", fixed, RANDOM, reml=False)
+    reference = fit_crossed_statsmodels(data, "improvement", fixed, RANDOM, reml=False)
+    assert_close(fast.params, reference.params)
+    assert_close(list(fast.variance_components.values()),
+                 list(reference.variance_components.values()))
+    assert_close(fast.llf, reference.llf, rtol=1e-7)
+
+
+def test_llf_and_hessian_match_statsmodels_at_the_same_parameters():
+    """The criterion and its derivatives are statsmodels' own, not just the same optimum."""
+    data = simulate_grid(np.random.default_rng(11), n_mixes=8, n_targets=3, n_languages=5)
+    arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
+    model = statsmodels_model(arrays)
+    psi = np.array([0.8, 0.3, 0.2])
+    beta = np.array([0.1, 0.9, 0.4])
+    cp = cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
+    params = MixedLMParams.from_components(fe_params=beta, vcomp=psi)
+    params.cov_re = np.zeros((0, 0))
+    hessian_sm, _ = model.hessian(params)
+    np.testing.assert_allclose(derivatives(psi, beta, cp).hessian, hessian_sm, rtol=1e-8, atol=1e-10)
+    deviance, _, _ = profiled_deviance(np.sqrt(psi), cp)
+    assert -deviance / 2 == pytest.approx(model.loglike(np.sqrt(psi)), rel=1e-10)
+
+
+def test_warm_start_reaches_the_same_optimum():
+    data = simulate_grid(np.random.default_rng(5))
+    fixed = ["diversity", "volume"]
+    cold = fit_crossed(data, "improvement", fixed, RANDOM)
+    warm = fit_crossed(data, "improvement", fixed, RANDOM,
+                       start={"target_task": 3.0, "target_language": 0.1, "mix": 2.0})
+    assert_close(warm.params, cold.params, rtol=1e-7)
+
+
+def test_summary_frame_is_a_wald_table():
+    data = simulate_grid(np.random.default_rng(1))
+    fit = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
+    frame = fit.summary_frame()
+    assert list(frame.columns) == ["term", "estimate", "se", "z", "p_value"]
+    assert frame["p_value"].between(0, 1).all()
+    np.testing.assert_allclose(frame["z"], frame["estimate"] / frame["se"])
+
+
+def test_likelihood_ratio_test_detects_a_real_effect_and_a_random_factor():
+    data = simulate_grid(np.random.default_rng(2), diversity_effect=1.5)
+    fixed = ["diversity", "volume"]
+    lrt = likelihood_ratio_test(data, "improvement", fixed, RANDOM, "diversity")
+    assert lrt["df"] == 1 and lrt["p_value"] < 0.01
+    full = fit_crossed_statsmodels(data, "improvement", fixed, RANDOM, reml=False)
+    reduced = fit_crossed_statsmodels(data, "improvement", ["volume"], RANDOM, reml=False)
+    assert lrt["chi2"] == pytest.approx(2 * (full.llf - reduced.llf), rel=1e-4)
+    lrt_language = likelihood_ratio_test(data, "improvement", fixed, RANDOM, "target_language")
+    assert lrt_language["p_value"] < 0.01
+
+
+def test_no_random_factor_is_ordinary_least_squares():
+    data = simulate_grid(np.random.default_rng(4))
+    fit = fit_crossed(data, "improvement", ["diversity", "volume"], [])
+    ols = sm.OLS(data["improvement"], sm.add_constant(data[["diversity", "volume"]])).fit()
+    assert_close(fit.params, ols.params.to_numpy(), rtol=1e-10)
+    assert fit.residual_variance == pytest.approx(ols.scale)

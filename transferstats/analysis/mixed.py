@@ -1,0 +1,527 @@
+"""Linear mixed models with crossed random intercepts, fitted fast enough to bootstrap.
+
+The model is
+
+    y = X beta + sum_k Z_k u_k + e,    u_k ~ N(0, sigma_k^2 I),    e ~ N(0, sigma^2 I),
+
+with one random intercept per categorical column k (target task, language within target, mix) and
+the seeds as residual replicates. It is the model statsmodels fits with ``MixedLM`` given a single
+group covering every row and one variance component per factor; :func:`fit_crossed_statsmodels` is
+that reference.
+
+The fast path (:func:`fit_crossed`) follows the profiled-likelihood formulation of lme4 (Bates,
+Maechler, Bolker & Walker 2015, "Fitting linear mixed-effects models using lme4", J. Stat. Softw.
+67(1), section 3): with relative covariance factors theta_k = sigma_k / sigma the fixed effects and
+sigma^2 have closed forms, and the (RE)ML criterion is a function of theta alone, evaluated from the
+cross-products Z'Z, Z'X, Z'y, X'X, X'y, y'y. These are computed once per data set with
+``np.bincount``: the random effects have a few hundred levels while the rows are tens of thousands,
+so after that every evaluation costs one Cholesky factorisation of a small matrix. The block of
+Z'Z belonging to a single factor is diagonal (each row has exactly one level), so the largest
+factor is eliminated by a Schur complement and only the remaining levels need a dense Cholesky.
+
+The optimum is found with L-BFGS-B on theta >= 0 (a variance component may be exactly zero), then
+polished with Newton steps that use the exact gradient and Hessian of the log-likelihood in the
+variance ratios psi_k = theta_k^2 -- the parameterisation statsmodels uses -- which also gives the
+covariance of the fixed effects exactly as ``MixedLMResults.cov_params()`` reports it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.linalg
+import scipy.optimize
+import scipy.stats
+
+#: A factor whose relative standard deviation sigma_k / sigma is below this is reported on the
+#: boundary (its variance is below 1e-8 of the residual variance).
+BOUNDARY_THETA = 1e-4
+
+
+@dataclass
+class CrossedFit:
+    """A fitted crossed random-intercept model.
+
+    ``cov_params`` is the fixed-effect block of the inverse of the negative Hessian of the
+    log-likelihood in (beta, variance ratios), as statsmodels' MixedLM reports it. ``llf`` is the
+    REML (``reml=True``) or ML log-likelihood, on statsmodels' scale, so fits of the same data
+    can be compared with either implementation. ``fitted`` are the conditional fitted values
+    X beta + Z u (with u the BLUPs), in the row order of the rows that entered the model.
+    """
+
+    terms: list[str]
+    params: np.ndarray
+    cov_params: np.ndarray
+    variance_components: dict[str, float]
+    residual_variance: float
+    llf: float
+    reml: bool
+    converged: bool
+    on_boundary: list[str]
+    fitted: np.ndarray
+    residuals: np.ndarray
+    method: str
+    n_obs: int = 0
+    random_effects: dict[str, pd.Series] = field(default_factory=dict)
+
+    def bse(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.cov_params)), index=self.terms, name="se")
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One row per fixed effect: estimate, standard error, Wald z and its two-sided p-value."""
+        se = self.bse().to_numpy()
+        z = self.params / se
+        return pd.DataFrame({
+            "term": self.terms,
+            "estimate": self.params,
+            "se": se,
+            "z": z,
+            "p_value": 2 * scipy.stats.norm.sf(np.abs(z)),
+        })
+
+
+# --------------------------------------------------------------------------------------------
+# Data -> arrays
+
+
+@dataclass
+class ModelArrays:
+    """The model's data as compact arrays: what the fast path and the bootstrap workers need."""
+
+    y: np.ndarray                 # (n,)
+    X: np.ndarray                 # (n, p), first column the intercept
+    codes: list[np.ndarray]       # per random factor, level index of each row
+    levels: list[np.ndarray]      # per random factor, the level labels
+    terms: list[str]
+    factors: list[str]
+    row_index: pd.Index           # index labels of the rows that entered the model
+
+
+def model_arrays(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
+                 random: Sequence[str]) -> ModelArrays:
+    """Rows with a missing outcome, fixed or random value are left out (as statsmodels does)."""
+    fixed, random = list(fixed), list(random)
+    used = data[[outcome, *fixed, *random]].dropna()
+    y = used[outcome].to_numpy(dtype=float)
+    X = np.column_stack([np.ones(len(used)), used[fixed].to_numpy(dtype=float)]) if fixed \
+        else np.ones((len(used), 1))
+    codes, levels = [], []
+    for factor in random:
+        code, uniques = pd.factorize(used[factor], sort=True)
+        codes.append(code.astype(np.int64))
+        levels.append(np.asarray(uniques))
+    return ModelArrays(y, X, codes, levels, ["Intercept", *fixed], random, used.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-products
+
+
+@dataclass
+class CrossProducts:
+    """Every data quantity the likelihood needs. Z stacks one indicator block per factor."""
+
+    n: int
+    n_levels: np.ndarray          # levels per factor
+    C: np.ndarray                 # Z'Z (q, q)
+    ZtXy: np.ndarray              # [Z'X, Z'y] (q, p + 1)
+    XyXy: np.ndarray              # [X y]'[X y] (p + 1, p + 1)
+    diagonal_factor: int          # the factor eliminated by the Schur complement
+    dense_index: np.ndarray       # columns of Z outside that factor
+    diagonal_slice: slice
+
+    @property
+    def p(self) -> int:
+        return self.XyXy.shape[0] - 1
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.n_levels)])
+
+
+def cross_products(X: np.ndarray, y: np.ndarray, codes: Sequence[np.ndarray],
+                   n_levels: Sequence[int]) -> CrossProducts:
+    """Z'Z, Z'X, Z'y, X'X, X'y and y'y from level codes, with one pass of bincount per block."""
+    n_levels = np.asarray(n_levels, dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(n_levels)])
+    q = int(offsets[-1])
+    Xy = np.column_stack([X, y])
+    C = np.zeros((q, q))
+    ZtXy = np.empty((q, Xy.shape[1]))
+    for i, (code_i, L_i) in enumerate(zip(codes, n_levels)):
+        block_i = slice(offsets[i], offsets[i + 1])
+        C[block_i, block_i] = np.diag(np.bincount(code_i, minlength=L_i))
+        for col in range(Xy.shape[1]):
+            ZtXy[block_i, col] = np.bincount(code_i, weights=Xy[:, col], minlength=L_i)
+        for j in range(i + 1, len(codes)):
+            L_j = n_levels[j]
+            block_j = slice(offsets[j], offsets[j + 1])
+            table = np.bincount(code_i * L_j + codes[j], minlength=L_i * L_j).reshape(L_i, L_j)
+            C[block_i, block_j] = table
+            C[block_j, block_i] = table.T
+    diagonal_factor = int(np.argmax(n_levels)) if len(n_levels) else 0
+    diagonal_slice = slice(offsets[diagonal_factor], offsets[min(diagonal_factor + 1, len(codes))])
+    dense_index = np.setdiff1d(np.arange(q), np.arange(q)[diagonal_slice])
+    return CrossProducts(len(y), n_levels, C, ZtXy, Xy.T @ Xy, diagonal_factor, dense_index,
+                         diagonal_slice)
+
+
+# --------------------------------------------------------------------------------------------
+# The profiled criterion in theta (fast; used by the optimiser)
+
+
+def profiled_deviance(theta: np.ndarray, cp: CrossProducts, reml: bool = True
+                      ) -> tuple[float, np.ndarray, float]:
+    """-2 x the profiled (RE)ML log-likelihood at relative factors ``theta``; also beta and r^2.
+
+    With Lambda = diag(theta_k per level) and M = I + Lambda Z'Z Lambda (Bates et al. 2015,
+    eqs. 34-42): r^2 = penalised residual sum of squares, and
+
+        REML: log|M| + log|X'V^-1 X| + (n - p) (1 + log(2 pi r^2 / (n - p)))
+        ML:   log|M| + n (1 + log(2 pi r^2 / n))
+
+    which is -2 x statsmodels' MixedLM ``loglike`` at the same parameters. M is factorised
+    through the Schur complement of its diagonal block (the factor with most levels).
+    """
+    p = cp.p
+    lam = np.repeat(theta, cp.n_levels)
+    W = lam[:, None] * cp.ZtXy
+    d, r = cp.diagonal_slice, cp.dense_index
+    theta_d = theta[cp.diagonal_factor] if len(theta) else 0.0
+    D = 1.0 + theta_d ** 2 * np.diag(cp.C)[d]
+    W_d = W[d]
+    WMW = W_d.T @ (W_d / D[:, None])
+    log_det_M = np.sum(np.log(D))
+    if len(r):
+        lam_r = lam[r]
+        B = (lam_r[:, None] * cp.C[np.ix_(r, np.arange(cp.C.shape[0])[d])]) * theta_d
+        B_over_D = B / D[None, :]
+        S = np.eye(len(r)) + lam_r[:, None] * cp.C[np.ix_(r, r)] * lam_r[None, :] - B_over_D @ B.T
+        V = W[r] - B_over_D @ W_d
+        chol = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
+        log_det_M += 2 * np.sum(np.log(np.diag(chol[0])))
+        WMW += V.T @ scipy.linalg.cho_solve(chol, V, check_finite=False)
+    A = cp.XyXy - WMW
+    L = np.linalg.cholesky(A)
+    r2 = L[p, p] ** 2
+    beta = scipy.linalg.solve_triangular(L[:p, :p].T, L[p, :p], lower=False, check_finite=False)
+    dof = cp.n - p if reml else cp.n
+    deviance = log_det_M + dof * (1 + np.log(2 * np.pi * r2 / dof))
+    if reml:
+        deviance += 2 * np.sum(np.log(np.diag(L)[:p]))
+    return float(deviance), beta, float(r2)
+
+
+# --------------------------------------------------------------------------------------------
+# Exact derivatives in psi = theta^2 (polishing and standard errors)
+
+
+@dataclass
+class Derivatives:
+    """Score in psi and Hessian in (beta, psi) of statsmodels' scale-profiled log-likelihood."""
+
+    score_psi: np.ndarray
+    hessian: np.ndarray           # (p + K, p + K), fixed effects first
+
+    def profiled(self, p: int) -> np.ndarray:
+        """Hessian in psi with beta profiled out (Schur complement)."""
+        H = self.hessian
+        return H[p:, p:] - H[p:, :p] @ np.linalg.solve(H[:p, :p], H[:p, p:])
+
+
+def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool = True
+                ) -> Derivatives:
+    """Exact score and Hessian of l(beta, psi) = -1/2 log|V| [-1/2 log|X'V^-1 X|] - f/2 log r'V^-1 r.
+
+    V = I + sum_k psi_k Z_k Z_k' is the marginal covariance over sigma^2 and f = n - p (REML) or n
+    (ML); this is the function whose Hessian ``MixedLM.hessian`` returns, so inverting its negative
+    reproduces ``MixedLMResults.cov_params()``. Everything reduces to q-dimensional quantities
+    through Z'V^-1 = (I + Z'Z Psi)^-1 Z'; the formulas are the standard ones (e.g. Searle,
+    Casella & McCulloch 1992, "Variance Components", ch. 6).
+    """
+    p, C = cp.p, cp.C
+    q = C.shape[0]
+    Psi = np.repeat(psi, cp.n_levels)
+    ZtX, Zty = cp.ZtXy[:, :p], cp.ZtXy[:, p]
+    XtX, Xty, yty = cp.XyXy[:p, :p], cp.XyXy[:p, p], cp.XyXy[p, p]
+    Ztr = Zty - ZtX @ beta
+    solved = np.linalg.solve(np.eye(q) + C * Psi[None, :], np.column_stack([C, ZtX, Ztr]))
+    G, W, w = solved[:, :q], solved[:, q:q + p], solved[:, q + p]
+    G = (G + G.T) / 2  # Z'V^-1 Z is symmetric; remove rounding asymmetry
+    A = XtX - ZtX.T @ (Psi[:, None] * W)
+    Q = yty - 2 * beta @ Xty + beta @ XtX @ beta - Ztr @ (Psi * w)
+    fac = cp.n - p if reml else cp.n
+    offsets = cp.offsets
+    blocks = [slice(offsets[k], offsets[k + 1]) for k in range(len(psi))]
+    K = len(psi)
+    A_inv = np.linalg.inv(A)
+    WtW = [W[b].T @ W[b] for b in blocks]
+    wtw = np.array([w[b] @ w[b] for b in blocks])
+    score = np.empty(K)
+    H = np.zeros((p + K, p + K))
+    H[:p, :p] = -fac * A / Q
+    for j, bj in enumerate(blocks):
+        score[j] = -0.5 * np.trace(G[bj, bj]) + 0.5 * fac * wtw[j] / Q
+        if reml:
+            score[j] += 0.5 * np.sum(A_inv * WtW[j])
+        H[:p, p + j] = H[p + j, :p] = -fac * (W[bj].T @ w[bj]) / Q
+        for k in range(j + 1):
+            bk = blocks[k]
+            G_jk = G[bj, bk]
+            h = 0.5 * np.sum(G_jk ** 2)
+            h -= 0.5 * fac * (2 * w[bj] @ G_jk @ w[bk] / Q - wtw[j] * wtw[k] / Q ** 2)
+            if reml:
+                cross = W[bj].T @ G_jk @ W[bk]
+                h -= 0.5 * np.sum(A_inv * (cross + cross.T))
+                h += 0.5 * np.sum((A_inv @ WtW[j]) * (A_inv @ WtW[k]).T)
+            H[p + j, p + k] = H[p + k, p + j] = h
+    return Derivatives(score, H)
+
+
+# --------------------------------------------------------------------------------------------
+# Optimisation
+
+
+@dataclass
+class ThetaFit:
+    """The optimum of the profiled criterion for one set of cross-products."""
+
+    theta: np.ndarray
+    beta: np.ndarray
+    sigma2: float
+    llf: float
+    converged: bool
+
+    @property
+    def psi(self) -> np.ndarray:
+        return self.theta ** 2
+
+
+def fit_theta(cp: CrossProducts, reml: bool = True, start: np.ndarray | None = None,
+              newton_steps: int = 20) -> ThetaFit:
+    """Maximise the profiled (RE)ML likelihood over theta >= 0.
+
+    L-BFGS-B with bounds handles zero variance components; Newton steps on the free variance
+    ratios, with the exact profiled Hessian, then remove the error finite-difference gradients
+    leave in flat directions. Converged means the Newton decrement is negligible, the free
+    Hessian is negative definite and no component at zero would increase the likelihood.
+    """
+    K = len(cp.n_levels)
+    if K == 0:  # ordinary least squares: nothing to optimise
+        deviance, beta, r2 = profiled_deviance(np.zeros(0), cp, reml)
+        return ThetaFit(np.zeros(0), beta, r2 / (cp.n - cp.p if reml else cp.n), -deviance / 2,
+                        True)
+    theta0 = np.ones(K) if start is None else np.maximum(np.asarray(start, dtype=float), 1e-3)
+
+    def objective(theta):
+        try:
+            return profiled_deviance(theta, cp, reml)[0]
+        except np.linalg.LinAlgError:
+            return np.inf
+
+    result = scipy.optimize.minimize(objective, theta0, method="L-BFGS-B",
+                                     bounds=[(0.0, None)] * K,
+                                     options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 500})
+    theta = np.where(result.x < BOUNDARY_THETA * 1e-2, 0.0, result.x)
+    psi = theta ** 2
+    deviance, beta, r2 = profiled_deviance(theta, cp, reml)
+    converged = False
+    p = cp.p
+    for _ in range(newton_steps):
+        dv = derivatives(psi, beta, cp, reml)
+        H = dv.profiled(p)
+        free = (psi > 0) | (dv.score_psi > 0)
+        if not free.any():
+            converged = True
+            break
+        H_free = H[np.ix_(free, free)]
+        try:
+            np.linalg.cholesky(-H_free)
+        except np.linalg.LinAlgError:
+            break
+        step = np.zeros(K)
+        step[free] = -np.linalg.solve(H_free, dv.score_psi[free])
+        decrement = dv.score_psi[free] @ step[free]
+        if decrement < 1e-10:
+            converged = True
+            break
+        for _halving in range(30):
+            candidate = np.maximum(psi + step, 0.0)
+            cand_deviance, cand_beta, cand_r2 = profiled_deviance(np.sqrt(candidate), cp, reml)
+            if cand_deviance <= deviance + 1e-9 * abs(deviance):
+                psi, deviance, beta, r2 = candidate, cand_deviance, cand_beta, cand_r2
+                break
+            step /= 2
+        else:
+            break
+    dof = cp.n - p if reml else cp.n
+    return ThetaFit(np.sqrt(psi), beta, r2 / dof, -deviance / 2, converged)
+
+
+# --------------------------------------------------------------------------------------------
+# Public fits
+
+
+def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: Sequence[str],
+                *, reml: bool = True, start: dict[str, float] | Sequence[float] | None = None
+                ) -> CrossedFit:
+    """Fit ``outcome ~ 1 + fixed`` with a random intercept for every column in ``random``.
+
+    ``fixed`` are numeric columns (an interaction is passed as its own product column);
+    ``random`` are categorical columns. ``start`` gives relative standard deviations
+    sigma_k / sigma (a dict by factor or a sequence in ``random``'s order), e.g. from an earlier
+    fit, to warm-start the optimiser.
+
+    The fast path (module docstring) is used by default; it agrees with statsmodels' MixedLM to
+    optimiser precision. When it cannot fit the model (a singular design) or
+    does not converge, the statsmodels fit is returned instead and ``method`` says so. With no
+    random factor at all the model is ordinary least squares, which the fast path fits exactly.
+    """
+    arrays = model_arrays(data, outcome, fixed, random)
+    if isinstance(start, dict):
+        start = [start[factor] for factor in arrays.factors]
+    try:
+        cp = cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
+        state = fit_theta(cp, reml, start)
+    except np.linalg.LinAlgError as error:
+        return _fallback(data, outcome, fixed, random, reml, f"linear algebra failure ({error})")
+    if not state.converged:
+        return _fallback(data, outcome, fixed, random, reml, "the fast path did not converge")
+    return _crossed_fit(arrays, cp, state, reml)
+
+
+def _fallback(data, outcome, fixed, random, reml, reason: str) -> CrossedFit:
+    warnings.warn(f"fit_crossed: {reason}; falling back to statsmodels MixedLM", stacklevel=3)
+    return fit_crossed_statsmodels(data, outcome, fixed, random, reml=reml)
+
+
+def _crossed_fit(arrays: ModelArrays, cp: CrossProducts, state: ThetaFit, reml: bool
+                 ) -> CrossedFit:
+    """Assemble the public result: covariance, BLUPs, fitted values."""
+    p = cp.p
+    psi = state.psi
+    H = derivatives(psi, state.beta, cp, reml).hessian
+    cov = np.linalg.inv(-H)[:p, :p]
+    lam = np.repeat(state.theta, cp.n_levels)
+    q = len(lam)
+    # Conditional modes: b = Lambda M^-1 Lambda Z'(y - X beta) (Henderson's equations).
+    M = np.eye(q) + lam[:, None] * cp.C * lam[None, :]
+    Ztr = cp.ZtXy[:, p] - cp.ZtXy[:, :p] @ state.beta
+    b = lam * np.linalg.solve(M, lam * Ztr)
+    offsets = cp.offsets
+    fitted = arrays.X @ state.beta
+    random_effects = {}
+    for k, (factor, code) in enumerate(zip(arrays.factors, arrays.codes)):
+        b_k = b[offsets[k]:offsets[k + 1]]
+        fitted = fitted + b_k[code]
+        random_effects[factor] = pd.Series(b_k, index=arrays.levels[k], name=factor)
+    return CrossedFit(
+        terms=arrays.terms,
+        params=state.beta,
+        cov_params=cov,
+        variance_components={f: float(v) for f, v in zip(arrays.factors, psi * state.sigma2)},
+        residual_variance=state.sigma2,
+        llf=state.llf,
+        reml=reml,
+        converged=state.converged,
+        on_boundary=[f for f, t in zip(arrays.factors, state.theta) if t < BOUNDARY_THETA],
+        fitted=fitted,
+        residuals=arrays.y - fitted,
+        method="fast",
+        n_obs=len(arrays.y),
+        random_effects=random_effects,
+    )
+
+
+def fit_crossed_statsmodels(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
+                            random: Sequence[str], *, reml: bool = True) -> CrossedFit:
+    """The reference: statsmodels ``MixedLM`` with one group and a variance component per factor.
+
+    The optimiser's tolerance is tightened so that the reference itself converges to the
+    precision the fast path is tested against.
+    """
+    import statsmodels.api as sm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    arrays = model_arrays(data, outcome, fixed, random)
+    model = statsmodels_model(arrays, reml)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = model.fit(reml=reml, method="bfgs", gtol=1e-12, maxiter=5000)
+    # The tight gtol asks for more than floating point gives in flat directions, so BFGS may
+    # stop on precision loss and say "not converged" at what is the optimum; judge by the score.
+    score = model.score(result.params_object, profile_fe=True)
+    converged = bool(result.converged) or bool(np.max(np.abs(score), initial=0.0) < 1e-4)
+    n, p = arrays.X.shape
+    params = np.asarray(result.fe_params)
+    vcomp = np.asarray(result.vcomp)
+    fitted = np.asarray(result.fittedvalues)
+    return CrossedFit(
+        terms=arrays.terms,
+        params=params,
+        cov_params=np.asarray(result.cov_params())[:p, :p],
+        variance_components={f: float(v) for f, v in zip(arrays.factors, vcomp)},
+        residual_variance=float(result.scale),
+        llf=float(result.llf),
+        reml=reml,
+        converged=converged,
+        on_boundary=[f for f, v in zip(arrays.factors, vcomp)
+                     if v < BOUNDARY_THETA ** 2 * result.scale],
+        fitted=fitted,
+        residuals=arrays.y - fitted,
+        method="statsmodels",
+        n_obs=n,
+    )
+
+
+def statsmodels_model(arrays: ModelArrays, reml: bool = True):
+    """``MixedLM`` with one group covering every row and one variance component per factor."""
+    import statsmodels.api as sm
+    from statsmodels.regression.mixed_linear_model import VCSpec
+
+    n = len(arrays.y)
+    matrices = []
+    for code, levels in zip(arrays.codes, arrays.levels):
+        dummies = np.zeros((n, len(levels)))
+        dummies[np.arange(n), code] = 1.0
+        matrices.append([dummies])
+    # VCSpec keeps the factors in the caller's order (a dict would be sorted by name).
+    exog_vc = VCSpec(list(arrays.factors), [[[str(v) for v in lv]] for lv in arrays.levels],
+                     matrices)
+    model = sm.MixedLM(arrays.y, arrays.X, groups=np.ones(n), exog_vc=exog_vc)
+    model.reml = reml
+    model.exog_names[:] = arrays.terms
+    return model
+
+
+def likelihood_ratio_test(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
+                          random: Sequence[str], term: str) -> dict:
+    """Likelihood-ratio test of one term, from ML fits with and without it.
+
+    For a fixed term the statistic is referred to chi^2(1). For a random factor the null value
+    (variance zero) is on the boundary of the parameter space, so the reference distribution is
+    the 50:50 mixture of chi^2(0) and chi^2(1) (Self & Liang 1987, JASA 82:605-610).
+    Both models are fitted by maximum likelihood because REML likelihoods of models with
+    different fixed effects are not comparable.
+    """
+    fixed, random = list(fixed), list(random)
+    if term in fixed:
+        reduced_fixed, reduced_random = [f for f in fixed if f != term], random
+    elif term in random:
+        reduced_fixed, reduced_random = fixed, [r for r in random if r != term]
+    else:
+        raise KeyError(f"{term!r} is neither a fixed nor a random term of the model")
+    rows = data.dropna(subset=[outcome, *fixed, *random])
+    full = fit_crossed(rows, outcome, fixed, random, reml=False)
+    reduced = fit_crossed(rows, outcome, reduced_fixed, reduced_random, reml=False)
+    chi2 = max(2 * (full.llf - reduced.llf), 0.0)
+    if term in fixed:
+        p_value = scipy.stats.chi2.sf(chi2, 1)
+    else:
+        p_value = 0.5 * scipy.stats.chi2.sf(chi2, 1) if chi2 > 0 else 1.0
+    return {"term": term, "chi2": float(chi2), "df": 1, "p_value": float(p_value)}
