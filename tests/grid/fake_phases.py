@@ -1,0 +1,62 @@
+"""Stand-ins for the training phases, steered by the grid's ``[data]`` table:
+
+``sleep``  seconds each phase takes;  ``ledger``  file that gets ``start``/``done`` lines per unit;
+``fail``   substrings of run ids / encoder names whose phase raises;
+``crash``  substrings whose worker process is SIGKILLed mid-phase.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from transferstats.results import write_run
+
+
+def _note(job_data: dict, event: str, name: str) -> None:
+    ledger = job_data.get("ledger")
+    if ledger:
+        # O_APPEND writes of one short line are atomic, so concurrent workers never interleave.
+        fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{event} {name} {os.getpid()}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _work(job_data: dict, name: str) -> None:
+    _note(job_data, "start", name)
+    time.sleep(job_data.get("sleep", 0))
+    if any(part in name for part in job_data.get("crash", [])):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if any(part in name for part in job_data.get("fail", [])):
+        raise RuntimeError(f"deliberate failure of {name}")
+
+
+def fake_intermediate(job) -> Path:
+    name = f"encoder.{job.output_dir.name}"
+    _work(job.data, name)
+    temporary = job.output_dir.with_name(job.output_dir.name + ".tmp")
+    temporary.mkdir(parents=True, exist_ok=True)
+    (temporary / "examples_used.json").write_text("{}")
+    os.replace(temporary, job.output_dir)
+    _note(job.data, "done", name)
+    return job.output_dir
+
+
+def fake_target(job) -> Path:
+    run = {"run_id": job.run_id, "model": job.model, "target_task": job.target_task,
+           "seed": job.seed,
+           "intermediate": None if job.mix is None else {
+               "name": job.mix.name, "tasks": dict(job.mix.tasks), "sampling": job.mix.sampling}}
+    try:
+        _work(job.data, job.run_id)
+    except Exception as error:
+        write_run(job.results_dir / job.run_id, {**run, "status": "failed", "error": str(error)})
+        raise
+    scores = [{"language": "en", "metric": "accuracy", "split": "test", "value": 80.0}]
+    path = write_run(job.results_dir / job.run_id, {**run, "status": "complete"}, scores)
+    _note(job.data, "done", job.run_id)
+    return path
