@@ -24,6 +24,15 @@ VOLUMES = (10_000, 40_000, 160_000)
 N_TASKS = (1, 2, 4)
 SEEDS = (1, 2, 3)
 Z95 = 1.959964
+PROBLEMS = [
+    {"file": "results/xlmr-large.mnli+squad_v1@10k.xnli.s2/run.json", "location": "status",
+     "severity": "warning",
+     "message": "run xlmr-large.mnli+squad_v1@10k.xnli.s2 failed (CUDA out of memory); left out "
+                "of the analysis"},
+    {"file": "results/xlmr-large.mnli@40k.panx.s3/scores.jsonl", "location": "line 12",
+     "severity": "warning", "message": "language 'xx' is not an evaluation language of panx"},
+]
+PROBLEM_STRINGS = [f"{p['severity']}: {p['file']}:{p['location']}: {p['message']}" for p in PROBLEMS]
 
 
 def _mix_name(n_tasks: int, examples: int) -> str:
@@ -47,7 +56,7 @@ def _model_data(rng: np.random.Generator) -> pd.DataFrame:
             mix = _mix_name(n_tasks, examples)
             mix_effect[mix] = rng.normal(0, 0.3)
             for target in TARGET_TASKS:
-                for language in get_task(target).languages:
+                for language in get_task(target).non_english:
                     key = (target, language)
                     language_effect.setdefault(key, rng.normal(0, 0.8))
                     for seed in SEEDS:
@@ -60,7 +69,8 @@ def _model_data(rng: np.random.Generator) -> pd.DataFrame:
                         rows.append({
                             "run_id": f"xlmr-large.{mix}.{target}.s{seed}",
                             "model": "xlm-roberta-large", "mix": mix, "target_task": target,
-                            "language": language, "seed": seed, "diversity": diversity,
+                            "language": language, "target_language": f"{target}:{language}",
+                            "seed": seed, "diversity": diversity,
                             "volume": volume, "n_tasks": n_tasks, "n_formats": n_tasks,
                             "effective_tasks": float(n_tasks), "examples": examples,
                             "improvement": fitted + residual, "fitted": fitted,
@@ -77,60 +87,102 @@ def _improvement_table(data: pd.DataFrame) -> pd.DataFrame:
     average["target_task"] = "average"
     table = pd.concat([per_target.reset_index(), average.reset_index()], ignore_index=True)
     table = table.rename(columns={"n": "n_runs"}).astype({"n_runs": int})
+    n_languages = data.groupby(["mix", "target_task"])["language"].nunique()
+    table["n_languages"] = [n_languages.loc[mix].sum() if target == "average"
+                            else n_languages[(mix, target)]
+                            for mix, target in zip(table["mix"], table["target_task"])]
     order = {mix: i for i, mix in enumerate(dict.fromkeys(data["mix"]))}
     return (table.sort_values("mix", key=lambda s: s.map(order), kind="stable")
-            [["mix", "target_task", "mean", "ci_low", "ci_high", "n_runs"]]
+            [["mix", "target_task", "mean", "ci_low", "ci_high", "n_runs", "n_languages"]]
             .reset_index(drop=True))
 
 
+def _effect(term: str, estimate: float, half_width: float, p_value: float, unit: str) -> dict:
+    se = half_width / Z95
+    return {"term": term, "unit": unit, "estimate": estimate, "ci_low": estimate - half_width,
+            "ci_high": estimate + half_width, "se": se, "bootstrap_se": se * 1.05,
+            "p_value": p_value, "p_value_wald": p_value, "chi2": 15.2,
+            "percentile_ci_low": estimate - half_width * 1.02,
+            "percentile_ci_high": estimate + half_width * 0.98}
+
+
 def _estimates(data: pd.DataFrame, interaction: bool, simulated: bool, verdict: str) -> dict:
+    """The ``estimates`` dict in the shape :func:`transferstats.analysis.pipeline.analyze` writes."""
     effects = [
-        {"term": "diversity", "estimate": 0.87, "ci_low": 0.52, "ci_high": 1.21, "p_value": 4e-5,
-         "unit": "points per doubling of the number of tasks"},
-        {"term": "volume", "estimate": 0.63, "ci_low": 0.41, "ci_high": 0.86, "p_value": 0.0006,
-         "unit": "points per doubling of intermediate examples"},
+        _effect("diversity", 0.87, 0.35, 4e-5, "points per doubling of the number of tasks"),
+        _effect("volume", 0.63, 0.23, 0.0006, "points per doubling of intermediate examples"),
     ]
+    fixed = ["diversity", "volume"]
     if interaction:
-        effects.append({"term": "diversity:volume", "estimate": -0.04, "ci_low": -0.21,
-                        "ci_high": 0.13, "p_value": math.nan,
-                        "unit": "points per doubling of both"})
-    interaction_formula = " + diversity:volume" if interaction else ""
-    estimates = {
+        effects.append(_effect("diversity:volume", -0.04, 0.17, math.nan,
+                               "points per doubling of both"))
+        fixed.append("diversity:volume")
+    random = ["target_task", "target_language", "mix"]
+    confounded = verdict == "confounded"
+    comparison = {"contrast": "diversity - volume", "weights": {"diversity": 1.0, "volume": -1.0},
+                  "estimate": 0.24, "ci_low": -0.17, "ci_high": 0.66, "bootstrap_se": 0.17,
+                  "minimum_detectable_difference": 0.48, "direction": "higher is better",
+                  "percentile_ci_low": -0.18, "percentile_ci_high": 0.65}
+    reasons = {
+        "inconclusive": ("the interval of the difference [-0.17, 0.66] includes zero; the grid "
+                         "could detect a difference of 0.48 points with the stated power"),
+        "supported": ("diversity's benefit exceeds volume's: the interval of the difference "
+                      "[0.12, 0.66] lies above zero"),
+        "refuted": ("volume's benefit exceeds diversity's: the interval of the difference "
+                    "[-0.66, -0.12] lies below zero"),
+        "confounded": ("diversity and volume are too collinear across mixes (r = 0.990, VIF = "
+                       "50.3; threshold |r| < 0.9)"),
+    }
+    return {
         "outcome": "improvement",
+        "outcome_description": ("score minus the mean score of the no-intermediate baseline "
+                                "(same model, target, language), per language"),
+        "diversity_measure": "n_tasks",
+        "diversity_description": "number of intermediate tasks",
         "n_rows": len(data),
         "n_runs": data["run_id"].nunique(),
+        "n_mixes": data["mix"].nunique(),
+        "targets": sorted(data["target_task"].unique()),
+        "languages": sorted(data["language"].unique()),
         "effects": effects,
-        "comparison": {"contrast": "diversity - volume", "estimate": 0.24, "ci_low": -0.17,
-                       "ci_high": 0.66, "p_value": 0.25},
+        "comparison": comparison,
         "verdict": verdict,
-        "verdict_reason": ("the 95% interval of diversity - volume includes zero, and the grid "
-                           "could only detect differences of 0.48 points per doubling or more"),
-        "minimum_detectable_difference": {"value": 0.48, "power": 0.8, "alpha": 0.05,
-                                          "unit": "points per doubling"},
+        "verdict_reason": reasons[verdict],
+        "minimum_detectable_difference": comparison["minimum_detectable_difference"],
         "bootstrap": {"resamples": 1000, "method": "crossed cluster, BCa", "seed": 0,
-                      "units": ["language", "mix"], "confidence_level": 0.95},
+                      "level": 0.95, "units": ["language", "mix"],
+                      "replicates": "seeds resampled within (mix, target)",
+                      "failed_resamples": 0},
         "model": {
-            "formula": ("improvement ~ diversity + volume" + interaction_formula
-                        + " + (1 | target_task) + (1 | target_task:language) + (1 | mix)"),
-            "method": "REML",
-            "converged": True,
-            "variance_components": [
-                {"group": "target_task", "variance": 0.94, "sd": 0.97, "boundary": False},
-                {"group": "target_task:language", "variance": 0.61, "sd": 0.78,
-                 "boundary": False},
-                {"group": "mix", "variance": 0.0, "sd": 0.0, "boundary": True},
-                {"group": "residual", "variance": 2.26, "sd": 1.50, "boundary": False},
-            ],
-            "lrt": {"term": "diversity:volume", "statistic": 0.21, "df": 1, "p_value": 0.65},
+            "formula": (f"improvement ~ {' + '.join(fixed)} + "
+                        + " + ".join(f"(1 | {factor})" for factor in random)),
+            "random": random, "fixed": fixed, "notes": [], "method": "REML", "converged": True,
+            "variance_components": {"target_task": 0.94, "target_language": 0.61, "mix": 0.0},
+            "residual_variance": 2.26, "on_boundary": ["mix"], "reml_log_likelihood": -8123.4,
         },
-        "design": {"diversity_volume_correlation": 0.0, "vif": {"diversity": 1.0, "volume": 1.0},
-                   "confounded": verdict == "confounded"},
-        "settings": {"diversity_measure": "n_tasks", "volume_measure": "examples"},
-        "warnings": ["mix: random-intercept variance estimated at zero (boundary fit)"],
-        "source": {"simulated": True, "command": "transferstats simulate --seed 0",
-                   "true_effects": dict(TRUE_EFFECTS)} if simulated else None,
+        "design": {"n_mixes": data["mix"].nunique(), "diversity_levels": list(N_TASKS),
+                   "volume_levels": list(VOLUMES), "max_correlation": 0.9,
+                   "correlation": 0.99 if confounded else 0.0,
+                   "vif": 50.3 if confounded else 1.0, "confounded": confounded,
+                   "reason": reasons["confounded"] if confounded else "",
+                   "centre_log2": {"diversity": 1.0, "volume": 15.3}},
+        "descriptives": {"rm_anova": {"subjects": "target_language", "n_subjects": 160,
+                                      "F": 210.4, "ddof1": 8.0, "ddof2": 1272.0, "p_unc": 1e-150,
+                                      "p_gg": 1e-120, "ng2": 0.31, "eps": 0.82}},
+        "settings": {"name": "report", "outcome": "improvement", "diversity": "n_tasks",
+                     "metric": None, "split": "test", "include_english": False,
+                     "interaction": interaction, "model": None, "resamples": 1000, "seed": 0,
+                     "level": 0.95, "interval": "bca", "units": ["language", "mix"],
+                     "max_correlation": 0.9, "power": 0.8},
+        "runs": {"complete": data["run_id"].nunique(), "failed": 1},
+        "warnings": list(PROBLEM_STRINGS),
+        "source": {"path": "examples/simulated", "simulated": True,
+                   "truth": {"diversity_effect": TRUE_EFFECTS["diversity"],
+                             "volume_effect": TRUE_EFFECTS["volume"],
+                             "interaction": TRUE_EFFECTS["diversity:volume"],
+                             "intercept": 1.5, "seed_sd": 1.5, "random_state": 0}}
+                  if simulated else {"path": "results/", "simulated": False},
     }
-    return estimates
 
 
 def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = True,
@@ -166,15 +218,10 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
                          .unstack().reset_index().rename(columns={"examples": "volume_examples"}))
     interaction_table["n"] = interaction_table["n"].astype(int)
 
-    run_means = data.groupby(["mix", "seed"], as_index=False)["improvement"].mean()
-    pairwise = pg.pairwise_tests(run_means, dv="improvement", between="mix", padjust="holm")
-
-    problems = pd.DataFrame([
-        {"file": "results/xlmr-large.mnli+squad_v1@10k.xnli.s2/run.json", "location": "status",
-         "severity": "error", "message": "run failed: CUDA out of memory; left out"},
-        {"file": "results/xlmr-large.mnli@40k.panx.s3/scores.jsonl", "location": "line 12",
-         "severity": "warning", "message": "language 'xx' is not an evaluation language of panx"},
-    ])
+    subject_means = data.groupby(["target_language", "mix"], as_index=False)["improvement"].mean()
+    pairwise = pg.pairwise_tests(subject_means, dv="improvement", within="mix",
+                                 subject="target_language", padjust="holm", effsize="hedges")
+    problems = pd.DataFrame(PROBLEMS, columns=["file", "location", "severity", "message"])
     return AnalysisResult(estimates=estimates, model_data=data, bootstrap_draws=draws,
                           improvement_table=_improvement_table(data), language_table=languages,
                           pairwise=pairwise, interaction_table=interaction_table,

@@ -244,13 +244,17 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
 
 
 @_paper_style
-def language_dotplot(languages: pd.DataFrame, confidence: float = 0.95) -> Figure:
-    """Improvement per evaluation language with intervals, sorted by the mean.
+def language_dotplot(languages: pd.DataFrame,
+                     value_label: str = "Improvement over baseline (points)",
+                     confidence: float = 0.95) -> Figure:
+    """The outcome per evaluation language with intervals, sorted by the mean.
 
     Parameters
     ----------
     languages:
         ``language, mean, ci_low, ci_high``; drawn top to bottom from largest to smallest mean.
+    value_label:
+        x-axis label, with the unit.
     confidence:
         Level of the intervals, for the axis label.
 
@@ -271,7 +275,7 @@ def language_dotplot(languages: pd.DataFrame, confidence: float = 0.95) -> Figur
     axes.tick_params(axis="y", length=0)
     axes.grid(axis="y", color="#e5e5e5", linewidth=0.5)
     axes.set_axisbelow(True)
-    axes.set_xlabel(f"Improvement over baseline, points ({confidence:.0%} CI)")
+    axes.set_xlabel(f"{value_label}, {confidence:.0%} CI")
     return figure
 
 

@@ -35,6 +35,20 @@ TERM_LABELS = {
 }
 
 
+OUTCOME_LABELS = {
+    "improvement": "Improvement over baseline (points)",
+    "score": "Zero-shot score (points)",
+    "nonenglish_mean": "Non-English mean score (points)",
+    "transfer_gap": "Transfer gap (points, lower is better)",
+    "worst_language": "Worst-language score (points)",
+}
+
+
+def outcome_label(outcome: str) -> str:
+    """Axis and caption label of an analysis outcome, with its unit."""
+    return OUTCOME_LABELS.get(outcome, f"{outcome} (points)")
+
+
 def target_label(task_id: str) -> str:
     """Display name of a target task (``"average"`` becomes ``"Avg"``)."""
     return TARGET_LABELS.get(task_id, task_id)
@@ -158,37 +172,46 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         "Term": term_label(row["term"]),
         "Estimate": format_number(row.get("estimate")),
         ci_header: format_interval(row.get("ci_low"), row.get("ci_high")),
-        "p": format_p(row.get("p_value")),
+        "p (LRT)": format_p(row.get("p_value")),
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
-    caption = (f"Fixed effects on the improvement (points) with {confidence:.0%} confidence "
-               f"intervals, and the contrast diversity {MINUS} volume with its crossed "
-               f"cluster bootstrap interval.")
+    caption = (f"Fixed effects of the mixed model with {confidence:.0%} crossed cluster "
+               f"bootstrap intervals and likelihood-ratio-test p-values, and the contrast "
+               f"diversity {MINUS} volume.")
     return Table("effects", caption, frame)
 
 
-def variance_components_table(components: list[dict]) -> Table:
-    """Random-effect variances of the mixed model.
+def variance_components_table(variances: dict[str, float], residual_variance: float | None,
+                              on_boundary: list[str] = ()) -> Table:
+    """Variance components of the mixed model.
 
     Parameters
     ----------
-    components:
-        Dicts with ``group`` and ``variance`` (``sd`` and ``boundary`` optional); the residual
-        is one of them.
+    variances:
+        Random-intercept variance per grouping factor (``estimates["model"]
+        ["variance_components"]``).
+    residual_variance:
+        Residual (within-cell) variance; ``None`` leaves its row out.
+    on_boundary:
+        Grouping factors whose variance was estimated at the boundary (zero).
     """
+    rows = [(group, variance, group in on_boundary) for group, variance in variances.items()]
+    if not is_missing(residual_variance):
+        rows.append(("Residual", residual_variance, False))
     frame = pd.DataFrame([{
-        "Grouping": component["group"],
-        "Variance": format_number(component["variance"], 3),
-        "SD": format_number(component.get("sd", math.sqrt(max(component["variance"], 0.0))), 3),
-        "At boundary": "yes" if component.get("boundary") else "no",
-    } for component in components])
-    caption = ("Variance components of the mixed model (REML). A variance at the boundary "
-               "(estimated as zero) means that grouping adds no detectable variation.")
+        "Grouping": group,
+        "Variance": format_number(variance, 3),
+        "SD": format_number(math.sqrt(max(variance, 0.0)), 3),
+        "At boundary": "yes" if boundary else "no",
+    } for group, variance, boundary in rows])
+    caption = ("Variance components of the mixed model (REML), in squared points. A variance at "
+               "the boundary (estimated as zero) means that grouping adds no detectable variation.")
     return Table("variance_components", caption, frame)
 
 
-def language_table(languages: pd.DataFrame, confidence: float = 0.95) -> Table:
-    """Improvement per language, averaged over mixes and targets (``language, mean, ci_low,
+def language_table(languages: pd.DataFrame, outcome: str = "improvement",
+                   confidence: float = 0.95) -> Table:
+    """The outcome per language, averaged over mixes and targets (``language, mean, ci_low,
     ci_high, n``), in the given order."""
     frame = pd.DataFrame({
         "Language": languages["language"],
@@ -197,8 +220,8 @@ def language_table(languages: pd.DataFrame, confidence: float = 0.95) -> Table:
                                  for lo, hi in zip(languages["ci_low"], languages["ci_high"])],
         "n": [format_count(n) for n in languages["n"]],
     })
-    caption = (f"Improvement over the baseline per evaluation language (points), averaged over "
-               f"mixes and targets, with {confidence:.0%} confidence intervals.")
+    caption = (f"{outcome_label(outcome)} per evaluation language, averaged over mixes and "
+               f"targets, with {confidence:.0%} confidence intervals over mixes.")
     return Table("languages", caption, frame)
 
 
@@ -230,8 +253,8 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
         columns["p (Holm)"] = [format_p(v) for v in pairwise[p_corrected]]
     if effect_size is not None:
         columns[_EFFECT_SIZE_COLUMNS[effect_size]] = [format_number(v) for v in pairwise[effect_size]]
-    caption = ("Pairwise comparisons of intermediate mixes (t tests on run-level means), p-values "
-               "adjusted for multiple comparisons with Holm's (1979) method.")
+    caption = ("Pairwise comparisons of intermediate mixes (paired t tests over target-language "
+               "pairs), p-values adjusted with Holm's (1979) method.")
     return Table("pairwise", caption, pd.DataFrame(columns))
 
 
@@ -243,7 +266,8 @@ def problems_table(problems: pd.DataFrame) -> Table:
         "Location": problems["location"].fillna("").astype(str),
         "Message": problems["message"].astype(str),
     })
-    caption = "Problems met while loading the results; runs with errors were left out."
+    caption = ("Problems met while loading the results; failed or unreadable runs were left out "
+               "of the analysis.")
     return Table("load_problems", caption, frame)
 
 
@@ -263,18 +287,35 @@ def latex_escape(text: str) -> str:
     return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group(0)], text)
 
 
-def to_latex(table: Table) -> str:
-    """A booktabs ``table`` environment; needs ``\\usepackage{booktabs}`` only.
+_NUMERIC_CELL = re.compile(rf"^(\[|<|[{MINUS}\N{{EN DASH}}-]?\d|\N{{EN DASH}}$)")
 
-    The first column is left-aligned, the others right-aligned. Secondary lines become a second,
-    ``\\scriptsize`` row under their row.
+
+def numeric_columns(frame: pd.DataFrame) -> list[bool]:
+    """Which columns hold numbers (right-aligned); the first column is always a label."""
+    return [i > 0 and all(_NUMERIC_CELL.match(str(v)) for v in frame[column])
+            for i, column in enumerate(frame.columns)]
+
+
+# Tables with more columns than this span both columns of a two-column paper (table*).
+WIDE_TABLE_COLUMNS = 6
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table; needs ``\\usepackage{booktabs}`` only.
+
+    Number columns are right-aligned, text columns left-aligned. Secondary lines become a second,
+    ``\\scriptsize`` row under their row. Tables wider than :data:`WIDE_TABLE_COLUMNS` columns
+    use ``table*`` and tighter column spacing.
     """
     frame = table.frame
-    column_format = "l" + "r" * (len(frame.columns) - 1)
+    column_format = "".join("r" if numeric else "l" for numeric in numeric_columns(frame))
+    wide = len(frame.columns) > WIDE_TABLE_COLUMNS
+    environment = "table*" if wide else "table"
     lines = [
-        r"\begin{table}[t]",
+        rf"\begin{{{environment}}}[t]",
         r"\centering",
         r"\small",
+        *([r"\setlength{\tabcolsep}{4pt}"] if wide else []),
         rf"\begin{{tabular}}{{{column_format}}}",
         r"\toprule",
         " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\",
@@ -291,7 +332,7 @@ def to_latex(table: Table) -> str:
         r"\end{tabular}",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{{table.label}}}",
-        r"\end{table}",
+        rf"\end{{{environment}}}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -305,7 +346,7 @@ def _markdown_cell(value: str) -> str:
 def to_markdown(table: Table) -> str:
     """A pipe table (GitHub-flavoured Markdown); secondary lines follow the main value."""
     frame = table.frame
-    align = [":--"] + ["--:"] * (len(frame.columns) - 1)
+    align = ["--:" if numeric else ":--" for numeric in numeric_columns(frame)]
     lines = ["| " + " | ".join(_markdown_cell(c) for c in frame.columns) + " |",
              "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(_markdown_cell(v) for v in values) + " |"
@@ -322,10 +363,11 @@ def _html_cell(value: str) -> str:
 
 
 def to_html(table: Table) -> str:
-    """An HTML ``<table>`` without inline styles (the report's stylesheet styles it)."""
+    """An HTML ``<table>`` without inline styles; number cells have class ``num``."""
     frame = table.frame
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_html_cell(v)}</td>" for v in values) + "</tr>\n"
-                   for values in frame.itertuples(index=False))
+    classes = [' class="num"' if numeric else "" for numeric in numeric_columns(frame)]
+    head = "".join(f"<th{c}>{html.escape(str(name))}</th>" for c, name in zip(classes, frame.columns))
+    body = "".join("<tr>" + "".join(f"<td{c}>{_html_cell(v)}</td>" for c, v in zip(classes, values))
+                   + "</tr>\n" for values in frame.itertuples(index=False))
     return (f'<table id="{html.escape(table.name)}">\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}</tbody>\n</table>")

@@ -1,0 +1,633 @@
+"""Write the report of an analysis: Markdown, self-contained HTML, figures, LaTeX tables, estimates.
+
+:func:`write_report` composes the report as a list of :class:`Block` (headings, paragraphs,
+tables, figures), renders that one list to both ``report.md`` and ``report.html`` (Jinja
+templates in ``templates/``), so the two never disagree, and swaps the finished folder into place.
+
+The prose uses a small Markdown subset (``**bold**``, ``*italic*``, ```code```, backslash
+escapes) that the HTML template converts; text coming from the data is escaped with
+:func:`md_escape` first.
+
+References
+----------
+Phang et al. 2020, "English Intermediate-Task Training Improves Zero-Shot Cross-Lingual Transfer
+Too", arXiv:2005.13013.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup, escape
+
+from transferstats import __version__
+from transferstats.analysis.result import AnalysisResult
+from transferstats.report import figures, tables
+from transferstats.report.tables import (MINUS, Table, format_count, format_interval,
+                                         format_number, format_p, is_missing, outcome_label,
+                                         target_label)
+
+DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
+TEMPLATES = Path(__file__).parent / "templates"
+CONTRAST = "diversity - volume"
+DISPLAY_PIXELS_PER_INCH = 120
+
+VERDICT_MEANING = {
+    "supported": "the diversity of the intermediate tasks helps zero-shot transfer more than "
+                 "their volume of data",
+    "refuted": "the volume of intermediate data helps zero-shot transfer more than the "
+               "diversity of the tasks",
+    "inconclusive": "the data cannot tell whether diversity or volume helps zero-shot transfer "
+                    "more",
+    "confounded": "the design cannot separate diversity from volume, so the question is not "
+                  "answered",
+}
+
+REFERENCES = (
+    "Bates, D., Mächler, M., Bolker, B., & Walker, S. (2015). Fitting linear mixed-effects "
+    "models using lme4. *Journal of Statistical Software*, 67(1), 1–48. doi:10.18637/jss.v067.i01",
+    "Efron, B. (1987). Better bootstrap confidence intervals. *Journal of the American "
+    "Statistical Association*, 82(397), 171–185.",
+    "Holm, S. (1979). A simple sequentially rejective multiple test procedure. *Scandinavian "
+    "Journal of Statistics*, 6(2), 65–70.",
+    "Hu, J., Ruder, S., Siddhant, A., Neubig, G., Firat, O., & Johnson, M. (2020). XTREME: A "
+    "massively multilingual multi-task benchmark for evaluating cross-lingual generalization. "
+    "*ICML 2020*. arXiv:2003.11080",
+    "Owen, A. B. (2007). The pigeonhole bootstrap. *The Annals of Applied Statistics*, 1(2), "
+    "386–411.",
+    "Phang, J., Calixto, I., Htut, P. M., Pruksachatkun, Y., Liu, H., Vania, C., Kann, K., & "
+    "Bowman, S. R. (2020). English intermediate-task training improves zero-shot cross-lingual "
+    "transfer too. *AACL-IJCNLP 2020*. arXiv:2005.13013",
+)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One piece of the report.
+
+    ``kind`` is ``heading`` (``text``, ``level``), ``paragraph`` (``text``), ``callout``
+    (``text``; ``name`` is its style class), ``bullets`` (``items``), ``table`` (``table``,
+    ``number``) or ``figure`` (``figure``, ``text`` as caption, ``number``; ``name`` is its file
+    stem).
+    """
+
+    kind: str
+    text: str = ""
+    level: int = 2
+    items: tuple[str, ...] = ()
+    table: Table | None = None
+    figure: object = None
+    name: str = ""
+    number: int = 0
+
+    @property
+    def anchor(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.text.lower()).strip("-")
+
+
+def _heading(text: str, level: int = 2) -> Block:
+    return Block("heading", text=text, level=level)
+
+
+def _paragraph(text: str) -> Block:
+    return Block("paragraph", text=text)
+
+
+def _bullets(items) -> Block:
+    return Block("bullets", items=tuple(items))
+
+
+def _table(table: Table) -> Block:
+    return Block("table", table=table, name=table.name)
+
+
+def _figure(name: str, figure, caption: str) -> Block:
+    return Block("figure", figure=figure, name=name, text=caption)
+
+
+# --- text helpers ----------------------------------------------------------------------------
+
+# Underscores inside words (``target_language``) are not emphasis in Markdown; only those at a
+# word's edge need escaping, which keeps identifiers readable in the raw report.md.
+_MARKDOWN_SPECIALS = re.compile(r"[\\`*]|(?<!\w)_|_(?!\w)")
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape the Markdown characters in text that comes from the data."""
+    return _MARKDOWN_SPECIALS.sub(lambda m: "\\" + m.group(0), str(text))
+
+
+def _code(text: str) -> str:
+    return f"`{str(text).replace('`', '')}`"
+
+
+_INLINE = re.compile(r"\\(?P<escaped>[\\`*_])|`(?P<code>[^`]*)`|\*\*(?P<strong>.+?)\*\*"
+                     r"|\*(?P<em>[^*]+?)\*")
+
+
+def inline_html(text: str) -> Markup:
+    """Turn the report's Markdown subset into HTML, escaping everything else."""
+    def convert(match: re.Match) -> str:
+        if match["escaped"] is not None:
+            return str(escape(match["escaped"]))
+        if match["code"] is not None:
+            return f"<code>{escape(match['code'])}</code>"
+        if match["strong"] is not None:
+            return f"<strong>{inline_html(match['strong'])}</strong>"
+        return f"<em>{inline_html(match['em'])}</em>"
+
+    parts, position = [], 0
+    for match in _INLINE.finditer(text):
+        parts.append(str(escape(text[position:match.start()])))
+        parts.append(convert(match))
+        position = match.end()
+    parts.append(str(escape(text[position:])))
+    return Markup("".join(parts))
+
+
+def _sentence(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].upper() + text[1:] + "." if text else ""
+
+
+def _list(values, code: bool = False) -> str:
+    return ", ".join(_code(v) if code else md_escape(v) for v in values)
+
+
+def _level(estimates: dict) -> float:
+    return float(estimates.get("bootstrap", {}).get("level", 0.95))
+
+
+def _effect(estimates: dict, term: str) -> dict | None:
+    return next((e for e in estimates.get("effects", []) if e["term"] == term), None)
+
+
+def _has_estimate(row: dict | None) -> bool:
+    return row is not None and not is_missing(row.get("estimate"))
+
+
+def _estimate_text(row: dict, level: float, unit: str | None = None) -> str:
+    unit = unit if unit is not None else row.get("unit", "")
+    return (f"{format_number(row['estimate'])} {unit} ({level:.0%} CI "
+            f"{format_interval(row.get('ci_low'), row.get('ci_high'))})").replace("  ", " ")
+
+
+# --- sections --------------------------------------------------------------------------------
+
+def _question(estimates: dict) -> list[Block]:
+    diversity = estimates.get("diversity_description", "number of intermediate tasks")
+    return [_heading("Question"), _paragraph(
+        "When a multilingual encoder (XLM-R) is trained on English intermediate tasks before "
+        "fine-tuning on an English target task, does the *diversity* of those intermediate tasks "
+        "make zero-shot transfer to other languages more robust than their sheer *volume* of data? "
+        f"Diversity is log2 of the {md_escape(diversity)} and volume log2 of the number of "
+        "intermediate training examples, so both effects are in points per doubling and can be "
+        "compared directly.")]
+
+
+def _simulation_note(source: dict) -> list[Block]:
+    if not source.get("simulated"):
+        return []
+    truth = source.get("truth") or {}
+    known = [(label, truth[key]) for key, label in (("diversity_effect", "diversity"),
+                                                     ("volume_effect", "volume"),
+                                                     ("interaction", "diversity × volume"))
+             if key in truth]
+    effects = ", ".join(f"{label} {format_number(value)}" for label, value in known)
+    return [Block("callout", name="simulated", text=(
+        "**Simulated data.** This example is simulated by `transferstats simulate` with known "
+        f"effects: {effects} points per doubling. A correct analysis recovers them within its "
+        "intervals; the numbers below are not evidence about real models."))]
+
+
+def _verdict(estimates: dict) -> list[Block]:
+    level = _level(estimates)
+    verdict = estimates["verdict"]
+    numbers = []
+    for term in ("diversity", "volume"):
+        effect = _effect(estimates, term)
+        if _has_estimate(effect):
+            numbers.append(f"{term} effect {_estimate_text(effect, level)}")
+    comparison = estimates.get("comparison", {})
+    if _has_estimate(comparison):
+        numbers.append(f"difference diversity {MINUS} volume "
+                       f"{_estimate_text(comparison, level, 'points per doubling')}")
+    detectable = estimates.get("minimum_detectable_difference")
+    if not is_missing(detectable):
+        power = estimates.get("settings", {}).get("power")
+        power_text = f" at {power:.0%} power" if power else ""
+        numbers.append(f"minimum detectable difference {format_number(detectable)} points per "
+                       f"doubling{power_text}")
+    text = f"**Verdict: {verdict}** \N{EM DASH} {VERDICT_MEANING.get(verdict, '')}"
+    text += (": " + "; ".join(numbers) + ".") if numbers else "."
+    reason = estimates.get("verdict_reason")
+    blocks = [_heading("Verdict"), Block("callout", text=text, name=f"verdict-{verdict}")]
+    if reason:
+        blocks.append(_paragraph(f"Why: {md_escape(reason.strip().rstrip('.'))}."))
+    return blocks
+
+
+def _seeds_text(data: pd.DataFrame) -> str | None:
+    if not {"mix", "target_task", "seed"} <= set(data.columns) or data.empty:
+        return None
+    counts = data.groupby(["mix", "target_task"])["seed"].nunique()
+    low, high = int(counts.min()), int(counts.max())
+    return f"Seeds per mix and target: {low}" + (f" to {high}." if high != low else ".")
+
+
+def _data_summary(result: AnalysisResult) -> list[Block]:
+    estimates, data = result.estimates, result.model_data
+    mixes = list(dict.fromkeys(result.improvement_table["mix"])) or sorted(data["mix"].unique())
+    # The improvement table keeps the grid's (XTREME) order of targets; fall back to the model data.
+    targets = ([t for t in dict.fromkeys(result.improvement_table["target_task"]) if t != "average"]
+               or sorted(data["target_task"].unique()))
+    languages = estimates.get("languages") or []
+    runs = estimates.get("runs", {})
+    items = [f"{format_count(estimates['n_runs'])} runs and {format_count(estimates['n_rows'])} "
+             "rows entered the model."]
+    if runs:
+        items.append(f"Runs found: {format_count(runs.get('complete', 0))} complete, "
+                     f"{format_count(runs.get('failed', 0))} failed (left out, listed below).")
+    outcome = estimates["outcome"]
+    description = estimates.get("outcome_description")
+    items.append(f"Outcome: {_code(outcome)}" + (f", the {md_escape(description)}."
+                                                 if description else "."))
+    items.append(f"Intermediate mixes ({len(mixes)}): {_list(mixes, code=True)}.")
+    items.append(f"Target tasks ({len(targets)}): "
+                 f"{_list(target_label(t) for t in targets)}.")
+    if languages:
+        items.append(f"Languages ({len(languages)}): {_list(languages)}.")
+    seeds = _seeds_text(data)
+    if seeds:
+        items.append(seeds)
+    source = estimates.get("source") or {}
+    if source.get("path"):
+        items.append(f"Source: {_code(source['path'])}.")
+    blocks = [_heading("Data"), _bullets(items)]
+    problems = result.run_problems
+    if problems.empty:
+        blocks.append(_paragraph("No problems were met while loading the results."))
+    else:
+        counts = problems["severity"].value_counts()
+        summary = ", ".join(f"{n} {severity}{'s' if n > 1 else ''}" for severity, n in counts.items())
+        blocks.append(_paragraph(f"**Problems while loading ({summary}).** Every run left out of "
+                                 "the analysis is listed here."))
+        blocks.append(_table(tables.problems_table(problems)))
+    return blocks
+
+
+def _effects(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    level = _level(estimates)
+    effects, comparison = estimates["effects"], estimates["comparison"]
+    blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level))]
+    if any(_has_estimate(e) for e in effects):
+        blocks.append(_figure("effects_forest", figures.effects_forest(
+            effects, comparison, estimates["outcome"], level),
+            f"Fixed effects with {level:.0%} bootstrap intervals (blue) and the contrast "
+            f"diversity {MINUS} volume (vermillion); dashed line at zero. Both effects are per "
+            "doubling, so their difference is meaningful."))
+    return blocks
+
+
+def _comparison(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    comparison = estimates["comparison"]
+    if not _has_estimate(comparison):
+        return [_heading("Diversity versus volume"), _paragraph(
+            f"The contrast diversity {MINUS} volume was not estimated: "
+            f"{md_escape(estimates.get('verdict_reason', 'the model could not be fitted'))}.")]
+    level = _level(estimates)
+    bootstrap = estimates.get("bootstrap", {})
+    text = (f"Diversity {MINUS} volume = {_estimate_text(comparison, level, 'points per doubling')}"
+            f", from a {md_escape(bootstrap.get('method', 'bootstrap'))} bootstrap with "
+            f"{format_count(bootstrap.get('resamples', 0))} resamples (seed "
+            f"{bootstrap.get('seed')}).")
+    if not is_missing(comparison.get("percentile_ci_low")):
+        text += (" The percentile interval, "
+                 f"{format_interval(comparison['percentile_ci_low'], comparison['percentile_ci_high'])}"
+                 ", is given for comparison.")
+    direction = comparison.get("direction")
+    if direction and direction != "higher is better":
+        text += f" Note: {md_escape(direction)}."
+    blocks = [_heading("Diversity versus volume"), _paragraph(text)]
+    draws = result.bootstrap_draws
+    if CONTRAST in draws.columns and draws[CONTRAST].notna().any():
+        blocks.append(_figure("bootstrap_difference", figures.bootstrap_difference(
+            draws[CONTRAST], comparison, level),
+            f"Bootstrap distribution of diversity {MINUS} volume over "
+            f"{format_count(draws[CONTRAST].notna().sum())} crossed cluster resamples: estimate "
+            f"(solid), {level:.0%} interval (shaded) and zero (dashed)."))
+    return blocks
+
+
+def _design_items(estimates: dict) -> list[str]:
+    design = estimates.get("design", {})
+    items = []
+    if not is_missing(design.get("correlation")):
+        items.append(f"Across the {design.get('n_mixes', '')} mixes, log2 diversity and log2 "
+                     f"volume correlate at r = {format_number(design['correlation'])} (variance "
+                     f"inflation factor {format_number(design.get('vif'))}; the analysis calls "
+                     f"|r| ≥ {design.get('max_correlation')} confounded).")
+    if design.get("confounded"):
+        items.append(f"**Confounded design:** {md_escape(_sentence(design.get('reason', '')))} "
+                     "Add mixes that vary diversity at fixed volume (and the reverse) to separate "
+                     "the two.")
+    elif "confounded" in design:
+        items.append("Diversity and volume vary independently enough across mixes to be "
+                     "separated.")
+    return items
+
+
+def _diagnostics(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    model = estimates.get("model", {})
+    items = []
+    if model.get("formula"):
+        items.append(f"Model: {_code(model['formula'])}, fitted by "
+                     f"{md_escape(model.get('method', 'REML'))}.")
+    if "converged" in model:
+        items.append("The fit converged." if model["converged"]
+                     else "**The fit did not converge**: treat the estimates with caution.")
+    on_boundary = list(model.get("on_boundary", []))
+    if on_boundary:
+        items.append(f"On the boundary (variance estimated as zero): {_list(on_boundary, True)}. "
+                     "That grouping adds no detectable variation; the fixed effects stay valid.")
+    elif "variance_components" in model:
+        items.append("No variance component is on the boundary.")
+    items += [md_escape(_sentence(note)) for note in model.get("notes", [])]
+    failed = estimates.get("bootstrap", {}).get("failed_resamples")
+    if failed:
+        items.append(f"{failed} bootstrap resamples failed to fit and are not in the intervals.")
+    items += _design_items(estimates)
+    blocks = [_heading("Model diagnostics"), _bullets(items)]
+    if model.get("variance_components"):
+        blocks.append(_table(tables.variance_components_table(
+            model["variance_components"], model.get("residual_variance"), on_boundary)))
+    data = result.model_data
+    if {"fitted", "residual"} <= set(data.columns) and data["residual"].notna().any():
+        usable = data[["fitted", "residual"]].dropna()
+        blocks.append(_figure("residuals", figures.residual_diagnostics(
+            usable["fitted"].to_numpy(), usable["residual"].to_numpy()),
+            "Residuals against fitted values with binned means (left) and a normal Q\N{EN DASH}Q "
+            "plot of the residuals (right). A flat binned mean and points along the reference "
+            "line support the model's linearity and normality assumptions."))
+    return blocks
+
+
+def _improvement(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    level = _level(estimates)
+    improvement = result.improvement_table
+    blocks = [_heading("Improvement per mix and target")]
+    if improvement.empty:
+        return blocks + [_paragraph("No improvement over the baseline could be computed.")]
+    blocks.append(_table(tables.improvement_table(improvement, level)))
+    blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(improvement),
+                          "Mean improvement over the no-intermediate baseline (points) per "
+                          "intermediate mix (rows) and target task (columns), averaged over "
+                          "languages and seeds; Avg is the mean over targets. Blue cells beat the "
+                          "baseline, red cells fall below it."))
+    cells = result.interaction_table
+    if not cells.empty:
+        blocks.append(_figure("interaction", figures.interaction_plot(
+            cells, outcome_label(estimates["outcome"]), level),
+            f"Mean {md_escape(estimates['outcome'])} per design cell against the number of "
+            f"intermediate tasks (log2 axis), one line per volume budget, with {level:.0%} "
+            "intervals over the mixes of a cell. Parallel lines mean diversity and volume add up "
+            "without interacting."))
+    return blocks
+
+
+def _languages(result: AnalysisResult) -> list[Block]:
+    languages = result.language_table
+    if languages.empty:
+        return []
+    estimates = result.estimates
+    level, outcome = _level(estimates), estimates["outcome"]
+    return [
+        _heading("Per language"),
+        _figure("languages", figures.language_dotplot(languages, outcome_label(outcome), level),
+                f"{outcome_label(outcome)} per evaluation language, averaged over mixes and "
+                f"targets, with {level:.0%} intervals over mixes, sorted by the mean."),
+        _table(tables.language_table(languages, outcome, level)),
+    ]
+
+
+def _omnibus_text(omnibus: dict) -> str | None:
+    if not omnibus or is_missing(omnibus.get("F")):
+        return None
+    p_value = omnibus.get("p_gg", omnibus.get("p_unc"))
+    return (f"Repeated-measures ANOVA across mixes ({md_escape(omnibus['subjects'])} as subjects, "
+            f"n = {omnibus['n_subjects']}): F({_dof(omnibus['ddof1'])}, "
+            f"{_dof(omnibus['ddof2'])}) = {format_number(omnibus['F'])}, "
+            f"p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, generalised η² = "
+            f"{format_number(omnibus.get('ng2'))}.")
+
+
+def _dof(value: float) -> str:
+    return format_number(value, 0 if float(value).is_integer() else 1)
+
+
+def _p_phrase(p_value) -> str:
+    text = format_p(p_value)
+    return text if text.startswith("<") else f"= {text}"
+
+
+def _pairwise(result: AnalysisResult) -> list[Block]:
+    blocks = [_heading("Pairwise comparisons of mixes")]
+    omnibus = _omnibus_text(result.estimates.get("descriptives", {}).get("rm_anova"))
+    if omnibus:
+        blocks.append(_paragraph(omnibus))
+    if result.pairwise.empty:
+        return blocks + [_paragraph("Pairwise comparisons need at least two mixes measured on "
+                                    "the same target-language pairs; there were none.")]
+    return blocks + [_table(tables.pairwise_table(result.pairwise))]
+
+
+def _methods(estimates: dict) -> list[Block]:
+    model = estimates.get("model", {})
+    bootstrap = estimates.get("bootstrap", {})
+    design = estimates.get("design", {})
+    level = _level(estimates)
+    random = _list(model.get("random", ["target_task", "target_language", "mix"]), code=True)
+    units = _list(bootstrap.get("units", ["language", "mix"]))
+    replicates = bootstrap.get("replicates")
+    text = (
+        f"The outcome ({_code(estimates['outcome'])}) was modelled with the linear mixed model "
+        f"{_code(model.get('formula', ''))}, fitted by restricted maximum likelihood (REML; Bates "
+        f"et al. 2015), with crossed random intercepts for {random}; seeds are replicates. "
+        "Diversity and volume are log2-transformed and centred at the design mean, so each main "
+        "effect is the change per doubling at the centre of the design. Each fixed term was tested "
+        "by a likelihood-ratio test between maximum-likelihood fits with and without it. Intervals "
+        f"for the effects and for the contrast diversity {MINUS} volume come from a crossed cluster "
+        f"bootstrap (pigeonhole bootstrap; Owen 2007) resampling {units}"
+        + (f" ({md_escape(replicates)})" if replicates else "")
+        + f", with {md_escape(bootstrap.get('method', 'BCa'))} intervals (Efron 1987) at the "
+        f"{level:.0%} level from {format_count(bootstrap.get('resamples', 0))} resamples (seed "
+        f"{bootstrap.get('seed')}). The verdict is *supported* when the interval of the difference "
+        "lies above zero, *refuted* when it lies below, *inconclusive* otherwise, and *confounded* "
+        "when log2 diversity and log2 volume correlate across mixes at |r| ≥ "
+        f"{design.get('max_correlation', 'the threshold')}. The minimum detectable difference is "
+        "(z₁₋α/₂ + z_power) × the bootstrap standard error of the difference. Descriptive "
+        "intervals in the improvement and language tables are percentile bootstrap intervals; "
+        "pairwise comparisons of mixes are paired t tests with Holm's (1979) correction. Targets "
+        "and languages follow XTREME (Hu et al. 2020); the improvement table follows the layout of "
+        "Phang et al. (2020).")
+    return [_heading("Methods"), _paragraph(text), _heading("References", 3),
+            _bullets(REFERENCES)]
+
+
+def compose(result: AnalysisResult) -> list[Block]:
+    """The report as blocks, in reading order, with tables and figures numbered."""
+    estimates = result.estimates
+    blocks = (_question(estimates) + _simulation_note(estimates.get("source") or {})
+              + _verdict(estimates) + _data_summary(result) + _effects(result)
+              + _comparison(result) + _diagnostics(result) + _improvement(result)
+              + _languages(result) + _pairwise(result) + _methods(estimates))
+    counters = {"table": 0, "figure": 0}
+    numbered = []
+    for block in blocks:
+        if block.kind in counters:
+            counters[block.kind] += 1
+            block = replace(block, number=counters[block.kind])
+        numbered.append(block)
+    return numbered
+
+
+# --- files -----------------------------------------------------------------------------------
+
+def _json_safe(value):
+    """Plain JSON values: NaN and infinities become null, numpy scalars and arrays plain values."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def estimates_json(estimates: dict) -> str:
+    """``estimates`` as indented JSON, NaN as ``null`` (strict JSON has no NaN)."""
+    return json.dumps(_json_safe(estimates), indent=2, allow_nan=False) + "\n"
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",),
+                                            default_for_string=False),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined)
+    environment.filters["inline"] = inline_html
+    return environment
+
+
+def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
+    """Everything of the report into ``folder``; returns the written paths relative to it."""
+    blocks = compose(result)
+    written = []
+    images = {}
+    for block in blocks:
+        if block.kind == "figure":
+            paths = figures.save_figure(block.figure, folder / "figures", block.name)
+            written += [f"figures/{p.name}" for p in paths.values()]
+            width, _ = block.figure.get_size_inches()
+            images[block.name] = {
+                "data": base64.b64encode(paths["png"].read_bytes()).decode("ascii"),
+                # Shown a little above print size (96 px per inch): 8 pt text reads small on screens.
+                "width": round(width * DISPLAY_PIXELS_PER_INCH),
+            }
+        elif block.kind == "table" and block.name != "load_problems":
+            path = folder / "tables" / f"{block.name}.tex"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(tables.to_latex(block.table), encoding="utf-8")
+            written.append(f"tables/{path.name}")
+    environment = _environment()
+    context = {"title": title, "blocks": blocks, "images": images, "version": __version__,
+               "markdown_table": tables.to_markdown, "html_table": tables.to_html,
+               "css": (TEMPLATES / "report.css").read_text(encoding="utf-8")}
+    for name in ("report.md", "report.html"):
+        text = environment.get_template(f"{name}.j2").render(context)
+        (folder / name).write_text(text, encoding="utf-8")
+        written.append(name)
+    (folder / "estimates.json").write_text(estimates_json(result.estimates), encoding="utf-8")
+    written.append("estimates.json")
+    return written
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Put ``staging`` at ``out_dir``, keeping any previous report until the new one is in place."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    retired = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:8]}.old")
+    out_dir.rename(retired)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        retired.rename(out_dir)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_report(result: AnalysisResult, out_dir: Path, *, title: str | None = None) -> dict[str, Path]:
+    """Write the report of an analysis into ``out_dir``.
+
+    Writes ``report.md``, a self-contained ``report.html`` (figures embedded as PNG, stylesheet
+    inline, no external resources), ``figures/<name>.png`` and ``.pdf``, ``tables/<name>.tex``
+    (booktabs) and ``estimates.json`` (``result.estimates``, NaN as ``null``). The files are
+    written into a temporary sibling folder that replaces ``out_dir`` only once complete, so a
+    failure leaves the previous report untouched.
+
+    Parameters
+    ----------
+    result:
+        The analysis to report.
+    out_dir:
+        Report folder; created, or replaced as a whole.
+    title:
+        Report title; by default the question the toolkit answers.
+
+    Returns
+    -------
+    dict
+        Path of every written file, keyed by its path relative to ``out_dir`` (``"report.html"``,
+        ``"figures/effects_forest.pdf"``, ``"tables/effects.tex"``, ...).
+
+    Examples
+    --------
+    >>> from transferstats.report.render import write_report
+    >>> paths = write_report(result, Path("reports/xtreme"))  # doctest: +SKIP
+    >>> paths["report.html"]  # doctest: +SKIP
+    PosixPath('reports/xtreme/report.html')
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"report folder {out_dir} exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        # mkdtemp makes the folder private (0700); a report is meant to be shared and read.
+        os.chmod(staging, 0o755)
+        written = _write_files(result, staging, title or DEFAULT_TITLE)
+        _swap_in(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {relative: out_dir / relative for relative in written}
