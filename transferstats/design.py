@@ -45,7 +45,7 @@ _TOP_LEVEL_KEYS = ("name", "description", "model", "model_short", "targets", "se
 _MIX_KEYS = ("name", "tasks", "sampling", "temperature")
 _FACTORIAL_KEYS = ("diversity", "volume", "draws", "tasks", "seed", "sampling", "temperature",
                    "iterations")
-_ESTIMATE_KEYS = ("examples_per_second",)
+_ESTIMATE_KEYS = ("examples_per_second", "target_examples")
 
 
 class SpecError(ValueError):
@@ -90,6 +90,7 @@ class GridSpec:
     assets_dir: str = ".assets"
     slurm: dict = field(default_factory=dict)
     examples_per_second: float | None = None
+    target_examples: int | None = None
     description: str = ""
 
     def phase_hyperparameters(self, phase: str) -> dict:
@@ -527,6 +528,9 @@ def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> G
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float))
                               or speed <= 0):
         check.fail("estimate.examples_per_second", f"must be a positive number, got {speed!r}")
+    target_examples = estimate.get("target_examples")
+    if target_examples is not None:
+        check.positive_int(target_examples, "estimate.target_examples")
     name = check.string(document.get("name", default_name), "name")
     return GridSpec(
         name=name, model=model, model_short=model_short, targets=targets, seeds=seeds,
@@ -535,6 +539,7 @@ def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> G
         data=check.table(document.get("data", {}), "data"), factorial=factorial,
         prepare=prepare, assets_dir=assets_dir, slurm=dict(slurm),
         examples_per_second=None if speed is None else float(speed),
+        target_examples=target_examples,
         description=str(document.get("description", "")),
     )
 

@@ -70,9 +70,12 @@ def encoder_failure_path(job: IntermediateJob) -> Path:
     return job.output_dir.with_name(job.output_dir.name + ".failed.json")
 
 
+EXAMPLES_USED_FILE = "examples_used.json"
+
+
 def encoder_is_complete(job: IntermediateJob) -> bool:
-    # The training phase renames the finished encoder into place, so existence means complete.
-    return job.output_dir.is_dir()
+    # The training phase renames the finished encoder, this file included, into place at once.
+    return (job.output_dir / EXAMPLES_USED_FILE).is_file()
 
 
 def encoder_failure(job: IntermediateJob) -> str | None:

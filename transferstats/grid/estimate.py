@@ -1,0 +1,75 @@
+"""GPU-hour estimate of a grid: training examples x epochs / an assumed throughput per model size.
+
+The throughputs are round planning numbers for one A100/H100-class GPU, mixed precision, maximum
+sequence length 256, forward and backward pass; a grid's ``[estimate] examples_per_second``
+replaces them when the user has measured their own, and ``[estimate] target_examples`` caps the
+examples a target trains on (for grids on small data, like the smoke grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transferstats.design import GridPlan, mix_volume
+
+# English training examples each target fine-tunes on (XTREME, Hu et al. 2020, Table 1). The
+# retrieval targets are evaluated zero-shot with no fine-tuning.
+TARGET_TRAIN_SIZES = {"xnli": 392_702, "pawsx": 49_401, "udpos": 21_253, "panx": 20_000,
+                      "xquad": 87_599, "mlqa": 87_599, "tydiqa": 3_696, "bucc2018": 0,
+                      "tatoeba": 0}
+EXAMPLES_PER_SECOND = {"large": 60.0, "base": 180.0, "tiny": 2000.0}
+DEFAULT_EPOCHS = 3
+EVALUATION_OVERHEAD = 0.10  # evaluation adds this fraction to a fine-tuning's time
+RETRIEVAL_EVALUATION_HOURS = 0.1  # a retrieval target's whole run: embedding the test sentences
+
+
+def model_size(model: str, prepared: bool) -> str:
+    """``large``, ``base`` or ``tiny`` from the model name; unknown names count as large."""
+    name = model.lower()
+    if prepared or "tiny" in name or "smoke" in name:
+        return "tiny"
+    return "base" if "base" in name else "large"
+
+
+def _epochs(hyperparameters: dict) -> float:
+    return float(hyperparameters.get("epochs", hyperparameters.get("num_train_epochs",
+                                                                    DEFAULT_EPOCHS)))
+
+
+@dataclass(frozen=True)
+class GpuEstimate:
+    intermediate_hours: float
+    target_hours: float
+    examples_per_second: float
+    assumption: str
+
+    @property
+    def total_hours(self) -> float:
+        return self.intermediate_hours + self.target_hours
+
+
+def estimate_gpu_hours(plan: GridPlan) -> GpuEstimate:
+    grid = plan.grid
+    size = model_size(grid.model, grid.prepare is not None)
+    speed = grid.examples_per_second or EXAMPLES_PER_SECOND[size]
+    source = ("[estimate] examples_per_second" if grid.examples_per_second
+              else f"assumed for a {size} model on one A100/H100-class GPU, bf16, length 256")
+    intermediate_seconds = sum(
+        mix_volume(job.mix) * _epochs(job.hyperparameters) / speed
+        for job in plan.intermediate_jobs)
+    target_seconds = retrieval_seconds = 0.0
+    for job in plan.target_jobs:
+        examples = TARGET_TRAIN_SIZES.get(job.target_task, 0)
+        if examples and grid.target_examples:
+            examples = min(examples, grid.target_examples)
+        if examples:
+            target_seconds += examples * _epochs(job.hyperparameters) / speed
+        else:
+            retrieval_seconds += RETRIEVAL_EVALUATION_HOURS * 3600
+    overhead = 1 + EVALUATION_OVERHEAD
+    assumption = (f"{speed:g} training examples/s ({source}); epochs from the hyperparameters "
+                  f"(default {DEFAULT_EPOCHS}); evaluation +{EVALUATION_OVERHEAD:.0%}; retrieval "
+                  f"targets {RETRIEVAL_EVALUATION_HOURS} h each")
+    return GpuEstimate(intermediate_hours=intermediate_seconds * overhead / 3600,
+                       target_hours=(target_seconds * overhead + retrieval_seconds) / 3600, examples_per_second=speed,
+                       assumption=assumption)
