@@ -226,3 +226,30 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
                           improvement_table=_improvement_table(data), language_table=languages,
                           pairwise=pairwise, interaction_table=interaction_table,
                           run_problems=problems)
+
+
+def make_unfittable_result() -> AnalysisResult:
+    """What the analysis returns when diversity and volume are perfectly collinear: a
+    ``confounded`` verdict, no estimates (``None``), no bootstrap draws, NaN fitted values."""
+    result = make_result(verdict="confounded")
+    estimates = result.estimates
+    for effect in estimates["effects"]:
+        for key in ("estimate", "ci_low", "ci_high", "se", "bootstrap_se", "p_value",
+                    "p_value_wald", "chi2", "percentile_ci_low", "percentile_ci_high"):
+            effect[key] = None
+    comparison = estimates["comparison"]
+    for key in ("estimate", "ci_low", "ci_high", "bootstrap_se", "minimum_detectable_difference",
+                "percentile_ci_low", "percentile_ci_high"):
+        comparison[key] = None
+    estimates["minimum_detectable_difference"] = None
+    estimates["design"] |= {"correlation": None, "vif": None,
+                            "reason": "only diversity varies across the 9 mixes (or there are "
+                                      "fewer than 3 mixes), so the two effects cannot be "
+                                      "separated"}
+    estimates["verdict_reason"] = estimates["design"]["reason"]
+    estimates["model"] = {key: estimates["model"][key]
+                          for key in ("formula", "random", "fixed", "notes")}
+    result.model_data = result.model_data.assign(fitted=math.nan, residual=math.nan)
+    result.bootstrap_draws = pd.DataFrame(columns=[*estimates["model"]["fixed"],
+                                                   "diversity - volume"])
+    return result
