@@ -246,6 +246,7 @@ def read(task: Task, location: Location, data: dict) -> tuple[list[dict], list[s
         return [_read_retrieval_original(task.id, location.paths)], None
     elif location.paths[0].suffix in (".conll", ".txt"):
         rows, names = _read_conll(location.paths[0], location.lang), None
+        source = {**source, "fields": {"tokens": "tokens", "tags": "tags"}}  # already canonical
     else:
         rows, names = _read_table(location.paths[0], data), None
     prefix = source.get("id_prefix", {}).get(location.lang) if location.hub else None
@@ -261,8 +262,16 @@ def read(task: Task, location: Location, data: dict) -> tuple[list[dict], list[s
     return examples, labels
 
 
-def _read_hub(location: Location, data: dict) -> tuple[list[dict], list[str] | None]:
+def _quiet_datasets():
     import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    return datasets
+
+
+def _read_hub(location: Location, data: dict) -> tuple[list[dict], list[str] | None]:
+    datasets = _quiet_datasets()
 
     hub_id, config, splits = location.hub
     rows, names = [], None
@@ -296,7 +305,7 @@ def _datasets_cache(data: dict) -> str | None:
 
 
 def _read_table(path: Path, data: dict) -> list[dict]:
-    import datasets
+    datasets = _quiet_datasets()
 
     suffix = path.suffix[1:]
     builder, options = {"jsonl": ("json", {}), "json": ("json", {}), "parquet": ("parquet", {}),

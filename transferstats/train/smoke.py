@@ -64,6 +64,9 @@ def _make_model(model_dir: Path, text: _Text) -> None:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizer
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # XLM-R's ids 0-4
     trainer_model = Tokenizer(models.Unigram())
