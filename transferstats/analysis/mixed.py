@@ -19,10 +19,11 @@ so after that every evaluation costs one Cholesky factorisation of a small matri
 Z'Z belonging to a single factor is diagonal (each row has exactly one level), so the largest
 factor is eliminated by a Schur complement and only the remaining levels need a dense Cholesky.
 
-The optimum is found with L-BFGS-B on theta >= 0 (a variance component may be exactly zero), then
-polished with Newton steps that use the exact gradient and Hessian of the log-likelihood in the
-variance ratios psi_k = theta_k^2 -- the parameterisation statsmodels uses -- which also gives the
-covariance of the fixed effects exactly as ``MixedLMResults.cov_params()`` reports it.
+The optimum is found by projected Newton steps (a variance component may be exactly zero) with the
+exact score and Hessian of the log-likelihood in the variance ratios psi_k = theta_k^2 -- the
+parameterisation statsmodels uses -- falling back to L-BFGS-B when Newton fails. The same
+Hessian gives the covariance of the fixed effects exactly as ``MixedLMResults.cov_params()``
+reports it.
 """
 
 from __future__ import annotations
@@ -302,21 +303,73 @@ class ThetaFit:
         return self.theta ** 2
 
 
-def fit_theta(cp: CrossProducts, reml: bool = True, start: np.ndarray | None = None,
-              newton_steps: int = 20) -> ThetaFit:
+def fit_theta(cp: CrossProducts, reml: bool = True, start: np.ndarray | None = None
+              ) -> ThetaFit:
     """Maximise the profiled (RE)ML likelihood over theta >= 0.
 
-    L-BFGS-B with bounds handles zero variance components; Newton steps on the free variance
-    ratios, with the exact profiled Hessian, then remove the error finite-difference gradients
-    leave in flat directions. Converged means the Newton decrement is negligible, the free
-    Hessian is negative definite and no component at zero would increase the likelihood.
+    Projected Newton steps in the variance ratios psi = theta^2, with the exact profiled score
+    and Hessian, from ``start`` (relative standard deviations, e.g. a full-data fit's when
+    refitting a bootstrap resample: then a few steps suffice). Should that fail, L-BFGS-B on
+    theta >= 0 finds the region of the optimum and Newton finishes from there.
     """
     K = len(cp.n_levels)
+    dof = cp.n - cp.p if reml else cp.n
     if K == 0:  # ordinary least squares: nothing to optimise
         deviance, beta, r2 = profiled_deviance(np.zeros(0), cp, reml)
-        return ThetaFit(np.zeros(0), beta, r2 / (cp.n - cp.p if reml else cp.n), -deviance / 2,
-                        True)
-    theta0 = np.ones(K) if start is None else np.maximum(np.asarray(start, dtype=float), 1e-3)
+        return ThetaFit(np.zeros(0), beta, r2 / dof, -deviance / 2, True)
+    theta0 = np.ones(K) if start is None else np.asarray(start, dtype=float)
+    psi, deviance, beta, r2, converged = _newton(theta0 ** 2, cp, reml)
+    if not converged:
+        theta = _lbfgsb(np.maximum(theta0, 1e-3), cp, reml)
+        psi, deviance, beta, r2, converged = _newton(theta ** 2, cp, reml)
+    return ThetaFit(np.sqrt(psi), beta, r2 / dof, -deviance / 2, converged)
+
+
+def _newton(psi: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 50):
+    """Projected Newton ascent on psi >= 0 with step halving.
+
+    Components at zero whose score is negative stay fixed at zero (the boundary optimum);
+    converged means the Newton decrement on the free components is negligible and their
+    Hessian negative definite. Where the Hessian is not negative definite, a diagonally scaled
+    gradient step is taken instead.
+    """
+    K = len(psi)
+    deviance, beta, r2 = profiled_deviance(np.sqrt(psi), cp, reml)
+    for _ in range(max_steps):
+        dv = derivatives(psi, beta, cp, reml)
+        score, H = dv.score_psi, dv.profiled(cp.p)
+        free = (psi > 0) | (score > 0)
+        if not free.any():
+            return psi, deviance, beta, r2, True
+        H_free = H[np.ix_(free, free)]
+        step = np.zeros(K)
+        try:
+            np.linalg.cholesky(-H_free)
+            step[free] = np.linalg.solve(-H_free, score[free])
+            is_newton = True
+        except np.linalg.LinAlgError:
+            step[free] = score[free] / np.maximum(np.abs(np.diag(H_free)), 1e-8)
+            is_newton = False
+        decrement = score[free] @ step[free]
+        if is_newton and decrement < 1e-10:
+            return psi, deviance, beta, r2, True
+        for _halving in range(40):
+            candidate = np.maximum(psi + step, 0.0)
+            try:
+                cand = profiled_deviance(np.sqrt(candidate), cp, reml)
+            except np.linalg.LinAlgError:
+                cand = (np.inf, None, None)
+            if cand[0] <= deviance + 1e-12 * abs(deviance):
+                psi, (deviance, beta, r2) = candidate, cand
+                break
+            step /= 2
+        else:  # no step improves: at the optimum to rounding if the decrement is tiny
+            return psi, deviance, beta, r2, bool(is_newton and decrement < 1e-6)
+    return psi, deviance, beta, r2, False
+
+
+def _lbfgsb(theta0: np.ndarray, cp: CrossProducts, reml: bool) -> np.ndarray:
+    """A robust (slower) first pass: L-BFGS-B on theta >= 0 with finite-difference gradients."""
 
     def objective(theta):
         try:
@@ -325,42 +378,9 @@ def fit_theta(cp: CrossProducts, reml: bool = True, start: np.ndarray | None = N
             return np.inf
 
     result = scipy.optimize.minimize(objective, theta0, method="L-BFGS-B",
-                                     bounds=[(0.0, None)] * K,
-                                     options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 500})
-    theta = np.where(result.x < BOUNDARY_THETA * 1e-2, 0.0, result.x)
-    psi = theta ** 2
-    deviance, beta, r2 = profiled_deviance(theta, cp, reml)
-    converged = False
-    p = cp.p
-    for _ in range(newton_steps):
-        dv = derivatives(psi, beta, cp, reml)
-        H = dv.profiled(p)
-        free = (psi > 0) | (dv.score_psi > 0)
-        if not free.any():
-            converged = True
-            break
-        H_free = H[np.ix_(free, free)]
-        try:
-            np.linalg.cholesky(-H_free)
-        except np.linalg.LinAlgError:
-            break
-        step = np.zeros(K)
-        step[free] = -np.linalg.solve(H_free, dv.score_psi[free])
-        decrement = dv.score_psi[free] @ step[free]
-        if decrement < 1e-10:
-            converged = True
-            break
-        for _halving in range(30):
-            candidate = np.maximum(psi + step, 0.0)
-            cand_deviance, cand_beta, cand_r2 = profiled_deviance(np.sqrt(candidate), cp, reml)
-            if cand_deviance <= deviance + 1e-9 * abs(deviance):
-                psi, deviance, beta, r2 = candidate, cand_deviance, cand_beta, cand_r2
-                break
-            step /= 2
-        else:
-            break
-    dof = cp.n - p if reml else cp.n
-    return ThetaFit(np.sqrt(psi), beta, r2 / dof, -deviance / 2, converged)
+                                     bounds=[(0.0, None)] * len(theta0),
+                                     options={"ftol": 1e-12, "maxiter": 500})
+    return result.x
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,436 @@
+"""Confidence intervals for mixed-model effects from a bootstrap that resamples the crossed units.
+
+Rows of a results grid are not independent: every row of a language shares that language's
+random effect, every row of a mix shares the mix's. Resampling rows would ignore this and give
+intervals far too narrow. :func:`crossed_bootstrap` resamples the crossed units themselves
+(languages and mixes), as the pigeonhole bootstrap does for crossed random effects (Owen 2007,
+"The pigeonhole bootstrap", Ann. Appl. Stat. 1(2):386-411), and within each resampled cell the
+seeds, the level nested in it (Field & Welsh 2007, "Bootstrapping clustered data", JRSS-B
+69(3):369-390). Each resample is refitted with the fast path of :mod:`.mixed`, warm-started from
+the full-data fit, in parallel processes that receive only compact arrays.
+
+Intervals are percentile or BCa (bias-corrected and accelerated; Efron & Tibshirani 1993,
+"An Introduction to the Bootstrap", ch. 14; DiCiccio & Efron 1996, "Bootstrap confidence
+intervals", Stat. Sci. 11(3):189-228), the acceleration estimated from leave-one-unit-out
+jackknife fits.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from transferstats.analysis.mixed import (
+    cross_products, fit_crossed, fit_theta, model_arrays,
+)
+
+METHOD = "crossed cluster, BCa"
+
+
+# --------------------------------------------------------------------------------------------
+# Intervals from draws
+
+
+def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The (1 - level)/2 and (1 + level)/2 quantiles of the bootstrap draws.
+
+    Efron & Tibshirani (1993), section 13.3. Missing draws (failed refits) are ignored.
+    """
+    draws = _finite(draws)
+    alpha = (1 - level) / 2
+    low, high = np.percentile(draws, [100 * alpha, 100 * (1 - alpha)])
+    return float(low), float(high)
+
+
+def bias_correction(estimate: float, draws: np.ndarray) -> float:
+    """z0: the normal quantile of the share of draws below the estimate (ties count half).
+
+    Efron & Tibshirani (1993), eq. 14.14; ties are split as in ``scipy.stats.bootstrap``.
+    """
+    draws = _finite(draws)
+    share = (np.count_nonzero(draws < estimate) + np.count_nonzero(draws <= estimate)) \
+        / (2 * len(draws))
+    return float(ndtri(share))
+
+
+def acceleration(jackknife_values: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """a: the skewness of the jackknife influence values, over 6.
+
+    With one kind of unit this is Efron & Tibshirani (1993), eq. 14.15. With several crossed
+    kinds (``groups`` names the kind of each leave-one-out value, e.g. "language" or "mix"),
+    each kind's influence values are centred and scaled within the kind and the third and second
+    moments are summed over kinds, the multi-sample form ``scipy.stats.bootstrap`` uses
+    (Efron & Tibshirani 1993, ch. 14.3 on several samples).
+    """
+    values = np.asarray(jackknife_values, dtype=float)
+    groups = np.zeros(len(values)) if groups is None else np.asarray(groups)
+    third, second = 0.0, 0.0
+    for group in pd.unique(groups):
+        group_values = _finite(values[groups == group])
+        n = len(group_values)
+        influence = (n - 1) * (group_values.mean() - group_values)
+        third += np.sum(influence ** 3) / n ** 3
+        second += np.sum(influence ** 2) / n ** 2
+    return float(third / (6 * second ** 1.5)) if second > 0 else 0.0
+
+
+def bca_interval(estimate: float, draws: np.ndarray, jackknife_values: np.ndarray,
+                 level: float = 0.95, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Bias-corrected and accelerated interval (Efron & Tibshirani 1993, eq. 14.10).
+
+    The percentile interval's quantile levels are moved to
+    Phi(z0 + (z0 + z) / (1 - a (z0 + z))) for z = Phi^-1((1 -/+ level) / 2), which corrects for
+    median bias (z0) and for a standard error that changes with the parameter (a). It is
+    second-order accurate where the percentile interval is first-order (DiCiccio & Efron 1996).
+    """
+    draws = _finite(draws)
+    z0 = bias_correction(estimate, draws)
+    a = acceleration(jackknife_values, groups)
+    quantiles = []
+    for z in (ndtri((1 - level) / 2), ndtri((1 + level) / 2)):
+        shifted = z0 + z
+        quantiles.append(ndtr(z0 + shifted / (1 - a * shifted)))
+    low, high = np.percentile(draws, [100 * quantiles[0], 100 * quantiles[1]])
+    return float(low), float(high)
+
+
+def _finite(values) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    return values[np.isfinite(values)]
+
+
+# --------------------------------------------------------------------------------------------
+# The result
+
+
+@dataclass
+class BootstrapResult:
+    """Bootstrap draws of every fixed term (the intercept left out) and every contrast.
+
+    ``draws`` has one row per resample; a resample whose refit failed is a row of NaN, counted
+    in ``n_failed`` and left out of the intervals. ``jackknife`` has one row per left-out unit
+    level (columns ``unit``, ``level`` and the estimates), used for the BCa acceleration.
+    """
+
+    estimate: pd.Series
+    draws: pd.DataFrame
+    jackknife: pd.DataFrame
+    n_resamples: int
+    seed: int
+    method: str
+    n_failed: int
+
+    def interval(self, term: str, level: float = 0.95, kind: str = "bca") -> tuple[float, float]:
+        """The ``level`` interval of one term or contrast, ``kind`` "bca" or "percentile"."""
+        if kind == "percentile":
+            return percentile_interval(self.draws[term].to_numpy(), level)
+        if kind == "bca":
+            return bca_interval(float(self.estimate[term]), self.draws[term].to_numpy(),
+                                self.jackknife[term].to_numpy(), level,
+                                groups=self.jackknife["unit"].to_numpy())
+        raise ValueError(f"kind must be 'bca' or 'percentile', not {kind!r}")
+
+    def intervals(self, level: float = 0.95, kind: str = "bca") -> pd.DataFrame:
+        """One row per term and contrast: estimate, interval and bootstrap standard error."""
+        rows = []
+        for term in self.draws.columns:
+            low, high = self.interval(term, level, kind)
+            rows.append({"term": term, "estimate": float(self.estimate[term]), "ci_low": low,
+                         "ci_high": high, "se": float(np.nanstd(self.draws[term], ddof=1))})
+        return pd.DataFrame(rows, columns=["term", "estimate", "ci_low", "ci_high", "se"])
+
+
+# --------------------------------------------------------------------------------------------
+# The resampling design: compact arrays shipped once to each worker
+
+
+@dataclass
+class ResamplingDesign:
+    """What a worker needs to draw and refit a resample, and nothing else (no DataFrames)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    factor_codes: list[np.ndarray]
+    unit_codes: list[np.ndarray]
+    unit_n_levels: np.ndarray
+    nested: np.ndarray            # (factors, units): factor's levels lie within one unit level
+    cell: np.ndarray              # replicate cell of each row (original unit levels)
+    cell_units: np.ndarray        # the units that are part of a replicate cell
+    replicate_position: np.ndarray  # the row's replicate, numbered within its cell; -1: none
+    cell_n_replicates: np.ndarray
+    outputs: np.ndarray           # (n_outputs, p): each term/contrast as a combination of beta
+    start: np.ndarray             # relative standard deviations of the full-data fit
+
+
+def _codes(column: pd.Series) -> tuple[np.ndarray, int]:
+    code, uniques = pd.factorize(column, sort=True)
+    return code.astype(np.int64), len(uniques)
+
+
+def _is_nested(inner: np.ndarray, n_inner: int, outer: np.ndarray, n_outer: int) -> bool:
+    """Every level of ``inner`` occurs with a single level of ``outer`` (or is ``outer``)."""
+    return len(np.unique(inner * n_outer + outer)) == n_inner
+
+
+def resampling_design(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
+                      random: Sequence[str], units: Sequence[str], replicate: str | None,
+                      replicate_within: Sequence[str], outputs: np.ndarray,
+                      start: np.ndarray) -> ResamplingDesign:
+    arrays = model_arrays(data, outcome, fixed, random)
+    unit_codes, unit_n_levels = zip(*(_codes(data[u]) for u in units)) if units else ((), ())
+    factor_n_levels = [len(levels) for levels in arrays.levels]
+    nested = np.array([[_is_nested(fc, fl, uc, ul)
+                        for uc, ul in zip(unit_codes, unit_n_levels)]
+                       for fc, fl in zip(arrays.codes, factor_n_levels)], dtype=bool
+                      ).reshape(len(random), len(units))
+    n = len(data)
+    cell = np.zeros(n, dtype=np.int64)
+    if replicate_within:
+        cell = pd.MultiIndex.from_frame(data[list(replicate_within)]).factorize()[0]
+    n_cells = int(cell.max()) + 1 if n else 0
+    if replicate is None:
+        position = np.full(n, -1, dtype=np.int64)
+        n_replicates = np.zeros(n_cells, dtype=np.int64)
+    else:
+        replicate_code, n_replicate_levels = _codes(data[replicate])
+        pairs, pair_of_row = np.unique(cell * n_replicate_levels + replicate_code,
+                                       return_inverse=True)
+        cell_of_pair = pairs // n_replicate_levels
+        first_of_cell = np.searchsorted(cell_of_pair, cell_of_pair, side="left")
+        position = (np.arange(len(pairs)) - first_of_cell)[pair_of_row]
+        n_replicates = np.bincount(cell_of_pair, minlength=n_cells)
+    cell_units = np.array([i for i, u in enumerate(units) if u in replicate_within],
+                          dtype=np.int64)
+    return ResamplingDesign(arrays.X, arrays.y, arrays.codes, list(unit_codes),
+                            np.asarray(unit_n_levels, dtype=np.int64), nested, cell, cell_units,
+                            position, n_replicates, outputs, start)
+
+
+# --------------------------------------------------------------------------------------------
+# One resample
+
+
+def resample_rows(design: ResamplingDesign, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rows of one crossed resample and the relabelled random-factor codes.
+
+    1. Each unit's levels are drawn with replacement, independently across units; a row is kept
+       once for every combination of copies of its unit levels.
+    2. Every copy of a level is a distinct level of each random factor nested in (or equal to)
+       that unit: "xnli:de" drawn twice gives two target-language levels, not one level with
+       twice the rows, since the copies stand for two different languages.
+    3. Within each replicate cell (e.g. mix copy x target task) the replicates (seeds) are drawn
+       with replacement; all rows of a drawn run are kept together.
+    """
+    n = len(design.y)
+    rows = np.arange(n)
+    copies = []
+    for codes, n_levels in zip(design.unit_codes, design.unit_n_levels):
+        drawn = rng.integers(n_levels, size=n_levels)
+        per_level = np.bincount(drawn, minlength=n_levels)
+        level = codes[rows]
+        repeats = per_level[level]
+        rows = np.repeat(rows, repeats)
+        level = np.repeat(level, repeats)
+        within = np.arange(len(rows)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        copies_by_level = np.argsort(drawn, kind="stable")
+        first_copy = np.cumsum(per_level) - per_level
+        copies = [np.repeat(c, repeats) for c in copies]
+        copies.append(copies_by_level[first_copy[level] + within])
+    if design.cell_n_replicates.size:
+        rows, copies = _resample_replicates(design, rng, rows, copies)
+    factor_codes = []
+    for f, codes in enumerate(design.factor_codes):
+        code = codes[rows]
+        for u in np.flatnonzero(design.nested[f]):
+            code = code * design.unit_n_levels[u] + copies[u]
+        factor_codes.append(np.unique(code, return_inverse=True)[1])
+    return rows, factor_codes
+
+
+def _resample_replicates(design: ResamplingDesign, rng: np.random.Generator, rows: np.ndarray,
+                         copies: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Draw the replicates of every cell copy with replacement (step 3 of resample_rows)."""
+    key = design.cell[rows]
+    for u in design.cell_units:
+        key = key * design.unit_n_levels[u] + copies[u]
+    instances, instance_of_row = np.unique(key, return_inverse=True)
+    instance_cell = design.cell[rows][np.unique(instance_of_row, return_index=True)[1]]
+    n_replicates = design.cell_n_replicates[instance_cell]
+    offsets = np.cumsum(n_replicates) - n_replicates
+    instance_of_draw = np.repeat(np.arange(len(instances)), n_replicates)
+    drawn = (rng.random(len(instance_of_draw)) * n_replicates[instance_of_draw]).astype(np.int64)
+    times_drawn = np.bincount(offsets[instance_of_draw] + drawn, minlength=len(instance_of_draw))
+    weight = times_drawn[offsets[instance_of_row] + design.replicate_position[rows]]
+    return np.repeat(rows, weight), [np.repeat(c, weight) for c in copies]
+
+
+def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndarray]
+          ) -> np.ndarray:
+    """The outputs (terms and contrasts) refitted on the given rows; NaN if the fit fails."""
+    try:
+        cp = cross_products(design.X[rows], design.y[rows], factor_codes,
+                            [int(c.max()) + 1 for c in factor_codes])
+        state = fit_theta(cp, reml=True, start=design.start)
+    except (np.linalg.LinAlgError, ValueError):
+        return np.full(len(design.outputs), np.nan)
+    if not state.converged:
+        return np.full(len(design.outputs), np.nan)
+    return design.outputs @ state.beta
+
+
+def _resample_estimates(design: ResamplingDesign, seeds: Sequence[np.random.SeedSequence]
+                        ) -> np.ndarray:
+    return np.array([refit(design, *resample_rows(design, np.random.default_rng(s)))
+                     for s in seeds]).reshape(len(seeds), len(design.outputs))
+
+
+# Workers receive the design once, through the pool initializer, then only seed sequences.
+_WORKER_DESIGN: ResamplingDesign | None = None
+
+
+def _init_worker(design: ResamplingDesign) -> None:
+    global _WORKER_DESIGN
+    _WORKER_DESIGN = design
+    # Two processes each running multithreaded BLAS on 2 cores would oversubscribe them.
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
+def _worker_chunk(seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
+    return _resample_estimates(_WORKER_DESIGN, seeds)
+
+
+def jackknife_estimates(design: ResamplingDesign, unit_names: Sequence[str],
+                        unit_levels: Sequence[np.ndarray]) -> pd.DataFrame:
+    """Leave one level of one unit out at a time and refit (no resampling)."""
+    records = []
+    for u, (name, levels) in enumerate(zip(unit_names, unit_levels)):
+        for code, label in enumerate(levels):
+            rows = np.flatnonzero(design.unit_codes[u] != code)
+            factor_codes = [np.unique(c[rows], return_inverse=True)[1]
+                            for c in design.factor_codes]
+            records.append((name, label, *refit(design, rows, factor_codes)))
+    return pd.DataFrame.from_records(records)
+
+
+# --------------------------------------------------------------------------------------------
+# The bootstrap
+
+
+def output_matrix(terms: Sequence[str], contrasts: Mapping[str, Mapping[str, float]]
+                  ) -> tuple[list[str], np.ndarray]:
+    """Each fixed term except the intercept, then each contrast, as a row of weights on beta."""
+    names = [t for t in terms if t != "Intercept"]
+    rows = [np.eye(len(terms))[terms.index(t)] for t in names]
+    for name, weights in contrasts.items():
+        unknown = set(weights) - set(terms)
+        if unknown:
+            raise KeyError(f"contrast {name!r} uses terms not in the model: {sorted(unknown)}")
+        rows.append(np.array([weights.get(t, 0.0) for t in terms]))
+        names.append(name)
+    return names, np.array(rows).reshape(len(names), len(terms))
+
+
+def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
+                      random: Sequence[str], *, units: Sequence[str] = ("language", "mix"),
+                      replicate: str | None = "seed",
+                      replicate_within: Sequence[str] = ("mix", "target_task"),
+                      contrasts: Mapping[str, Mapping[str, float]] | None = None,
+                      n_resamples: int = 1000, seed: int = 0, n_jobs: int | None = None,
+                      progress: bool = True) -> BootstrapResult:
+    """Crossed cluster bootstrap of the fixed effects (and contrasts) of the crossed mixed model.
+
+    Resampling scheme (pigeonhole bootstrap, Owen 2007; cluster resampling at the top levels
+    and of the seeds within, Field & Welsh 2007), one resample:
+
+    1. draw the levels of each column in ``units`` (language codes, mix names) independently
+       with replacement and keep every row of the chosen level combinations;
+    2. treat each copy of a duplicated level as a distinct level of every random factor nested
+       in or equal to that unit (``target_language`` "xnli:de" chosen twice -> two levels);
+    3. within each ``replicate_within`` cell (a mix copy and a target task) draw the
+       ``replicate`` values (seeds) with replacement, keeping whole runs.
+
+    The model is refitted (REML, fast path, warm start from the full-data fit) and the fixed
+    terms and ``contrasts`` -- linear combinations such as
+    ``{"diversity - volume": {"diversity": 1, "volume": -1}}`` -- recorded. Leave-one-level-out
+    jackknife fits of each unit give the BCa acceleration.
+
+    Resample ``i`` uses the generator ``default_rng(SeedSequence(seed).spawn(n)[i])``, so the
+    draws depend on ``seed`` only, not on ``n_jobs`` (default: the cores available to this
+    process). ``replicate=None`` skips step 3.
+    """
+    contrasts = dict(contrasts or {})
+    units = [u for u in units]
+    replicate_within = [c for c in replicate_within]
+    used = data.dropna(subset=[outcome, *fixed, *random, *units]).reset_index(drop=True)
+    full = fit_crossed(used, outcome, fixed, random)
+    names, outputs = output_matrix(full.terms, contrasts)
+    estimate = pd.Series(outputs @ full.params, index=names, name="estimate")
+    start = np.sqrt(np.array([full.variance_components[f] for f in random])
+                    / full.residual_variance)
+    design = resampling_design(used, outcome, fixed, random, units, replicate, replicate_within,
+                               outputs, start)
+    seeds = np.random.SeedSequence(seed).spawn(n_resamples)
+    draws = _run_resamples(design, seeds, n_jobs, progress)
+    unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]
+    jackknife = jackknife_estimates(design, units, unit_levels)
+    jackknife.columns = ["unit", "level", *names]
+    n_failed = int(np.isnan(draws).any(axis=1).sum())
+    return BootstrapResult(
+        estimate=estimate,
+        draws=pd.DataFrame(draws, columns=names),
+        jackknife=jackknife,
+        n_resamples=n_resamples,
+        seed=seed,
+        method=METHOD,
+        n_failed=n_failed,
+    )
+
+
+def _run_resamples(design: ResamplingDesign, seeds: list[np.random.SeedSequence],
+                   n_jobs: int | None, progress: bool) -> np.ndarray:
+    """Refit every resample, in chunks over worker processes, showing a progress bar."""
+    n_jobs = n_jobs or len(os.sched_getaffinity(0))
+    chunk_size = max(1, min(25, len(seeds) // (4 * n_jobs)))
+    chunks = [(i, seeds[i:i + chunk_size]) for i in range(0, len(seeds), chunk_size)]
+    draws = np.empty((len(seeds), len(design.outputs)))
+    with _progress_bar(progress, len(seeds)) as advance:
+        if n_jobs == 1:
+            for start, chunk in chunks:
+                draws[start:start + len(chunk)] = _resample_estimates(design, chunk)
+                advance(len(chunk))
+        else:
+            with ProcessPoolExecutor(n_jobs, initializer=_init_worker,
+                                     initargs=(design,)) as pool:
+                futures = {pool.submit(_worker_chunk, chunk): (start, len(chunk))
+                           for start, chunk in chunks}
+                for future in as_completed(futures):
+                    start, size = futures[future]
+                    draws[start:start + size] = future.result()
+                    advance(size)
+    return draws
+
+
+@contextmanager
+def _progress_bar(show: bool, total: int):
+    """Yield a function advancing a rich progress bar over resamples (a no-op when hidden)."""
+    if not show:
+        yield lambda n: None
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+    with Progress(TextColumn("crossed bootstrap"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("resamples", total=total)
+        yield lambda n: bar.advance(task, n)
