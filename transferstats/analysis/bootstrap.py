@@ -278,6 +278,10 @@ def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndar
     try:
         cp = cross_products(design.X[rows], design.y[rows], factor_codes,
                             [int(c.max()) + 1 for c in factor_codes])
+        # A resample can lose a fixed term's variation (every drawn mix at one diversity):
+        # its effect is then not estimable, and the resample counts as failed.
+        if np.linalg.matrix_rank(cp.XyXy[:cp.p, :cp.p]) < cp.p:
+            return np.full(len(design.outputs), np.nan)
         state = fit_theta(cp, reml=True, start=design.start)
     except (np.linalg.LinAlgError, ValueError):
         return np.full(len(design.outputs), np.nan)
