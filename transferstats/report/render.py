@@ -43,6 +43,9 @@ DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-l
 TEMPLATES = Path(__file__).parent / "templates"
 CONTRAST = "diversity - volume"
 DISPLAY_PIXELS_PER_INCH = 120
+# ``estimates["model"]["method"]`` names the implementation that fitted the model.
+SOLVERS = {"fast": "profiled likelihood as in lme4, transferstats' crossed-effects solver",
+           "statsmodels": "statsmodels MixedLM"}
 
 VERDICT_MEANING = {
     "supported": "the diversity of the intermediate tasks helps zero-shot transfer more than "
@@ -258,8 +261,10 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
     items = [f"{format_count(estimates['n_runs'])} runs and {format_count(estimates['n_rows'])} "
              "rows entered the model."]
     if runs:
-        items.append(f"Runs found: {format_count(runs.get('complete', 0))} complete, "
-                     f"{format_count(runs.get('failed', 0))} failed (left out, listed below).")
+        failed = runs.get("failed", 0)
+        items.append(f"Runs found: {format_count(runs.get('complete', 0))} complete (baseline "
+                     f"runs included), {format_count(failed)} failed"
+                     + (" (left out, listed below)." if failed else "."))
     outcome = estimates["outcome"]
     description = estimates.get("outcome_description")
     items.append(f"Outcome: {_code(outcome)}" + (f", the {md_escape(description)}."
@@ -278,11 +283,11 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
     blocks = [_heading("Data"), _bullets(items)]
     problems = result.run_problems
     if problems.empty:
-        blocks.append(_paragraph("No problems were met while loading the results."))
+        blocks.append(_paragraph("No problems were met while loading or analysing the results."))
     else:
         counts = problems["severity"].value_counts()
         summary = ", ".join(f"{n} {severity}{'s' if n > 1 else ''}" for severity, n in counts.items())
-        blocks.append(_paragraph(f"**Problems while loading ({summary}).** Every run left out of "
+        blocks.append(_paragraph(f"**Problems and warnings ({summary}).** Every run left out of "
                                  "the analysis is listed here."))
         blocks.append(_table(tables.problems_table(problems)))
     return blocks
@@ -356,8 +361,9 @@ def _diagnostics(result: AnalysisResult) -> list[Block]:
     model = estimates.get("model", {})
     items = []
     if model.get("formula"):
-        items.append(f"Model: {_code(model['formula'])}, fitted by "
-                     f"{md_escape(model.get('method', 'REML'))}.")
+        solver = SOLVERS.get(model.get("method"), model.get("method"))
+        items.append(f"Model: {_code(model['formula'])}, fitted by REML"
+                     + (f" ({md_escape(solver)})." if solver else "."))
     if "converged" in model:
         items.append("The fit converged." if model["converged"]
                      else "**The fit did not converge**: treat the estimates with caution.")

@@ -259,15 +259,16 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
 
 
 def problems_table(problems: pd.DataFrame) -> Table:
-    """Problems met while loading the results (``file, location, severity, message``)."""
+    """Problems met while loading and analysing the results (``file, location, severity,
+    message``)."""
     frame = pd.DataFrame({
         "Severity": problems["severity"].astype(str),
         "File": problems["file"].astype(str),
         "Location": problems["location"].fillna("").astype(str),
         "Message": problems["message"].astype(str),
     })
-    caption = ("Problems met while loading the results; failed or unreadable runs were left out "
-               "of the analysis.")
+    caption = ("Problems and warnings met while loading and analysing the results; failed or "
+               "unreadable runs were left out of the analysis.")
     return Table("load_problems", caption, frame)
 
 
@@ -287,12 +288,13 @@ def latex_escape(text: str) -> str:
     return _LATEX_PATTERN.sub(lambda m: _LATEX_SPECIALS[m.group(0)], text)
 
 
-_NUMERIC_CELL = re.compile(rf"^(\[|<|[{MINUS}\N{{EN DASH}}-]?\d|\N{{EN DASH}}$)")
+_NUMBER = rf"(< )?[{MINUS}-]?\d[\d,]*(\.\d+)?"
+_NUMERIC_CELL = re.compile(rf"{_NUMBER}(\n.*)?|\[{_NUMBER}, {_NUMBER}\]|\N{{EN DASH}}")
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[bool]:
     """Which columns hold numbers (right-aligned); the first column is always a label."""
-    return [i > 0 and all(_NUMERIC_CELL.match(str(v)) for v in frame[column])
+    return [i > 0 and all(_NUMERIC_CELL.fullmatch(str(v)) for v in frame[column])
             for i, column in enumerate(frame.columns)]
 
 
