@@ -189,7 +189,8 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     axes.set_ylim(positions[-1] + 0.7, -0.7)
     axes.tick_params(axis="y", length=0)
     axes.spines["left"].set_visible(False)
-    axes.set_xlabel(f"Effect on {outcome}, points per doubling ({confidence:.0%} CI)")
+    axes.set_xlabel(f"Effect on {outcome.replace('_', ' ')}, points per doubling "
+                    f"({confidence:.0%} CI)")
     return figure
 
 

@@ -43,6 +43,7 @@ DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-l
 TEMPLATES = Path(__file__).parent / "templates"
 CONTRAST = "diversity - volume"
 DISPLAY_PIXELS_PER_INCH = 120
+MIN_DISPLAY_WIDTH = 560
 # ``estimates["model"]["method"]`` names the implementation that fitted the model.
 SOLVERS = {"fast": "profiled likelihood as in lme4, transferstats' crossed-effects solver",
            "statsmodels": "statsmodels MixedLM"}
@@ -410,10 +411,10 @@ def _improvement(result: AnalysisResult) -> list[Block]:
     if not cells.empty:
         blocks.append(_figure("interaction", figures.interaction_plot(
             cells, outcome_label(estimates["outcome"]), level),
-            f"Mean {md_escape(estimates['outcome'])} per design cell against the number of "
-            f"intermediate tasks (log2 axis), one line per volume budget, with {level:.0%} "
-            "intervals over the mixes of a cell. Parallel lines mean diversity and volume add up "
-            "without interacting."))
+            f"{outcome_label(estimates['outcome'])} per design cell, averaged over its mixes, "
+            f"against the number of intermediate tasks (log2 axis), one line per volume budget, "
+            f"with {level:.0%} intervals over the mixes of a cell. Parallel lines mean diversity "
+            "and volume add up without interacting."))
     return blocks
 
 
@@ -556,8 +557,9 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
             width, _ = block.figure.get_size_inches()
             images[block.name] = {
                 "data": base64.b64encode(paths["png"].read_bytes()).decode("ascii"),
-                # Shown a little above print size (96 px per inch): 8 pt text reads small on screens.
-                "width": round(width * DISPLAY_PIXELS_PER_INCH),
+                # Shown above print size (96 px per inch), single-column figures more so:
+                # 8 pt text reads small on screens. The 300 dpi PNG stays sharp at these sizes.
+                "width": max(round(width * DISPLAY_PIXELS_PER_INCH), MIN_DISPLAY_WIDTH),
             }
         elif block.kind == "table" and block.name != "load_problems":
             path = folder / "tables" / f"{block.name}.tex"
