@@ -39,7 +39,13 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # A killed worker whose parent died too may linger as a zombie where nothing reaps orphans
+    # (a container's init); it holds nothing.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def read_claim(path: Path) -> tuple[dict | None, float] | None:
