@@ -29,7 +29,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 from scipy import stats
 
-from transferstats.report.tables import MINUS, format_interval, format_number, target_label, term_label
+from transferstats.report.tables import (MINUS, format_interval, format_level, format_number,
+                                         target_label, term_label)
 
 SINGLE_COLUMN = 3.4
 DOUBLE_COLUMN = 7.0
@@ -190,7 +191,7 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     axes.tick_params(axis="y", length=0)
     axes.spines["left"].set_visible(False)
     axes.set_xlabel(f"Effect on {outcome.replace('_', ' ')}, points per doubling "
-                    f"({confidence:.0%} CI)")
+                    f"({format_level(confidence)} CI)")
     return figure
 
 
@@ -239,7 +240,7 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
     axes.set_xticklabels([f"{n:g}" for n in n_tasks])
     axes.set_xlabel("Intermediate tasks in the mix (log2 scale)")
     axes.set_ylabel(outcome_label)
-    figure.legend(title=f"Intermediate examples (error bars: {confidence:.0%} CI)",
+    figure.legend(title=f"Intermediate examples (error bars: {format_level(confidence)} CI)",
                   loc="outside upper center", ncols=min(len(budgets), 4))
     return figure
 
@@ -276,7 +277,7 @@ def language_dotplot(languages: pd.DataFrame,
     axes.tick_params(axis="y", length=0)
     axes.grid(axis="y", color="#e5e5e5", linewidth=0.5)
     axes.set_axisbelow(True)
-    axes.set_xlabel(f"{value_label}, {confidence:.0%} CI")
+    axes.set_xlabel(f"{value_label}, {format_level(confidence)} CI")
     return figure
 
 
@@ -303,7 +304,7 @@ def bootstrap_difference(draws: pd.Series, comparison: dict, confidence: float =
     figure = _new_figure(SINGLE_COLUMN, 2.4)
     axes = figure.add_subplot()
     axes.axvspan(comparison["ci_low"], comparison["ci_high"], color=ORANGE, alpha=0.25,
-                 linewidth=0, label=f"{confidence:.0%} CI")
+                 linewidth=0, label=f"{format_level(confidence)} CI")
     axes.hist(values, bins=min(50, max(10, len(values) // 20)), color=BLUE, alpha=0.85,
               edgecolor="white", linewidth=0.3)
     axes.axvline(comparison["estimate"], color=VERMILLION, linewidth=1.4, label="Estimate")

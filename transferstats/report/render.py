@@ -31,13 +31,14 @@ import jinja2
 import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
+from matplotlib.figure import Figure
 
 from transferstats import __version__
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report import figures, tables
 from transferstats.report.tables import (MINUS, Table, format_count, format_interval,
-                                         format_number, format_p, is_missing, outcome_label,
-                                         target_label)
+                                         format_level, format_number, format_p, is_missing,
+                                         outcome_label, target_label)
 
 DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -92,7 +93,7 @@ class Block:
     level: int = 2
     items: tuple[str, ...] = ()
     table: Table | None = None
-    figure: object = None
+    figure: Figure | None = None
     name: str = ""
     number: int = 0
 
@@ -183,9 +184,11 @@ def _has_estimate(row: dict | None) -> bool:
 
 
 def _estimate_text(row: dict, level: float, unit: str | None = None) -> str:
-    unit = unit if unit is not None else row.get("unit", "")
-    return (f"{format_number(row['estimate'])} {unit} ({level:.0%} CI "
-            f"{format_interval(row.get('ci_low'), row.get('ci_high'))})").replace("  ", " ")
+    """``0.87 points per doubling (95% CI [0.52, 1.22])``."""
+    unit = unit if unit is not None else row.get("unit")
+    value = format_number(row["estimate"]) + (f" {unit}" if unit else "")
+    return (f"{value} ({format_level(level)} CI "
+            f"{format_interval(row.get('ci_low'), row.get('ci_high'))})")
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -231,7 +234,7 @@ def _verdict(estimates: dict) -> list[Block]:
     detectable = estimates.get("minimum_detectable_difference")
     if not is_missing(detectable):
         power = estimates.get("settings", {}).get("power")
-        power_text = f" at {power:.0%} power" if power else ""
+        power_text = f" at {format_level(power)} power" if power else ""
         numbers.append(f"minimum detectable difference {format_number(detectable)} points per "
                        f"doubling{power_text}")
     text = f"**Verdict: {verdict}** \N{EM DASH} {VERDICT_MEANING.get(verdict, '')}"
@@ -302,7 +305,7 @@ def _effects(result: AnalysisResult) -> list[Block]:
     if any(_has_estimate(e) for e in effects):
         blocks.append(_figure("effects_forest", figures.effects_forest(
             effects, comparison, estimates["outcome"], level),
-            f"Fixed effects with {level:.0%} bootstrap intervals (blue) and the contrast "
+            f"Fixed effects with {format_level(level)} bootstrap intervals (blue) and the contrast "
             f"diversity {MINUS} volume (vermillion); dashed line at zero. Both effects are per "
             "doubling, so their difference is meaningful."))
     return blocks
@@ -335,7 +338,7 @@ def _comparison(result: AnalysisResult) -> list[Block]:
             draws[CONTRAST], comparison, level),
             f"Bootstrap distribution of diversity {MINUS} volume over "
             f"{format_count(draws[CONTRAST].notna().sum())} crossed cluster resamples: estimate "
-            f"(solid), {level:.0%} interval (shaded) and zero (dashed)."))
+            f"(solid), {format_level(level)} interval (shaded) and zero (dashed)."))
     return blocks
 
 
@@ -413,7 +416,7 @@ def _improvement(result: AnalysisResult) -> list[Block]:
             cells, outcome_label(estimates["outcome"]), level),
             f"{outcome_label(estimates['outcome'])} per design cell, averaged over its mixes, "
             f"against the number of intermediate tasks (log2 axis), one line per volume budget, "
-            f"with {level:.0%} intervals over the mixes of a cell. Parallel lines mean diversity "
+            f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean diversity "
             "and volume add up without interacting."))
     return blocks
 
@@ -428,7 +431,7 @@ def _languages(result: AnalysisResult) -> list[Block]:
         _heading("Per language"),
         _figure("languages", figures.language_dotplot(languages, outcome_label(outcome), level),
                 f"{outcome_label(outcome)} per evaluation language, averaged over mixes and "
-                f"targets, with {level:.0%} intervals over mixes, sorted by the mean."),
+                f"targets, with {format_level(level)} intervals over mixes, sorted by the mean."),
         _table(tables.language_table(languages, outcome, level)),
     ]
 
@@ -483,7 +486,7 @@ def _methods(estimates: dict) -> list[Block]:
         f"bootstrap (pigeonhole bootstrap; Owen 2007) resampling {units}"
         + (f" ({md_escape(replicates)})" if replicates else "")
         + f", with {md_escape(bootstrap.get('method', 'BCa'))} intervals (Efron 1987) at the "
-        f"{level:.0%} level from {format_count(bootstrap.get('resamples', 0))} resamples (seed "
+        f"{format_level(level)} level from {format_count(bootstrap.get('resamples', 0))} resamples (seed "
         f"{bootstrap.get('seed')}). The verdict is *supported* when the interval of the difference "
         "lies above zero, *refuted* when it lies below, *inconclusive* otherwise, and *confounded* "
         "when log2 diversity and log2 volume correlate across mixes at |r| ≥ "

@@ -85,6 +85,11 @@ def format_p(p_value) -> str:
     return "< 0.001" if p_value < 0.001 else f"{p_value:.3f}"
 
 
+def format_level(level: float) -> str:
+    """A confidence level or power as a percentage without spurious decimals (95%, 97.5%)."""
+    return f"{round(level * 100, 4):g}%"
+
+
 def format_count(value) -> str:
     """An integer count with thousands separators (``160,000``)."""
     return f"{int(value):,}"
@@ -147,7 +152,7 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
     caption = (f"Improvement over the no-intermediate baseline (points), per intermediate mix and "
-               f"target task, averaged over languages and seeds, with {confidence:.0%} confidence "
+               f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
                f"intervals underneath. Avg is the mean over targets.")
     return Table("improvement", caption, pd.DataFrame(rows))
 
@@ -167,7 +172,7 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
     """
     rows = list(effects)
     rows.append({"term": comparison["contrast"], **comparison})
-    ci_header = f"{confidence:.0%} CI"
+    ci_header = f"{format_level(confidence)} CI"
     frame = pd.DataFrame([{
         "Term": term_label(row["term"]),
         "Estimate": format_number(row.get("estimate")),
@@ -175,7 +180,7 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         "p (LRT)": format_p(row.get("p_value")),
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
-    caption = (f"Fixed effects of the mixed model with {confidence:.0%} crossed cluster "
+    caption = (f"Fixed effects of the mixed model with {format_level(confidence)} crossed cluster "
                f"bootstrap intervals and likelihood-ratio-test p-values, and the contrast "
                f"diversity {MINUS} volume.")
     return Table("effects", caption, frame)
@@ -216,12 +221,12 @@ def language_table(languages: pd.DataFrame, outcome: str = "improvement",
     frame = pd.DataFrame({
         "Language": languages["language"],
         "Mean": [format_number(v) for v in languages["mean"]],
-        f"{confidence:.0%} CI": [format_interval(lo, hi)
+        f"{format_level(confidence)} CI": [format_interval(lo, hi)
                                  for lo, hi in zip(languages["ci_low"], languages["ci_high"])],
         "n": [format_count(n) for n in languages["n"]],
     })
     caption = (f"{outcome_label(outcome)} per evaluation language, averaged over mixes and "
-               f"targets, with {confidence:.0%} confidence intervals over mixes.")
+               f"targets, with {format_level(confidence)} confidence intervals over mixes.")
     return Table("languages", caption, frame)
 
 
