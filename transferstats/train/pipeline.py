@@ -19,7 +19,7 @@ import torch
 import transferstats
 from transferstats.results import write_run
 from transferstats.tasks import Task, get_task
-from transferstats.train import evaluation, retrieval
+from transferstats.train import evaluation, metrics, retrieval
 from transferstats.train.data import default_cache_dir, locate, read, selection_source, source_of
 from transferstats.train.features import cached_encode
 from transferstats.train.hyperparameters import resolve, retrieval_layer
@@ -27,7 +27,6 @@ from transferstats.train.jobs import IntermediateJob, TargetJob
 from transferstats.train.loop import pick_device, predict, train
 from transferstats.train.model import MultiTaskModel, load_encoder, make_head
 from transferstats.train.sampling import subsample, task_probabilities
-from transferstats.train import metrics
 
 EXAMPLES_FILE = "examples_used.json"
 HOLDOUT_FRACTION, HOLDOUT_MAX = 0.1, 2000
@@ -68,25 +67,32 @@ def run_intermediate(job: IntermediateJob) -> Path:
                                        job.mix.sampling, job.mix.temperature)
     log = train(model, tasks, probabilities, hp, job.seed, device, tokenizer.pad_token_id)
 
-    temporary = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(temporary, ignore_errors=True)
-    model.encoder.save_pretrained(temporary)
-    tokenizer.save_pretrained(temporary)
     record = {"mix": job.mix.name, "model": job.model, "seed": job.seed,
               "tasks": {t: len(chosen) for t, chosen in used.items()},
               "sampling": job.mix.sampling, "temperature": job.mix.temperature,
               "probabilities": probabilities, "hyperparameters": hp, "train": log,
               "examples": used}
-    (temporary / EXAMPLES_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
-    if output_dir.is_dir() and not any(output_dir.iterdir()):
-        output_dir.rmdir()
+    _save_atomically(output_dir, model.encoder, tokenizer, record)
+    return output_dir
+
+
+def _save_atomically(output_dir: Path, encoder, tokenizer, record: dict) -> None:
+    """Write everything under a temporary name, then rename: the folder appears complete or not
+    at all. A twin job that finished first wins; its folder is kept."""
+    temporary = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(temporary, ignore_errors=True)
     try:
+        encoder.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
+        (temporary / EXAMPLES_FILE).write_text(json.dumps(record) + "\n", encoding="utf-8")
+        if output_dir.is_dir() and not any(output_dir.iterdir()):
+            output_dir.rmdir()
         os.rename(temporary, output_dir)
     except OSError:
-        shutil.rmtree(temporary, ignore_errors=True)
-        if not (output_dir / EXAMPLES_FILE).is_file():  # not a concurrent twin that finished first
+        if not (output_dir / EXAMPLES_FILE).is_file():
             raise
-    return output_dir
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------- phase 3
@@ -100,9 +106,9 @@ def run_target(job: TargetJob) -> Path:
     run = {"run_id": job.run_id, "model": job.model, "intermediate": _intermediate_record(job),
            "target_task": job.target_task, "seed": job.seed,
            "hyperparameters": dict(job.hyperparameters), "started_at": started,
-           "code_version": _code_version(), "hardware": _hardware(pick_device(job.device)),
-           "encoder": str(job.encoder) if job.encoder else None}
+           "code_version": _code_version(), "encoder": str(job.encoder) if job.encoder else None}
     try:
+        run["hardware"] = _hardware(pick_device(job.device))
         hp = resolve(job.hyperparameters, job.data)
         run["hyperparameters"] = hp
         task = get_task(job.target_task)
