@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         for task_file in args.tasks:
             load_task_file(task_file)
     except ValueError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False)
+        console.print(f"error: {error}", style="red", markup=False, highlight=False)
         return 2
     try:
         with console.status("loading results"):
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except ResultsError as error:
         for problem in error.problems:
             style = "red" if problem.severity == "error" else "yellow"
-            console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True)
+            console.print(str(problem), style=style, markup=False, highlight=False, soft_wrap=True)
         console.print("[bold red]analysis refused: fix the errors above (nothing was written)[/]")
         return 2
     out = Path(args.out) if args.out else Path("reports") / spec.name

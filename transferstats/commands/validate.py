@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         problems, runs = loaded.problems, len(loaded.runs)
     for problem in problems:
         style = "red" if problem.severity == "error" else "yellow"
-        console.print(f"[{style}]{problem}[/]", highlight=False, soft_wrap=True)
+        console.print(str(problem), style=style, markup=False, highlight=False, soft_wrap=True)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     summary = f"{runs} run(s) read; {errors} error(s), {warnings} warning(s)"

@@ -29,19 +29,20 @@ def print_summary(result: AnalysisResult, out: Path, console: Console | None = N
     level = int(round(estimates["bootstrap"]["level"] * 100))
     table = Table(title=f"{estimates['outcome']} ~ diversity ({estimates['diversity_measure']}) + volume",
                   title_justify="left")
-    table.add_column("term")
+    table.add_column("term", no_wrap=True)
     table.add_column("estimate", justify="right")
     table.add_column(f"{level}% CI ({estimates['bootstrap']['method']})", justify="right")
     table.add_column("p (LRT)", justify="right")
-    table.add_column("unit")
     for effect in estimates["effects"]:
         table.add_row(effect["term"], _number(effect["estimate"]),
                       f"[{_number(effect['ci_low'])}, {_number(effect['ci_high'])}]",
-                      _p_value(effect["p_value"]), effect["unit"])
+                      _p_value(effect["p_value"]))
     comparison = estimates["comparison"]
     table.add_row(f"[bold]{comparison['contrast']}[/]", _number(comparison["estimate"]),
-                  f"[{_number(comparison['ci_low'])}, {_number(comparison['ci_high'])}]", "", "points")
+                  f"[{_number(comparison['ci_low'])}, {_number(comparison['ci_high'])}]", "")
     console.print(table)
+    console.print("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"]),
+                  highlight=False)
     style = VERDICT_STYLE[estimates["verdict"]]
     console.print(f"verdict: [{style}]{estimates['verdict']}[/] — {estimates['verdict_reason']}",
                   highlight=False)
