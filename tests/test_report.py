@@ -6,6 +6,7 @@ import html
 import json
 import math
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def test_latex_tables_are_booktabs_and_well_formed(report, name):
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert latex.count(rule) == 1, rule
     assert _unescaped(latex, "{") == _unescaped(latex, "}")
+    assert latex.startswith(r"% Requires \usepackage{booktabs} and \usepackage{graphicx}.")
     column_format = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", latex).group(1)
     rows = latex.split(r"\toprule")[1].split(r"\bottomrule")[0]
     rows = [line for line in rows.splitlines() if line.strip().endswith(r"\\")]
@@ -108,6 +110,22 @@ def test_latex_tables_are_booktabs_and_well_formed(report, name):
     for row in rows:
         assert _unescaped(row, "&") == len(column_format) - 1, row
     assert re.search(r"\\label\{tab:" + name + "}", latex)
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="needs pdflatex (TeX Live) to compile")
+def test_latex_tables_compile_in_a_two_column_paper(report, tmp_path):
+    out_dir, _ = report
+    inputs = "\n".join(rf"\input{{{(out_dir / 'tables' / f'{name}.tex').as_posix()}}}"
+                       for name in LATEX_TABLES)
+    (tmp_path / "paper.tex").write_text(
+        "\\documentclass[twocolumn]{article}\n\\usepackage[T1]{fontenc}\n"
+        "\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n")
+    completed = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
+                                "paper.tex"], cwd=tmp_path, capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stdout[-3000:]
+    assert "Overfull \\hbox" not in completed.stdout
 
 
 def test_improvement_table_has_phang_layout(report, result):
@@ -245,6 +263,7 @@ def test_markdown_subset_converts_to_escaped_html():
 
 def test_numbers_are_formatted_for_print():
     assert tables.format_number(-0.5) == "−0.50"
+    assert tables.format_number(-0.004) == "0.00"
     assert tables.format_number(None) == tables.format_number(math.nan) == "–"
     assert tables.format_p(4e-5) == "< 0.001" and tables.format_p(0.0412) == "0.041"
     assert tables.latex_escape("mnli+squad_v1 −0.2 95%") == r"mnli+squad\_v1 $-$0.2 95\%"

@@ -68,7 +68,10 @@ def format_number(value, digits: int = 2) -> str:
     """A number with fixed decimals and a true minus sign; an en dash when missing."""
     if is_missing(value):
         return "\N{EN DASH}"
-    return f"{float(value):.{digits}f}".replace("-", MINUS)
+    text = f"{float(value):.{digits}f}"
+    if float(text) == 0:
+        text = text.lstrip("-")  # -0.004 rounds to 0.00, not to a negative zero
+    return text.replace("-", MINUS)
 
 
 def format_interval(low, high, digits: int = 2) -> str:
@@ -146,8 +149,10 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
         for target in targets:
             if (mix, target) in cells.index:
                 cell = cells.loc[(mix, target)]
-                row[target_label(target)] = (f"{format_number(cell['mean'])}\n"
-                                             f"{format_interval(cell['ci_low'], cell['ci_high'])}")
+                # One decimal, as in Phang et al. (2020): the grid's noise is larger than that.
+                row[target_label(target)] = (
+                    f"{format_number(cell['mean'], 1)}\n"
+                    f"{format_interval(cell['ci_low'], cell['ci_high'], 1)}")
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
@@ -303,26 +308,43 @@ def numeric_columns(frame: pd.DataFrame) -> list[bool]:
             for i, column in enumerate(frame.columns)]
 
 
-# Tables with more columns than this span both columns of a two-column paper (table*).
-WIDE_TABLE_COLUMNS = 6
+# Text width of one column of a two-column paper (ACL, ICML: 3.0-3.3 in) in em of the
+# table's \small font; wider tables span both columns (table*).
+SINGLE_COLUMN_EM = 26
+
+
+def estimated_width_em(frame: pd.DataFrame) -> float:
+    """Rough natural width of the LaTeX table: half an em per character (a quarter less for the
+    ``\\scriptsize`` second lines) plus the column gaps. Only decides table versus table*."""
+    width = 0.0
+    for column in frame.columns:
+        cells = [str(cell).split("\n", 1) for cell in frame[column]]
+        main = max([len(str(column))] + [len(cell[0]) for cell in cells])
+        secondary = max([len(cell[1]) for cell in cells if len(cell) == 2], default=0)
+        width += max(0.5 * main, 0.375 * secondary) + 1.2
+    return width
 
 
 def to_latex(table: Table) -> str:
-    """A booktabs table; needs ``\\usepackage{booktabs}`` only.
+    """A booktabs table; needs ``\\usepackage{booktabs}`` and ``\\usepackage{graphicx}``.
 
     Number columns are right-aligned, text columns left-aligned. Secondary lines become a second,
-    ``\\scriptsize`` row under their row. Tables wider than :data:`WIDE_TABLE_COLUMNS` columns
-    use ``table*`` and tighter column spacing.
+    ``\\scriptsize`` row under their row. Tables too wide for one column of a two-column paper
+    use ``table*`` with tighter column gaps, and any table still wider than the text is scaled
+    down to fit (never up).
     """
     frame = table.frame
     column_format = "".join("r" if numeric else "l" for numeric in numeric_columns(frame))
-    wide = len(frame.columns) > WIDE_TABLE_COLUMNS
+    wide = estimated_width_em(frame) > SINGLE_COLUMN_EM
     environment = "table*" if wide else "table"
     lines = [
+        r"% Requires \usepackage{booktabs} and \usepackage{graphicx}.",
         rf"\begin{{{environment}}}[t]",
         r"\centering",
         r"\small",
         *([r"\setlength{\tabcolsep}{4pt}"] if wide else []),
+        # Scales the table down only when it is wider than the text (\width is its natural width).
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         rf"\begin{{tabular}}{{{column_format}}}",
         r"\toprule",
         " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\",
@@ -336,7 +358,7 @@ def to_latex(table: Table) -> str:
                                     for p in parts) + r" \\")
     lines += [
         r"\bottomrule",
-        r"\end{tabular}",
+        r"\end{tabular}}",
         rf"\caption{{{latex_escape(table.caption)}}}",
         rf"\label{{{table.label}}}",
         rf"\end{{{environment}}}",
