@@ -219,9 +219,9 @@ def _simulation_note(source: dict) -> list[Block]:
         "intervals; the numbers below are not evidence about real models."))]
 
 
-def _verdict(estimates: dict) -> list[Block]:
+def _key_numbers(estimates: dict) -> list[str]:
+    """The effects, their difference and the minimum detectable difference, as phrases."""
     level = _level(estimates)
-    verdict = estimates["verdict"]
     numbers = []
     for term in ("diversity", "volume"):
         effect = _effect(estimates, term)
@@ -237,12 +237,26 @@ def _verdict(estimates: dict) -> list[Block]:
         power_text = f" at {format_level(power)} power" if power else ""
         numbers.append(f"minimum detectable difference {format_number(detectable)} points per "
                        f"doubling{power_text}")
+    return numbers
+
+
+def _verdict(estimates: dict) -> list[Block]:
+    verdict = estimates["verdict"]
     text = f"**Verdict: {verdict}** \N{EM DASH} {VERDICT_MEANING.get(verdict, '')}"
-    text += (": " + "; ".join(numbers) + ".") if numbers else "."
-    reason = estimates.get("verdict_reason")
+    numbers = _key_numbers(estimates)
+    # A confounded design's estimates cannot be attributed to either factor, so the verdict does
+    # not quote them; the effects section still shows whatever the model estimated.
+    if numbers and verdict != "confounded":
+        text += ": " + "; ".join(numbers) + "."
+    else:
+        text += "."
     blocks = [_heading("Verdict"), Block("callout", text=text, name=f"verdict-{verdict}")]
+    reason = estimates.get("verdict_reason")
     if reason:
         blocks.append(_paragraph(f"Why: {md_escape(reason.strip().rstrip('.'))}."))
+    if numbers and verdict == "confounded":
+        blocks.append(_paragraph("The estimates below are shown for completeness; with this "
+                                 "design they mix the effects of diversity and volume."))
     return blocks
 
 
