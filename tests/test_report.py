@@ -267,3 +267,11 @@ def test_numbers_are_formatted_for_print():
     assert tables.format_number(None) == tables.format_number(math.nan) == "–"
     assert tables.format_p(4e-5) == "< 0.001" and tables.format_p(0.0412) == "0.041"
     assert tables.latex_escape("mnli+squad_v1 −0.2 95%") == r"mnli+squad\_v1 $-$0.2 95\%"
+
+
+def test_confounded_verdict_quotes_no_effects():
+    blocks = render.compose(make_result(verdict="confounded"))
+    verdict = next(b for b in blocks if b.kind == "callout" and b.name == "verdict-confounded")
+    assert "cannot separate diversity from volume" in verdict.text
+    assert "diversity effect" not in verdict.text
+    assert any("shown for completeness" in b.text for b in blocks if b.kind == "paragraph")
