@@ -243,7 +243,7 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
         "verdict": verdict,
         "verdict_reason": reason,
         "minimum_detectable_difference": comparison["minimum_detectable_difference"],
-        "bootstrap": {"resamples": spec.resamples, "method": f"crossed cluster, {spec.interval.upper() if spec.interval == 'bca' else 'percentile'}",
+        "bootstrap": {"resamples": spec.resamples, "method": "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile"),
                       "seed": spec.seed, "level": spec.level, "units": units,
                       "replicates": "seeds resampled within (mix, target)",
                       "failed_resamples": int(boot.n_failed) if boot is not None else None},
