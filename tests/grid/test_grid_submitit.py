@@ -1,0 +1,80 @@
+"""The Slurm executor through submitit's local executor: fake phases for the mechanics, the real
+smoke grid end to end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan
+
+from transferstats.cli import main
+from transferstats.design import expand_grid, load_grid
+from transferstats.grid import worker
+from transferstats.grid.layout import run_error, run_status
+from transferstats.grid.slurm import GridTask, SlurmExecutor, SlurmOptions, parse_time
+
+pytest.importorskip("submitit")
+
+RUNNERS = Path(__file__).resolve().parents[2] / "runners"
+LOCAL = SlurmOptions(gpus=0, cpus_per_task=1, time_minutes=10)
+
+
+@pytest.fixture
+def importable_helpers(monkeypatch):
+    """submitit's job processes unpickle the fake phases, so they must find this folder."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(HERE), os.environ.get("PYTHONPATH")])))
+
+
+def test_arrays_run_every_unit_once_and_record_failures(tmp_path, importable_helpers):
+    results, ledger = tmp_path / "results", tmp_path / "ledger"
+    plan = small_plan(results, ledger=str(ledger), fail=["b.xnli"])
+    executor = SlurmExecutor(LOCAL, phases=FAKE_PHASES, cluster="local")
+    jobs = executor.run(plan, results)
+    assert len(jobs) == 8
+    outcomes = sorted(job.result() for job in jobs)
+    assert outcomes.count(worker.RAN) == 7 and outcomes.count(worker.FAILED) == 1
+    by_id = {job.run_id: job for job in plan.target_jobs}
+    assert "deliberate failure" in run_error(by_id["xlmr-base.b.xnli.s1"])
+    starts = [unit for event, unit in ledger_lines(ledger) if event == "start"]
+    assert len(starts) == len(set(starts)) == 8
+    # Submitting again submits only the failed run, and only when retrying.
+    assert executor.run(plan, results) == []
+    retry = SlurmExecutor(LOCAL, phases=FAKE_PHASES, cluster="local", retry_failed=True)
+    assert [job.result() for job in retry.run(small_plan(results, ledger=str(ledger)),
+                                              results)] == [worker.RAN]
+
+
+def test_preempted_task_requeues_itself_with_the_same_unit(tmp_path):
+    plan = small_plan(tmp_path)
+    task = GridTask(FAKE_PHASES, retry_failed=False)
+    unit, encoder = plan.target_jobs[-1], plan.intermediate_jobs[-1]
+    delayed = task.checkpoint(unit, encoder)
+    assert delayed.function is task and delayed.args == (unit, encoder)
+
+
+@pytest.mark.parametrize("text, minutes", [(90, 90), ("90", 90), ("1:30:00", 90),
+                                           ("2-00:00:00", 2880), ("0:30", 30)])
+def test_parse_time(text, minutes):
+    assert parse_time(text) == minutes
+
+
+@pytest.mark.slow
+@pytest.mark.train
+def test_smoke_grid_end_to_end_through_submitit(tmp_path, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    results = tmp_path / "results"
+    assert main(["run", str(RUNNERS / "smoke.toml"), "--executor", "slurm",
+                 "--submitit-cluster", "local", "--results", str(results)]) == 0
+    plan = expand_grid(load_grid(RUNNERS / "smoke.toml"), results)
+    assert [run_status(job) for job in plan.target_jobs] == ["complete"] * 6
+    assert all((job.output_dir / "examples_used.json").is_file()
+               for job in plan.intermediate_jobs)
+    capsys.readouterr()
+    assert main(["status", str(results), "--grid", str(RUNNERS / "smoke.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and " 6 " in out.splitlines()[-2]  # the total row: 6 complete
