@@ -30,14 +30,14 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from scipy import stats
 
 from transferstats.report.tables import (MINUS, format_interval, format_level, format_number,
-                                         target_label, term_label)
+                                         is_missing, target_label, term_label)
 
 SINGLE_COLUMN = 3.4
 DOUBLE_COLUMN = 7.0
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442",
              "#000000")
-BLUE, ORANGE, GREEN, VERMILLION = OKABE_ITO[:4]
+BLUE, ORANGE, _, VERMILLION = OKABE_ITO[:4]
 GREY = "#777777"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DIVERGING_MAP = "RdBu"
@@ -48,8 +48,7 @@ PAPER_STYLE = {
     "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
     "lines.linewidth": 1.2, "lines.markersize": 4, "axes.spines.top": False,
     "axes.spines.right": False, "axes.prop_cycle": cycler(color=OKABE_ITO),
-    "legend.frameon": False, "savefig.dpi": 300, "pdf.fonttype": 42, "ps.fonttype": 42,
-    "svg.fonttype": "none", "axes.unicode_minus": True,
+    "legend.frameon": False, "savefig.dpi": 300, "pdf.fonttype": 42, "axes.unicode_minus": True,
 }
 
 
@@ -80,7 +79,7 @@ def save_figure(figure: Figure, folder: Path, name: str) -> dict[str, Path]:
     paths = {fmt: folder / f"{name}.{fmt}" for fmt in ("png", "pdf")}
     with mpl.rc_context(PAPER_STYLE):
         for fmt, path in paths.items():
-            # A fixed creation date keeps PDFs byte-identical between runs of the same analysis.
+            # No creation date or software stamp: the same analysis writes byte-identical files.
             metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
             figure.savefig(path, format=fmt, metadata=metadata)
     return paths
@@ -174,13 +173,16 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     axes.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
     for row, y in zip(rows, positions):
         colour = VERMILLION if row["highlight"] else BLUE
-        low, high = row["ci_low"], row["ci_high"]
-        if np.isfinite([low, high]).all():
+        estimate, low, high = row["estimate"], row["ci_low"], row["ci_high"]
+        if not (is_missing(low) or is_missing(high)):
             axes.plot([low, high], [y, y], color=colour, linewidth=1.6, solid_capstyle="butt")
-        axes.plot(row["estimate"], y, marker="D" if row["highlight"] else "o", color=colour,
-                  markersize=5)
-        axes.annotate(f"{format_number(row['estimate'])} {format_interval(low, high)}",
-                      xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
+        if is_missing(estimate):
+            text = "not estimated"
+        else:
+            axes.plot(estimate, y, marker="D" if row["highlight"] else "o", color=colour,
+                      markersize=5)
+            text = f"{format_number(estimate)} {format_interval(low, high)}"
+        axes.annotate(text, xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
                       textcoords="offset points", ha="left", va="center")
     labels = [term_label(row["term"]) + ("\n" + textwrap.fill(row["unit"], 48)
                                          if row.get("unit") else "")
