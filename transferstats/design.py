@@ -16,7 +16,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transferstats.tasks import UnknownTaskError, get_task, register_task, tasks_from_table
+from transferstats.tasks import (
+    UnknownTaskError,
+    get_task,
+    register_task,
+    tasks_from_table,
+)
 from transferstats.train.jobs import SAMPLING, IntermediateJob, Mix, TargetJob
 
 # English training-set sizes of the built-in intermediate tasks (examples). They bound what a mix
@@ -623,8 +628,21 @@ def expand_grid(grid: GridSpec, results_dir: str | Path, *, model: str | None = 
 
 
 __all__ = [
-    "INTERMEDIATE_TRAIN_SIZES", "SpecError", "FactorialSpec", "GridSpec", "GridPlan",
-    "allocate_volume", "factorial_mixes", "diversity_volume_correlation", "task_frequencies",
-    "task_volume_correlations", "grid_from_dict", "load_grid", "expand_grid", "run_id",
-    "encoder_name", "train_size", "mix_volume",
+    "INTERMEDIATE_TRAIN_SIZES",
+    "FactorialSpec",
+    "GridPlan",
+    "GridSpec",
+    "SpecError",
+    "allocate_volume",
+    "diversity_volume_correlation",
+    "encoder_name",
+    "expand_grid",
+    "factorial_mixes",
+    "grid_from_dict",
+    "load_grid",
+    "mix_volume",
+    "run_id",
+    "task_frequencies",
+    "task_volume_correlations",
+    "train_size",
 ]

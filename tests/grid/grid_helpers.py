@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import fake_phases
+
 from transferstats.design import expand_grid, grid_from_dict
 from transferstats.grid.worker import Phases
 

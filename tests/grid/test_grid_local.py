@@ -97,7 +97,7 @@ def test_killed_grid_rerun_completes_every_run_exactly_once(tmp_path):
     for kill_after in (2, 4):
         job = _start_fake_grid(results, ledger, 0.4)
 
-        def mid_unit():
+        def mid_unit(kill_after=kill_after):
             lines = ledger_lines(ledger)
             done = sum(event == "done" for event, _ in lines)
             return done >= kill_after and lines[-1][0] == "start"

@@ -7,8 +7,13 @@ import copy
 import pytest
 
 from transferstats.cli import main
-from transferstats.design import (INTERMEDIATE_TRAIN_SIZES, SpecError, expand_grid,
-                                  grid_from_dict, load_grid)
+from transferstats.design import (
+    INTERMEDIATE_TRAIN_SIZES,
+    SpecError,
+    expand_grid,
+    grid_from_dict,
+    load_grid,
+)
 
 VALID = {
     "model": "xlm-roberta-large",

@@ -6,10 +6,17 @@ from __future__ import annotations
 from grid_helpers import FAKE_PHASES, small_plan
 
 from transferstats.cli import main
+from transferstats.design import GridPlan
 from transferstats.grid.claims import try_claim
 from transferstats.grid.layout import Layout
 from transferstats.grid.local import LocalExecutor
-from transferstats.grid.status import ENCODER, RUN, count_by_mix, folder_states, grid_states
+from transferstats.grid.status import (
+    ENCODER,
+    RUN,
+    count_by_mix,
+    folder_states,
+    grid_states,
+)
 
 SMALL_TOML = """
 name = "small"
@@ -29,7 +36,7 @@ def _half_run(tmp_path):
     """Mix ``a`` and the baseline run (one of them failing); mix ``b`` never started."""
     results = tmp_path / "results"
     plan = small_plan(results, fail=["none.pawsx"])
-    partial = plan.__class__(plan.grid, plan.intermediate_jobs[:1],
+    partial = GridPlan(plan.grid, plan.intermediate_jobs[:1],
                              tuple(job for job in plan.target_jobs
                                    if job.mix is None or job.mix.name == "a"))
     LocalExecutor(["cpu"], phases=FAKE_PHASES, show_progress=False, poll_seconds=0.02).run(partial)

@@ -9,9 +9,17 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from transferstats.design import (SpecError, diversity_volume_correlation, expand_grid,
-                                  load_grid, mix_label, mix_volume, task_frequencies,
-                                  task_volume_correlations, train_size)
+from transferstats.design import (
+    SpecError,
+    diversity_volume_correlation,
+    expand_grid,
+    load_grid,
+    mix_label,
+    mix_volume,
+    task_frequencies,
+    task_volume_correlations,
+    train_size,
+)
 
 
 def add_arguments(parser):

@@ -23,8 +23,14 @@ def _error_line(error: str | None) -> str:
 
 
 def run(args) -> int:
-    from transferstats.grid.status import (ENCODER, RUN, STATES, count_by_mix, folder_states,
-                                           grid_states)
+    from transferstats.grid.status import (
+        ENCODER,
+        RUN,
+        STATES,
+        count_by_mix,
+        folder_states,
+        grid_states,
+    )
 
     console = Console()
     if args.grid is not None:

@@ -15,8 +15,9 @@ import socket
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 300.0
@@ -110,7 +111,7 @@ class Claim:
         if claim is not None and claim[0] is not None and claim[0].get("token") == self.token:
             self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> Claim:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -120,7 +121,7 @@ class Claim:
 def _create(path: Path, heartbeat: float) -> Claim | None:
     token = uuid.uuid4().hex
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm_job_id(),
-              "token": token, "claimed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+              "token": token, "claimed_at": datetime.now(UTC).isoformat(timespec="seconds")}
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:

@@ -16,10 +16,10 @@ import pickle
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 from transferstats.grid import layout
 from transferstats.grid.claims import STALE_AFTER_SECONDS, try_claim
@@ -55,7 +55,7 @@ class EncoderFailed(RuntimeError):
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @contextlib.contextmanager
@@ -114,7 +114,7 @@ def _execute_intermediate(job: IntermediateJob, phases: Phases, paths: layout.La
             print(f"[{now()}] training encoder {job.output_dir.name}", flush=True)
             try:
                 phases.intermediate(job)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure is recorded, never fatal
                 traceback.print_exc()
                 layout.write_encoder_failure(job, _error_line(error))
                 return FAILED
@@ -165,7 +165,7 @@ def _execute_target(job: TargetJob, encoder_job: IntermediateJob | None, phases:
                 if encoder_job is not None:
                     _ensure_encoder(encoder_job, phases, paths, stale_after, poll_seconds)
                 phases.target(job)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any failure is recorded, never fatal
                 traceback.print_exc()
                 # The target phase records its own failures; anything failing before it (or a
                 # phase that could not) is recorded here, so every failure shows in ``status``.
