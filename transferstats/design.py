@@ -317,6 +317,36 @@ def task_volume_correlations(mixes) -> dict[str, float]:
 # --- parsing ---------------------------------------------------------------------------------
 
 
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+def parse_time(value: str | int) -> int:
+    """Whole minutes (seconds round up) from a time limit in any of Slurm's forms: ``M``,
+    ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``, or an integer of minutes."""
+    if isinstance(value, bool):
+        raise ValueError(f"cannot read time {value!r}")
+    if isinstance(value, int):
+        minutes = value
+    else:
+        match = _SLURM_TIME.match(str(value).strip())
+        if match is None:
+            raise ValueError(f"cannot read time {value!r}; use minutes, H:M:S or D-H:M:S")
+        days, *parts = match.groups()
+        numbers = [int(part) for part in parts if part is not None]
+        if days is not None:
+            hours, minutes, seconds = (numbers + [0, 0])[:3]
+            hours += int(days) * 24
+        elif len(numbers) == 3:
+            hours, minutes, seconds = numbers
+        else:
+            hours, (minutes, seconds) = 0, (numbers + [0])[:2]
+        minutes = hours * 60 + minutes + (1 if seconds else 0)
+    if minutes < 1:
+        raise ValueError(f"time must be at least one minute, got {value!r}")
+    return minutes
+
+
+
 class _Checker:
     """Type checks that name the offending key."""
 
@@ -456,6 +486,26 @@ def _parse_factorial(check: _Checker, table) -> FactorialSpec:
                          sampling=sampling, temperature=temperature, iterations=iterations)
 
 
+def _parse_slurm(check: _Checker, table) -> dict:
+    table = check.table(table, "slurm")
+    check.keys(table, SLURM_KEYS, "slurm")
+    for key in ("partition", "account", "memory"):
+        if key in table:
+            check.string(table[key], f"slurm.{key}")
+    for key in ("parallelism", "cpus_per_task"):
+        if key in table:
+            check.positive_int(table[key], f"slurm.{key}")
+    gpus = table.get("gpus", 0)
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+        check.fail("slurm.gpus", f"must be a whole number of GPUs, got {gpus!r}")
+    if "time" in table:
+        try:
+            parse_time(table["time"])
+        except ValueError as error:
+            check.fail("slurm.time", str(error))
+    return dict(table)
+
+
 def _parse_hyperparameters(check: _Checker, table) -> dict:
     table = check.table(table, "hyperparameters")
     for key, value in table.items():
@@ -525,8 +575,7 @@ def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> G
     if prepare is not None and prepare not in PREPARE_STEPS:
         check.fail("prepare", f"must be one of {', '.join(PREPARE_STEPS)}, got {prepare!r}")
     assets_dir = check.string(document.get("assets_dir", ".assets"), "assets_dir")
-    slurm = check.table(document.get("slurm", {}), "slurm")
-    check.keys(slurm, SLURM_KEYS, "slurm")
+    slurm = _parse_slurm(check, document.get("slurm", {}))
     estimate = check.table(document.get("estimate", {}), "estimate")
     check.keys(estimate, _ESTIMATE_KEYS, "estimate")
     speed = estimate.get("examples_per_second")

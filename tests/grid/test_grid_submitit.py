@@ -10,10 +10,10 @@ import pytest
 from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan
 
 from transferstats.cli import main
-from transferstats.design import expand_grid, load_grid
+from transferstats.design import expand_grid, load_grid, parse_time
 from transferstats.grid import worker
 from transferstats.grid.layout import run_error, run_status
-from transferstats.grid.slurm import GridTask, SlurmExecutor, SlurmOptions, parse_time
+from transferstats.grid.slurm import GridTask, SlurmExecutor, SlurmOptions
 
 pytest.importorskip("submitit")
 
@@ -56,7 +56,8 @@ def test_preempted_task_requeues_itself_with_the_same_unit(tmp_path):
 
 
 @pytest.mark.parametrize("text, minutes", [(90, 90), ("90", 90), ("1:30:00", 90),
-                                           ("2-00:00:00", 2880), ("0:30", 30)])
+                                           ("2-00:00:00", 2880), ("1-2", 1560),
+                                           ("1-0:30", 1470), ("10:30", 11)])
 def test_parse_time(text, minutes):
     assert parse_time(text) == minutes
 
@@ -78,3 +79,35 @@ def test_smoke_grid_end_to_end_through_submitit(tmp_path, capsys):
     total = next(line for line in capsys.readouterr().out.splitlines() if "total" in line)
     # encoders done, then complete / failed / running / pending target runs
     assert [cell.strip() for cell in total.split("│")[2:7]] == ["2/2", "6", "0", "0", "0"]
+
+
+def _fake_slurm(tmp_path, monkeypatch) -> Path:
+    """``srun`` and ``sbatch`` stand-ins: sbatch keeps each script and answers a new job id."""
+    bin_dir, scripts = tmp_path / "bin", tmp_path / "scripts"
+    bin_dir.mkdir()
+    scripts.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'n=$(ls {scripts} | wc -l); id=$((1000 + n)); cp "$1" {scripts}/$id.sh\n'
+        'echo "Submitted batch job $id"\n')
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return scripts
+
+
+def test_slurm_arrays_carry_resources_limit_and_dependency(tmp_path, monkeypatch):
+    scripts = _fake_slurm(tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    options = SlurmOptions(partition="gpu", time_minutes=90, gpus=1, memory="64G",
+                           account="proj", parallelism=3, cpus_per_task=4)
+    jobs = SlurmExecutor(options, phases=FAKE_PHASES).run(small_plan(results), results)
+    assert [job.job_id for job in jobs] == [f"1000_{i}" for i in range(4)] + \
+        [f"1001_{i}" for i in range(4)]
+    first, second = (scripts / "1000.sh").read_text(), (scripts / "1001.sh").read_text()
+    for line in ("--array=0-3%3", "--partition=gpu", "--time=90", "--mem=64G",
+                 "--account=proj", "--gpus-per-node=1", "--cpus-per-task=4", "--signal=USR2"):
+        assert f"#SBATCH {line}" in first, line
+    assert "dependency" not in first
+    assert "#SBATCH --dependency=afterany:1000" in second  # targets wait for their encoders

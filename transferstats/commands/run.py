@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from transferstats.design import SpecError, expand_grid, load_grid
+from transferstats.design import SpecError, expand_grid, load_grid, parse_time
 
 
 def add_arguments(parser):
@@ -67,7 +67,7 @@ def _prepared_assets(grid, results_dir: Path) -> tuple[str, dict]:
 
 
 def _slurm_options(grid, args):
-    from transferstats.grid.slurm import SlurmOptions, parse_time
+    from transferstats.grid.slurm import SlurmOptions
 
     spec = grid.slurm
     chosen = {
@@ -99,6 +99,12 @@ def run(args) -> int:
     plan = expand_grid(grid, args.results, model=model, data=data)
 
     if args.executor == "slurm":
+        try:
+            import submitit  # noqa: F401  (checked here to answer with the fix, not a traceback)
+        except ImportError:
+            console.print("[red]error:[/red] the slurm executor needs submitit: "
+                          "pip install 'transferstats[train]'")
+            return 2
         from transferstats.grid.slurm import SlurmExecutor
 
         try:

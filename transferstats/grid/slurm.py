@@ -21,31 +21,6 @@ from transferstats.train.jobs import IntermediateJob, TargetJob
 CLUSTERS = ("slurm", "local")
 
 
-def parse_time(value: str | int) -> int:
-    """Minutes from ``90``, ``"90"``, ``"1:30:00"`` or ``"1-00:00:00"`` (Slurm's forms)."""
-    if isinstance(value, int):
-        minutes = value
-    else:
-        text = str(value).strip()
-        days = 0
-        if "-" in text:
-            day_text, text = text.split("-", 1)
-            days = int(day_text)
-        parts = [int(part) for part in text.split(":")]
-        if len(parts) == 1:
-            minutes = parts[0]
-        elif len(parts) == 2:
-            minutes = parts[0] * 60 + parts[1]
-        elif len(parts) == 3:
-            minutes = parts[0] * 60 + parts[1] + (1 if parts[2] else 0)
-        else:
-            raise ValueError(f"cannot read time {value!r}; use minutes or [D-]HH:MM:SS")
-        minutes += days * 24 * 60
-    if minutes < 1:
-        raise ValueError(f"time must be at least one minute, got {value!r}")
-    return minutes
-
-
 @dataclass(frozen=True)
 class SlurmOptions:
     """Resources of every array task; ``parallelism`` caps the tasks of an array running at once."""
