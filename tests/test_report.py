@@ -10,12 +10,14 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from matplotlib.text import Text
 
 from report_fixtures import TRUE_EFFECTS, make_result, make_unfittable_result
 from transferstats.report import figures, render, tables
-from transferstats.report.render import inline_html, md_escape, write_report
+from transferstats.report.render import inline_html, write_report
+from transferstats.report.tables import md_escape
 
 FIGURES = ("effects_forest", "bootstrap_difference", "residuals", "improvement_heatmap",
            "interaction", "languages")
@@ -259,6 +261,9 @@ def test_markdown_subset_converts_to_escaped_html():
     assert str(inline_html(text)) == ("<strong>Verdict</strong> <em>maybe</em> "
                                       "<code>a_b &lt;c&gt;</code> x*y*z _id_ &lt;b&gt;")
     assert md_escape("target_language") == "target_language"
+    assert str(inline_html(md_escape("a|b \\ c"))) == "a|b \\ c"
+    table = tables.Table("t", "", pd.DataFrame({"Message": ["a | b", "x\ny"]}))
+    assert tables.to_markdown(table).splitlines()[2:] == [r"| a \| b |", "| x y |"]
 
 
 def test_numbers_are_formatted_for_print():

@@ -6,7 +6,7 @@ templates in ``templates/``), so the two never disagree, and swaps the finished 
 
 The prose uses a small Markdown subset (``**bold**``, ``*italic*``, ```code```, backslash
 escapes) that the HTML template converts; text coming from the data is escaped with
-:func:`md_escape` first.
+:func:`~transferstats.report.tables.md_escape` first.
 
 References
 ----------
@@ -38,7 +38,7 @@ from transferstats.analysis.result import AnalysisResult
 from transferstats.report import figures, tables
 from transferstats.report.tables import (MINUS, Table, format_count, format_interval,
                                          format_level, format_number, format_p, is_missing,
-                                         outcome_label, target_label)
+                                         md_escape, outcome_label, target_label)
 
 DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -124,21 +124,11 @@ def _figure(name: str, figure, caption: str) -> Block:
 
 # --- text helpers ----------------------------------------------------------------------------
 
-# Underscores inside words (``target_language``) are not emphasis in Markdown; only those at a
-# word's edge need escaping, which keeps identifiers readable in the raw report.md.
-_MARKDOWN_SPECIALS = re.compile(r"[\\`*]|(?<!\w)_|_(?!\w)")
-
-
-def md_escape(text: str) -> str:
-    """Backslash-escape the Markdown characters in text that comes from the data."""
-    return _MARKDOWN_SPECIALS.sub(lambda m: "\\" + m.group(0), str(text))
-
-
 def _code(text: str) -> str:
     return f"`{str(text).replace('`', '')}`"
 
 
-_INLINE = re.compile(r"\\(?P<escaped>[\\`*_])|`(?P<code>[^`]*)`|\*\*(?P<strong>.+?)\*\*"
+_INLINE = re.compile(r"\\(?P<escaped>[\\`*_|])|`(?P<code>[^`]*)`|\*\*(?P<strong>.+?)\*\*"
                      r"|\*(?P<em>[^*]+?)\*")
 
 

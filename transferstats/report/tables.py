@@ -368,8 +368,18 @@ def to_latex(table: Table) -> str:
 
 # --- Markdown and HTML -----------------------------------------------------------------------
 
+# Underscores inside words (``target_language``) are not emphasis in Markdown; only those at a
+# word's edge need escaping, which keeps identifiers readable in the raw report.md.
+_MARKDOWN_SPECIALS = re.compile(r"[\\`*|]|(?<!\w)_|_(?!\w)")
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape the Markdown characters in text that comes from the data."""
+    return _MARKDOWN_SPECIALS.sub(lambda m: "\\" + m.group(0), str(text))
+
+
 def _markdown_cell(value: str) -> str:
-    return str(value).replace("\n", " ").replace("|", r"\|")
+    return md_escape(str(value).replace("\n", " "))
 
 
 def to_markdown(table: Table) -> str:
