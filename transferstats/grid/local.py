@@ -112,12 +112,10 @@ class LocalExecutor:
             overall = progress.add_task(f"grid {plan.grid.name}", total=len(pending))
             try:
                 while pending or any(slot.process for slot in slots):
-                    pending = self._settle_cheap(pending, settled_encoders, outcome, progress,
-                                                 overall)
                     for slot in slots:
                         if slot.process is None:
                             self._launch_next(slot, pending, settled_encoders, phases,
-                                              Path(orders_dir), progress)
+                                              Path(orders_dir), progress, outcome, overall)
                     time.sleep(self.poll_seconds)
                     for slot in slots:
                         if slot.process is not None and slot.process.poll() is not None:
@@ -130,25 +128,29 @@ class LocalExecutor:
                 raise
         return outcome
 
-    def _settle_cheap(self, pending, settled_encoders, outcome, progress, overall):
-        """Count units needing no work without starting a process for them."""
-        remaining = []
-        for unit, encoder_job in pending:
-            settled = worker.settled_outcome(unit, self.retry_failed)
-            if settled is None:
-                remaining.append((unit, encoder_job))
-                continue
-            outcome.counts[settled] += 1
-            if isinstance(unit, IntermediateJob):
-                settled_encoders.add(unit.output_dir)
-            progress.advance(overall)
-        return remaining
+    def _settle(self, unit, settled_encoders, outcome, progress, overall) -> bool:
+        """Count a unit needing no work (complete, or failed and not retried) without starting
+        a process for it; checked just before launch, as other workers may have finished it."""
+        settled = worker.settled_outcome(unit, self.retry_failed)
+        if settled is None:
+            return False
+        outcome.counts[settled] += 1
+        if isinstance(unit, IntermediateJob):
+            settled_encoders.add(unit.output_dir)
+        progress.advance(overall)
+        return True
 
-    def _launch_next(self, slot, pending, settled_encoders, phases, orders_dir, progress):
-        for index, (unit, encoder_job) in enumerate(pending):
+    def _launch_next(self, slot, pending, settled_encoders, phases, orders_dir, progress,
+                     outcome, overall):
+        index = 0
+        while index < len(pending):
+            unit, encoder_job = pending[index]
             if encoder_job is not None and encoder_job.output_dir not in settled_encoders:
+                index += 1
                 continue
             del pending[index]
+            if self._settle(unit, settled_encoders, outcome, progress, overall):
+                continue
             name = layout.unit_name(unit)
             order = worker.write_order(
                 worker.WorkOrder(unit, encoder_job, phases, self.retry_failed),
