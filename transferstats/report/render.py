@@ -36,9 +36,9 @@ from matplotlib.figure import Figure
 from transferstats import __version__
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report import figures, tables
-from transferstats.report.tables import (MINUS, Table, format_count, format_interval,
-                                         format_level, format_number, format_p, is_missing,
-                                         md_escape, outcome_label, target_label)
+from transferstats.report.tables import (MINUS, Table, format_count, format_dof,
+                                         format_interval, format_level, format_number, format_p,
+                                         is_missing, md_escape, outcome_label, target_label)
 
 DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -445,14 +445,10 @@ def _omnibus_text(omnibus: dict) -> str | None:
         return None
     p_value = omnibus.get("p_gg", omnibus.get("p_unc"))
     return (f"Repeated-measures ANOVA across mixes ({md_escape(omnibus['subjects'])} as subjects, "
-            f"n = {omnibus['n_subjects']}): F({_dof(omnibus['ddof1'])}, "
-            f"{_dof(omnibus['ddof2'])}) = {format_number(omnibus['F'])}, "
+            f"n = {omnibus['n_subjects']}): F({format_dof(omnibus['ddof1'])}, "
+            f"{format_dof(omnibus['ddof2'])}) = {format_number(omnibus['F'])}, "
             f"p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, generalised η² = "
             f"{format_number(omnibus.get('ng2'))}.")
-
-
-def _dof(value: float) -> str:
-    return format_number(value, 0 if float(value).is_integer() else 1)
 
 
 def _p_phrase(p_value) -> str:

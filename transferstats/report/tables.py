@@ -74,6 +74,13 @@ def format_number(value, digits: int = 2) -> str:
     return text.replace("-", MINUS)
 
 
+def format_dof(value) -> str:
+    """Degrees of freedom: whole numbers without decimals, corrected (fractional) ones with one."""
+    if is_missing(value):
+        return "\N{EN DASH}"
+    return format_number(value, 0 if float(value).is_integer() else 1)
+
+
 def format_interval(low, high, digits: int = 2) -> str:
     """``[low, high]``, or an en dash when either end is missing."""
     if is_missing(low) or is_missing(high):
@@ -256,7 +263,7 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
         "A": pairwise["A"].astype(str),
         "B": pairwise["B"].astype(str),
         "T": [format_number(v) for v in pairwise["T"]],
-        "df": [format_number(v, 1) for v in pairwise["dof"]],
+        "df": [format_dof(v) for v in pairwise["dof"]],
         "p": [format_p(v) for v in pairwise[p_uncorrected]],
     }
     if p_corrected is not None:
