@@ -20,7 +20,8 @@ def _load(task_id, split, lang, data):
     ("pawsx", "test", "de", lambda e: e["label"] in (0, 1) and e["text_pair"]),
     ("hellaswag", "train", "en", lambda e: len(e["choices"]) == 4 and isinstance(e["label"], int)),
     ("squad_v2", "train", "en", lambda e: set(e["answers"]) == {"text", "answer_start"}),
-    ("panx", "test", "de", lambda e: not e["tokens"][0].startswith("de:") and len(e["tags"]) == len(e["tokens"])),
+    ("panx", "test", "de",
+     lambda e: not e["tokens"][0].startswith("de:") and len(e["tags"]) == len(e["tokens"])),
     ("udpos", "dev", "en", lambda e: all(isinstance(t, str) for t in e["tags"])),
     ("ccg", "train", "en", lambda e: len(e["tags"]) == len(e["tokens"])),
 ])
@@ -52,7 +53,8 @@ def test_original_squad_json_and_files_override(tmp_path):
                 {"id": "q2", "question": "Who?", "answers": [], "is_impossible": True}]}]}]}
     path = tmp_path / "squad-{lang}.json"
     (tmp_path / "squad-en.json").write_text(json.dumps(document))
-    examples, _ = _load("squad_v2", "dev", "en", {"files": {"squad_v2": {"dev": str(path)}}, "hub": False})
+    data = {"files": {"squad_v2": {"dev": str(path)}}, "hub": False}
+    examples, _ = _load("squad_v2", "dev", "en", data)
     assert [e["answers"]["text"] for e in examples] == [["France"], []]
 
 

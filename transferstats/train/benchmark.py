@@ -20,7 +20,6 @@ import argparse
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -155,11 +154,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         flat = [f for features in tasks.values() for f in features]
         for name, (speed, peak) in (("transferstats", _ours(tasks, labels, args, device)),
                                     ("HF Trainer (defaults)", _trainer(flat, 3, args, device))):
-            rows.append({"phase": phase, "trainer": name, "samples_per_s": speed, "peak_mb": peak / 2**20})
+            rows.append({"phase": phase, "trainer": name, "samples_per_s": speed,
+                         "peak_mb": peak / 2**20})
     size = "tiny" if args.tiny else "XLM-R Large size"
     print(f"{size} model, {device}, batch {args.batch_size}, lengths 16-{args.length}, "
           f"{args.steps} steps")
     print(f"{'phase':8} {'trainer':24} {'samples/s':>10} {'peak MiB':>10}")
     for row in rows:
-        print(f"{row['phase']:8} {row['trainer']:24} {row['samples_per_s']:10.1f} {row['peak_mb']:10.1f}")
+        print(f"{row['phase']:8} {row['trainer']:24} {row['samples_per_s']:10.1f} "
+              f"{row['peak_mb']:10.1f}")
     return rows

@@ -232,8 +232,9 @@ def locate(task: Task, split: str, lang: str, data: dict) -> Location:
     raise MissingDataError(
         f"no {split} data for task {task.id!r}, language {lang!r}: looked for "
         f"{', '.join(looked) or 'no local files (no data_dir or files given)'}; {hub_note}. "
-        f"Provide it with [data] files = {{{task.id} = {{\"{split}\" = \"path/to/{split}.{{lang}}.jsonl\"}}}} "
-        f"or as <data_dir>/{task.id}/{split}.{lang}.<{'|'.join(EXTENSIONS)}>"
+        f"Provide it with [data] files = {{{task.id} = "
+        f"{{\"{split}\" = \"path/to/{split}.{{lang}}.jsonl\"}}}} or as "
+        f"<data_dir>/{task.id}/{split}.{lang}.<{'|'.join(EXTENSIONS)}>"
     )
 
 
@@ -411,10 +412,12 @@ def _classification(row, fields, labels, location):
 
 
 def _multiple_choice(row, fields, labels, location):
-    choices = _column(row, fields.get("choices", "choices"), "choices", location)
-    if isinstance(fields.get("choices"), list):
-        choices = [row[c] for c in fields["choices"]]
-    elif isinstance(choices, dict):  # CommonsenseQA: {"label": [...], "text": [...]}
+    spec = fields.get("choices", "choices")
+    if isinstance(spec, list):  # one column per choice (Cosmos QA: answer0..answer3)
+        choices = [row[column] for column in spec]
+    else:
+        choices = _column(row, spec, "choices", location)
+    if isinstance(choices, dict):  # CommonsenseQA: {"label": [...], "text": [...]}
         choices = choices["text"]
     label = _column(row, fields.get("label", "label"), "label", location)
     if label in ("", None):

@@ -124,7 +124,8 @@ def _extractive_qa(examples, tokenizer, max_length, doc_stride):
         if answers["text"]:
             first = answers["answer_start"][0]
             last = first + len(answers["text"][0])
-            inside = [p for p, span in enumerate(offsets) if span and span[0] < last and span[1] > first]
+            inside = [p for p, span in enumerate(offsets)
+                      if span and span[0] < last and span[1] > first]
             if inside and offsets[inside[0]][0] <= first and offsets[inside[-1]][1] >= last:
                 start, end = inside[0], inside[-1]
         features.append({"input_ids": encoded["input_ids"][f], "start": start, "end": end,

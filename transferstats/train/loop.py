@@ -32,7 +32,7 @@ def _batches_forever(lengths: list[int], batch_size: int, rng: np.random.Generat
 def _optimizer(model: torch.nn.Module, hp: dict, device: torch.device) -> torch.optim.AdamW:
     # No weight decay on biases and LayerNorm weights, as in the BERT/RoBERTa recipes.
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for parameter in model.parameters():
         (no_decay if parameter.ndim < 2 else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": hp["weight_decay"]},
               {"params": no_decay, "weight_decay": 0.0}]

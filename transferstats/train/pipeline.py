@@ -253,10 +253,12 @@ def _holdout(examples, features):
     """A fixed slice of the English training set for checkpoint selection (same for every seed)."""
     count = max(1, min(HOLDOUT_MAX, int(len(examples) * HOLDOUT_FRACTION)))
     held = set(int(i) for i in np.random.default_rng(0).choice(len(examples), count, replace=False))
-    renumber_dev = {old: new for new, old in enumerate(sorted(held))}
-    renumber_train = {old: new for new, old in enumerate(i for i in range(len(examples)) if i not in held)}
-    dev_examples = [examples[i] for i in sorted(held)]
-    train_examples = [examples[i] for i in range(len(examples)) if i not in held]
+    dev_indices = sorted(held)
+    train_indices = [i for i in range(len(examples)) if i not in held]
+    renumber_dev = {old: new for new, old in enumerate(dev_indices)}
+    renumber_train = {old: new for new, old in enumerate(train_indices)}
+    dev_examples = [examples[i] for i in dev_indices]
+    train_examples = [examples[i] for i in train_indices]
     dev_features = [{**f, "example": renumber_dev[f["example"]]} for f in features
                     if f["example"] in held]
     train_features = [{**f, "example": renumber_train[f["example"]]} for f in features
