@@ -33,6 +33,13 @@ from transferstats.analysis.mixed import (
 
 METHOD = "crossed cluster, BCa"
 
+try:  # caps BLAS threads per process (optional: without it refits are only slower)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover
+    @contextmanager
+    def threadpool_limits(limits):
+        yield
+
 
 # --------------------------------------------------------------------------------------------
 # Intervals from draws
@@ -290,42 +297,68 @@ def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndar
     return design.outputs @ state.beta
 
 
-def _resample_estimates(design: ResamplingDesign, seeds: Sequence[np.random.SeedSequence]
-                        ) -> np.ndarray:
-    return np.array([refit(design, *resample_rows(design, np.random.default_rng(s)))
-                     for s in seeds]).reshape(len(seeds), len(design.outputs))
+def leave_one_out_rows(design: ResamplingDesign, unit: int, level: int
+                       ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Rows without one level of one unit, and the random-factor codes renumbered (jackknife)."""
+    rows = np.flatnonzero(design.unit_codes[unit] != level)
+    return rows, [np.unique(c[rows], return_inverse=True)[1] for c in design.factor_codes]
 
 
-# Workers receive the design once, through the pool initializer, then only seed sequences.
+def _estimates(design: ResamplingDesign, tasks: Sequence) -> np.ndarray:
+    """Refit each task: a SeedSequence is a bootstrap resample, a (unit, level) pair a jackknife
+    leave-one-out fit."""
+    estimates = []
+    for task in tasks:
+        if isinstance(task, np.random.SeedSequence):
+            rows, codes = resample_rows(design, np.random.default_rng(task))
+        else:
+            rows, codes = leave_one_out_rows(design, *task)
+        estimates.append(refit(design, rows, codes))
+    return np.array(estimates).reshape(len(tasks), len(design.outputs))
+
+
+# Workers receive the design once, through the pool initializer, then only small task lists.
 _WORKER_DESIGN: ResamplingDesign | None = None
 
 
 def _init_worker(design: ResamplingDesign) -> None:
     global _WORKER_DESIGN
     _WORKER_DESIGN = design
-    # Two processes each running multithreaded BLAS on 2 cores would oversubscribe them.
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
+    # Several processes each running multithreaded BLAS on small matrices oversubscribe the
+    # cores and run slower than one thread each.
+    threadpool_limits(1)
 
 
-def _worker_chunk(seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
-    return _resample_estimates(_WORKER_DESIGN, seeds)
+def _worker_estimates(tasks: Sequence) -> np.ndarray:
+    return _estimates(_WORKER_DESIGN, tasks)
 
 
-def jackknife_estimates(design: ResamplingDesign, unit_names: Sequence[str],
-                        unit_levels: Sequence[np.ndarray]) -> pd.DataFrame:
-    """Leave one level of one unit out at a time and refit (no resampling)."""
-    records = []
-    for u, (name, levels) in enumerate(zip(unit_names, unit_levels)):
-        for code, label in enumerate(levels):
-            rows = np.flatnonzero(design.unit_codes[u] != code)
-            factor_codes = [np.unique(c[rows], return_inverse=True)[1]
-                            for c in design.factor_codes]
-            records.append((name, label, *refit(design, rows, factor_codes)))
-    return pd.DataFrame.from_records(records)
+def run_refits(design: ResamplingDesign, tasks: list, n_jobs: int | None = None,
+               progress: bool = False) -> np.ndarray:
+    """Refit every task, in chunks over ``n_jobs`` worker processes, with a progress bar.
+
+    Results are in task order and depend on the tasks only, never on ``n_jobs``.
+    """
+    n_jobs = n_jobs or len(os.sched_getaffinity(0))
+    chunk_size = max(1, min(25, len(tasks) // (4 * n_jobs)))
+    chunks = [(i, tasks[i:i + chunk_size]) for i in range(0, len(tasks), chunk_size)]
+    estimates = np.empty((len(tasks), len(design.outputs)))
+    with _progress_bar(progress, len(tasks)) as advance:
+        if n_jobs == 1:
+            with threadpool_limits(1):
+                for start, chunk in chunks:
+                    estimates[start:start + len(chunk)] = _estimates(design, chunk)
+                    advance(len(chunk))
+        else:
+            with ProcessPoolExecutor(n_jobs, initializer=_init_worker,
+                                     initargs=(design,)) as pool:
+                futures = {pool.submit(_worker_estimates, chunk): (start, len(chunk))
+                           for start, chunk in chunks}
+                for future in as_completed(futures):
+                    start, size = futures[future]
+                    estimates[start:start + size] = future.result()
+                    advance(size)
+    return estimates
 
 
 # --------------------------------------------------------------------------------------------
@@ -386,10 +419,13 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     design = resampling_design(used, outcome, fixed, random, units, replicate, replicate_within,
                                outputs, start)
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
-    draws = _run_resamples(design, seeds, n_jobs, progress)
     unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]
-    jackknife = jackknife_estimates(design, units, unit_levels)
-    jackknife.columns = ["unit", "level", *names]
+    left_out = [(u, code) for u, levels in enumerate(unit_levels) for code in range(len(levels))]
+    estimates = run_refits(design, [*seeds, *left_out], n_jobs, progress)
+    draws = estimates[:n_resamples]
+    jackknife = pd.DataFrame(estimates[n_resamples:], columns=names)
+    jackknife.insert(0, "unit", [units[u] for u, _ in left_out])
+    jackknife.insert(1, "level", [unit_levels[u][code] for u, code in left_out])
     n_failed = int(np.isnan(draws).any(axis=1).sum())
     return BootstrapResult(
         estimate=estimate,
@@ -402,33 +438,9 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     )
 
 
-def _run_resamples(design: ResamplingDesign, seeds: list[np.random.SeedSequence],
-                   n_jobs: int | None, progress: bool) -> np.ndarray:
-    """Refit every resample, in chunks over worker processes, showing a progress bar."""
-    n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk_size = max(1, min(25, len(seeds) // (4 * n_jobs)))
-    chunks = [(i, seeds[i:i + chunk_size]) for i in range(0, len(seeds), chunk_size)]
-    draws = np.empty((len(seeds), len(design.outputs)))
-    with _progress_bar(progress, len(seeds)) as advance:
-        if n_jobs == 1:
-            for start, chunk in chunks:
-                draws[start:start + len(chunk)] = _resample_estimates(design, chunk)
-                advance(len(chunk))
-        else:
-            with ProcessPoolExecutor(n_jobs, initializer=_init_worker,
-                                     initargs=(design,)) as pool:
-                futures = {pool.submit(_worker_chunk, chunk): (start, len(chunk))
-                           for start, chunk in chunks}
-                for future in as_completed(futures):
-                    start, size = futures[future]
-                    draws[start:start + size] = future.result()
-                    advance(size)
-    return draws
-
-
 @contextmanager
 def _progress_bar(show: bool, total: int):
-    """Yield a function advancing a rich progress bar over resamples (a no-op when hidden)."""
+    """Yield a function advancing a rich progress bar over refits (a no-op when hidden)."""
     if not show:
         yield lambda n: None
         return
@@ -436,5 +448,5 @@ def _progress_bar(show: bool, total: int):
                                TimeRemainingColumn)
     with Progress(TextColumn("crossed bootstrap"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("resamples", total=total)
+        task = bar.add_task("refits", total=total)
         yield lambda n: bar.advance(task, n)

@@ -353,6 +353,9 @@ def _newton(psi: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 50)
         decrement = score[free] @ step[free]
         if is_newton and decrement < 1e-10:
             return psi, deviance, beta, r2, True
+        # Newton converges quadratically: once the decrement is this small, the step lands on
+        # the optimum to rounding, and checking it would cost another set of derivatives.
+        final = is_newton and decrement < 1e-6
         for _halving in range(40):
             candidate = np.maximum(psi + step, 0.0)
             try:
@@ -361,6 +364,8 @@ def _newton(psi: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 50)
                 cand = (np.inf, None, None)
             if cand[0] <= deviance + 1e-12 * abs(deviance):
                 psi, (deviance, beta, r2) = candidate, cand
+                if final:
+                    return psi, deviance, beta, r2, True
                 break
             step /= 2
         else:  # no step improves: at the optimum to rounding if the decrement is tiny
