@@ -115,3 +115,29 @@ def test_user_registered_task_trains_without_editing_the_package(smoke, tmp_path
     record = json.loads((output / EXAMPLES_FILE).read_text())
     assert record["tasks"] == {"factcheck": 12, "mnli": 4}
     assert record["probabilities"] == {"factcheck": 0.5, "mnli": 0.5}
+
+
+def test_user_registered_target_with_file_templates(smoke, tmp_path):
+    def rows(n, lang):
+        return [{"premise": f"ka lo {lang} {i}", "options": ["mi ne", "tu sa", "ri po"],
+                 "answer": i % 3} for i in range(n)]
+
+    for split, lang, n in (("train", "en", 12), ("dev", "en", 6), ("test", "en", 6),
+                           ("test", "de", 6)):
+        (tmp_path / f"{split}.{lang}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows(n, lang)))
+    files = {split: str(tmp_path / f"{split}.{{lang}}.jsonl") for split in ("train", "dev", "test")}
+    for task in tasks_from_table({"xchoice": {
+            "role": "target", "format": "multiple_choice", "metric": "accuracy",
+            "languages": ["en", "de"],
+            "data": {"files": files,
+                     "fields": {"context": "premise", "choices": "options", "label": "answer"}}}},
+            "user.toml"):
+        register_task(task, replace=True)
+    job = TargetJob(run_id="tiny.none.xchoice.s1", model=smoke["model"], mix=None,
+                    target_task="xchoice", seed=1, results_dir=tmp_path / "results",
+                    hyperparameters=smoke["hp"], data=smoke["data"])
+    run_dir = run_target(job)
+    scores = [json.loads(line) for line in (run_dir / SCORES_FILE).read_text().splitlines()]
+    assert [(s["language"], s["metric"], s["n_examples"]) for s in scores] == [
+        ("en", "accuracy", 6), ("de", "accuracy", 6)]
