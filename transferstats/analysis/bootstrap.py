@@ -255,21 +255,34 @@ def resample_rows(design: ResamplingDesign, rng: np.random.Generator
         rows, copies = _resample_replicates(design, rng, rows, copies)
     factor_codes = []
     for f, codes in enumerate(design.factor_codes):
-        code = codes[rows]
+        code, size = codes[rows], int(codes.max()) + 1
         for u in np.flatnonzero(design.nested[f]):
             code = code * design.unit_n_levels[u] + copies[u]
-        factor_codes.append(np.unique(code, return_inverse=True)[1])
+            size *= int(design.unit_n_levels[u])
+        factor_codes.append(_compact(code, size)[0])
     return rows, factor_codes
+
+
+def _compact(code: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Renumber codes in [0, size) to 0..k-1 in order; also return the k codes present.
+
+    A counting pass rather than np.unique's sort: the code ranges here are small.
+    """
+    present = np.zeros(size, dtype=bool)
+    present[code] = True
+    renumber = np.cumsum(present) - 1
+    return renumber[code], np.flatnonzero(present)
 
 
 def _resample_replicates(design: ResamplingDesign, rng: np.random.Generator, rows: np.ndarray,
                          copies: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Draw the replicates of every cell copy with replacement (step 3 of resample_rows)."""
-    key = design.cell[rows]
+    key, radix = design.cell[rows], 1
     for u in design.cell_units:
         key = key * design.unit_n_levels[u] + copies[u]
-    instances, instance_of_row = np.unique(key, return_inverse=True)
-    instance_cell = design.cell[rows][np.unique(instance_of_row, return_index=True)[1]]
+        radix *= int(design.unit_n_levels[u])
+    instance_of_row, instances = _compact(key, len(design.cell_n_replicates) * radix)
+    instance_cell = instances // radix
     n_replicates = design.cell_n_replicates[instance_cell]
     offsets = np.cumsum(n_replicates) - n_replicates
     instance_of_draw = np.repeat(np.arange(len(instances)), n_replicates)
@@ -301,7 +314,7 @@ def leave_one_out_rows(design: ResamplingDesign, unit: int, level: int
                        ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Rows without one level of one unit, and the random-factor codes renumbered (jackknife)."""
     rows = np.flatnonzero(design.unit_codes[unit] != level)
-    return rows, [np.unique(c[rows], return_inverse=True)[1] for c in design.factor_codes]
+    return rows, [_compact(c[rows], int(c.max()) + 1)[0] for c in design.factor_codes]
 
 
 def _estimates(design: ResamplingDesign, tasks: Sequence) -> np.ndarray:

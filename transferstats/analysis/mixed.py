@@ -135,6 +135,9 @@ class CrossProducts:
     diagonal_factor: int          # the factor eliminated by the Schur complement
     dense_index: np.ndarray       # columns of Z outside that factor
     diagonal_slice: slice
+    C_rr: np.ndarray              # Z'Z blocks: dense-dense, dense-diagonal, diagonal counts
+    C_rd: np.ndarray
+    c_d: np.ndarray
 
     @property
     def p(self) -> int:
@@ -169,11 +172,45 @@ def cross_products(X: np.ndarray, y: np.ndarray, codes: Sequence[np.ndarray],
     diagonal_slice = slice(offsets[diagonal_factor], offsets[min(diagonal_factor + 1, len(codes))])
     dense_index = np.setdiff1d(np.arange(q), np.arange(q)[diagonal_slice])
     return CrossProducts(len(y), n_levels, C, ZtXy, Xy.T @ Xy, diagonal_factor, dense_index,
-                         diagonal_slice)
+                         diagonal_slice, C[np.ix_(dense_index, dense_index)],
+                         C[dense_index, diagonal_slice], np.diag(C)[diagonal_slice].copy())
 
 
 # --------------------------------------------------------------------------------------------
 # The profiled criterion in theta (fast; used by the optimiser)
+
+
+def factor_m(theta: np.ndarray, cp: CrossProducts):
+    """Factorise M = I + Lambda Z'Z Lambda; return log|M| and a function applying M^-1.
+
+    The block of M belonging to the diagonal factor is diagonal (D), so M is factorised
+    through the Schur complement S = M_rr - B D^-1 B' of that block: one Cholesky of the
+    remaining levels only.
+    """
+    lam = np.repeat(theta, cp.n_levels)
+    d, r = cp.diagonal_slice, cp.dense_index
+    theta_d = theta[cp.diagonal_factor] if len(theta) else 0.0
+    D = 1.0 + theta_d ** 2 * cp.c_d
+    log_det = float(np.sum(np.log(D)))
+    if len(r):
+        lam_r = lam[r]
+        B = lam_r[:, None] * cp.C_rd * theta_d
+        B_over_D = B / D[None, :]
+        S = np.eye(len(r)) + lam_r[:, None] * cp.C_rr * lam_r[None, :] - B_over_D @ B.T
+        chol = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
+        log_det += 2 * float(np.sum(np.log(np.diag(chol[0]))))
+
+    def solve(rhs: np.ndarray) -> np.ndarray:
+        out = np.empty_like(rhs)
+        rhs_d = rhs[d]
+        if len(r):
+            x_r = scipy.linalg.cho_solve(chol, rhs[r] - B_over_D @ rhs_d, check_finite=False)
+            out[r] = x_r
+            rhs_d = rhs_d - B.T @ x_r
+        out[d] = rhs_d / D[:, None]
+        return out
+
+    return log_det, solve
 
 
 def profiled_deviance(theta: np.ndarray, cp: CrossProducts, reml: bool = True
@@ -186,27 +223,12 @@ def profiled_deviance(theta: np.ndarray, cp: CrossProducts, reml: bool = True
         REML: log|M| + log|X'V^-1 X| + (n - p) (1 + log(2 pi r^2 / (n - p)))
         ML:   log|M| + n (1 + log(2 pi r^2 / n))
 
-    which is -2 x statsmodels' MixedLM ``loglike`` at the same parameters. M is factorised
-    through the Schur complement of its diagonal block (the factor with most levels).
+    which is -2 x statsmodels' MixedLM ``loglike`` at the same parameters.
     """
     p = cp.p
-    lam = np.repeat(theta, cp.n_levels)
-    W = lam[:, None] * cp.ZtXy
-    d, r = cp.diagonal_slice, cp.dense_index
-    theta_d = theta[cp.diagonal_factor] if len(theta) else 0.0
-    D = 1.0 + theta_d ** 2 * np.diag(cp.C)[d]
-    W_d = W[d]
-    WMW = W_d.T @ (W_d / D[:, None])
-    log_det_M = np.sum(np.log(D))
-    if len(r):
-        lam_r = lam[r]
-        B = (lam_r[:, None] * cp.C[np.ix_(r, np.arange(cp.C.shape[0])[d])]) * theta_d
-        B_over_D = B / D[None, :]
-        S = np.eye(len(r)) + lam_r[:, None] * cp.C[np.ix_(r, r)] * lam_r[None, :] - B_over_D @ B.T
-        V = W[r] - B_over_D @ W_d
-        chol = scipy.linalg.cho_factor(S, lower=True, check_finite=False)
-        log_det_M += 2 * np.sum(np.log(np.diag(chol[0])))
-        WMW += V.T @ scipy.linalg.cho_solve(chol, V, check_finite=False)
+    log_det_M, solve = factor_m(theta, cp)
+    W = np.repeat(theta, cp.n_levels)[:, None] * cp.ZtXy
+    WMW = W.T @ solve(W)
     A = cp.XyXy - WMW
     L = np.linalg.cholesky(A)
     r2 = L[p, p] ** 2
@@ -242,7 +264,7 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     V = I + sum_k psi_k Z_k Z_k' is the marginal covariance over sigma^2 and f = n - p (REML) or n
     (ML); this is the function whose Hessian ``MixedLM.hessian`` returns, so inverting its negative
     reproduces ``MixedLMResults.cov_params()``. Everything reduces to q-dimensional quantities
-    through Z'V^-1 = (I + Z'Z Psi)^-1 Z'; the formulas are the standard ones (e.g. Searle,
+    through Z'V^-1 = (I + Z'Z Psi)^-1 Z' = Z' - Z'Z Lambda M^-1 Lambda Z'; the formulas are the standard ones (e.g. Searle,
     Casella & McCulloch 1992, "Variance Components", ch. 6).
     """
     p, C = cp.p, cp.C
@@ -251,7 +273,11 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     ZtX, Zty = cp.ZtXy[:, :p], cp.ZtXy[:, p]
     XtX, Xty, yty = cp.XyXy[:p, :p], cp.XyXy[:p, p], cp.XyXy[p, p]
     Ztr = Zty - ZtX @ beta
-    solved = np.linalg.solve(np.eye(q) + C * Psi[None, :], np.column_stack([C, ZtX, Ztr]))
+    # Z'V^-1 F = F - C Lambda M^-1 Lambda F for F = [Z'Z, Z'X, Z'r] (Woodbury).
+    lam = np.sqrt(Psi)
+    F = np.column_stack([C, ZtX, Ztr])
+    _, solve = factor_m(np.sqrt(psi), cp)
+    solved = F - (C * lam[None, :]) @ solve(lam[:, None] * F)
     G, W, w = solved[:, :q], solved[:, q:q + p], solved[:, q + p]
     G = (G + G.T) / 2  # Z'V^-1 Z is symmetric; remove rounding asymmetry
     A = XtX - ZtX.T @ (Psi[:, None] * W)
