@@ -4,6 +4,54 @@ factorial mixes, and expand a grid into the phase-2 and phase-3 jobs the executo
 A grid is (model) x (intermediate mixes + the no-intermediate baseline) x (targets) x (seeds).
 Every bad key is refused with a :class:`SpecError` naming the key and the reason, before anything
 runs. Nothing here imports torch.
+
+The specification (TOML; only ``model``, ``targets`` and ``seeds`` are required)::
+
+    name = "my-grid"                 # default: the file name
+    description = "..."
+    model = "xlm-roberta-large"      # hub id or local path
+    model_short = "xlmr-large"       # names runs: <model_short>.<mix>.<target>.s<seed>
+    targets = ["xnli", "pawsx"]      # target task ids
+    seeds = [1, 2, 3]
+    baseline = true                  # add the no-intermediate run of every (target, seed)
+    languages = ["en", "de"]         # evaluate only these (default: all of each target's)
+    prepare = "smoke-assets"         # make the tiny model and data first (the smoke grid)
+    assets_dir = ".assets"           # where, relative to the results folder
+
+    [hyperparameters]                # shared by both phases ...
+    learning_rate = 1e-5
+    [hyperparameters.intermediate]   # ... with per-phase overrides
+    epochs = 2
+    [hyperparameters.target]
+    epochs = 3
+
+    [data]                           # passed to the training phases as is
+
+    [[mixes]]                        # explicit mixes: task -> examples, or a list of tasks
+    name = "mnli-squad_v1"           # (a list means each task's whole training set)
+    tasks = {mnli = 20000, squad_v1 = 20000}
+    sampling = "proportional"        # proportional | temperature | uniform
+    temperature = 1.0
+
+    [factorial]                      # generated mixes, named d<tasks>-v<volume>-r<draw>
+    diversity = [1, 2, 4, 8]         # tasks per mix
+    volume = [10000, 40000, 160000]  # total examples per mix, hit exactly
+    draws = 3                        # task sets per (diversity, volume) cell
+    tasks = ["mnli", "anli", ...]    # the pool to draw from
+    seed = 0
+    iterations = 20000               # balancing search steps
+    sampling = "proportional"
+
+    [tasks.my_task]                  # your own tasks (see transferstats.tasks); for an
+    data = {train_size = 5000}       # intermediate task, train_size bounds what mixes ask of it
+
+    [slurm]                          # defaults for `run --executor slurm`
+    partition = "gpu"  time = "24:00:00"  gpus = 1  memory = "64G"  account = "..."
+    parallelism = 32  cpus_per_task = 8
+
+    [estimate]                       # GPU-hour estimate of `plan`
+    examples_per_second = 60         # measured throughput, instead of the assumed one
+    target_examples = 48             # cap on a target's training examples (small data)
 """
 
 from __future__ import annotations

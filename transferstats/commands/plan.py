@@ -35,6 +35,11 @@ def _format_tasks(tasks: dict[str, int]) -> str:
                      for task, count in tasks.items())
 
 
+def _hours(hours: float) -> str:
+    # Four decimals for tiny grids: a smoke grid's seconds should not read as zero hours.
+    return f"{hours:,.1f}" if hours >= 0.1 else f"{hours:.4f}"
+
+
 def _mix_table(plan) -> Table:
     table = Table(title="Runs by intermediate mix")
     for column in ("mix", "tasks", "examples", "targets x seeds", "runs"):
@@ -90,9 +95,9 @@ def run(args) -> int:
                   f"{len(plan.target_jobs)} target trainings ({baselines} baselines)",
                   highlight=False)
     estimate = estimate_gpu_hours(plan)
-    console.print(f"estimated GPU hours: {estimate.total_hours:,.1f} (intermediate "
-                  f"{estimate.intermediate_hours:,.1f} + target {estimate.target_hours:,.1f})",
-                  highlight=False)
+    console.print(f"estimated GPU hours: {_hours(estimate.total_hours)} (intermediate "
+                  f"{_hours(estimate.intermediate_hours)} + target "
+                  f"{_hours(estimate.target_hours)})", highlight=False)
     console.print(f"  assuming {estimate.assumption}", highlight=False, markup=False)
     if grid.mixes:
         r = diversity_volume_correlation(grid.mixes)
