@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transferstats.design import GridPlan, mix_volume
+from transferstats.tasks import get_task
 
 # English training examples each target fine-tunes on (XTREME, Hu et al. 2020, Table 1). The
 # retrieval targets are evaluated zero-shot with no fine-tuning.
@@ -18,7 +19,8 @@ TARGET_TRAIN_SIZES = {"xnli": 392_702, "pawsx": 49_401, "udpos": 21_253, "panx":
                       "xquad": 87_599, "mlqa": 87_599, "tydiqa": 3_696, "bucc2018": 0,
                       "tatoeba": 0}
 EXAMPLES_PER_SECOND = {"large": 60.0, "base": 180.0, "tiny": 2000.0}
-DEFAULT_EPOCHS = 3
+DEFAULT_EPOCHS = 3  # the training phases' defaults
+DEFAULT_BATCH_SIZE = 32
 EVALUATION_OVERHEAD = 0.10  # evaluation adds this fraction to a fine-tuning's time
 RETRIEVAL_EVALUATION_HOURS = 0.1  # a retrieval target's whole run: embedding the test sentences
 
@@ -31,9 +33,21 @@ def model_size(model: str, prepared: bool) -> str:
     return "base" if "base" in name else "large"
 
 
-def _epochs(hyperparameters: dict) -> float:
-    return float(hyperparameters.get("epochs", hyperparameters.get("num_train_epochs",
-                                                                    DEFAULT_EPOCHS)))
+def _examples_processed(examples: int, hyperparameters: dict) -> float:
+    """Training examples seen: ``max_steps`` batches when set (it wins over epochs), else epochs
+    over the data."""
+    if hyperparameters.get("max_steps"):
+        return hyperparameters["max_steps"] * hyperparameters.get("batch_size", DEFAULT_BATCH_SIZE)
+    return examples * hyperparameters.get("epochs", DEFAULT_EPOCHS)
+
+
+def _target_train_size(task_id: str) -> int | None:
+    """English training examples of a target; 0 for retrieval (no fine-tuning); ``None`` when
+    unknown (a user task without ``data.train_size``)."""
+    task = get_task(task_id)
+    if task.format == "retrieval":
+        return 0
+    return TARGET_TRAIN_SIZES.get(task_id, task.data.get("train_size"))
 
 
 @dataclass(frozen=True)
@@ -54,22 +68,27 @@ def estimate_gpu_hours(plan: GridPlan) -> GpuEstimate:
     speed = grid.examples_per_second or EXAMPLES_PER_SECOND[size]
     source = ("[estimate] examples_per_second" if grid.examples_per_second
               else f"assumed for a {size} model on one A100/H100-class GPU, bf16, length 256")
-    intermediate_seconds = sum(
-        mix_volume(job.mix) * _epochs(job.hyperparameters) / speed
-        for job in plan.intermediate_jobs)
+    trained = sum(_examples_processed(mix_volume(job.mix), job.hyperparameters)
+                  for job in plan.intermediate_jobs)
+    intermediate_seconds = trained / speed
     target_seconds = retrieval_seconds = 0.0
+    unknown: set[str] = set()
     for job in plan.target_jobs:
-        examples = TARGET_TRAIN_SIZES.get(job.target_task, 0)
-        if examples and grid.target_examples:
-            examples = min(examples, grid.target_examples)
-        if examples:
-            target_seconds += examples * _epochs(job.hyperparameters) / speed
-        else:
+        examples = _target_train_size(job.target_task)
+        if examples is None:
+            unknown.add(job.target_task)
+        elif examples == 0:
             retrieval_seconds += RETRIEVAL_EVALUATION_HOURS * 3600
+        else:
+            examples = min(examples, grid.target_examples or examples)
+            target_seconds += _examples_processed(examples, job.hyperparameters) / speed
     overhead = 1 + EVALUATION_OVERHEAD
     assumption = (f"{speed:g} training examples/s ({source}); epochs from the hyperparameters "
                   f"(default {DEFAULT_EPOCHS}); evaluation +{EVALUATION_OVERHEAD:.0%}; retrieval "
                   f"targets {RETRIEVAL_EVALUATION_HOURS} h each")
+    if unknown:
+        assumption += (f"; not counted: {', '.join(sorted(unknown))} (no known training size; "
+                       "set data.train_size in its [tasks] table)")
     return GpuEstimate(intermediate_hours=intermediate_seconds * overhead / 3600,
-                       target_hours=(target_seconds * overhead + retrieval_seconds) / 3600, examples_per_second=speed,
-                       assumption=assumption)
+                       target_hours=(target_seconds * overhead + retrieval_seconds) / 3600,
+                       examples_per_second=speed, assumption=assumption)
