@@ -18,6 +18,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -81,16 +83,23 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-def transferstats(*args: str) -> tuple[float, int]:
-    """Run a ``transferstats`` command; return its wall seconds and peak tree memory (bytes)."""
-    start = time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU of this process and of its finished children (workers included)."""
+    return sum(getattr(resource.getrusage(who), field)
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+
+
+def transferstats(*args: str) -> tuple[float, float, int]:
+    """Run a ``transferstats`` command; return wall seconds, CPU seconds and peak tree memory."""
+    start, cpu = time.perf_counter(), cpu_seconds()
     process = psutil.Popen([sys.executable, "-m", "transferstats.cli", *args],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with PeakMemory(process.pid) as memory:
         _, stderr = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"transferstats {' '.join(args)} failed:\n{stderr.decode()}")
-    return time.perf_counter() - start, memory.peak
+    return time.perf_counter() - start, cpu_seconds() - cpu, memory.peak
 
 
 def model_data(results: Path):
@@ -133,22 +142,22 @@ def time_refits(data, random, n_fast: int, n_statsmodels: int, seed: int = 0) ->
 def run_size(name: str, workdir: Path, resamples: int, jobs: int, statsmodels_refits: int
              ) -> dict:
     results = workdir / f"results-{name}"
-    simulate_seconds, _ = transferstats("simulate", str(results), *GRIDS[name])
-    analyze_seconds, analyze_memory = transferstats(
+    simulate_seconds, _, _ = transferstats("simulate", str(results), *GRIDS[name])
+    analyze_seconds, analyze_cpu, analyze_memory = transferstats(
         "analyze", str(results), "--resamples", str(resamples), "--jobs", str(jobs),
         "--out", str(workdir / f"report-{name}"))
     data, random = model_data(results)
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), cpu_seconds()
     with PeakMemory(psutil.Process().pid) as memory:
         boot = crossed_bootstrap(data, "improvement", FIXED, random, units=UNITS,
                                  contrasts={CONTRAST: {"diversity": 1, "volume": -1}},
                                  n_resamples=resamples, n_jobs=jobs, progress=False)
-    bootstrap_seconds = time.perf_counter() - began
+    bootstrap_seconds, bootstrap_cpu = time.perf_counter() - began, cpu_seconds() - cpu
     refits = time_refits(data, random, n_fast=20, n_statsmodels=statsmodels_refits)
     return {"grid": name, "rows": len(data), "resamples": resamples, "jobs": jobs,
-            "simulate_s": simulate_seconds, "analyze_s": analyze_seconds,
+            "simulate_s": simulate_seconds, "analyze_s": analyze_seconds, "analyze_cpu": analyze_cpu,
             "analyze_peak_gib": analyze_memory / 2 ** 30, "bootstrap_s": bootstrap_seconds,
-            "bootstrap_peak_gib": memory.peak / 2 ** 30, "failed": boot.n_failed, **refits}
+            "bootstrap_cpu": bootstrap_cpu,            "bootstrap_peak_gib": memory.peak / 2 ** 30, "failed": boot.n_failed, **refits}
 
 
 def report(row: dict) -> None:
@@ -158,10 +167,11 @@ def report(row: dict) -> None:
           f"{row['jobs']} worker processes ==")
     print(f"transferstats simulate                 {row['simulate_s']:8.1f} s wall")
     print(f"transferstats analyze (end to end)     {row['analyze_s']:8.1f} s wall, "
-          f"peak memory {row['analyze_peak_gib']:.2f} GiB (process tree)")
+          f"{row['analyze_cpu']:.1f} s CPU, peak memory {row['analyze_peak_gib']:.2f} GiB "
+          "(process tree)")
     print(f"crossed bootstrap alone                {row['bootstrap_s']:8.1f} s wall, "
-          f"peak memory {row['bootstrap_peak_gib']:.2f} GiB (process tree), "
-          f"{row['failed']} failed resamples")
+          f"{row['bootstrap_cpu']:.1f} s CPU, peak memory {row['bootstrap_peak_gib']:.2f} GiB "
+          f"(process tree), {row['failed']} failed resamples")
     print(f"seconds per refit, fast path           {row['fast']:8.4f} s (mean of 20 resamples, "
           "one process)")
     print(f"seconds per refit, statsmodels MixedLM {row['statsmodels']:8.2f} s (mean of a few "
@@ -181,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statsmodels-refits", type=int, default=2)
     parser.add_argument("--keep", help="write the grids and reports here instead of a temp dir")
     args = parser.parse_args(argv)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{os.cpu_count()} CPUs, load average {load} at the start (wall times stretch when "
+          "other work shares the cores; CPU seconds do not)")
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.keep or scratch)
         workdir.mkdir(parents=True, exist_ok=True)

@@ -103,6 +103,19 @@ def test_seeds_are_resampled_as_whole_runs_within_each_cell():
     assert (seeds.groupby(level=[0, 1]).nunique() == 1).all()
 
 
+def test_without_replicate_resampling_only_units_are_drawn():
+    data = simulate_grid(np.random.default_rng(6), n_mixes=8, n_targets=3, n_languages=5)
+    _, outputs = output_matrix(["Intercept", *FIXED], {})
+    design = resampling_design(data, "improvement", FIXED, RANDOM, ["language", "mix"], None,
+                               ["mix", "target_task"], outputs, np.ones(3))
+    rows, _ = resample_rows(design, np.random.default_rng(0))
+    per_run = data.iloc[rows].groupby(["mix", "target_task", "language", "seed"]).size()
+    # Every kept run keeps all of its seeds, each as often as its mix and language were drawn.
+    assert (per_run.groupby(level=[0, 1, 2]).nunique() == 1).all()
+    result = small_bootstrap(data, replicate=None)
+    assert result.n_failed == 0
+
+
 def test_failed_refits_are_counted_not_dropped():
     data = simulate_grid(np.random.default_rng(5), n_mixes=3, n_targets=2, n_languages=4)
     result = crossed_bootstrap(data, "improvement", ["diversity"], RANDOM, n_resamples=60,

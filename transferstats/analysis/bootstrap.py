@@ -171,7 +171,7 @@ class ResamplingDesign:
     cell: np.ndarray              # replicate cell of each row (original unit levels)
     cell_units: np.ndarray        # the units that are part of a replicate cell
     replicate_position: np.ndarray  # the row's replicate, numbered within its cell; -1: none
-    cell_n_replicates: np.ndarray
+    cell_n_replicates: np.ndarray   # per cell; empty when replicates are not resampled
     outputs: np.ndarray           # (n_outputs, p): each term/contrast as a combination of beta
     start: np.ndarray             # relative standard deviations of the full-data fit
 
@@ -190,6 +190,8 @@ def resampling_design(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                       random: Sequence[str], units: Sequence[str], replicate: str | None,
                       replicate_within: Sequence[str], outputs: np.ndarray,
                       start: np.ndarray) -> ResamplingDesign:
+    """Encode the rows once: model arrays, unit codes, which random factor is nested in which
+    unit, and the replicate cells with each row's replicate numbered within its cell."""
     arrays = model_arrays(data, outcome, fixed, random)
     unit_codes, unit_n_levels = zip(*(_codes(data[u]) for u in units)) if units else ((), ())
     factor_n_levels = [len(levels) for levels in arrays.levels]
@@ -202,9 +204,9 @@ def resampling_design(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     if replicate_within:
         cell = pd.MultiIndex.from_frame(data[list(replicate_within)]).factorize()[0]
     n_cells = int(cell.max()) + 1 if n else 0
-    if replicate is None:
+    if replicate is None:  # no replicate resampling: no cells to draw in
         position = np.full(n, -1, dtype=np.int64)
-        n_replicates = np.zeros(n_cells, dtype=np.int64)
+        n_replicates = np.zeros(0, dtype=np.int64)
     else:
         replicate_code, n_replicate_levels = _codes(data[replicate])
         pairs, pair_of_row = np.unique(cell * n_replicate_levels + replicate_code,
@@ -418,11 +420,13 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
 
     Resample ``i`` uses the generator ``default_rng(SeedSequence(seed).spawn(n)[i])``, so the
     draws depend on ``seed`` only, not on ``n_jobs`` (default: the cores available to this
-    process). ``replicate=None`` skips step 3.
+    process). ``replicate=None`` (or a replicate column the data lack) skips step 3.
     """
     contrasts = dict(contrasts or {})
-    units = [u for u in units]
-    replicate_within = [c for c in replicate_within]
+    units = list(units)
+    # Run-level data sets may lack some of these columns: resample what is there.
+    replicate = replicate if replicate in data.columns else None
+    replicate_within = [c for c in replicate_within if c in data.columns]
     used = data.dropna(subset=[outcome, *fixed, *random, *units]).reset_index(drop=True)
     full = fit_crossed(used, outcome, fixed, random)
     names, outputs = output_matrix(full.terms, contrasts)
