@@ -1,7 +1,7 @@
 """Stand-ins for the training phases, steered by the grid's ``[data]`` table:
 
 ``sleep``  seconds each phase takes;
-``ledger`` file that gets ``start``/``done`` lines per unit, with the worker's pid and its parent's;
+``ledger`` file that gets ``start``/``done`` lines per unit: worker pid, its parent's, its GPU;
 ``fail``   substrings of run ids / encoder names whose phase raises;
 ``crash``  substrings whose worker process is SIGKILLed mid-phase.
 """
@@ -22,7 +22,8 @@ def _note(job_data: dict, event: str, name: str) -> None:
         # O_APPEND writes of one short line are atomic, so concurrent workers never interleave.
         fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, f"{event} {name} {os.getpid()} {os.getppid()}\n".encode())
+            device = os.environ.get("CUDA_VISIBLE_DEVICES") or "-"
+            os.write(fd, f"{event} {name} {os.getpid()} {os.getppid()} {device}\n".encode())
         finally:
             os.close(fd)
 

@@ -7,13 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 
 from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan
 
 from transferstats.grid import worker
-from transferstats.grid.layout import encoder_failure, run_error, run_status
+from transferstats.grid.claims import try_claim
+from transferstats.grid.layout import Layout, encoder_failure, run_error, run_status
 from transferstats.grid.local import LocalExecutor
 from transferstats.results import is_complete
 
@@ -129,3 +131,33 @@ def test_two_workers_on_one_grid_never_run_the_same_unit(tmp_path):
     assert set(starts.values()) == {1}
     executors = {line.split()[3] for line in ledger.read_text().splitlines()}
     assert len(executors) == 2  # both took part
+
+
+def test_one_worker_per_gpu_in_parallel(tmp_path):
+    ledger = tmp_path / "ledger"
+    plan = small_plan(tmp_path / "results", ledger=str(ledger), sleep=0.3)
+    LocalExecutor(["0", "1"], phases=FAKE_PHASES, show_progress=False, poll_seconds=0.02).run(plan)
+    _assert_all_complete_once(plan, ledger)
+    lines = [line.split() for line in ledger.read_text().splitlines()]
+    assert {line[4] for line in lines} == {"0", "1"}
+    running, most = 0, 0
+    for line in lines:
+        running += 1 if line[0] == "start" else -1
+        most = max(most, running)
+    assert most == 2
+
+
+def test_target_waits_for_its_encoder_trained_by_another_worker(tmp_path):
+    plan = small_plan(tmp_path / "results")
+    encoder = plan.intermediate_jobs[0]
+    target = next(job for job in plan.target_jobs if job.encoder == encoder.output_dir)
+    outcome = []
+    with try_claim(Layout(tmp_path / "results").claim_path(encoder)):  # another worker trains it
+        waiting = threading.Thread(target=lambda: outcome.append(worker.execute_unit(
+            target, FAKE_PHASES, encoder_job=encoder, poll_seconds=0.02)))
+        waiting.start()
+        time.sleep(0.3)
+        assert waiting.is_alive() and run_status(target) is None
+        FAKE_PHASES.intermediate(encoder)
+    waiting.join(timeout=10)
+    assert outcome == [worker.RAN] and run_status(target) == "complete"
