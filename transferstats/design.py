@@ -371,9 +371,7 @@ _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 def parse_time(value: str | int) -> int:
     """Whole minutes (seconds round up) from a time limit in any of Slurm's forms: ``M``,
     ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``, or an integer of minutes."""
-    if isinstance(value, bool):
-        raise ValueError(f"cannot read time {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         minutes = value
     else:
         match = _SLURM_TIME.match(str(value).strip())
