@@ -4,9 +4,10 @@ Array 1 trains the encoders and runs the baselines; array 2, the targets that st
 encoder, waits for array 1 (``afterany``: a target whose encoder failed records that failure
 instead of hanging on a dependency that can never be met). Each array task is one unit executed
 by :func:`transferstats.grid.worker.execute_unit`, so claims, skipping, logs and failure records
-are the same as locally. A preempted or timed-out task is requeued by submitit
-(:class:`GridTask` is checkpointable) and resumes from the phase's last checkpoint; its claim
-carries its Slurm job id, so the requeued task takes it straight back.
+are the same as locally. A preempted or timed-out task is requeued by submitit (:class:`GridTask`
+is checkpointable): it takes its claim straight back (the claim carries its Slurm job id) and
+resumes from the last finished unit it depends on (a target run whose encoder finished does not
+train the encoder again).
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ class GridTask:
                                    retry_failed=self.retry_failed)
 
     def checkpoint(self, unit, encoder_job):
-        # Requeue the same unit: the phases resume from the checkpoints they keep, and every
-        # completed part is skipped.
+        # Requeue the same unit. A finished encoder is not trained again; within a phase, work
+        # resumes only as far as the phase itself keeps checkpoints.
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, unit, encoder_job)
@@ -77,8 +78,10 @@ class SlurmExecutor:
         executor = submitit.AutoExecutor(folder=folder, cluster=self.cluster)
         options = self.options
         parameters = {"name": name, "timeout_min": options.time_minutes,
-                      "gpus_per_node": options.gpus, "cpus_per_task": options.cpus_per_task,
+                      "cpus_per_task": options.cpus_per_task,
                       "slurm_array_parallelism": options.parallelism}
+        if options.gpus:
+            parameters["gpus_per_node"] = options.gpus
         if options.partition:
             parameters["slurm_partition"] = options.partition
         if options.memory:
