@@ -10,13 +10,15 @@ example to ``--length`` as the Hugging Face GLUE recipe does by default (``pad_t
   sampling), one head per task. The ``Trainer`` trains one 3-label model on the concatenation, its
   closest single-model equivalent.
 
-Samples/s counts training examples per second of training (model building excluded). Peak memory
-is CUDA's peak allocation, or on CPU the peak resident set size above the level before training.
+Each measurement runs in a fresh process. Samples/s counts training examples per second of
+training (model building excluded). Peak memory is CUDA's peak allocation, or on CPU the peak
+resident set size above the level before training.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -133,6 +135,13 @@ def _trainer(features: list[dict], num_labels: int, args, device) -> tuple[float
     return args.steps * args.batch_size / elapsed, memory.peak
 
 
+def _isolated(measure, *arguments):
+    """Run one measurement in a fresh process, so neither side inherits the other's allocations,
+    warm caches or peak."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(measure, arguments)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny model (CPU), not XLM-R Large size")
@@ -152,8 +161,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for phase, tasks, labels in (("phase 3", {"nli": nli}, {"nli": 3}),
                                  ("phase 2", mix, {"nli": 3, "paraphrase": 2})):
         flat = [f for features in tasks.values() for f in features]
-        for name, (speed, peak) in (("transferstats", _ours(tasks, labels, args, device)),
-                                    ("HF Trainer (defaults)", _trainer(flat, 3, args, device))):
+        for name, measure, inputs in (("transferstats", _ours, (tasks, labels)),
+                                      ("HF Trainer (defaults)", _trainer, (flat, 3))):
+            speed, peak = _isolated(measure, *inputs, args, device)
             rows.append({"phase": phase, "trainer": name, "samples_per_s": speed,
                          "peak_mb": peak / 2**20})
     size = "tiny" if args.tiny else "XLM-R Large size"
