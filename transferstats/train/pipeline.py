@@ -127,6 +127,8 @@ def run_target(job: TargetJob) -> Path:
 
 
 def _fine_tune_and_evaluate(job: TargetJob, task: Task, languages, hp: dict):
+    for lang in languages:  # a missing test set should fail before the GPU time is spent
+        locate(task, "test", lang, job.data)
     device = pick_device(job.device)
     torch.manual_seed(job.seed)
     encoder, tokenizer = load_encoder(str(job.encoder) if job.encoder else job.model)
