@@ -141,3 +141,24 @@ def test_user_registered_target_with_file_templates(smoke, tmp_path):
     scores = [json.loads(line) for line in (run_dir / SCORES_FILE).read_text().splitlines()]
     assert [(s["language"], s["metric"], s["n_examples"]) for s in scores] == [
         ("en", "accuracy", 6), ("de", "accuracy", 6)]
+
+
+def test_crash_midway_through_evaluation_leaves_no_partial_scores(smoke, tmp_path, monkeypatch):
+    from transferstats.train import evaluation
+
+    real_score = evaluation.score
+
+    def score_then_crash(task_format, examples, features, outputs, labels, lang):
+        if lang == "de":  # English dev and test were already scored
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real_score(task_format, examples, features, outputs, labels, lang)
+
+    monkeypatch.setattr(evaluation, "score", score_then_crash)
+    job = TargetJob(run_id="tiny.none.pawsx.s1", model=smoke["model"], mix=None, target_task="pawsx",
+                    seed=1, results_dir=tmp_path, hyperparameters=smoke["hp"], data=smoke["data"],
+                    languages=("en", "de"))
+    with pytest.raises(RuntimeError, match="illegal memory"):
+        run_target(job)
+    run = json.loads((tmp_path / job.run_id / RUN_FILE).read_text())
+    assert run["status"] == "failed" and run["error"].startswith("RuntimeError: CUDA error")
+    assert not (tmp_path / job.run_id / SCORES_FILE).exists()
