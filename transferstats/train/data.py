@@ -312,8 +312,12 @@ def _read_table(path: Path, data: dict) -> list[dict]:
     builder, options = {"jsonl": ("json", {}), "json": ("json", {}), "parquet": ("parquet", {}),
                         "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t", "quoting": 3})}[suffix]
     if suffix == "json":
-        # SQuAD's original nesting (data -> paragraphs -> qas) is flattened here.
-        document = json.loads(path.read_text(encoding="utf-8"))
+        # SQuAD's original nesting (data -> paragraphs -> qas) is flattened here; anything else
+        # (a list of records, or JSON Lines named .json) goes to the datasets json reader.
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            document = None
         if isinstance(document, dict) and "data" in document:
             return _flatten_squad(document["data"])
     table = datasets.load_dataset(builder, data_files=str(path), split="train",

@@ -48,6 +48,8 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
     ``evaluate`` (a dev score, higher is better) the best evaluated weights are restored at the end.
     """
     total = sum(len(features) for _, features in tasks.values())
+    if total == 0:
+        raise ValueError(f"no training examples for {sorted(tasks)}")
     steps_per_epoch = math.ceil(total / hp["batch_size"])
     steps = hp["max_steps"] or math.ceil(hp["epochs"] * steps_per_epoch)
     eval_every = hp["eval_steps"] or steps_per_epoch

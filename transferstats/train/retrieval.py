@@ -32,7 +32,7 @@ def embed(encoder, tokenizer, sentences: list[str], layer: int, hp: dict, max_le
     return vectors
 
 
-def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 8192
+def nearest(queries: torch.Tensor, keys: torch.Tensor, k: int, chunk: int = 1024
             ) -> tuple[np.ndarray, np.ndarray]:
     """Each query's k most cosine-similar keys, in chunks so BUCC's ~10^5 x 10^5 never sits whole."""
     k = min(k, len(keys))
