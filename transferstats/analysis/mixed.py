@@ -459,11 +459,9 @@ def _crossed_fit(arrays: ModelArrays, cp: CrossProducts, state: ThetaFit, reml: 
     H = derivatives(psi, state.beta, cp, reml).hessian
     cov = np.linalg.inv(-H)[:p, :p]
     lam = np.repeat(state.theta, cp.n_levels)
-    q = len(lam)
     # Conditional modes: b = Lambda M^-1 Lambda Z'(y - X beta) (Henderson's equations).
-    M = np.eye(q) + lam[:, None] * cp.C * lam[None, :]
     Ztr = cp.ZtXy[:, p] - cp.ZtXy[:, :p] @ state.beta
-    b = lam * np.linalg.solve(M, lam * Ztr)
+    b = lam * factor_m(state.theta, cp)[1]((lam * Ztr)[:, None])[:, 0]
     offsets = cp.offsets
     fitted = arrays.X @ state.beta
     random_effects = {}
