@@ -82,6 +82,8 @@ def acceleration(jackknife_values: np.ndarray, groups: np.ndarray | None = None)
     for group in pd.unique(groups):
         group_values = _finite(values[groups == group])
         n = len(group_values)
+        if n < 2:  # a kind with fewer than two successful leave-one-out fits carries no skewness
+            continue
         influence = (n - 1) * (group_values.mean() - group_values)
         third += np.sum(influence ** 3) / n ** 3
         second += np.sum(influence ** 2) / n ** 2
