@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import itertools
 import math
+
+import numpy as np
 import random
 import re
 import tomllib
@@ -328,15 +330,9 @@ def factorial_mixes(spec: FactorialSpec, source: str = "factorial") -> tuple[Mix
 
 def _pearson(x: list[float], y: list[float]) -> float:
     """Pearson r; ``nan`` when either variable is constant (the correlation is undefined)."""
-    n = len(x)
-    if n < 2:
+    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan
-    mean_x, mean_y = sum(x) / n, sum(y) / n
-    sxx = sum((a - mean_x) ** 2 for a in x)
-    syy = sum((b - mean_y) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return math.nan
-    return sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y)) / math.sqrt(sxx * syy)
+    return float(np.corrcoef(x, y)[0, 1])
 
 
 def diversity_volume_correlation(mixes) -> float:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transferstats.design import FactorialSpec, factorial_mixes
 from transferstats.results import write_run
 from transferstats.tasks import INTERMEDIATE_TASKS, TARGET_TASKS, get_task
 
@@ -71,32 +72,15 @@ class SimulationSettings:
                 for key, value in asdict(self).items()}
 
 
-def factorial_mixes(settings: SimulationSettings, rng: np.random.Generator) -> list[tuple[str, dict[str, int]]]:
-    """Mixes for every (diversity level, volume budget, draw), budgets split evenly over tasks.
-
-    Tasks rotate through a shuffled pool so that each appears about equally often at every
-    diversity level, keeping task identity unrelated to diversity and volume.
-    """
+def simulated_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, int]]]:
+    """The mixes of the simulated grid: ``settings.mixes`` if given, else the diversity-by-volume
+    factorial design that ``transferstats plan`` would build (:func:`transferstats.design.factorial_mixes`)."""
     if settings.mixes is not None:
         return [(name, dict(tasks)) for name, tasks in settings.mixes]
-    pool = list(settings.intermediate_tasks)
-    mixes = []
-    for n_tasks in settings.diversity_levels:
-        if n_tasks > len(pool):
-            raise ValueError(f"diversity level {n_tasks} exceeds the {len(pool)} intermediate tasks")
-        order = list(rng.permutation(pool))
-        position = 0
-        for volume in settings.volume_levels:
-            for draw in range(settings.draws):
-                if position + n_tasks > len(order):
-                    order = order[position:] + [t for t in rng.permutation(pool) if t not in order[position:]]
-                    position = 0
-                chosen = sorted(order[position:position + n_tasks])
-                position += n_tasks
-                share, remainder = divmod(volume, n_tasks)
-                tasks = {task: share + (1 if i < remainder else 0) for i, task in enumerate(chosen)}
-                mixes.append((f"d{n_tasks}-v{volume // 1000}k-{draw + 1}", tasks))
-    return mixes
+    spec = FactorialSpec(diversity=settings.diversity_levels, volume=settings.volume_levels,
+                         draws=settings.draws, tasks=settings.intermediate_tasks,
+                         seed=settings.random_state)
+    return [(mix.name, dict(mix.tasks)) for mix in factorial_mixes(spec, source="simulate")]
 
 
 def _languages(target: str, settings: SimulationSettings) -> tuple[str, ...]:
@@ -110,7 +94,7 @@ def _languages(target: str, settings: SimulationSettings) -> tuple[str, ...]:
 def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tuple[list[dict], pd.DataFrame]:
     """Simulated runs (``run.json`` objects) and their scores as a tidy table (``run_id`` keyed)."""
     rng = np.random.default_rng(settings.random_state)
-    mixes = factorial_mixes(settings, rng)
+    mixes = simulated_mixes(settings)
     diversity = np.array([np.log2(len(tasks)) for _, tasks in mixes])
     volume = np.array([np.log2(sum(tasks.values())) for _, tasks in mixes])
     centred_d, centred_v = diversity - diversity.mean(), volume - volume.mean()
