@@ -11,9 +11,10 @@ import scipy.stats
 
 from test_mixed import RANDOM, simulate_grid
 from transferstats.analysis.bootstrap import (
-    acceleration, bca_interval, crossed_bootstrap, output_matrix, percentile_interval,
+    acceleration, bca_interval, crossed_bootstrap, output_matrix, percentile_interval, refit,
     resample_rows, resampling_design,
 )
+from transferstats.analysis.mixed import fit_crossed, fit_crossed_statsmodels
 
 FIXED = ["diversity", "volume"]
 CONTRAST = {"diversity - volume": {"diversity": 1.0, "volume": -1.0}}
@@ -124,6 +125,26 @@ def test_failed_refits_are_counted_not_dropped():
     assert len(result.draws) == 60
     assert result.draws["diversity"].isna().sum() == result.n_failed
     assert np.isfinite(result.interval("diversity", kind="percentile")).all()
+
+
+def test_resample_refits_agree_with_statsmodels():
+    """Refits of resampled grids (duplicated levels, resampled seeds) match MixedLM REML."""
+    data = simulate_grid(np.random.default_rng(8), n_mixes=8, n_targets=3, n_languages=5,
+                         unequal_seeds=True)
+    fit = fit_crossed(data, "improvement", FIXED, RANDOM)
+    _, outputs = output_matrix(fit.terms, {})
+    start = np.sqrt(np.array(list(fit.variance_components.values())) / fit.residual_variance)
+    design = resampling_design(data, "improvement", FIXED, RANDOM, ["language", "mix"], "seed",
+                               ["mix", "target_task"], outputs, start)
+    for seed in range(3):
+        rows, codes = resample_rows(design, np.random.default_rng(seed))
+        resample = pd.DataFrame({"improvement": design.y[rows], "diversity": design.X[rows, 1],
+                                 "volume": design.X[rows, 2]})
+        for factor, code in zip(RANDOM, codes):
+            resample[factor] = code
+        reference = fit_crossed_statsmodels(resample, "improvement", FIXED, RANDOM)
+        np.testing.assert_allclose(refit(design, rows, codes), reference.params[1:],
+                                   rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("method", ["percentile", "BCa"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,6 +152,18 @@ def test_likelihood_ratio_test_detects_a_real_effect_and_a_random_factor():
     assert lrt["chi2"] == pytest.approx(2 * (full.llf - reduced.llf), rel=1e-4)
     lrt_language = likelihood_ratio_test(data, "improvement", fixed, RANDOM, "target_language")
     assert lrt_language["p_value"] < 0.01
+
+
+def test_falls_back_to_statsmodels_when_the_fast_path_does_not_converge(monkeypatch):
+    import transferstats.analysis.mixed as mixed
+
+    data = simulate_grid(np.random.default_rng(6), n_mixes=8, n_targets=3, n_languages=4)
+    fit_theta = mixed.fit_theta
+    monkeypatch.setattr(mixed, "fit_theta", lambda *args, **kwargs: dataclasses.replace(
+        fit_theta(*args, **kwargs), converged=False))
+    with pytest.warns(UserWarning, match="falling back to statsmodels"):
+        fit = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
+    assert fit.method == "statsmodels" and fit.converged
 
 
 def test_no_random_factor_is_ordinary_least_squares():
