@@ -3,6 +3,7 @@ smoke grid end to end."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -71,14 +72,24 @@ def test_smoke_grid_end_to_end_through_submitit(tmp_path, capsys):
     assert main(["run", str(RUNNERS / "smoke.toml"), "--executor", "slurm",
                  "--submitit-cluster", "local", "--results", str(results)]) == 0
     plan = expand_grid(load_grid(RUNNERS / "smoke.toml"), results)
-    assert [run_status(job) for job in plan.target_jobs] == ["complete"] * 6
+    n_encoders, n_runs = len(plan.intermediate_jobs), len(plan.target_jobs)
+    assert [run_status(job) for job in plan.target_jobs] == ["complete"] * n_runs
     assert all((job.output_dir / "examples_used.json").is_file()
                for job in plan.intermediate_jobs)
     capsys.readouterr()
     assert main(["status", str(results), "--grid", str(RUNNERS / "smoke.toml")]) == 0
     total = next(line for line in capsys.readouterr().out.splitlines() if "total" in line)
     # encoders done, then complete / failed / running / pending target runs
-    assert [cell.strip() for cell in total.split("│")[2:7]] == ["2/2", "6", "0", "0", "0"]
+    assert [cell.strip() for cell in total.split("│")[2:7]] == [f"{n_encoders}/{n_encoders}",
+                                                                str(n_runs), "0", "0", "0"]
+    # The smoke grid's results are analysable: validation is clean and analyze writes a report.
+    assert main(["validate", str(results)]) == 0
+    report = tmp_path / "report"
+    assert main(["analyze", str(results), "--out", str(report), "--resamples", "100",
+                 "--jobs", "1"]) == 0
+    estimates = json.loads((report / "estimates.json").read_text())
+    assert estimates["n_runs"] == n_runs - len(plan.grid.targets) * len(plan.grid.seeds)
+    assert estimates["verdict"] in {"supported", "refuted", "inconclusive"}
 
 
 def _fake_slurm(tmp_path, monkeypatch) -> Path:
