@@ -90,7 +90,8 @@ def _plan_output(name, capsys) -> str:
 
 def test_plan_smoke(capsys):
     out = _plan_output("smoke", capsys)
-    assert "2 intermediate trainings, 6 target trainings (2 baselines)" in out
+    assert "6 intermediate trainings, 32 target trainings (8 baselines)" in out
+    assert "r = +0.000" in out
     assert "estimated GPU hours" in out and "200 training examples/s" in out
 
 
