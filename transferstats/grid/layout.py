@@ -1,7 +1,10 @@
 """Where a grid's bookkeeping lives inside the results folder.
 
 ``<results>/<run_id>/``              the results contract (written by the target phase)
+``<results>/.<run_id>.checkpoint/``  a target run's training checkpoint, while it runs
 ``<results>/.encoders/<name>/``      phase-2 encoders, shared by every target of a (model, mix, seed)
+``<results>/.encoders/.<name>.checkpoint/``  an encoder's training checkpoint, while it trains
+``<results>/.encoders/.<name>.tmp-<pid>/``   an encoder being saved, renamed to ``<name>`` when done
 ``<results>/.encoders/<name>.failed.json``  why an encoder's training failed
 ``<results>/.claims/<name>.claim``   who is running a unit right now
 ``<results>/.logs/<name>.log``       everything a unit printed, across attempts
@@ -10,8 +13,10 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +81,17 @@ EXAMPLES_USED_FILE = "examples_used.json"
 def encoder_is_complete(job: IntermediateJob) -> bool:
     # The training phase renames the finished encoder, this file included, into place at once.
     return (job.output_dir / EXAMPLES_USED_FILE).is_file()
+
+
+def remove_abandoned_saves(job: IntermediateJob) -> list[Path]:
+    """Remove the half-saved encoder folders (``.<name>.tmp-<pid>``) that trainings killed while
+    saving left behind; return them. Only the holder of the encoder's claim may call this: while
+    it holds the claim nobody else trains that encoder, so every such folder is abandoned."""
+    pattern = f".{glob.escape(job.output_dir.name)}.tmp-*"
+    abandoned = sorted(job.output_dir.parent.glob(pattern))
+    for path in abandoned:
+        shutil.rmtree(path, ignore_errors=True)
+    return abandoned
 
 
 def encoder_failure(job: IntermediateJob) -> str | None:

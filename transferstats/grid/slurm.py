@@ -5,9 +5,11 @@ encoder, waits for array 1 (``afterany``: a target whose encoder failed records 
 instead of hanging on a dependency that can never be met). Each array task is one unit executed
 by :func:`transferstats.grid.worker.execute_unit`, so claims, skipping, logs and failure records
 are the same as locally. A preempted or timed-out task is requeued by submitit (:class:`GridTask`
-is checkpointable): it takes its claim straight back (the claim carries its Slurm job id) and
-resumes from the last finished unit it depends on (a target run whose encoder finished does not
-train the encoder again).
+is checkpointable): it takes its claim straight back (the claim carries its Slurm job id), skips
+the units it depends on that finished (a target run whose encoder finished does not train the
+encoder again), and the unit's training resumes from its last checkpoint. The training loop
+writes one every ``checkpoint_steps`` steps and one at the end of the step during which
+submitit's warning signal (SIGUSR2) arrived, before letting submitit requeue the job.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ class GridTask:
                                    retry_failed=self.retry_failed)
 
     def checkpoint(self, unit, encoder_job):
-        # Requeue the same unit. A finished encoder is not trained again; within a phase, work
-        # resumes only as far as the phase itself keeps checkpoints.
+        # Requeue the same unit. A finished encoder is not trained again, and a training resumes
+        # from the checkpoint the loop wrote on this very signal (see the module docstring).
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, unit, encoder_job)

@@ -112,6 +112,9 @@ def _execute_intermediate(job: IntermediateJob, phases: Phases, paths: layout.La
             return outcome
         with _output_to(paths.log_path(job)):
             print(f"[{now()}] training encoder {job.output_dir.name}", flush=True)
+            for path in layout.remove_abandoned_saves(job):
+                print(f"[{now()}] removed {path.name}, left by a training killed while saving",
+                      flush=True)
             try:
                 phases.intermediate(job)
             except Exception as error:  # noqa: BLE001 - any failure is recorded, never fatal

@@ -34,15 +34,34 @@ HOLDOUT_FRACTION, HOLDOUT_MAX = 0.1, 2000
 
 # ---------------------------------------------------------------------------------------- phase 2
 
+def checkpoint_dir_of(output: Path) -> Path:
+    """Where the training that writes ``output`` (an encoder or a run folder) keeps its checkpoint:
+    a hidden sibling, which the results loader skips. It is removed once ``output`` is written."""
+    return output.with_name(f".{output.name}.checkpoint")
+
+
 def run_intermediate(job: IntermediateJob) -> Path:
     """Train the shared encoder on the mix; save encoder, tokenizer and ``examples_used.json``.
 
     The folder is written under a temporary name and renamed, so if it exists it is complete and
-    is returned without retraining.
+    is returned without retraining. A training stopped part-way resumes from its checkpoint.
     """
     output_dir = Path(job.output_dir)
     if (output_dir / EXAMPLES_FILE).is_file():
         return output_dir
+    checkpoint_dir = checkpoint_dir_of(output_dir)
+    try:
+        _train_encoder(job, output_dir, checkpoint_dir)
+    except Exception:
+        # A failure is final (the worker records it, a retry starts afresh): the checkpoint would
+        # only hold on to gigabytes. A preemption (SystemExit) keeps it to resume from.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return output_dir
+
+
+def _train_encoder(job: IntermediateJob, output_dir: Path, checkpoint_dir: Path) -> None:
     hp = resolve(job.hyperparameters, job.data)
     device = pick_device(job.device)
     torch.manual_seed(job.seed)
@@ -65,7 +84,8 @@ def run_intermediate(job: IntermediateJob) -> Path:
     model = MultiTaskModel(encoder, heads).to(device)
     probabilities = task_probabilities({t: len(chosen) for t, chosen in used.items()},
                                        job.mix.sampling, job.mix.temperature)
-    log = train(model, tasks, probabilities, hp, job.seed, device, tokenizer.pad_token_id)
+    log = train(model, tasks, probabilities, hp, job.seed, device, tokenizer.pad_token_id,
+                checkpoint_dir=checkpoint_dir)
 
     record = {"mix": job.mix.name, "model": job.model, "seed": job.seed,
               "tasks": {t: len(chosen) for t, chosen in used.items()},
@@ -73,7 +93,6 @@ def run_intermediate(job: IntermediateJob) -> Path:
               "probabilities": probabilities, "hyperparameters": hp, "train": log,
               "examples": used}
     _save_atomically(output_dir, model.encoder, tokenizer, record)
-    return output_dir
 
 
 def _save_atomically(output_dir: Path, encoder, tokenizer, record: dict) -> None:
@@ -102,6 +121,7 @@ def run_target(job: TargetJob) -> Path:
     zero-shot, and write the run's results folder. A failure writes ``status: failed`` (no
     scores) and is re-raised."""
     run_dir = Path(job.results_dir) / job.run_id
+    checkpoint_dir = checkpoint_dir_of(run_dir)
     started = _now()
     run = {"run_id": job.run_id, "model": job.model, "intermediate": _intermediate_record(job),
            "target_task": job.target_task, "seed": job.seed,
@@ -116,17 +136,21 @@ def run_target(job: TargetJob) -> Path:
         if task.format == "retrieval":
             scores, extra = _evaluate_retrieval(job, task, languages, hp)
         else:
-            scores, extra = _fine_tune_and_evaluate(job, task, languages, hp)
+            scores, extra = _fine_tune_and_evaluate(job, task, languages, hp, checkpoint_dir)
         write_run(run_dir, {**run, **extra, "status": "complete", "finished_at": _now()}, scores)
     except Exception as error:
         tail = "".join(traceback.format_exception(error))[-4000:]
         write_run(run_dir, {**run, "status": "failed", "finished_at": _now(),
                             "error": f"{type(error).__name__}: {error}", "traceback": tail})
+        # As in phase 2: a failure is final, a preemption (SystemExit) keeps the checkpoint.
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         raise
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return run_dir
 
 
-def _fine_tune_and_evaluate(job: TargetJob, task: Task, languages, hp: dict):
+def _fine_tune_and_evaluate(job: TargetJob, task: Task, languages, hp: dict,
+                            checkpoint_dir: Path):
     for lang in languages:  # a missing test set should fail before the GPU time is spent
         locate(task, "test", lang, job.data)
     device = pick_device(job.device)
@@ -155,7 +179,8 @@ def _fine_tune_and_evaluate(job: TargetJob, task: Task, languages, hp: dict):
         return evaluation.score(task.format, eval_examples, eval_features, outputs, labels, lang)
 
     log = train(model, {task.id: (task.format, features)}, {task.id: 1.0}, hp, job.seed, device,
-                pad_id, evaluate=lambda: evaluate("en", dev_examples, dev_features)[task.metric])
+                pad_id, evaluate=lambda: evaluate("en", dev_examples, dev_features)[task.metric],
+                checkpoint_dir=checkpoint_dir)
 
     scores = []
     for lang in languages:
