@@ -43,10 +43,11 @@ from transferstats.analysis.pipeline import CONTRAST, INTERACTION, _centre, _ran
 from transferstats.loading import load_results
 
 # ``transferstats simulate`` options: 155 non-English (target, language) pairs of XTREME times
-# 12 x draws mixes times the seeds.
+# the mixes (4 diversity x volume levels x 3 draws) times the seeds.
 GRIDS = {
-    "20k": ["--draws", "4"],                                  # 48 mixes, 3 seeds: 22,320 rows
-    "100k": ["--draws", "6", "--seeds", "1,2,3,4,5,6,7,8,9"],  # 72 mixes, 9 seeds: 100,440 rows
+    "20k": ["--seeds", "1,2,3,4"],                            # 36 mixes, 4 seeds: 22,320 rows
+    "100k": ["--volume-levels", "10000,20000,40000,80000,160000",
+             "--seeds", ",".join(str(s) for s in range(1, 12))],  # 60 mixes, 11: 102,300 rows
 }
 FIXED = ["diversity", "volume", INTERACTION]
 UNITS = ("language", "mix")
