@@ -51,13 +51,13 @@ def _saved_step(checkpoint_dir):
 
 
 def test_run_killed_after_a_checkpoint_resumes_to_the_same_result(smoke, tmp_path, capsys):
-    # 2 epochs of 6 steps: checkpoints at 4, 8, 12; dev evaluations (best-weights selection) at
-    # 3, 6, 9, 12. The kill comes mid-way through the second epoch of the sampler.
+    # 2 epochs of 6 steps: checkpoints at 4, 8, 12; dev F1 evaluations (best-weights selection)
+    # at 3, 6, 9, 12. The kill comes mid-way through the second epoch of the sampler.
     hp = {**smoke["hp"], "epochs": 2, "eval_steps": 3, "checkpoint_steps": 4}
 
     def job(results):
-        return TargetJob(run_id="tiny.none.pawsx.s3", model=smoke["model"], mix=None,
-                         target_task="pawsx", seed=3, results_dir=tmp_path / results,
+        return TargetJob(run_id="tiny.none.panx.s3", model=smoke["model"], mix=None,
+                         target_task="panx", seed=3, results_dir=tmp_path / results,
                          hyperparameters=hp, data=smoke["data"], languages=("en", "de"))
 
     straight = run_target(job("straight"))

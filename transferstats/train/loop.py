@@ -138,7 +138,7 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
                 log["final_loss"] = float(loss.detach())
 
             if evaluate and (step % eval_every == 0 or step == steps):
-                score = evaluate()
+                score = float(evaluate())  # a plain float: numpy scalars do not load weights_only
                 model.train()
                 if log["dev_score"] is None or score > log["dev_score"]:
                     log["dev_score"], log["best_step"] = score, step
