@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Languages each smoke task has test data for (pass them as a TargetJob's ``languages``).
 LANGUAGES = {
-    "xnli": ["en", "de", "fr"], "pawsx": ["en", "de"], "panx": ["en", "de"], "udpos": ["en", "de"],
+    "xnli": ["en", "de", "fr"], "pawsx": ["en", "de"], "panx": ["en", "de", "fr"], "udpos": ["en", "de"],
     "xquad": ["en", "de"], "mlqa": ["en", "de"], "tydiqa": ["en", "fi"],
     "tatoeba": ["de", "fr"], "bucc2018": ["de", "fr"],
 }
