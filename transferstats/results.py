@@ -22,7 +22,7 @@ REQUIRED_SCORE_KEYS = ("language", "metric", "split", "value")
 STATUSES = ("complete", "failed")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -61,14 +61,14 @@ def write_run(run_dir: str | Path, run: dict, scores: list[dict] | None = None) 
         # Remove a stale run.json first: between the two renames a reader must not pair an old
         # "complete" run.json with new scores.
         (run_dir / RUN_FILE).unlink(missing_ok=True)
-        _atomic_write_text(run_dir / SCORES_FILE,
+        atomic_write_text(run_dir / SCORES_FILE,
                            "".join(json.dumps(score) + "\n" for score in scores))
     else:
         if not run.get("error"):
             raise ValueError(f"run {run['run_id']!r} failed but has no 'error' message")
         (run_dir / RUN_FILE).unlink(missing_ok=True)
         (run_dir / SCORES_FILE).unlink(missing_ok=True)
-    _atomic_write_text(run_dir / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    atomic_write_text(run_dir / RUN_FILE, json.dumps(run, indent=2) + "\n")
     return run_dir
 
 

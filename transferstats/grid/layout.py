@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from transferstats.design import ENCODERS_DIR
-from transferstats.results import RUN_FILE, read_run_status
+from transferstats.results import RUN_FILE, atomic_write_text, read_run_status
 from transferstats.train.jobs import IntermediateJob, TargetJob
 
 Unit = IntermediateJob | TargetJob
@@ -116,15 +114,5 @@ def run_error(job: TargetJob) -> str | None:
 
 def write_encoder_failure(job: IntermediateJob, error: str) -> None:
     """Record why an encoder's training failed, atomically (a reader never sees half of it)."""
-    path = encoder_failure_path(job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump({"encoder": job.output_dir.name, "error": error}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write_text(encoder_failure_path(job),
+                      json.dumps({"encoder": job.output_dir.name, "error": error}))
