@@ -157,3 +157,14 @@ def test_spec_defaults_and_overrides(tmp_path):
     path.write_text('[analysis]\ndiversity = "entropy"\n')
     with pytest.raises(ValueError, match="'diversity' must be one of"):
         load_spec(path)
+
+
+def test_interaction_left_out_when_the_grid_cannot_estimate_it(tmp_path):
+    # Three mixes give three distinct design points: four coefficients cannot all be estimated.
+    mixes = (("one", (("mnli", 16_000),)),
+             ("two", (("hellaswag", 16_000), ("ccg", 16_000))),
+             ("four", (("mnli", 4_000), ("squad_v1", 4_000), ("hellaswag", 4_000), ("ccg", 4_000))))
+    result = _analyze(tmp_path, replace(GRID, mixes=mixes))
+    assert [e["term"] for e in result.estimates["effects"]] == ["diversity", "volume"]
+    assert any("interaction is not estimable" in w for w in result.estimates["warnings"])
+    assert result.verdict in {"supported", "refuted", "inconclusive"}

@@ -110,6 +110,15 @@ def _random_factors(data: pd.DataFrame, outcome: str) -> tuple[list[str], list[s
     return kept, notes
 
 
+def _interaction_estimable(data: pd.DataFrame) -> bool:
+    """Whether intercept, diversity, volume and their product are linearly independent across
+    mixes (they are constant within a mix, so the mixes alone decide)."""
+    per_mix = data.drop_duplicates("mix")
+    design = np.column_stack([np.ones(len(per_mix)), per_mix["diversity"], per_mix["volume"],
+                              per_mix[INTERACTION]])
+    return np.linalg.matrix_rank(design) == design.shape[1]
+
+
 def _centre(data: pd.DataFrame, interaction: bool) -> tuple[pd.DataFrame, dict]:
     """Centre diversity and volume at their mean over mixes, so main effects are at the design
     centre even with the interaction in the model."""
@@ -156,14 +165,27 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
     data, centre = _centre(data, spec.interaction)
     design["centre_log2"] = centre
     random, notes = _random_factors(data, spec.outcome)
-    fixed = ["diversity", "volume"] + ([INTERACTION] if spec.interaction else [])
+    fixed = ["diversity", "volume"]
+    if spec.interaction:
+        if _interaction_estimable(data):
+            fixed.append(INTERACTION)
+        else:
+            note = ("the diversity x volume interaction is not estimable from this grid's "
+                    f"{data['mix'].nunique()} mixes (too few distinct design points); it was left "
+                    "out of the model")
+            notes.append(note)
+            problems.append(Problem(loaded.source, "interaction", "warning", note))
     units = [u for u in spec.units if u in data.columns and data[u].nunique() >= 2]
     direction = -1.0 if spec.outcome in LOWER_IS_BETTER else 1.0
     contrast_weights = {"diversity": direction, "volume": -direction}
 
     identifiable = design["correlation"] is not None and abs(design["correlation"]) < 0.999
     if identifiable:
-        fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+        try:
+            fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+        except (np.linalg.LinAlgError, ValueError) as error:
+            raise ResultsError(problems + [Problem(loaded.source, "model", "error",
+                                                   f"the mixed model could not be fitted: {error}")]) from error
         tests = {term: likelihood_ratio_test(data, spec.outcome, fixed, random, term) for term in fixed}
         boot = crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
                                  contrasts={CONTRAST: contrast_weights}, n_resamples=spec.resamples,
