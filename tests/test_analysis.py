@@ -168,3 +168,10 @@ def test_interaction_left_out_when_the_grid_cannot_estimate_it(tmp_path):
     assert [e["term"] for e in result.estimates["effects"]] == ["diversity", "volume"]
     assert any("interaction is not estimable" in w for w in result.estimates["warnings"])
     assert result.verdict in {"supported", "refuted", "inconclusive"}
+
+
+def test_many_failed_resamples_forbid_a_directional_verdict():
+    comparison = {"ci_low": 0.5, "ci_high": 1.0, "minimum_detectable_difference": 1.0}
+    verdict, reason = decide(comparison, {"confounded": False}, failed_share=0.3)
+    assert verdict == "inconclusive" and "30% of the bootstrap resamples" in reason
+    assert decide(comparison, {"confounded": False}, failed_share=0.01)[0] == "supported"

@@ -73,10 +73,19 @@ def minimum_detectable_difference(standard_error: float, level: float, power: fl
     return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * standard_error)
 
 
-def decide(comparison: dict, design: dict) -> tuple[str, str]:
-    """The verdict and a one-sentence reason."""
+MAX_FAILED_SHARE = 0.05
+
+
+def decide(comparison: dict, design: dict, failed_share: float = 0.0) -> tuple[str, str]:
+    """The verdict and a one-sentence reason. When more than ``MAX_FAILED_SHARE`` of the
+    bootstrap resamples cannot be fitted (too few mixes or languages to resample), the intervals
+    are conditional on the lucky resamples, so no direction is claimed."""
     if design["confounded"]:
         return "confounded", design["reason"]
+    if failed_share > MAX_FAILED_SHARE:
+        return "inconclusive", (f"{failed_share:.0%} of the bootstrap resamples could not be fitted "
+                                "(too few mixes or languages to resample), so the intervals are "
+                                "not trustworthy; the grid needs more mixes")
     low, high = comparison["ci_low"], comparison["ci_high"]
     interval = f"[{low:.2f}, {high:.2f}]"
     if low > 0:
@@ -238,7 +247,8 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
                        "percentile_ci_high": float(percentile.at[CONTRAST, "ci_high"])}
         comparison["minimum_detectable_difference"] = minimum_detectable_difference(
             comparison["bootstrap_se"], spec.level, spec.power)
-    verdict, reason = decide(comparison, design)
+    failed_share = boot.n_failed / boot.n_resamples if boot is not None else 0.0
+    verdict, reason = decide(comparison, design, failed_share)
 
     model_info = {"formula": _formula(spec.outcome, fixed, random), "random": random, "fixed": fixed,
                   "notes": notes}
