@@ -178,7 +178,7 @@ def test_many_failed_resamples_forbid_a_directional_verdict():
 
 
 @pytest.mark.slow
-def test_bundled_example_recovers_its_truth_with_default_settings(tmp_path):
+def test_bundled_example_recovers_its_truth_with_default_settings(tmp_path, capsys):
     """The README's example: the default simulated grid and the default analysis (1000 BCa
     resamples) recover every true effect within its interval and say 'supported'."""
     settings = SimulationSettings()
@@ -187,8 +187,9 @@ def test_bundled_example_recovers_its_truth_with_default_settings(tmp_path):
              "diversity:volume": settings.interaction}
     for term, value in truth.items():
         effect = result.effect(term)
-        print(f"{term}: truth {value}, estimate {effect['estimate']:.3f} "
-              f"[{effect['ci_low']:.3f}, {effect['ci_high']:.3f}]")
+        with capsys.disabled():
+            print(f"\n{term}: truth {value}, estimate {effect['estimate']:.3f} "
+                  f"[{effect['ci_low']:.3f}, {effect['ci_high']:.3f}]", end="")
         assert effect["ci_low"] <= value <= effect["ci_high"]
     comparison = result.estimates["comparison"]
     assert comparison["ci_low"] <= settings.diversity_effect - settings.volume_effect <= comparison["ci_high"]
