@@ -218,35 +218,22 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
     wald = fit.summary_frame().set_index("term") if fit is not None else None
     effects = []
     for term in fixed:
-        effect = {"term": term, "unit": units_text[term], "estimate": None, "ci_low": None,
-                  "ci_high": None, "se": None, "bootstrap_se": None, "p_value": None,
-                  "p_value_wald": None, "chi2": None, "percentile_ci_low": None,
-                  "percentile_ci_high": None}
+        effect = {"term": term, "unit": units_text[term], "estimate": None, "se": None,
+                  "p_value": None, "p_value_wald": None, "chi2": None}
         if fit is not None:
             effect |= {"estimate": float(wald.at[term, "estimate"]), "se": float(wald.at[term, "se"]),
                        "p_value_wald": float(wald.at[term, "p_value"]),
-                       "ci_low": float(intervals.at[term, "ci_low"]),
-                       "ci_high": float(intervals.at[term, "ci_high"]),
-                       "bootstrap_se": float(intervals.at[term, "se"]),
-                       "percentile_ci_low": float(percentile.at[term, "ci_low"]),
-                       "percentile_ci_high": float(percentile.at[term, "ci_high"]),
                        "p_value": float(tests[term]["p_value"]), "chi2": float(tests[term]["chi2"])}
-        effects.append(effect)
+        effects.append(effect | _interval_fields(term, intervals, percentile))
 
-    comparison = {"contrast": CONTRAST, "weights": contrast_weights, "estimate": None, "ci_low": None,
-                  "ci_high": None, "bootstrap_se": None, "minimum_detectable_difference": None,
+    comparison = {"contrast": CONTRAST, "weights": contrast_weights,
                   "direction": "higher is better" if direction > 0 else
                                "lower is better: the contrast is -(diversity) - (-(volume)), so "
-                               "positive still favours diversity"}
-    if boot is not None:
-        comparison |= {"estimate": float(boot.estimate[CONTRAST]),
-                       "ci_low": float(intervals.at[CONTRAST, "ci_low"]),
-                       "ci_high": float(intervals.at[CONTRAST, "ci_high"]),
-                       "bootstrap_se": float(intervals.at[CONTRAST, "se"]),
-                       "percentile_ci_low": float(percentile.at[CONTRAST, "ci_low"]),
-                       "percentile_ci_high": float(percentile.at[CONTRAST, "ci_high"])}
-        comparison["minimum_detectable_difference"] = minimum_detectable_difference(
-            comparison["bootstrap_se"], spec.level, spec.power)
+                               "positive still favours diversity",
+                  "estimate": float(boot.estimate[CONTRAST]) if boot is not None else None}
+    comparison |= _interval_fields(CONTRAST, intervals, percentile)
+    comparison["minimum_detectable_difference"] = None if boot is None else \
+        minimum_detectable_difference(comparison["bootstrap_se"], spec.level, spec.power)
     failed_share = boot.n_failed / boot.n_resamples if boot is not None else 0.0
     verdict, reason = decide(comparison, design, failed_share)
 
@@ -275,7 +262,8 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
         "verdict": verdict,
         "verdict_reason": reason,
         "minimum_detectable_difference": comparison["minimum_detectable_difference"],
-        "bootstrap": {"resamples": spec.resamples, "method": "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile"),
+        "bootstrap": {"resamples": spec.resamples,
+                      "method": "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile"),
                       "seed": spec.seed, "level": spec.level, "units": units,
                       "replicates": "seeds resampled within (mix, target)",
                       "failed_resamples": int(boot.n_failed) if boot is not None else None},
@@ -300,6 +288,18 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
         run_problems=pd.DataFrame([vars(p) for p in problems],
                                   columns=["file", "location", "severity", "message"]),
     )
+
+
+def _interval_fields(name: str, intervals: pd.DataFrame | None, percentile: pd.DataFrame | None) -> dict:
+    """The bootstrap interval (chosen kind), its standard error and the percentile interval of
+    one term or contrast; all None when nothing was fitted."""
+    if intervals is None:
+        return dict.fromkeys(("ci_low", "ci_high", "bootstrap_se", "percentile_ci_low",
+                              "percentile_ci_high"))
+    return {"ci_low": float(intervals.at[name, "ci_low"]), "ci_high": float(intervals.at[name, "ci_high"]),
+            "bootstrap_se": float(intervals.at[name, "se"]),
+            "percentile_ci_low": float(percentile.at[name, "ci_low"]),
+            "percentile_ci_high": float(percentile.at[name, "ci_high"])}
 
 
 def _formula(outcome: str, fixed: list[str], random: list[str]) -> str:
