@@ -19,8 +19,6 @@ from transferstats.tasks import get_task, is_known
 
 FLAT_COLUMNS = ("run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language", "metric",
                 "split", "value")
-SCORE_COLUMNS = ("run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language", "metric",
-                 "split", "value")
 BASELINE_MIX = "none"
 
 
@@ -64,10 +62,6 @@ class LoadedResults:
     @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
-
-    def problem_table(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(p) for p in self.problems],
-                            columns=["file", "location", "severity", "message"])
 
 
 def format_mix_tasks(tasks: dict[str, int]) -> str:
@@ -315,7 +309,7 @@ def load_run_folder(root: str | Path) -> LoadedResults:
     runs = pd.DataFrame(run_records, columns=["run_id", "model", "mix", "mix_tasks", "sampling",
                                               "target_task", "seed", "status", "error", "file"])
     problems += _check_duplicates_and_mixes(runs)
-    scores = pd.DataFrame(score_rows, columns=[*SCORE_COLUMNS, "n_examples"])
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
     return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root))
 
 
@@ -397,7 +391,7 @@ def load_flat_table(path: str | Path) -> LoadedResults:
     runs_table = pd.DataFrame(list(runs.values()),
                               columns=["run_id", "model", "mix", "mix_tasks", "sampling",
                                        "target_task", "seed", "status", "error", "file"])
-    scores = pd.DataFrame(score_rows, columns=[*SCORE_COLUMNS, "n_examples"])
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
     duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
     for index in scores.index[duplicated]:
         problems.append(Problem(file, f"row {index + 1}", "error",

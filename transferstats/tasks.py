@@ -117,10 +117,6 @@ def is_known(task_id: str) -> bool:
     return task_id in _REGISTRY
 
 
-def all_tasks() -> dict[str, Task]:
-    return dict(_REGISTRY)
-
-
 def register_task(task: Task, *, replace: bool = False) -> Task:
     """Add a task to the registry. Re-registering an identical task is a no-op."""
     existing = _REGISTRY.get(task.id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 
@@ -65,6 +64,3 @@ class AnalysisResult:
             if effect["term"] == term:
                 return effect
         raise KeyError(term)
-
-    def residuals(self) -> np.ndarray:
-        return self.model_data["residual"].to_numpy()
