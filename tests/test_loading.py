@@ -9,7 +9,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from transferstats.loading import (ResultsError, format_mix_tasks, load_results, parse_mix_tasks,
+from transferstats.results import format_mix_tasks, parse_mix_tasks
+from transferstats.loading import (ResultsError, load_results,
                                    validate_results)
 from transferstats.results import write_run
 

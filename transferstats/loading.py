@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferstats.results import REQUIRED_RUN_KEYS, REQUIRED_SCORE_KEYS, RUN_FILE, SCORES_FILE
+from transferstats.results import (BASELINE_MIX, FLAT_COLUMNS, REQUIRED_RUN_KEYS, REQUIRED_SCORE_KEYS,
+                                   RUN_FILE, SCORES_FILE, format_mix_tasks, parse_mix_tasks)
 from transferstats.tasks import get_task, is_known
 
-FLAT_COLUMNS = ("run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language", "metric",
-                "split", "value")
-BASELINE_MIX = "none"
 
 
 @dataclass(frozen=True)
@@ -62,30 +60,6 @@ class LoadedResults:
     @property
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
-
-
-def format_mix_tasks(tasks: dict[str, int]) -> str:
-    """``{"mnli": 20000, "squad_v1": 20000}`` -> ``"mnli=20000+squad_v1=20000"``."""
-    return "+".join(f"{task}={count}" for task, count in sorted(tasks.items()))
-
-
-def parse_mix_tasks(text: str) -> dict[str, int]:
-    """Inverse of :func:`format_mix_tasks`; an empty string is the baseline (no tasks)."""
-    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
-        return {}
-    tasks = {}
-    for part in str(text).split("+"):
-        name, sep, count = part.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"expected 'task=examples' joined by '+', got {text!r}")
-        try:
-            number = int(count)
-        except ValueError:
-            raise ValueError(f"examples for task {name!r} must be a whole number, got {count!r}") from None
-        if number <= 0:
-            raise ValueError(f"examples for task {name!r} must be positive, got {number}")
-        tasks[name.strip()] = number
-    return tasks
 
 
 def _is_number(value) -> bool:

@@ -9,6 +9,7 @@ leaves either nothing, or a complete run. Readers (the analysis) call
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +21,37 @@ REQUIRED_RUN_KEYS = ("schema_version", "run_id", "model", "intermediate", "targe
                      "status")
 REQUIRED_SCORE_KEYS = ("language", "metric", "split", "value")
 STATUSES = ("complete", "failed")
+#: The mix name of a baseline run (no intermediate training), in the flat table and in reports.
+BASELINE_MIX = "none"
+#: Columns of the flat-table form of the results (CSV, Parquet, JSON Lines; one row per score).
+FLAT_COLUMNS = ("run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language", "metric",
+                "split", "value")
+#: Written beside simulated results by ``transferstats simulate``: the true effects.
+SIMULATION_FILE = "simulation.json"
+
+
+def format_mix_tasks(tasks: dict[str, int]) -> str:
+    """``{"mnli": 20000, "squad_v1": 20000}`` -> ``"mnli=20000+squad_v1=20000"``."""
+    return "+".join(f"{task}={count}" for task, count in sorted(tasks.items()))
+
+
+def parse_mix_tasks(text: str) -> dict[str, int]:
+    """Inverse of :func:`format_mix_tasks`; an empty string is the baseline (no tasks)."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or str(text).strip() == "":
+        return {}
+    tasks = {}
+    for part in str(text).split("+"):
+        name, sep, count = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"expected 'task=examples' joined by '+', got {text!r}")
+        try:
+            number = int(count)
+        except ValueError:
+            raise ValueError(f"examples for task {name!r} must be a whole number, got {count!r}") from None
+        if number <= 0:
+            raise ValueError(f"examples for task {name!r} must be positive, got {number}")
+        tasks[name.strip()] = number
+    return tasks
 
 
 def atomic_write_text(path: Path, text: str) -> None:

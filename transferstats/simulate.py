@@ -29,10 +29,8 @@ import numpy as np
 import pandas as pd
 
 from transferstats.design import FactorialSpec, factorial_mixes
-from transferstats.results import write_run
+from transferstats.results import SIMULATION_FILE, write_run
 from transferstats.tasks import INTERMEDIATE_TASKS, TARGET_TASKS, get_task
-
-SIMULATION_FILE = "simulation.json"
 
 # English test scores of XLM-R Large (Hu et al. 2020, Table 2; Phang et al. 2020), the level the
 # simulated languages fall below.

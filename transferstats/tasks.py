@@ -1,8 +1,10 @@
 """Registry of intermediate and target tasks: role, format, headline metric, languages.
 
 The analysis uses it to validate task ids and to count task formats; the runners use it to pick
-heads, metrics and the languages to evaluate. Users add their own tasks with :func:`register_task`
-or a TOML file read by :func:`load_task_file`; unknown ids are refused everywhere else.
+heads, metrics and the languages to evaluate. Users add their own tasks for one analysis or one grid
+with :func:`task_scope` (what ``analyze(tasks=...)``, analysis specs and grid specs do), or for the
+whole session with :func:`register_task` / :func:`load_task_file`; unknown ids are refused
+everywhere else.
 
 References
 ----------
@@ -15,6 +17,9 @@ Too", arXiv:2005.13013 (intermediate tasks).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +95,8 @@ _BUILTIN = [
 ]
 
 _REGISTRY: dict[str, Task] = {task.id: task for task in _BUILTIN}
+# Tasks registered for the current ``with task_scope(...)`` block only, looked up before _REGISTRY.
+_SCOPED: ContextVar[dict[str, Task]] = ContextVar("transferstats_scoped_tasks", default={})
 
 TARGET_TASKS = tuple(t.id for t in _BUILTIN if t.role == "target")
 INTERMEDIATE_TASKS = tuple(t.id for t in _BUILTIN if t.role == "intermediate")
@@ -104,17 +111,51 @@ class UnknownTaskError(KeyError):
 
 def get_task(task_id: str) -> Task:
     """The registered task with this id; :class:`UnknownTaskError` names the known ids if absent."""
-    try:
-        return _REGISTRY[task_id]
-    except KeyError:
+    task = _SCOPED.get().get(task_id) or _REGISTRY.get(task_id)
+    if task is None:
         raise UnknownTaskError(
             f"unknown task id {task_id!r}; known: {', '.join(sorted(_REGISTRY))}. "
-            "Register your own task with a [tasks.<id>] table (see README, 'Your own tasks')."
-        ) from None
+            "Register your own task with a [tasks.<id>] table (see docs/tasks.md)."
+        )
+    return task
 
 
 def is_known(task_id: str) -> bool:
-    return task_id in _REGISTRY
+    return task_id in _SCOPED.get() or task_id in _REGISTRY
+
+
+def _check_consistent(task: Task, *registries: dict[str, Task]) -> None:
+    for registry in registries:
+        existing = registry.get(task.id)
+        if existing is not None and existing != task:
+            raise ValueError(f"task {task.id!r} is already registered differently")
+
+
+@contextmanager
+def task_scope(tasks: Iterable[Task]) -> Iterator[None]:
+    """Make ``tasks`` known inside a ``with`` block only; the global registry is left untouched.
+
+    A task that clashes with a registered one of the same id (a different definition) is refused
+    with a ``ValueError``; an identical one is accepted. Scopes nest.
+
+    Examples
+    --------
+    >>> from transferstats.tasks import Task, is_known, task_scope
+    >>> with task_scope([Task("my_nli", "intermediate", "classification", "accuracy")]):
+    ...     is_known("my_nli")
+    True
+    >>> is_known("my_nli")
+    False
+    """
+    overlay = dict(_SCOPED.get())
+    for task in tasks:
+        _check_consistent(task, _REGISTRY, overlay)
+        overlay[task.id] = task
+    token = _SCOPED.set(overlay)
+    try:
+        yield
+    finally:
+        _SCOPED.reset(token)
 
 
 def register_task(task: Task, *, replace: bool = False) -> Task:
@@ -159,12 +200,18 @@ def tasks_from_table(table: dict, source: str) -> list[Task]:
     return tasks
 
 
-def load_task_file(path: str | Path) -> list[Task]:
-    """Register every ``[tasks.<id>]`` table of a TOML file and return the tasks."""
+def read_task_file(path: str | Path) -> list[Task]:
+    """The tasks of every ``[tasks.<id>]`` table of a TOML file, without registering them."""
     path = Path(path)
-    with path.open("rb") as handle:
-        try:
-            document = tomllib.load(handle)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path}: not valid TOML: {error}") from None
-    return [register_task(task) for task in tasks_from_table(document.get("tasks", {}), str(path))]
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not valid TOML: {error}") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read the task file: {error.strerror}") from None
+    return tasks_from_table(document.get("tasks", {}), str(path))
+
+
+def load_task_file(path: str | Path) -> list[Task]:
+    """Register every ``[tasks.<id>]`` table of a TOML file for the session; return the tasks."""
+    return [register_task(task) for task in read_task_file(path)]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transferstats.loading import BASELINE_MIX, Problem, parse_mix_tasks
+from transferstats.loading import Problem
+from transferstats.results import BASELINE_MIX, parse_mix_tasks
 from transferstats.tasks import get_task
 
 DIVERSITY_MEASURES = {

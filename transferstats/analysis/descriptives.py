@@ -15,7 +15,7 @@ import pingouin as pg
 from scipy import stats
 
 from transferstats.analysis.derive import add_improvement
-from transferstats.loading import BASELINE_MIX
+from transferstats.results import BASELINE_MIX
 
 N_RESAMPLES = 2000
 

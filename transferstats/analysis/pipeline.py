@@ -21,13 +21,14 @@ from scipy import stats
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import crossed_bootstrap
+from transferstats.analysis.design import design_check
 from transferstats.analysis.derive import (DIVERSITY_MEASURES, LOWER_IS_BETTER, OUTCOMES,
                                            ROW_OUTCOMES, mix_table, model_frame, select_metric)
 from transferstats.analysis.mixed import fit_crossed, likelihood_ratio_test
 from transferstats.analysis.result import AnalysisResult
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import LoadedResults, Problem, ResultsError
-from transferstats.simulate import SIMULATION_FILE
+from transferstats.results import SIMULATION_FILE
 
 CONTRAST = "diversity - volume"
 INTERACTION = "diversity:volume"
@@ -36,33 +37,6 @@ DIVERSITY_UNITS = {
     "n_formats": "points per doubling of the number of task formats",
     "effective_tasks": "points per doubling of the effective number of tasks",
 }
-
-
-def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) -> dict:
-    """How well the grid separates diversity from volume, across mixes.
-
-    Reports Pearson's r of log2 diversity and log2 volume and the variance inflation factor
-    VIF = 1 / (1 - r²) (with two predictors both share it). The design is ``confounded`` when
-    either variable does not vary or ``|r| >= max_correlation``.
-    """
-    d = np.log2(mixes[diversity].astype(float).to_numpy())
-    v = np.log2(mixes["examples"].astype(float).to_numpy())
-    check = {"n_mixes": int(len(mixes)), "diversity_levels": sorted(set(np.round(2 ** d, 6))),
-             "volume_levels": sorted({int(x) for x in mixes["examples"]}),
-             "max_correlation": max_correlation}
-    if len(mixes) < 3 or np.ptp(d) == 0 or np.ptp(v) == 0:
-        varying = "diversity" if np.ptp(v) == 0 else "volume"
-        check |= {"correlation": None, "vif": None, "confounded": True,
-                  "reason": f"only {varying} varies across the {len(mixes)} mixes (or there are "
-                            "fewer than 3 mixes), so the two effects cannot be separated"}
-        return check
-    r = float(np.corrcoef(d, v)[0, 1])
-    vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")
-    confounded = abs(r) >= max_correlation
-    check |= {"correlation": r, "vif": vif, "confounded": confounded,
-              "reason": (f"diversity and volume are too collinear across mixes (r = {r:.3f}, "
-                         f"VIF = {vif:.1f}; threshold |r| < {max_correlation})") if confounded else ""}
-    return check
 
 
 def minimum_detectable_difference(standard_error: float, level: float, power: float) -> float:
