@@ -90,7 +90,7 @@ def _improvement_table(data: pd.DataFrame) -> pd.DataFrame:
     n_languages = data.groupby(["mix", "target_task"])["language"].nunique()
     table["n_languages"] = [n_languages.loc[mix].sum() if target == "average"
                             else n_languages[(mix, target)]
-                            for mix, target in zip(table["mix"], table["target_task"])]
+                            for mix, target in zip(table["mix"], table["target_task"], strict=True)]
     order = {mix: i for i, mix in enumerate(dict.fromkeys(data["mix"]))}
     return (table.sort_values("mix", key=lambda s: s.map(order), kind="stable")
             [["mix", "target_task", "mean", "ci_low", "ci_high", "n_runs", "n_languages"]]
@@ -225,7 +225,7 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
     return AnalysisResult(estimates=estimates, model_data=data, bootstrap_draws=draws,
                           improvement_table=_improvement_table(data), language_table=languages,
                           pairwise=pairwise, interaction_table=interaction_table,
-                          run_problems=problems)
+                          problems=problems)
 
 
 def make_unfittable_result() -> AnalysisResult:

@@ -8,7 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from transferstats.analysis.pipeline import (analyze, decide, design_check,
+from transferstats.analysis.design import design_check
+from transferstats.analysis.pipeline import (analyze_loaded, decide,
                                              minimum_detectable_difference)
 from transferstats.analysis.spec import AnalysisSpec, default_spec_text, load_spec
 from transferstats.loading import ResultsError, load_results
@@ -22,7 +23,7 @@ FAST = AnalysisSpec(resamples=200, seed=1)
 
 def _analyze(tmp_path, settings, spec=FAST):
     results = simulate_results(tmp_path / "results", settings)
-    return analyze(load_results(results), spec, n_jobs=1, progress=False)
+    return analyze_loaded(load_results(results), spec, n_jobs=1, progress=False)
 
 
 def test_clear_diversity_win_is_recovered(tmp_path):
@@ -100,7 +101,7 @@ def test_missing_baseline_is_a_warning_and_the_rows_are_named(tmp_path, small_re
     import shutil
     for run_dir in small_results.glob("*.none.pawsx.s*"):
         shutil.rmtree(run_dir)
-    result = analyze(load_results(small_results), FAST, n_jobs=1, progress=False)
+    result = analyze_loaded(load_results(small_results), FAST, n_jobs=1, progress=False)
     warnings = result.estimates["warnings"]
     assert any("pawsx" in w and "no baseline" in w for w in warnings)
     assert "pawsx" not in result.estimates["targets"]
@@ -109,10 +110,10 @@ def test_missing_baseline_is_a_warning_and_the_rows_are_named(tmp_path, small_re
 def test_run_level_outcomes(tmp_path):
     results = simulate_results(tmp_path / "results", replace(GRID, diversity_effect=1.5, volume_effect=0.0))
     loaded = load_results(results)
-    result = analyze(loaded, replace(FAST, outcome="nonenglish_mean"), n_jobs=1, progress=False)
+    result = analyze_loaded(loaded, replace(FAST, outcome="nonenglish_mean"), n_jobs=1, progress=False)
     assert result.estimates["n_rows"] == result.estimates["n_runs"]
     assert result.effect("diversity")["ci_low"] <= 1.5 <= result.effect("diversity")["ci_high"]
-    gap = analyze(loaded, replace(FAST, outcome="transfer_gap"), n_jobs=1, progress=False)
+    gap = analyze_loaded(loaded, replace(FAST, outcome="transfer_gap"), n_jobs=1, progress=False)
     assert "tatoeba" not in gap.estimates["targets"]  # retrieval has no English score
     assert gap.estimates["comparison"]["weights"] == {"diversity": -1.0, "volume": 1.0}
 
@@ -121,12 +122,12 @@ def test_several_models_need_a_choice(small_results):
     loaded = load_results(small_results)
     loaded.scores.loc[loaded.scores["run_id"].str.contains(".s2"), "model"] = "other"
     with pytest.raises(ResultsError, match="pick one with --model"):
-        analyze(loaded, FAST, n_jobs=1, progress=False)
+        analyze_loaded(loaded, FAST, n_jobs=1, progress=False)
 
 
 def test_descriptive_tables(small_results):
     loaded = load_results(small_results)
-    result = analyze(loaded, FAST, n_jobs=1, progress=False)
+    result = analyze_loaded(loaded, FAST, n_jobs=1, progress=False)
     table = result.improvement_table
     mixes = result.model_data["mix"].unique()
     assert set(table["mix"]) == set(mixes)

@@ -11,8 +11,14 @@ import scipy.stats
 
 from test_mixed import RANDOM, simulate_grid
 from transferstats.analysis.bootstrap import (
-    acceleration, bca_interval, crossed_bootstrap, output_matrix, percentile_interval, refit,
-    resample_rows, resampling_design,
+    acceleration,
+    bca_interval,
+    crossed_bootstrap,
+    output_matrix,
+    percentile_interval,
+    refit,
+    resample_rows,
+    resampling_design,
 )
 from transferstats.analysis.mixed import fit_crossed, fit_crossed_statsmodels
 
@@ -50,7 +56,7 @@ def test_result_holds_estimates_draws_and_jackknife():
         result.estimate["diversity"] - result.estimate["volume"])
     np.testing.assert_allclose(result.draws["diversity - volume"],
                                result.draws["diversity"] - result.draws["volume"])
-    assert result.n_failed == 0 and result.method == "crossed cluster, BCa"
+    assert result.n_failed == 0 and result.resampling == "crossed cluster"
     assert len(result.jackknife) == data["language"].nunique() + data["mix"].nunique()
     assert set(result.jackknife["unit"]) == {"language", "mix"}
     table = result.intervals()
@@ -140,7 +146,7 @@ def test_resample_refits_agree_with_statsmodels():
         rows, codes = resample_rows(design, np.random.default_rng(seed))
         resample = pd.DataFrame({"improvement": design.y[rows], "diversity": design.X[rows, 1],
                                  "volume": design.X[rows, 2]})
-        for factor, code in zip(RANDOM, codes):
+        for factor, code in zip(RANDOM, codes, strict=True):
             resample[factor] = code
         reference = fit_crossed_statsmodels(resample, "improvement", FIXED, RANDOM)
         np.testing.assert_allclose(refit(design, rows, codes), reference.params[1:],

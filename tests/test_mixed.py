@@ -8,12 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 from transferstats.analysis.mixed import (
-    cross_products, derivatives, fit_crossed, fit_crossed_statsmodels, likelihood_ratio_test,
-    model_arrays, profiled_deviance, statsmodels_model,
+    cross_products,
+    derivatives,
+    fit_crossed,
+    fit_crossed_statsmodels,
+    likelihood_ratio_test,
+    model_arrays,
+    profiled_deviance,
+    statsmodels_model,
 )
-from statsmodels.regression.mixed_linear_model import MixedLMParams
 
 RANDOM = ["target_task", "target_language", "mix"]
 

@@ -153,7 +153,7 @@ def test_markdown_states_the_verdict_and_its_numbers(report, result):
     assert estimates["verdict_reason"].split(";")[1].strip() in markdown
     assert "This example is simulated by `transferstats simulate` with known effects: " \
            "diversity 0.90, volume 0.60" in markdown
-    for message in result.run_problems["message"]:
+    for message in result.problems["message"]:
         assert message in markdown, "every problem (and dropped run) is listed"
     for reference in ("arXiv:2005.13013", "arXiv:2003.11080", "lme4", "Efron", "Owen", "Holm"):
         assert reference in markdown

@@ -18,20 +18,24 @@ jackknife fits.
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from transferstats.analysis.mixed import (
-    cross_products, fit_crossed, fit_theta, model_arrays,
+    cross_products,
+    fit_crossed,
+    fit_theta,
+    model_arrays,
 )
 
-METHOD = "crossed cluster, BCa"
+#: What is resampled; the interval (BCa or percentile) is chosen later, in ``intervals``.
+RESAMPLING = "crossed cluster"
 
 try:  # caps BLAS threads per process (optional: without it refits are only slower)
     from threadpoolctl import threadpool_limits
@@ -133,7 +137,7 @@ class BootstrapResult:
     jackknife: pd.DataFrame
     n_resamples: int
     seed: int
-    method: str
+    resampling: str
     n_failed: int
 
     def interval(self, term: str, level: float = 0.95, kind: str = "bca") -> tuple[float, float]:
@@ -195,11 +199,11 @@ def resampling_design(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     """Encode the rows once: model arrays, unit codes, which random factor is nested in which
     unit, and the replicate cells with each row's replicate numbered within its cell."""
     arrays = model_arrays(data, outcome, fixed, random)
-    unit_codes, unit_n_levels = zip(*(_codes(data[u]) for u in units)) if units else ((), ())
+    unit_codes, unit_n_levels = zip(*(_codes(data[u]) for u in units), strict=True) if units else ((), ())
     factor_n_levels = [len(levels) for levels in arrays.levels]
     nested = np.array([[_is_nested(fc, fl, uc, ul)
-                        for uc, ul in zip(unit_codes, unit_n_levels)]
-                       for fc, fl in zip(arrays.codes, factor_n_levels)], dtype=bool
+                        for uc, ul in zip(unit_codes, unit_n_levels, strict=True)]
+                       for fc, fl in zip(arrays.codes, factor_n_levels, strict=True)], dtype=bool
                       ).reshape(len(random), len(units))
     n = len(data)
     cell = np.zeros(n, dtype=np.int64)
@@ -243,7 +247,7 @@ def resample_rows(design: ResamplingDesign, rng: np.random.Generator
     n = len(design.y)
     rows = np.arange(n)
     copies = []
-    for codes, n_levels in zip(design.unit_codes, design.unit_n_levels):
+    for codes, n_levels in zip(design.unit_codes, design.unit_n_levels, strict=True):
         drawn = rng.integers(n_levels, size=n_levels)
         per_level = np.bincount(drawn, minlength=n_levels)
         level = codes[rows]
@@ -432,7 +436,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     used = data.dropna(subset=[outcome, *fixed, *random, *units]).reset_index(drop=True)
     full = fit_crossed(used, outcome, fixed, random)
     names, outputs = output_matrix(full.terms, contrasts)
-    estimate = pd.Series(outputs @ full.params, index=names, name="estimate")
+    estimate = pd.Series(outputs @ full.params.to_numpy(), index=names, name="estimate")
     start = np.sqrt(np.array([full.variance_components[f] for f in random])
                     / full.residual_variance)
     design = resampling_design(used, outcome, fixed, random, units, replicate, replicate_within,
@@ -452,7 +456,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
         jackknife=jackknife,
         n_resamples=n_resamples,
         seed=seed,
-        method=METHOD,
+        resampling=RESAMPLING,
         n_failed=n_failed,
     )
 
@@ -463,8 +467,7 @@ def _progress_bar(show: bool, total: int):
     if not show:
         yield lambda n: None
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     with Progress(TextColumn("crossed bootstrap"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task("refits", total=total)

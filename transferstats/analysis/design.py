@@ -41,7 +41,7 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) ->
     counts = mixes[diversity].astype(float).to_numpy()
     examples = mixes["examples"].astype(float).to_numpy()
     d, v = np.log2(counts), np.log2(examples)
-    check = {"n_mixes": int(len(mixes)), "diversity_levels": sorted(set(np.round(counts, 6))),
+    check = {"n_mixes": int(len(mixes)), "diversity_levels": sorted({float(c) for c in np.round(counts, 6)}),
              "volume_levels": sorted({int(x) for x in mixes["examples"]}),
              "max_correlation": max_correlation}
     if len(mixes) < 3 or np.ptp(d) == 0 or np.ptp(v) == 0:

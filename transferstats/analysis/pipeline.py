@@ -1,5 +1,6 @@
 """The whole analysis: load -> derive -> design check -> mixed model -> crossed bootstrap -> verdict,
-plus the descriptive tables. :func:`analyze` returns an :class:`AnalysisResult`; it writes nothing.
+plus the descriptive tables. :func:`analyze_loaded` returns an :class:`AnalysisResult`; it writes
+nothing. Users call :func:`transferstats.analyze`, which loads the input first.
 
 Model (Bates et al. 2015 notation)::
 
@@ -25,12 +26,11 @@ from transferstats.analysis.design import design_check
 from transferstats.analysis.derive import (DIVERSITY_MEASURES, LOWER_IS_BETTER, OUTCOMES,
                                            ROW_OUTCOMES, mix_table, model_frame, select_metric)
 from transferstats.analysis.mixed import fit_crossed, likelihood_ratio_test
-from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.result import CONTRAST, PROBLEM_COLUMNS, AnalysisResult
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import LoadedResults, Problem, ResultsError
 from transferstats.results import SIMULATION_FILE
 
-CONTRAST = "diversity - volume"
 INTERACTION = "diversity:volume"
 DIVERSITY_UNITS = {
     "n_tasks": "points per doubling of the number of tasks",
@@ -114,8 +114,8 @@ def _centre(data: pd.DataFrame, interaction: bool) -> tuple[pd.DataFrame, dict]:
     return data, centre
 
 
-def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_jobs: int | None = None,
-            progress: bool = True) -> AnalysisResult:
+def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *,
+                   n_jobs: int | None = None, progress: bool = True) -> AnalysisResult:
     """Run the whole analysis on loaded results. Raises :class:`ResultsError` when the data cannot
     answer the question (every reason listed); warnings travel in ``estimates["warnings"]``."""
     if loaded.errors:
@@ -245,7 +245,7 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
         "design": design,
         "descriptives": descriptives.omnibus(data, spec.outcome),
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()
-                     if k != "tasks"},
+                     if k != "tasks"} | {"tasks": [task.id for task in spec.tasks]},
         "runs": {"complete": int((loaded.runs["status"] == "complete").sum()),
                  "failed": int((loaded.runs["status"] == "failed").sum())},
         "warnings": [str(p) for p in problems if p.severity == "warning"],
@@ -259,8 +259,8 @@ def analyze(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *, n_job
         language_table=descriptives.language_table(data, spec),
         pairwise=descriptives.pairwise_mixes(data, spec.outcome),
         interaction_table=descriptives.interaction_table(data, spec),
-        run_problems=pd.DataFrame([vars(p) for p in problems],
-                                  columns=["file", "location", "severity", "message"]),
+        problems=pd.DataFrame([vars(p) for p in problems], columns=PROBLEM_COLUMNS),
+        settings=spec,
     )
 
 

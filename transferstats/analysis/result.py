@@ -1,13 +1,25 @@
-"""What an analysis produces: everything the report needs, in tidy tables. Plain data, no logic.
+"""What an analysis produces: everything the report needs, in tidy tables, with a few views for
+people (``summary()``, ``effects``, the notebook display) and ``write_report``.
 
-:func:`transferstats.analysis.pipeline.analyze` builds it; :mod:`transferstats.report` renders it.
+:func:`transferstats.analyze` builds it; :mod:`transferstats.report` renders it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+
+from transferstats.analysis.spec import AnalysisSpec
+from transferstats.tasks import task_scope
+
+#: The comparison the toolkit exists for: the diversity effect minus the volume effect.
+CONTRAST = "diversity - volume"
+#: Columns of :attr:`AnalysisResult.effects`, in order.
+EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "bootstrap_se",
+                  "percentile_ci_low", "percentile_ci_high", "p_value_wald", "chi2")
+PROBLEM_COLUMNS = ("file", "location", "severity", "message")
 
 
 @dataclass
@@ -16,33 +28,39 @@ class AnalysisResult:
 
     Attributes
     ----------
-    estimates:
-        The ``estimates.json`` object (see DESIGN.md): ``outcome``, ``n_rows``, ``n_runs``,
-        ``effects`` (list of ``{term, estimate, ci_low, ci_high, p_value, unit, ...}``),
-        ``comparison``, ``verdict``, ``verdict_reason``, ``minimum_detectable_difference``,
-        ``bootstrap``, ``model`` (convergence, variance components, boundary flags),
-        ``design`` (diversity-volume correlation, VIF), ``settings``, ``warnings``, ``source``.
-    model_data:
+    estimates : dict
+        The ``estimates.json`` object (docs/statistics.md describes every key): ``outcome``,
+        ``n_rows``, ``n_runs``, ``effects`` (list of ``{term, estimate, ci_low, ci_high,
+        p_value, unit, ...}``), ``comparison``, ``verdict``, ``verdict_reason``,
+        ``minimum_detectable_difference``, ``bootstrap``, ``model`` (convergence, variance
+        components, boundary flags), ``design`` (diversity-volume correlation, VIF),
+        ``settings``, ``warnings``, ``source``.
+    model_data : pandas.DataFrame
         One row per observation that entered the model: ``run_id, model, mix, target_task,
         language, seed, diversity, volume, n_tasks, n_formats, effective_tasks, examples``, the
         outcome column named by ``estimates["outcome"]``, ``fitted`` and ``residual``.
-    bootstrap_draws:
+        ``diversity`` and ``volume`` are log2 values centred at the design centre.
+    bootstrap_draws : pandas.DataFrame
         One row per bootstrap resample, one column per term (``diversity``, ``volume``, maybe
         ``diversity:volume``) and one for the contrast ``diversity - volume``.
-    improvement_table:
+    improvement_table : pandas.DataFrame
         The Phang et al. (2020) main-table layout in long form: ``mix, target_task, mean, ci_low,
         ci_high, n_runs``; ``target_task == "average"`` holds each mix's average over targets.
-        Rows are in display order (baseline-free mixes, sorted by diversity then volume).
-    language_table:
-        Improvement per language averaged over mixes and targets: ``language, mean, ci_low,
+        Rows are in display order (mixes sorted by diversity then volume).
+    language_table : pandas.DataFrame
+        The outcome per language averaged over mixes and targets: ``language, mean, ci_low,
         ci_high, n``; sorted by mean.
-    pairwise:
+    pairwise : pandas.DataFrame
         Holm-corrected pairwise comparisons of mixes (pingouin ``pairwise_tests`` output, tidy).
-    interaction_table:
+    interaction_table : pandas.DataFrame
         Mean outcome per (``n_tasks``, ``volume_examples``) design cell: ``n_tasks,
         volume_examples, mean, ci_low, ci_high, n``.
-    run_problems:
-        Tidy table of problems met while loading (``file, location, severity, message``).
+    problems : pandas.DataFrame
+        Every warning met while loading and analysing (``file, location, severity, message``):
+        runs left out, resamples that failed, terms dropped. Errors never reach a result: they
+        raise :class:`~transferstats.problems.ResultsError`.
+    settings : AnalysisSpec
+        The settings the analysis ran with (tasks given for the call included).
     """
 
     estimates: dict
@@ -52,15 +70,76 @@ class AnalysisResult:
     language_table: pd.DataFrame
     pairwise: pd.DataFrame
     interaction_table: pd.DataFrame
-    run_problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
-        columns=["file", "location", "severity", "message"]))
+    problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
+    settings: AnalysisSpec = field(default_factory=AnalysisSpec)
 
     @property
     def verdict(self) -> str:
+        """``supported``, ``refuted``, ``inconclusive`` or ``confounded`` (docs/statistics.md)."""
         return self.estimates["verdict"]
 
+    @property
+    def verdict_reason(self) -> str:
+        """One sentence saying why the verdict is what it is."""
+        return self.estimates["verdict_reason"]
+
+    @property
+    def design(self) -> dict:
+        """How well the grid separates diversity from volume: ``n_mixes``, ``correlation``
+        (Pearson r of log2 diversity and log2 volume across mixes), ``vif``, ``confounded``,
+        ``reason``, ``diversity_levels``, ``volume_levels``, ``centre_log2``."""
+        return self.estimates["design"]
+
+    @property
+    def effects(self) -> pd.DataFrame:
+        """One row per fixed effect, then the contrast ``diversity - volume``.
+
+        Columns: ``term, estimate, se, ci_low, ci_high, p_value, unit`` and the details
+        ``bootstrap_se, percentile_ci_low, percentile_ci_high, p_value_wald, chi2``. ``se`` is the
+        model's (Wald) standard error for a term and the bootstrap standard error for the
+        contrast; ``ci_low``/``ci_high`` are the bootstrap interval (BCa or percentile, as
+        ``settings.interval`` says); ``p_value`` is the ML likelihood-ratio test of the term
+        (none for the contrast: its evidence is its interval). Missing values are NaN.
+        """
+        comparison = self.estimates["comparison"]
+        contrast = {"term": comparison["contrast"], "se": comparison.get("bootstrap_se"),
+                    "unit": "points per doubling (diversity effect minus volume effect)"}
+        contrast |= {key: comparison.get(key) for key in EFFECT_COLUMNS if key not in contrast}
+        rows = [*self.estimates["effects"], contrast]
+        frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows])
+        numeric = [c for c in EFFECT_COLUMNS if c not in ("term", "unit")]
+        return frame.astype(dict.fromkeys(numeric, float))
+
     def effect(self, term: str) -> dict:
+        """The ``estimates["effects"]`` entry of one term (``KeyError`` if it is not in the model)."""
         for effect in self.estimates["effects"]:
             if effect["term"] == term:
                 return effect
         raise KeyError(term)
+
+    def summary(self) -> str:
+        """The terminal summary as text: effects with intervals, the contrast, the verdict."""
+        from transferstats.report.terminal import summary_text
+
+        return summary_text(self)
+
+    def write_report(self, out_dir: str | Path, *, title: str | None = None) -> dict[str, Path]:
+        """Write the report ``transferstats analyze`` writes into ``out_dir`` (replaced as a whole
+        once complete): ``report.md``, ``report.html``, ``figures/``, ``tables/``,
+        ``estimates.json``. Returns each written file's path by its path relative to
+        ``out_dir``."""
+        from transferstats.report.render import write_report
+
+        with task_scope(self.settings.tasks):
+            return write_report(self, Path(out_dir), title=title)
+
+    def _repr_html_(self) -> str:
+        from transferstats.report.notebook import result_html
+
+        with task_scope(self.settings.tasks):
+            return result_html(self)
+
+    def __repr__(self) -> str:
+        estimates = self.estimates
+        return (f"<AnalysisResult {estimates['outcome']}: verdict {self.verdict!r}, "
+                f"{estimates['n_runs']} runs, {estimates['n_mixes']} mixes>")

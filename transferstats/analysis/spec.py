@@ -1,14 +1,16 @@
-"""Analysis specifications: the packaged defaults, a user's ``analysis/*.toml``, then command-line
-overrides, merged in that order and checked key by key."""
+"""Analysis specifications: the packaged defaults, a user's ``analysis/*.toml``, then keyword or
+command-line overrides, merged in that order and checked key by key (docs/analysis-spec.md)."""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
 from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+from transferstats.tasks import Task, read_task_file, tasks_from_table
 
 INTERVALS = ("bca", "percentile")
 
@@ -32,18 +34,29 @@ class AnalysisSpec:
     units: tuple[str, ...] = ("language", "mix")
     max_correlation: float = 0.9
     power: float = 0.8
-    tasks: dict = field(default_factory=dict, compare=False)
+    tasks: tuple[Task, ...] = ()
 
     def __post_init__(self):
+        def number(value) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
         checks = [
+            *((isinstance(getattr(self, key), str), key, "a string")
+              for key in ("name", "metric", "split", "model")),
+            *((isinstance(getattr(self, key), bool), key, "true or false")
+              for key in ("include_english", "interaction")),
             (self.outcome in OUTCOMES, "outcome", f"one of {list(OUTCOMES)}"),
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
             (self.interval in INTERVALS, "interval", f"one of {list(INTERVALS)}"),
-            (isinstance(self.resamples, int) and self.resamples >= 50, "resamples", "an integer >= 50"),
-            (0.5 < self.level < 1, "level", "a number between 0.5 and 1"),
-            (0 < self.max_correlation <= 1, "max_correlation", "a number in (0, 1]"),
-            (0 < self.power < 1, "power", "a number between 0 and 1"),
-            (set(self.units) <= {"language", "mix", "target_task"} and len(self.units) > 0,
+            (isinstance(self.resamples, int) and not isinstance(self.resamples, bool)
+             and self.resamples >= 50, "resamples", "an integer >= 50"),
+            (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an integer"),
+            (number(self.level) and 0.5 < self.level < 1, "level", "a number between 0.5 and 1"),
+            (number(self.max_correlation) and 0 < self.max_correlation <= 1, "max_correlation",
+             "a number in (0, 1]"),
+            (number(self.power) and 0 < self.power < 1, "power", "a number between 0 and 1"),
+            (isinstance(self.units, tuple) and len(self.units) > 0
+             and set(self.units) <= {"language", "mix", "target_task"},
              "units", "a non-empty list drawn from language, mix, target_task"),
         ]
         for ok, key, expected in checks:
@@ -69,7 +82,7 @@ def _flatten(document: dict, source: str) -> dict:
     settings = {}
     for section, table in document.items():
         if section == "tasks":
-            settings["tasks"] = table
+            settings["tasks"] = tuple(tasks_from_table(table, source))
             continue
         if section not in _SECTIONS:
             raise ValueError(f"{source}: unknown section [{section}]; expected "
@@ -95,17 +108,46 @@ def default_spec_text() -> str:
     return resources.files("transferstats").joinpath("data/default_analysis.toml").read_text()
 
 
+TaskSource = str | Path | Mapping | Task
+
+
+def read_tasks(source: TaskSource | list[TaskSource] | tuple[TaskSource, ...] | None
+               ) -> tuple[Task, ...]:
+    """Tasks given as a TOML file path, a ``{id: {role, format, metric, ...}}`` table, a
+    :class:`~transferstats.tasks.Task`, or a list of these; ``None`` is none."""
+    if source is None:
+        return ()
+    if isinstance(source, list | tuple):
+        return tuple(task for item in source for task in read_tasks(item))
+    if isinstance(source, Task):
+        return (source,)
+    if isinstance(source, Mapping):
+        return tuple(tasks_from_table(dict(source), "tasks"))
+    if isinstance(source, str | Path):
+        return tuple(read_task_file(source))
+    raise ValueError(f"analysis setting 'tasks' must be a TOML file, a table of tasks or a list of "
+                     f"them, got {source!r}")
+
+
 def load_spec(path: str | Path | None = None, **overrides) -> AnalysisSpec:
-    """Defaults, then the spec file at ``path`` (if any), then ``overrides`` that are not None."""
+    """Defaults, then the spec file at ``path`` (if any), then ``overrides`` that are not None.
+
+    ``tasks`` given as an override add to the spec file's ``[tasks.<id>]`` tables. An unknown
+    setting or a bad value raises ``ValueError`` naming it.
+    """
     settings = _flatten(tomllib.loads(default_spec_text()), "default_analysis.toml")
     if path is not None:
         settings |= _flatten(_read_toml(Path(path)), str(path))
-    known = {f.name for f in fields(AnalysisSpec)}
+    known = [f.name for f in fields(AnalysisSpec)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f"unknown analysis setting(s) {', '.join(map(repr, unknown))}; "
+                         f"expected some of {', '.join(known)}")
+    extra_tasks = read_tasks(overrides.pop("tasks", None))
+    settings["tasks"] = tuple(settings.get("tasks", ())) + extra_tasks
     for key, value in overrides.items():
-        if key not in known:
-            raise ValueError(f"unknown analysis setting {key!r}")
         if value is not None:
-            settings[key] = value
+            settings[key] = tuple(value) if isinstance(value, list) else value
     try:
         return AnalysisSpec(**settings)
     except ValueError as error:

@@ -7,6 +7,11 @@ import argparse
 from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
 
 
+# Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
+SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
+                "interval", "interaction", "include_english")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results folder (any depth) or flat table (.csv/.parquet/.jsonl)")
     parser.add_argument("--spec", help="analysis specification (TOML); options below override it")
@@ -35,39 +40,25 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from transferstats.analysis.pipeline import analyze
-    from transferstats.analysis.spec import load_spec
-    from transferstats.loading import ResultsError, load_results
-    from transferstats.report.render import write_report
-    from transferstats.report.terminal import print_summary
-    from transferstats.tasks import load_task_file, register_task, tasks_from_table
+    import transferstats as ts
+    from transferstats.report.terminal import summary
 
     console = Console(stderr=True)
+    options = {key: getattr(args, key) for key in SPEC_OPTIONS if getattr(args, key) is not None}
     try:
-        spec = load_spec(args.spec, name=args.name, outcome=args.outcome, diversity=args.diversity,
-                         metric=args.metric, split=args.split, model=args.model,
-                         resamples=args.resamples, seed=args.seed, level=args.level,
-                         interval=args.interval, interaction=args.interaction,
-                         include_english=args.include_english)
-        for task in tasks_from_table(spec.tasks, args.spec or "spec"):
-            register_task(task)
-        for task_file in args.tasks:
-            load_task_file(task_file)
-    except ValueError as error:
-        console.print(f"error: {error}", style="red", markup=False, highlight=False)
-        return 2
-    try:
-        with console.status("loading results"):
-            loaded = load_results(args.results)
-        result = analyze(loaded, spec, n_jobs=args.jobs)
-    except ResultsError as error:
+        result = ts.analyze(args.results, spec=args.spec, jobs=args.jobs, tasks=args.tasks, **options)
+    except ts.ResultsError as error:
         for problem in error.problems:
             style = "red" if problem.severity == "error" else "yellow"
             console.print(str(problem), style=style, markup=False, highlight=False, soft_wrap=True)
         console.print("[bold red]analysis refused: fix the errors above (nothing was written)[/]")
         return 2
-    out = Path(args.out) if args.out else Path("reports") / spec.name
+    except ValueError as error:
+        console.print(f"error: {error}", style="red", markup=False, highlight=False)
+        return 2
+    out = Path(args.out) if args.out else Path("reports") / result.settings.name
     with console.status(f"writing the report to {out}"):
-        write_report(result, out)
-    print_summary(result, out)
+        result.write_report(out)
+    Console().print(summary(result))
+    Console().print(f"report: [bold]{out}/report.html[/]", highlight=False)
     return 0

@@ -34,15 +34,25 @@ from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
 from transferstats import __version__
-from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.result import CONTRAST, AnalysisResult
 from transferstats.report import figures, tables
-from transferstats.report.tables import (MINUS, Table, format_count, format_dof,
-                                         format_interval, format_level, format_number, format_p,
-                                         is_missing, md_escape, outcome_label, target_label)
+from transferstats.report.tables import (
+    MINUS,
+    Table,
+    format_count,
+    format_dof,
+    format_interval,
+    format_level,
+    format_number,
+    format_p,
+    is_missing,
+    md_escape,
+    outcome_label,
+    target_label,
+)
 
 DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
 TEMPLATES = Path(__file__).parent / "templates"
-CONTRAST = "diversity - volume"
 DISPLAY_PIXELS_PER_INCH = 120
 MIN_DISPLAY_WIDTH = 560
 # ``estimates["model"]["method"]`` names the implementation that fitted the model.
@@ -289,7 +299,7 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
     if source.get("path"):
         items.append(f"Source: {_code(source['path'])}.")
     blocks = [_heading("Data"), _bullets(items)]
-    problems = result.run_problems
+    problems = result.problems
     if problems.empty:
         blocks.append(_paragraph("No problems were met while loading or analysing the results."))
     else:

@@ -1,55 +1,53 @@
-"""The verdict and the key effects, printed in the terminal after ``analyze``."""
+"""The verdict and the key effects, as printed in the terminal after ``analyze`` and returned by
+:meth:`AnalysisResult.summary`."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from transferstats.analysis.result import AnalysisResult
+from transferstats.report.tables import format_interval, format_number, format_p
 
 VERDICT_STYLE = {"supported": "bold green", "refuted": "bold red", "inconclusive": "bold yellow",
                  "confounded": "bold magenta"}
+SUMMARY_WIDTH = 100
 
 
-def _number(value, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def _p_value(value) -> str:
-    if value is None:
-        return "—"
-    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
-def print_summary(result: AnalysisResult, out: Path, console: Console | None = None) -> None:
-    console = console or Console()
+def summary(result: AnalysisResult) -> Group:
+    """The summary as rich renderables: the effects table, units, verdict, key counts."""
     estimates = result.estimates
-    level = int(round(estimates["bootstrap"]["level"] * 100))
+    level = estimates["bootstrap"]["level"]
     table = Table(title=f"{estimates['outcome']} ~ diversity ({estimates['diversity_measure']}) + volume",
                   title_justify="left")
     table.add_column("term", no_wrap=True)
     table.add_column("estimate", justify="right")
-    table.add_column(f"{level}% CI ({estimates['bootstrap']['method']})", justify="right")
+    table.add_column(f"{round(level * 100)}% CI ({estimates['bootstrap']['method']})", justify="right")
     table.add_column("p (LRT)", justify="right")
-    for effect in estimates["effects"]:
-        table.add_row(effect["term"], _number(effect["estimate"]),
-                      f"[{_number(effect['ci_low'])}, {_number(effect['ci_high'])}]",
-                      _p_value(effect["p_value"]))
-    comparison = estimates["comparison"]
-    table.add_row(f"[bold]{comparison['contrast']}[/]", _number(comparison["estimate"]),
-                  f"[{_number(comparison['ci_low'])}, {_number(comparison['ci_high'])}]", "")
-    console.print(table)
-    console.print("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"]),
-                  highlight=False)
-    style = VERDICT_STYLE[estimates["verdict"]]
-    console.print(f"verdict: [{style}]{estimates['verdict']}[/] — {estimates['verdict_reason']}",
-                  highlight=False)
-    if comparison["minimum_detectable_difference"] is not None:
-        console.print(f"minimum detectable difference: "
-                      f"{comparison['minimum_detectable_difference']:.2f} points "
-                      f"({int(estimates['settings']['power'] * 100)}% power)", highlight=False)
-    console.print(f"{estimates['n_runs']} runs, {estimates['n_rows']} rows; "
-                  f"{len(estimates['warnings'])} warning(s) (listed in the report)", highlight=False)
-    console.print(f"report: [bold]{out}/report.html[/]", highlight=False)
+    for effect in result.effects.to_dict("records"):
+        is_contrast = effect["term"] == estimates["comparison"]["contrast"]
+        table.add_row(Text(effect["term"], style="bold" if is_contrast else ""),
+                      format_number(effect["estimate"]),
+                      format_interval(effect["ci_low"], effect["ci_high"]),
+                      "" if is_contrast else format_p(effect["p_value"]))
+    lines = [table,
+             Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
+             Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
+                           f" — {estimates['verdict_reason']}")]
+    detectable = estimates["minimum_detectable_difference"]
+    if detectable is not None:
+        lines.append(Text(f"minimum detectable difference: {detectable:.2f} points "
+                          f"({round(estimates['settings']['power'] * 100)}% power)"))
+    lines.append(Text(f"{estimates['n_runs']} runs, {estimates['n_rows']} rows; "
+                      f"{len(estimates['warnings'])} warning(s)"))
+    return Group(*lines)
+
+
+def summary_text(result: AnalysisResult) -> str:
+    """The summary as plain text (no colour codes)."""
+    console = Console(file=io.StringIO(), width=SUMMARY_WIDTH, color_system=None, highlight=False)
+    console.print(summary(result))
+    return console.file.getvalue()

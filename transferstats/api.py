@@ -1,0 +1,156 @@
+"""The Python API: what a notebook needs, in one flat namespace (``import transferstats as ts``).
+
+``ts.analyze`` is what ``transferstats analyze`` runs; ``ts.load_results`` reads and validates;
+``ts.fit_crossed`` is the crossed random-intercept solver, usable on any data;
+``ts.simulate_results`` writes a grid from the documented generative model. docs/api.md walks
+through them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from transferstats import loading
+from transferstats.analysis.mixed import CrossedFit, fit_crossed, likelihood_ratio_test
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.spec import AnalysisSpec, TaskSource, load_spec, read_tasks
+from transferstats.loading import LoadedResults, Problem, ResultsError
+from transferstats.simulate import SimulationSettings, simulate_results
+from transferstats.tasks import Task, get_task, register_task, task_scope
+
+Results = str | Path | pd.DataFrame
+
+
+def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | None = None,
+            **settings) -> AnalysisResult:
+    """Test whether intermediate-task diversity helps zero-shot transfer more than volume.
+
+    Loads and validates the results, derives diversity, volume and the outcome, fits the crossed
+    mixed model, bootstraps languages and mixes, and gives the verdict (docs/statistics.md). It
+    writes nothing; :meth:`AnalysisResult.write_report` writes the report. ``transferstats
+    analyze`` on the command line is this function followed by ``write_report``, so the same
+    settings give the same numbers.
+
+    Parameters
+    ----------
+    results : str, pathlib.Path or pandas.DataFrame
+        A results folder (one folder per run at any depth), a flat table (``.csv``,
+        ``.parquet``, ``.jsonl``) or a DataFrame with the flat-table columns ``run_id, model,
+        mix, mix_tasks, target_task, seed, language, metric, split, value``
+        (docs/results-contract.md). A DataFrame is validated like a file; problems name its
+        index labels.
+    spec : str or pathlib.Path, optional
+        An analysis specification (TOML, docs/analysis-spec.md). Keyword settings override it.
+    jobs : int, optional
+        Bootstrap worker processes (default: all cores).
+    **settings
+        Any analysis setting, with the name and default it has in ``analysis/default.toml`` and
+        on the command line:
+
+        - ``name`` (``"report"``): the report's name.
+        - ``outcome`` (``"improvement"``): ``improvement``, ``score``, ``nonenglish_mean``,
+          ``transfer_gap`` or ``worst_language``.
+        - ``diversity`` (``"n_tasks"``): ``n_tasks``, ``n_formats`` or ``effective_tasks``.
+        - ``metric`` (``"headline"``): each target's headline metric, or a metric name.
+        - ``split`` (``"test"``), ``model`` (``""``: the only one), ``include_english``
+          (``False``), ``interaction`` (``True``).
+        - ``resamples`` (1000), ``seed`` (0), ``level`` (0.95), ``interval`` (``"bca"`` or
+          ``"percentile"``), ``units`` (``("language", "mix")``).
+        - ``max_correlation`` (0.9), ``power`` (0.8).
+        - ``tasks``: your own tasks, as a TOML file with ``[tasks.<id>]`` tables, a
+          ``{id: {role, format, metric, ...}}`` dict, or a list of these. They are known for
+          this call only, added to those of ``spec``.
+
+    Returns
+    -------
+    AnalysisResult
+        ``verdict``, ``effects``, ``design``, ``summary()``, ``write_report()``, the tables.
+
+    Raises
+    ------
+    ValueError
+        An unknown setting or a bad value, named.
+    ResultsError
+        The input cannot be analysed; ``error.problems`` lists every problem with its file and
+        line, key or row.
+
+    See Also
+    --------
+    load_results : load and validate without analysing.
+
+    References
+    ----------
+    .. [1] Phang, J. et al. (2020). English intermediate-task training improves zero-shot
+       cross-lingual transfer too. AACL-IJCNLP. arXiv:2005.13013.
+    .. [2] Bates, D., Maechler, M., Bolker, B. & Walker, S. (2015). Fitting linear
+       mixed-effects models using lme4. Journal of Statistical Software 67(1).
+    .. [3] Efron, B. (1987). Better bootstrap confidence intervals. JASA 82(397), 171-185.
+
+    Examples
+    --------
+    >>> import transferstats as ts
+    >>> result = ts.analyze("examples/results", resamples=200, seed=1)  # doctest: +SKIP
+    >>> result.verdict  # doctest: +SKIP
+    'supported'
+    >>> result.effects[["term", "estimate", "ci_low", "ci_high"]]  # doctest: +SKIP
+    >>> result.write_report("reports/example")  # doctest: +SKIP
+    """
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
+        raise ValueError(f"'jobs' must be a positive integer (worker processes), got {jobs!r}")
+    analysis_spec = load_spec(spec, **settings)
+    with task_scope(analysis_spec.tasks):
+        loaded = loading.load_results(results)
+        return analyze_loaded(loaded, analysis_spec, n_jobs=jobs)
+
+
+def load_results(results: Results, *, tasks: TaskSource | list[TaskSource] | None = None,
+                 strict: bool = True) -> LoadedResults:
+    """Load and validate results: every problem is collected, each naming where it is.
+
+    Parameters
+    ----------
+    results : str, pathlib.Path or pandas.DataFrame
+        A results folder, a flat table file, or a DataFrame in the flat-table form.
+    tasks : str, pathlib.Path, dict or list, optional
+        Your own tasks (as for :func:`analyze`), known while loading only.
+    strict : bool, default True
+        Raise :class:`ResultsError` when there is any error; with ``False`` the errors are
+        returned in ``problems`` with whatever could be read.
+
+    Returns
+    -------
+    LoadedResults
+        ``scores`` (one row per score of the complete runs), ``runs`` (one row per run),
+        ``problems``, ``errors``, ``warnings``.
+
+    Examples
+    --------
+    >>> loaded = ts.load_results("results/", strict=False)  # doctest: +SKIP
+    >>> [str(problem) for problem in loaded.errors]  # doctest: +SKIP
+    """
+    with task_scope(read_tasks(tasks)):
+        return loading.load_results(results, strict=strict)
+
+
+__all__ = [
+    "AnalysisResult",
+    "AnalysisSpec",
+    "CrossedFit",
+    "LoadedResults",
+    "Problem",
+    "ResultsError",
+    "SimulationSettings",
+    "Task",
+    "analyze",
+    "fit_crossed",
+    "get_task",
+    "likelihood_ratio_test",
+    "load_results",
+    "load_spec",
+    "register_task",
+    "simulate_results",
+    "task_scope",
+]

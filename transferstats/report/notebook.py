@@ -1,0 +1,45 @@
+"""How an :class:`~transferstats.analysis.result.AnalysisResult` shows itself in Jupyter: the
+verdict, the effects table and the forest plot, from the same pieces as the written report."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib as mpl
+from markupsafe import escape
+
+from transferstats.analysis.result import AnalysisResult
+from transferstats.report import figures, tables
+from transferstats.report.render import VERDICT_MEANING
+
+VERDICT_COLOUR = {"supported": "#009E73", "refuted": "#D55E00", "inconclusive": "#E69F00",
+                  "confounded": "#CC79A7"}
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    with mpl.rc_context(figures.PAPER_STYLE):
+        figure.savefig(buffer, format="png", dpi=110)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def result_html(result: AnalysisResult) -> str:
+    """HTML for a notebook cell: verdict with its reason, effects table, forest plot."""
+    estimates = result.estimates
+    level = estimates["bootstrap"]["level"]
+    verdict = estimates["verdict"]
+    parts = [
+        f"<div><p><strong style='color:{VERDICT_COLOUR[verdict]}'>verdict: {escape(verdict)}"
+        f"</strong> &mdash; {escape(VERDICT_MEANING[verdict])}.</p>",
+        f"<p>{escape(estimates['verdict_reason'])}.</p>",
+        tables.to_html(tables.effects_table(estimates["effects"], estimates["comparison"], level)),
+    ]
+    if any(effect["estimate"] is not None for effect in estimates["effects"]):
+        forest = figures.effects_forest(estimates["effects"], estimates["comparison"],
+                                        estimates["outcome"], level)
+        parts.append(f"<img alt='forest plot of the effects' src='data:image/png;base64,{_png(forest)}'>")
+    parts.append(f"<p><small>{estimates['n_runs']} runs, {estimates['n_rows']} rows, "
+                 f"{estimates['n_mixes']} mixes; {len(estimates['warnings'])} warning(s). "
+                 "<code>result.write_report(path)</code> writes the full report.</small></p></div>")
+    return "\n".join(parts)
