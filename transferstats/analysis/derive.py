@@ -2,7 +2,7 @@
 and per-run robustness outcomes.
 
 Diversity and volume both enter the models on a log2 scale, so both effects read as "points per
-doubling" and can be compared (DESIGN.md, "The statistics").
+doubling" and can be compared (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transferstats.loading import Problem
+from transferstats.problems import Problem
 from transferstats.results import BASELINE_MIX, parse_mix_tasks
 from transferstats.tasks import get_task
 
@@ -69,7 +69,7 @@ def select_metric(scores: pd.DataFrame, metric: str | None, split: str) -> tuple
     problems = []
     kept = []
     for target, group in scores[scores["split"] == split].groupby("target_task", sort=True):
-        wanted = metric or get_task(target).metric
+        wanted = metric or get_task(str(target)).metric
         chosen = group[group["metric"] == wanted]
         if chosen.empty:
             problems.append(Problem(str(target), "metric", "warning",
@@ -87,8 +87,8 @@ def add_improvement(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     intermediate-trained rows; rows without a matching baseline are left out with a warning."""
     keys = ["model", "target_task", "language", "metric", "split"]
     is_baseline = scores["mix"] == BASELINE_MIX
-    baseline = (scores[is_baseline].groupby(keys, as_index=False)["value"].mean()
-                .rename(columns={"value": "baseline"}))
+    baseline = (scores[is_baseline].groupby(keys)["value"].mean().rename("baseline")
+                .reset_index())
     trained = scores[~is_baseline].merge(baseline, on=keys, how="left")
     problems = []
     missing = trained["baseline"].isna()
