@@ -35,7 +35,11 @@ import psutil
 from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.bootstrap import (
-    crossed_bootstrap, output_matrix, refit, resample_rows, resampling_design,
+    crossed_bootstrap,
+    output_matrix,
+    refit,
+    resample_rows,
+    resampling_design,
 )
 from transferstats.analysis.derive import model_frame, select_metric
 from transferstats.analysis.mixed import ModelArrays, fit_crossed, statsmodels_model
@@ -131,7 +135,7 @@ def time_refits(data, random, n_fast: int, n_statsmodels: int, timeout: float, s
         fast = [refit(design, rows, codes) for rows, codes in resamples]
     fast_seconds = (time.perf_counter() - began) / n_fast
     statsmodels_seconds, differences, finished = [], [], True
-    for (rows, codes), fast_params in zip(resamples[:n_statsmodels], fast):
+    for (rows, codes), fast_params in zip(resamples[:n_statsmodels], fast, strict=False):
         arrays = ModelArrays(design.y[rows], design.X[rows], codes,
                              [np.arange(c.max() + 1) for c in codes], full.terms, random, None)
         seconds, fe_params = statsmodels_refit(arrays, timeout)
@@ -188,7 +192,8 @@ def run_size(name: str, workdir: Path, resamples: int, jobs: int, statsmodels_re
     return {"grid": name, "rows": len(data), "resamples": resamples, "jobs": jobs,
             "simulate_s": simulate_seconds, "analyze_s": analyze_seconds, "analyze_cpu": analyze_cpu,
             "analyze_peak_gib": analyze_memory / 2 ** 30, "bootstrap_s": bootstrap_seconds,
-            "bootstrap_cpu": bootstrap_cpu,            "bootstrap_peak_gib": memory.peak / 2 ** 30, "failed": boot.n_failed, **refits}
+            "bootstrap_cpu": bootstrap_cpu, "bootstrap_peak_gib": memory.peak / 2 ** 30,
+            "failed": boot.n_failed, **refits}
 
 
 def report(row: dict) -> None:

@@ -6,8 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferstats.analysis.derive import (add_improvement, describe_mix, effective_number_of_tasks,
-                                           model_frame, run_outcomes)
+from transferstats.analysis.derive import (
+    add_improvement,
+    describe_mix,
+    effective_number_of_tasks,
+    model_frame,
+    run_outcomes,
+)
 from transferstats.loading import load_results
 
 

@@ -72,7 +72,8 @@ class SimulationSettings:
 
 def simulated_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, int]]]:
     """The mixes of the simulated grid: ``settings.mixes`` if given, else the diversity-by-volume
-    factorial design that ``transferstats plan`` would build (:func:`transferstats.design.factorial_mixes`)."""
+    factorial design that ``transferstats plan`` would build
+    (:func:`transferstats.design.factorial_mixes`)."""
     if settings.mixes is not None:
         return [(name, dict(tasks)) for name, tasks in settings.mixes]
     spec = FactorialSpec(diversity=settings.diversity_levels, volume=settings.volume_levels,
@@ -101,7 +102,8 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
                   + rng.normal(0, settings.mix_sd, len(mixes)))
 
     all_languages = sorted({lang for t in settings.targets for lang in _languages(t, settings)})
-    language_effect = dict(zip(all_languages, rng.normal(0, settings.language_sd, len(all_languages))))
+    language_effect = dict(zip(all_languages, rng.normal(0, settings.language_sd, len(all_languages)),
+                               strict=True))
     model_short = settings.model.replace("xlm-roberta", "xlmr").replace("/", "-")
     runs, scores = [], []
     for target in settings.targets:
@@ -110,7 +112,9 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
         target_effect = rng.normal(0, settings.target_sd)
         gap = {lang: 0.0 if lang == "en" else max(0.0, rng.normal(MEAN_LANGUAGE_GAP, 4.0))
                for lang in languages}
-        target_language_effect = dict(zip(languages, rng.normal(0, settings.target_language_sd, len(languages))))
+        target_language_effect = dict(zip(languages,
+                                          rng.normal(0, settings.target_language_sd, len(languages)),
+                                          strict=True))
         base = np.array([ENGLISH_SCORE.get(target, 80.0) - gap[lang] for lang in languages])
         shift = np.array([language_effect[lang] + target_language_effect[lang] for lang in languages])
         for mix_index in [None, *range(len(mixes))]:
@@ -129,7 +133,7 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
                     "target_task": target, "seed": seed, "status": "complete",
                     "hyperparameters": {"simulated": True}, "code_version": "simulated",
                 })
-                for lang, score in zip(languages, value):
+                for lang, score in zip(languages, value, strict=True):
                     scores.append({"run_id": run_id, "language": lang, "metric": task.metric,
                                    "split": "test", "value": round(float(score), 3)})
                     if task.format == "extractive_qa":
@@ -147,10 +151,10 @@ def simulate_results(out_dir: str | Path, settings: SimulationSettings = Simulat
     runs, scores = simulate_scores(settings)
     by_run = {run_id: group.drop(columns="run_id").to_dict("records")
               for run_id, group in scores.groupby("run_id", sort=False)}
-    iterator = runs
+    iterator = iter(runs)
     if progress:
         from rich.progress import track
-        iterator = track(runs, description="writing simulated runs")
+        iterator = iter(track(runs, description="writing simulated runs"))
     for run in iterator:
         write_run(out_dir / run["run_id"], run, by_run[run["run_id"]])
     (out_dir / SIMULATION_FILE).write_text(json.dumps(settings.truth(), indent=2) + "\n")

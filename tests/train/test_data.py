@@ -34,7 +34,7 @@ def test_every_file_format_reads_into_canonical_examples(smoke, task_id, split, 
 def test_squad_answers_point_into_the_context(smoke):
     examples, _ = _load("squad_v1", "train", "en", smoke["data"])
     for e in examples:
-        for text, start in zip(e["answers"]["text"], e["answers"]["answer_start"]):
+        for text, start in zip(e["answers"]["text"], e["answers"]["answer_start"], strict=True):
             assert e["context"][start:start + len(text)] == text
 
 

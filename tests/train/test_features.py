@@ -3,8 +3,8 @@ import pytest
 pytest.importorskip("torch")
 
 from transferstats.tasks import get_task
-from transferstats.train.features import cached_encode
 from transferstats.train.data import locate, read
+from transferstats.train.features import cached_encode
 
 pytestmark = pytest.mark.train
 
@@ -52,7 +52,7 @@ def test_qa_windows_find_the_answer(smoke, tokenizer, tmp_path):
 
 def test_tagging_marks_the_first_subtoken_of_each_word(smoke, tokenizer, tmp_path):
     examples, features, _ = _encode("panx", "train", smoke, tokenizer, tmp_path)
-    for e, f in zip(examples, features):
+    for e, f in zip(examples, features, strict=True):
         assert len(f["word_starts"]) == len(e["tokens"])
         assert f["word_starts"] == sorted(set(f["word_starts"])) and f["word_starts"][0] == 1
 

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from transferstats.results import RUN_FILE, SCORES_FILE
-from transferstats.tasks import tasks_from_table, register_task
+from transferstats.tasks import register_task, tasks_from_table
 from transferstats.train.jobs import IntermediateJob, Mix, TargetJob
 from transferstats.train.pipeline import EXAMPLES_FILE, run_intermediate, run_target
 

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
+pytest.importorskip("torch")
 
+import torch
 from safetensors.torch import load_file
 
 from transferstats.loading import validate_results

@@ -4,8 +4,7 @@ pytest.importorskip("torch")
 
 import numpy as np
 
-from transferstats.train.sampling import (length_grouped_batches, subsample, task_probabilities,
-                                          task_schedule)
+from transferstats.train.sampling import length_grouped_batches, subsample, task_probabilities, task_schedule
 
 pytestmark = pytest.mark.train
 

@@ -246,7 +246,7 @@ def resample_rows(design: ResamplingDesign, rng: np.random.Generator
     """
     n = len(design.y)
     rows = np.arange(n)
-    copies = []
+    copies: list[np.ndarray] = []
     for codes, n_levels in zip(design.unit_codes, design.unit_n_levels, strict=True):
         drawn = rng.integers(n_levels, size=n_levels)
         per_level = np.bincount(drawn, minlength=n_levels)
@@ -351,6 +351,7 @@ def _init_worker(design: ResamplingDesign) -> None:
 
 
 def _worker_estimates(tasks: Sequence) -> np.ndarray:
+    assert _WORKER_DESIGN is not None, "set by _init_worker before any task runs"
     return _estimates(_WORKER_DESIGN, tasks)
 
 

@@ -27,10 +27,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
+from matplotlib.typing import RcKeyType
 from scipy import stats
 
-from transferstats.report.tables import (MINUS, format_interval, format_level, format_number,
-                                         is_missing, target_label, term_label)
+from transferstats.report.tables import (
+    MINUS,
+    format_interval,
+    format_level,
+    format_number,
+    is_missing,
+    target_label,
+    term_label,
+)
 
 SINGLE_COLUMN = 3.4
 DOUBLE_COLUMN = 7.0
@@ -42,7 +50,7 @@ GREY = "#777777"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DIVERGING_MAP = "RdBu"
 
-PAPER_STYLE = {
+PAPER_STYLE: dict[RcKeyType, object] = {
     "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8,
     "ytick.labelsize": 8, "legend.fontsize": 8, "legend.title_fontsize": 8,
     "axes.linewidth": 0.6, "xtick.major.width": 0.6, "ytick.major.width": 0.6,
@@ -171,7 +179,7 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     figure = _new_figure(DOUBLE_COLUMN, 0.8 + 0.45 * len(rows))
     axes = figure.add_subplot()
     axes.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
-    for row, y in zip(rows, positions):
+    for row, y in zip(rows, positions, strict=True):
         colour = VERMILLION if row["highlight"] else BLUE
         estimate, low, high = row["estimate"], row["ci_low"], row["ci_high"]
         if not (is_missing(low) or is_missing(high)):

@@ -26,6 +26,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeGuard
 
 import jinja2
 import numpy as np
@@ -179,7 +180,7 @@ def _effect(estimates: dict, term: str) -> dict | None:
     return next((e for e in estimates.get("effects", []) if e["term"] == term), None)
 
 
-def _has_estimate(row: dict | None) -> bool:
+def _has_estimate(row: dict | None) -> TypeGuard[dict]:
     return row is not None and not is_missing(row.get("estimate"))
 
 
@@ -565,6 +566,7 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
     images = {}
     for block in blocks:
         if block.kind == "figure":
+            assert block.figure is not None, "a figure block holds its figure"
             paths = figures.save_figure(block.figure, folder / "figures", block.name)
             written += [f"figures/{p.name}" for p in paths.values()]
             width, _ = block.figure.get_size_inches()
@@ -575,6 +577,7 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
                 "width": max(round(width * DISPLAY_PIXELS_PER_INCH), MIN_DISPLAY_WIDTH),
             }
         elif block.kind == "table" and block.name != "load_problems":
+            assert block.table is not None, "a table block holds its table"
             path = folder / "tables" / f"{block.name}.tex"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(tables.to_latex(block.table), encoding="utf-8")

@@ -22,6 +22,7 @@ import multiprocessing
 import tempfile
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,10 +31,10 @@ from transferstats.train.hyperparameters import resolve
 from transferstats.train.loop import pick_device, train
 from transferstats.train.model import MultiTaskModel, make_head
 
-LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-         "intermediate_size": 4096, "vocab_size": 250002}
-TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-        "vocab_size": 1000}
+LARGE: dict[str, Any] = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                         "intermediate_size": 4096, "vocab_size": 250002}
+TINY: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "intermediate_size": 64, "vocab_size": 1000}
 PAD_ID = 1
 
 

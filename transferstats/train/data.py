@@ -183,6 +183,7 @@ def _original_files(stem: Path, task_id: str, lang: str) -> tuple[Path, ...]:
     ``<stem>.en`` (id<TAB>sentence a line) and ``<stem>.gold`` (source id<TAB>target id); in a
     data_dir the stem is ``{lang}-en.{split}``. Tatoeba: ``<stem>.{lang3}`` and ``<stem>.eng``, one
     sentence a line, aligned; in a data_dir the stem is ``tatoeba.{lang3}-eng``."""
+    suffixes: tuple[str, ...]
     if task_id == "bucc2018":
         suffixes = (lang, "en", "gold")
     else:
@@ -193,7 +194,7 @@ def _original_files(stem: Path, task_id: str, lang: str) -> tuple[Path, ...]:
 def locate(task: Task, split: str, lang: str, data: dict) -> Location:
     """Find a (task, split, language); :class:`MissingDataError` says what was looked for."""
     source = source_of(task)
-    looked = []
+    looked: list[str] = []
 
     def found(paths: tuple[Path, ...], original: bool = False) -> Location | None:
         if all(path.is_file() for path in paths):
@@ -282,8 +283,10 @@ def _quiet_datasets():
 def _read_hub(location: Location, data: dict) -> tuple[list[dict], list[str] | None]:
     datasets = _quiet_datasets()
 
+    assert location.hub is not None, "a hub location names its data set"
     hub_id, config, splits = location.hub
-    rows, names = [], None
+    rows: list[dict] = []
+    names: list[str] | None = None
     for split in splits:
         try:
             table = datasets.load_dataset(hub_id, config, split=split, cache_dir=_datasets_cache(data))
@@ -349,7 +352,9 @@ def _flatten_squad(articles: list[dict]) -> list[dict]:
 def _read_conll(path: Path, lang: str) -> list[dict]:
     """CoNLL-style: one token a line, its tag in the last column, a blank line between sentences.
     XTREME's PAN-X/UDPOS files prefix tokens with ``lang:``; that prefix is removed."""
-    rows, tokens, tags = [], [], []
+    rows: list[dict] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     prefix = f"{lang}:"
     for line in path.read_text(encoding="utf-8").splitlines() + [""]:
         if not line.strip() or line.startswith("-DOCSTART-"):

@@ -64,8 +64,8 @@ def cached_encode(cache_dir: Path, key_parts: list[str], load_examples, task_for
     examples, labels = load_examples()
     entry = (examples, encode(task_format, examples, tokenizer, max_length, doc_stride), labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "wb") as file:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(descriptor, "wb") as file:
         pickle.dump(entry, file, protocol=pickle.HIGHEST_PROTOCOL)
     os.replace(temporary, path)  # concurrent jobs may race here; either copy is the same
     return entry
@@ -77,7 +77,7 @@ def _classification(examples, tokenizer, max_length):
                         pairs if any(p is not None for p in pairs) else None,
                         truncation=True, max_length=max_length)
     return [{"input_ids": ids, "label": e["label"], "example": i}
-            for i, (ids, e) in enumerate(zip(encoded["input_ids"], examples))]
+            for i, (ids, e) in enumerate(zip(encoded["input_ids"], examples, strict=True))]
 
 
 def _multiple_choice(examples, tokenizer, max_length):
@@ -118,16 +118,16 @@ def _extractive_qa(examples, tokenizer, max_length, doc_stride):
         example = examples[example_index]
         sequence_ids = encoded.sequence_ids(f)
         offsets = [tuple(span) if sid == 1 else None
-                   for span, sid in zip(encoded["offset_mapping"][f], sequence_ids)]
+                   for span, sid in zip(encoded["offset_mapping"][f], sequence_ids, strict=True)]
         start = end = 0
         answers = example["answers"]
         if answers["text"]:
             first = answers["answer_start"][0]
             last = first + len(answers["text"][0])
-            inside = [p for p, span in enumerate(offsets)
+            inside = [(p, span) for p, span in enumerate(offsets)
                       if span and span[0] < last and span[1] > first]
-            if inside and offsets[inside[0]][0] <= first and offsets[inside[-1]][1] >= last:
-                start, end = inside[0], inside[-1]
+            if inside and inside[0][1][0] <= first and inside[-1][1][1] >= last:
+                start, end = inside[0][0], inside[-1][0]
         features.append({"input_ids": encoded["input_ids"][f], "start": start, "end": end,
                          "offsets": offsets, "example": example_index})
     return features

@@ -19,6 +19,8 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +45,8 @@ class _BatchStream:
 
     def __init__(self, lengths: list[int], batch_size: int, rng: np.random.Generator):
         self.lengths, self.batch_size, self.rng = lengths, batch_size, rng
-        self.batches, self.position = [], 0
+        self.batches: list[list[int]] = []
+        self.position = 0
 
     def __next__(self) -> list[int]:
         if self.position == len(self.batches):
@@ -62,7 +65,8 @@ class _BatchStream:
 
 def _optimizer(model: torch.nn.Module, hp: dict, device: torch.device) -> torch.optim.AdamW:
     # No weight decay on biases and LayerNorm weights, as in the BERT/RoBERTa recipes.
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for parameter in model.parameters():
         (no_decay if parameter.ndim < 2 else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": hp["weight_decay"]},
@@ -174,7 +178,8 @@ class _PreemptionWarning:
     """
 
     def __enter__(self):
-        self.received, self.previous = False, None
+        self.received = False
+        self.previous: Callable[[int, FrameType | None], Any] | None = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.getsignal(signal.SIGUSR2)
             if callable(previous):
@@ -187,6 +192,7 @@ class _PreemptionWarning:
 
     def pass_on(self) -> None:
         handler, self.previous = self.previous, None
+        assert handler is not None, "only a held signal is passed on, and only with a handler"
         signal.signal(signal.SIGUSR2, handler)
         handler(signal.SIGUSR2, None)
 
@@ -197,7 +203,11 @@ class _PreemptionWarning:
 
 def _rng_states() -> dict:
     # numpy's legacy state holds an array; as a list the checkpoint loads with weights_only.
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    # The legacy global state is what is saved on purpose: libraries draw from it, not from a
+    # Generator of ours, and a resumed run must continue their streams.
+    state = np.random.get_state()  # noqa: NPY002
+    assert isinstance(state, tuple), "the global RandomState is an MT19937: its state is a tuple"
+    kind, keys, position, has_gauss, gauss = state
     return {"python": random.getstate(), "numpy": (kind, keys.tolist(), position, has_gauss, gauss),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -206,7 +216,7 @@ def _rng_states() -> dict:
 def _set_rng_states(states: dict) -> None:
     random.setstate(states["python"])
     kind, keys, position, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))  # noqa: NPY002
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -245,7 +255,7 @@ def predict(model: MultiTaskModel, task: str, task_format: str, features: list[d
     """The head's output for each feature (in the features' order), without padding positions."""
     model.eval()
     order = sorted(range(len(features)), key=lambda i: sequence_length(task_format, features[i]))
-    outputs: list[np.ndarray | None] = [None] * len(features)
+    outputs: dict[int, np.ndarray] = {}
     bf16 = use_bf16(hp["bf16"], device)
     for begin in range(0, len(order), hp["eval_batch_size"]):
         chunk = order[begin:begin + hp["eval_batch_size"]]
@@ -255,4 +265,4 @@ def predict(model: MultiTaskModel, task: str, task_format: str, features: list[d
         for row, i in enumerate(chunk):
             per_token = task_format in ("tagging", "extractive_qa")
             outputs[i] = logits[row, :len(features[i]["input_ids"])] if per_token else logits[row]
-    return outputs
+    return [outputs[i] for i in range(len(features))]

@@ -25,7 +25,7 @@ import numpy as np
 
 
 def accuracy(predictions: list, gold: list) -> float:
-    return 100.0 * sum(p == g for p, g in zip(predictions, gold)) / len(gold)
+    return 100.0 * sum(p == g for p, g in zip(predictions, gold, strict=True)) / len(gold)
 
 
 def is_bio(tags) -> bool:
@@ -38,7 +38,7 @@ def tagging_f1(predictions: list[list[str]], gold: list[list[str]]) -> float:
         from seqeval.metrics import f1_score
 
         return 100.0 * f1_score(gold, predictions)
-    pairs = [(p, g) for ps, gs in zip(predictions, gold) for p, g in zip(ps, gs)]
+    pairs = [(p, g) for ps, gs in zip(predictions, gold, strict=True) for p, g in zip(ps, gs, strict=True)]
     return 100.0 * sum(p == g for p, g in pairs) / len(pairs)
 
 
@@ -95,7 +95,7 @@ def _f1(prediction: str, truth: str, lang: str) -> float:
 def squad_scores(predictions: list[str], answers: list[list[str]], lang: str) -> dict[str, float]:
     """SQuAD F1 and exact match (max over the gold answers; no gold answer: the empty answer)."""
     f1 = exact = 0.0
-    for prediction, truths in zip(predictions, answers):
+    for prediction, truths in zip(predictions, answers, strict=True):
         truths = truths or [""]
         f1 += max(_f1(prediction, truth, lang) for truth in truths)
         exact += max(float(normalize_answer(prediction, lang) == normalize_answer(truth, lang))
@@ -127,11 +127,11 @@ def mine_candidates(forward: tuple[np.ndarray, np.ndarray], backward: tuple[np.n
     (forward_index, forward_cos), (backward_index, backward_cos) = forward, backward
     source_mean, target_mean = forward_cos.mean(axis=1), backward_cos.mean(axis=1)
     scores = {}
-    for i, (targets, cosines) in enumerate(zip(forward_index, forward_cos)):
+    for i, (targets, cosines) in enumerate(zip(forward_index, forward_cos, strict=True)):
         margins = cosines / ((source_mean[i] + target_mean[targets]) / 2)
         best = int(np.argmax(margins))
         scores[(i, int(targets[best]))] = float(margins[best])
-    for j, (sources, cosines) in enumerate(zip(backward_index, backward_cos)):
+    for j, (sources, cosines) in enumerate(zip(backward_index, backward_cos, strict=True)):
         margins = cosines / ((source_mean[sources] + target_mean[j]) / 2)
         best = int(np.argmax(margins))
         scores[(int(sources[best]), j)] = float(margins[best])

@@ -6,6 +6,8 @@ multiple choice) or every token (tagging, QA spans).
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -35,7 +37,15 @@ def load_encoder(name_or_path: str):
     return encoder, tokenizer
 
 
-class ClassificationHead(nn.Module):
+class Head(nn.Module):
+    """A task's head: ``forward(states, batch)`` gives its logits, ``loss(logits, batch)`` their
+    training loss."""
+
+    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ClassificationHead(Head):
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
         self.dense, self.out = nn.Linear(hidden, hidden), nn.Linear(hidden, num_labels)
@@ -49,7 +59,7 @@ class ClassificationHead(nn.Module):
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
-class MultipleChoiceHead(nn.Module):
+class MultipleChoiceHead(Head):
     """Scores each (context, choice) sequence; the batch was flattened to batch x choices rows."""
 
     def __init__(self, hidden: int, dropout: float):
@@ -63,7 +73,7 @@ class MultipleChoiceHead(nn.Module):
         return F.cross_entropy(logits.float(), batch["labels"])
 
 
-class TaggingHead(nn.Module):
+class TaggingHead(Head):
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
         self.dropout, self.out = nn.Dropout(dropout), nn.Linear(hidden, num_labels)
@@ -76,7 +86,7 @@ class TaggingHead(nn.Module):
                                ignore_index=-100)
 
 
-class SpanHead(nn.Module):
+class SpanHead(Head):
     """Start and end logits per token; position 0 (``<s>``) stands for "no answer here"."""
 
     def __init__(self, hidden: int, dropout: float):
@@ -93,22 +103,28 @@ class SpanHead(nn.Module):
         return (F.cross_entropy(start, batch["start"]) + F.cross_entropy(end, batch["end"])) / 2
 
 
-def make_head(task_format: str, hidden: int, num_labels: int | None, dropout: float) -> nn.Module:
+def make_head(task_format: str, hidden: int, num_labels: int | None, dropout: float) -> Head:
     if task_format == "classification":
-        return ClassificationHead(hidden, num_labels, dropout)
+        return ClassificationHead(hidden, _required_labels(task_format, num_labels), dropout)
     if task_format == "multiple_choice":
         return MultipleChoiceHead(hidden, dropout)
     if task_format == "tagging":
-        return TaggingHead(hidden, num_labels, dropout)
+        return TaggingHead(hidden, _required_labels(task_format, num_labels), dropout)
     if task_format == "extractive_qa":
         return SpanHead(hidden, dropout)
     raise ValueError(f"format {task_format!r} has no head")
 
 
+def _required_labels(task_format: str, num_labels: int | None) -> int:
+    if num_labels is None:
+        raise ValueError(f"a {task_format} head needs the number of labels")
+    return num_labels
+
+
 class MultiTaskModel(nn.Module):
     """One encoder, one head per task; a batch belongs to a single task."""
 
-    def __init__(self, encoder: nn.Module, heads: dict[str, nn.Module]):
+    def __init__(self, encoder: nn.Module, heads: dict[str, Head]):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
@@ -119,7 +135,8 @@ class MultiTaskModel(nn.Module):
         return self.heads[task](states, batch)
 
     def loss(self, task: str, batch: dict):
-        return self.heads[task].loss(self(task, batch), batch)
+        head = cast(Head, self.heads[task])  # nn.ModuleDict types its items as nn.Module
+        return head.loss(self(task, batch), batch)
 
 
 def collate(task_format: str, features: list[dict], pad_id: int, device) -> dict:
@@ -134,7 +151,7 @@ def collate(task_format: str, features: list[dict], pad_id: int, device) -> dict
     for r, row in enumerate(rows):
         input_ids[r, :len(row)] = torch.tensor(row)
         attention_mask[r, :len(row)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    batch: dict[str, torch.Tensor | int] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if task_format in ("classification", "multiple_choice"):
         batch["labels"] = torch.tensor([feature["label"] for feature in features])
     if task_format == "multiple_choice":
@@ -142,7 +159,7 @@ def collate(task_format: str, features: list[dict], pad_id: int, device) -> dict
     if task_format == "tagging":
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
         for r, feature in enumerate(features):
-            for position, tag_id in zip(feature["word_starts"], feature.get("tag_ids", ())):
+            for position, tag_id in zip(feature["word_starts"], feature.get("tag_ids", ()), strict=False):
                 labels[r, position] = tag_id
         batch["labels"] = labels
     if task_format == "extractive_qa":

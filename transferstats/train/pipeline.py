@@ -208,7 +208,8 @@ def _evaluate_retrieval(job: TargetJob, task: Task, languages, hp: dict):
         examples, _ = read(task, locate(task, split, lang, job.data), job.data)
         return examples[0]
 
-    scores, thresholds = [], {}
+    scores: list[dict] = []
+    thresholds: dict[str, float] = {}
     for lang in languages:
         test = load("test", lang)
         if task.id == "bucc2018":
@@ -255,6 +256,7 @@ def _labels(task: Task, declared: list[str] | None, examples: list[dict]) -> lis
 
 def _num_labels(task: Task, labels: list[str] | None, examples: list[dict]) -> int | None:
     if task.format == "tagging":
+        assert labels is not None, "a tagging task always has its tag names (see _labels)"
         return len(labels)
     if task.format == "classification":
         return task.num_labels or max(e["label"] for e in examples) + 1

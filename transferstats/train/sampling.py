@@ -58,7 +58,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
     """
     order = rng.permutation(len(lengths))
     window = batch_size * group
-    batches = []
+    batches: list[list[int]] = []
     for begin in range(0, len(order), window):
         chunk = sorted(order[begin:begin + window], key=lambda i: -lengths[i])
         batches.extend([int(i) for i in chunk[b:b + batch_size]]

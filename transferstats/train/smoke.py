@@ -118,7 +118,7 @@ def _conll(sentences, lang_prefix: str | None):
     """XTREME's layout: ``lang:token<TAB>tag``; CCG's plain ``token<TAB>tag``."""
     def write(path: Path):
         blocks = ["\n".join(f"{lang_prefix + ':' if lang_prefix else ''}{t}\t{g}"
-                            for t, g in zip(s["tokens"], s["tags"])) for s in sentences]
+                            for t, g in zip(s["tokens"], s["tags"], strict=True)) for s in sentences]
         path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8")
     return write
 
@@ -139,7 +139,7 @@ def _squad(text, lang, n, unanswerable=0.0):
     for i in range(n):
         words = text.tokens(lang, 12, 30)
         context = " ".join(words)
-        answers = {"text": [], "answer_start": []}
+        answers: dict[str, list] = {"text": [], "answer_start": []}
         if text.rng.random() >= unanswerable:
             begin = text.rng.randrange(len(words) - 2)
             answer = " ".join(words[begin:begin + text.rng.randint(1, 2)])
