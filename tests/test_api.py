@@ -166,3 +166,17 @@ def test_fit_crossed_docstring_example_runs():
         runner.run(test)
     outcome = runner.summarize(verbose=False)
     assert outcome.attempted >= 5 and outcome.failed == 0
+
+
+def test_a_threshold_above_the_separable_correlation_still_says_confounded(flat):
+    # Volume follows diversity almost exactly (|r| between 0.999 and 1): even with
+    # max_correlation = 1 the grid is called confounded, never fitted to nonsense.
+    collinear = flat.copy()
+    n_tasks = collinear["mix_tasks"].str.count(r"\+") + 1
+    per_task = (10_000 * n_tasks + collinear["mix"].str.len()) // n_tasks
+    collinear["mix_tasks"] = [
+        "+".join(f"{part.split('=')[0]}={count}" for part in tasks.split("+")) if tasks else ""
+        for tasks, count in zip(collinear["mix_tasks"], per_task, strict=True)]
+    result = ts.analyze(collinear, max_correlation=1.0, **QUICK)
+    assert 0.999 <= abs(result.design["correlation"]) < 1
+    assert result.verdict == "confounded"

@@ -1,5 +1,9 @@
-"""transferstats: does intermediate-task diversity make zero-shot cross-lingual transfer more robust
-than intermediate data volume? Runs the three-phase training grid and analyses it.
+"""transferstats: intermediate-task diversity versus volume for zero-shot cross-lingual transfer.
+
+Does the diversity of what a model is trained on before its target task make transfer more robust
+than the volume of that data? transferstats runs the three-phase training grid (encoder ->
+English intermediate tasks -> English target task, evaluated zero-shot in every XTREME language)
+and analyses it.
 
 The Python API lives in :mod:`transferstats.api` and is available here::
 
@@ -18,20 +22,50 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from transferstats.api import (AnalysisResult, AnalysisSpec, CrossedFit, LoadedResults, Problem,
-                                   ResultsError, SimulationSettings, Task, analyze, fit_crossed,
-                                   get_task, likelihood_ratio_test, load_results, load_spec,
-                                   register_task, simulate_results, task_scope)
+    from transferstats.api import (
+        AnalysisResult,
+        AnalysisSpec,
+        CrossedFit,
+        LoadedResults,
+        Problem,
+        ResultsError,
+        SimulationSettings,
+        Task,
+        analyze,
+        fit_crossed,
+        get_task,
+        likelihood_ratio_test,
+        load_results,
+        load_spec,
+        register_task,
+        simulate_results,
+        task_scope,
+    )
 
-_API = ("AnalysisResult", "AnalysisSpec", "CrossedFit", "LoadedResults", "Problem", "ResultsError",
-        "SimulationSettings", "Task", "analyze", "fit_crossed", "get_task", "likelihood_ratio_test",
-        "load_results", "load_spec", "register_task", "simulate_results", "task_scope")
-
-__all__ = ["__version__", *_API]
+__all__ = [
+    "AnalysisResult",
+    "AnalysisSpec",
+    "CrossedFit",
+    "LoadedResults",
+    "Problem",
+    "ResultsError",
+    "SimulationSettings",
+    "Task",
+    "__version__",
+    "analyze",
+    "fit_crossed",
+    "get_task",
+    "likelihood_ratio_test",
+    "load_results",
+    "load_spec",
+    "register_task",
+    "simulate_results",
+    "task_scope",
+]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _API:
+    if name in __all__:
         return getattr(importlib.import_module("transferstats.api"), name)
     raise AttributeError(f"module 'transferstats' has no attribute {name!r}")
 

@@ -117,4 +117,5 @@ def read_run_status(run_dir: str | Path) -> str | None:
 
 
 def is_complete(run_dir: str | Path) -> bool:
+    """Whether the run folder holds a complete run (``run.json`` says so and the scores exist)."""
     return read_run_status(run_dir) == "complete"

@@ -54,6 +54,7 @@ class Task:
 
     @property
     def non_english(self) -> tuple[str, ...]:
+        """The evaluation languages other than English (the zero-shot ones)."""
         return tuple(lang for lang in self.languages if lang != "en")
 
 
@@ -96,7 +97,8 @@ _BUILTIN = [
 
 _REGISTRY: dict[str, Task] = {task.id: task for task in _BUILTIN}
 # Tasks registered for the current ``with task_scope(...)`` block only, looked up before _REGISTRY.
-_SCOPED: ContextVar[dict[str, Task]] = ContextVar("transferstats_scoped_tasks", default={})
+# No default (a mutable default would be shared); an unset variable reads as "no scoped tasks".
+_SCOPED: ContextVar[dict[str, Task]] = ContextVar("transferstats_scoped_tasks")
 
 TARGET_TASKS = tuple(t.id for t in _BUILTIN if t.role == "target")
 INTERMEDIATE_TASKS = tuple(t.id for t in _BUILTIN if t.role == "intermediate")
@@ -110,8 +112,8 @@ class UnknownTaskError(KeyError):
 
 
 def get_task(task_id: str) -> Task:
-    """The registered task with this id; :class:`UnknownTaskError` names the known ids if absent."""
-    task = _SCOPED.get().get(task_id) or _REGISTRY.get(task_id)
+    """Return the task with this id; :class:`UnknownTaskError` names the known ids if absent."""
+    task = _SCOPED.get({}).get(task_id) or _REGISTRY.get(task_id)
     if task is None:
         raise UnknownTaskError(
             f"unknown task id {task_id!r}; known: {', '.join(sorted(_REGISTRY))}. "
@@ -121,7 +123,8 @@ def get_task(task_id: str) -> Task:
 
 
 def is_known(task_id: str) -> bool:
-    return task_id in _SCOPED.get() or task_id in _REGISTRY
+    """Whether ``task_id`` is built in, registered, or known in the current :func:`task_scope`."""
+    return task_id in _SCOPED.get({}) or task_id in _REGISTRY
 
 
 def _check_consistent(task: Task, *registries: dict[str, Task]) -> None:
@@ -147,7 +150,7 @@ def task_scope(tasks: Iterable[Task]) -> Iterator[None]:
     >>> is_known("my_nli")
     False
     """
-    overlay = dict(_SCOPED.get())
+    overlay = dict(_SCOPED.get({}))
     for task in tasks:
         _check_consistent(task, _REGISTRY, overlay)
         overlay[task.id] = task
@@ -201,7 +204,7 @@ def tasks_from_table(table: dict, source: str) -> list[Task]:
 
 
 def read_task_file(path: str | Path) -> list[Task]:
-    """The tasks of every ``[tasks.<id>]`` table of a TOML file, without registering them."""
+    """Read the tasks of every ``[tasks.<id>]`` table of a TOML file, without registering them."""
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))

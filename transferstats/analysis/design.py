@@ -13,6 +13,10 @@ import numpy as np
 import pandas as pd
 
 
+#: Beyond this |r| of log2 diversity and log2 volume the model is not fitted at all.
+SEPARABLE_CORRELATION = 0.999
+
+
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     """Pearson's r; ``nan`` when there are fewer than two points or either variable is constant
     (the correlation is undefined)."""
@@ -52,8 +56,10 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) ->
         return check
     r = diversity_volume_correlation(counts, examples)
     vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")
-    confounded = abs(r) >= max_correlation
+    # Past |r| = 0.999 the two slopes are numerically inseparable, whatever the threshold says.
+    threshold = min(max_correlation, SEPARABLE_CORRELATION)
+    confounded = abs(r) >= threshold
     check |= {"correlation": r, "vif": vif, "confounded": confounded,
               "reason": (f"diversity and volume are too collinear across mixes (r = {r:.3f}, "
-                         f"VIF = {vif:.1f}; threshold |r| < {max_correlation})") if confounded else ""}
+                         f"VIF = {vif:.1f}; threshold |r| < {threshold})") if confounded else ""}
     return check

@@ -22,13 +22,14 @@ from scipy import stats
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import crossed_bootstrap
-from transferstats.analysis.design import design_check
+from transferstats.analysis.design import SEPARABLE_CORRELATION, design_check
 from transferstats.analysis.derive import (DIVERSITY_MEASURES, LOWER_IS_BETTER, OUTCOMES,
                                            ROW_OUTCOMES, mix_table, model_frame, select_metric)
 from transferstats.analysis.mixed import fit_crossed, likelihood_ratio_test
 from transferstats.analysis.result import CONTRAST, PROBLEM_COLUMNS, AnalysisResult
 from transferstats.analysis.spec import AnalysisSpec
-from transferstats.loading import LoadedResults, Problem, ResultsError
+from transferstats.loading import LoadedResults
+from transferstats.problems import Problem, ResultsError
 from transferstats.results import SIMULATION_FILE
 
 INTERACTION = "diversity:volume"
@@ -162,7 +163,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     direction = -1.0 if spec.outcome in LOWER_IS_BETTER else 1.0
     contrast_weights = {"diversity": direction, "volume": -direction}
 
-    identifiable = design["correlation"] is not None and abs(design["correlation"]) < 0.999
+    identifiable = design["correlation"] is not None and abs(design["correlation"]) < SEPARABLE_CORRELATION
     if identifiable:
         try:
             fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)

@@ -1,5 +1,7 @@
-"""What an analysis produces: everything the report needs, in tidy tables, with a few views for
-people (``summary()``, ``effects``, the notebook display) and ``write_report``.
+"""What an analysis produces: everything the report needs, in tidy tables.
+
+It has a few views for people (``summary()``, ``effects``, the notebook display) and
+``write_report``.
 
 :func:`transferstats.analyze` builds it; :mod:`transferstats.report` renders it.
 """
@@ -85,9 +87,12 @@ class AnalysisResult:
 
     @property
     def design(self) -> dict:
-        """How well the grid separates diversity from volume: ``n_mixes``, ``correlation``
-        (Pearson r of log2 diversity and log2 volume across mixes), ``vif``, ``confounded``,
-        ``reason``, ``diversity_levels``, ``volume_levels``, ``centre_log2``."""
+        """How well the grid separates diversity from volume.
+
+        Keys: ``n_mixes``, ``correlation`` (Pearson r of log2 diversity and log2 volume across
+        mixes), ``vif``, ``confounded``, ``reason``, ``diversity_levels``, ``volume_levels``,
+        ``centre_log2``.
+        """
         return self.estimates["design"]
 
     @property
@@ -111,23 +116,36 @@ class AnalysisResult:
         return frame.astype(dict.fromkeys(numeric, float))
 
     def effect(self, term: str) -> dict:
-        """The ``estimates["effects"]`` entry of one term (``KeyError`` if it is not in the model)."""
+        """Return the ``estimates["effects"]`` entry of one term (``KeyError`` if not in the model)."""
         for effect in self.estimates["effects"]:
             if effect["term"] == term:
                 return effect
         raise KeyError(term)
 
     def summary(self) -> str:
-        """The terminal summary as text: effects with intervals, the contrast, the verdict."""
+        """Return the terminal summary as text: effects with intervals, the contrast, the verdict."""
         from transferstats.report.terminal import summary_text
 
         return summary_text(self)
 
     def write_report(self, out_dir: str | Path, *, title: str | None = None) -> dict[str, Path]:
-        """Write the report ``transferstats analyze`` writes into ``out_dir`` (replaced as a whole
-        once complete): ``report.md``, ``report.html``, ``figures/``, ``tables/``,
-        ``estimates.json``. Returns each written file's path by its path relative to
-        ``out_dir``."""
+        """Write the report ``transferstats analyze`` writes.
+
+        ``out_dir`` gets ``report.md``, ``report.html``, ``figures/``, ``tables/`` and
+        ``estimates.json``; it is replaced as a whole once the new report is complete.
+
+        Parameters
+        ----------
+        out_dir : str or pathlib.Path
+            The report folder.
+        title : str, optional
+            The report's title; by default the question the toolkit answers.
+
+        Returns
+        -------
+        dict of str to pathlib.Path
+            Each written file, keyed by its path relative to ``out_dir``.
+        """
         from transferstats.report.render import write_report
 
         with task_scope(self.settings.tasks):

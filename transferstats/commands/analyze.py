@@ -6,7 +6,6 @@ import argparse
 
 from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
 
-
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
                 "interval", "interaction", "include_english")
@@ -32,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep English rows in row-level outcomes (not zero-shot)")
     parser.add_argument("--tasks", action="append", default=[],
                         help="TOML file registering your own tasks ([tasks.<id>] tables); repeatable")
-    parser.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: all cores)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="bootstrap worker processes (default: all cores)")
 
 
 def run(args: argparse.Namespace) -> int:

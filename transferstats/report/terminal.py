@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -33,7 +33,7 @@ def summary(result: AnalysisResult) -> Group:
                       format_number(effect["estimate"]),
                       format_interval(effect["ci_low"], effect["ci_high"]),
                       "" if is_contrast else format_p(effect["p_value"]))
-    lines = [table,
+    lines: list[RenderableType] = [table,
              Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
              Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
                            f" — {estimates['verdict_reason']}")]
@@ -48,6 +48,6 @@ def summary(result: AnalysisResult) -> Group:
 
 def summary_text(result: AnalysisResult) -> str:
     """The summary as plain text (no colour codes)."""
-    console = Console(file=io.StringIO(), width=SUMMARY_WIDTH, color_system=None, highlight=False)
-    console.print(summary(result))
-    return console.file.getvalue()
+    buffer = io.StringIO()
+    Console(file=buffer, width=SUMMARY_WIDTH, color_system=None, highlight=False).print(summary(result))
+    return buffer.getvalue()
