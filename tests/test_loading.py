@@ -9,10 +9,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from transferstats.results import format_mix_tasks, parse_mix_tasks
-from transferstats.loading import (ResultsError, load_results,
-                                   validate_results)
-from transferstats.results import write_run
+from transferstats import loading
+from transferstats.loading import load_results, validate_results
+from transferstats.problems import ResultsError
+from transferstats.results import format_mix_tasks, parse_mix_tasks, write_run
 
 
 def _a_run(results, pattern="*.d2-*.xnli.s1"):
@@ -104,7 +104,8 @@ def test_unknown_task_ids(small_results):
 def test_language_not_of_the_target(small_results):
     scores = _a_run(small_results) / "scores.jsonl"
     with scores.open("a") as handle:
-        handle.write(json.dumps({"language": "ja", "metric": "accuracy", "split": "test", "value": 50}) + "\n")
+        handle.write(json.dumps({"language": "ja", "metric": "accuracy", "split": "test",
+                                 "value": 50}) + "\n")
     problems = validate_results(small_results)
     assert len(problems) == 1 and "'ja' is not a language of xnli" in problems[0].message
 
@@ -241,3 +242,86 @@ def test_registered_tasks_are_accepted(small_results, tmp_path):
                     'metric = "accuracy"\nnum_labels = 3\n')
     load_task_file(spec)
     assert validate_results(small_results) == []
+
+
+def _flat(results) -> pd.DataFrame:
+    return load_results(results).scores.drop(columns="n_examples")
+
+
+def test_a_dataframe_names_its_bad_row_by_index_label(small_results):
+    table = _flat(small_results)
+    table.index = [f"score-{i}" for i in range(len(table))]
+    table["value"] = table["value"].astype(object)
+    table.loc["score-4", "value"] = "n/a"
+    problems = validate_results(table)
+    assert [(p.file, p.location, p.severity) for p in problems] == [("DataFrame", "row score-4", "error")]
+    assert "finite number" in problems[0].message
+    with pytest.raises(ResultsError, match="row score-4"):
+        load_results(table)
+
+
+def test_a_dataframe_loads_like_its_csv(small_results, tmp_path):
+    table = _flat(small_results)
+    table.loc[3, "target_task"] = "nosuch"
+    table.loc[8, "language"] = "xx"
+    table.loc[11, "mix_tasks"] = "mnli:100"
+    path = tmp_path / "flat.csv"
+    table.to_csv(path, index=False)
+    from_frame, from_file = load_results(table, strict=False), load_results(path, strict=False)
+    pd.testing.assert_frame_equal(from_frame.scores, from_file.scores, check_dtype=False)
+    assert len(from_frame.scores) == len(table) - 3
+    assert [p.message for p in from_frame.problems] == [p.message for p in from_file.problems]
+    # The frame's index starts at 0, a file's rows at 1.
+    assert [p.location for p in from_frame.problems][:3] == ["row 3, target_task", "row 8",
+                                                            "row 11, column mix_tasks"]
+    assert [p.location for p in from_file.problems][:3] == ["row 4, target_task", "row 9",
+                                                           "row 12, column mix_tasks"]
+    assert {p.file for p in from_frame.problems} == {"DataFrame"}
+
+
+def test_a_dataframe_with_n_examples_keeps_them(small_results):
+    table = _flat(small_results)
+    # Missing counts make the column float, as reading a file would.
+    table["n_examples"] = [2000.0 if i % 2 else None for i in range(len(table))]
+    loaded = load_results(table)
+    assert loaded.problems == []
+    pd.testing.assert_series_equal(loaded.scores["n_examples"], table["n_examples"])
+    table.loc[0, "n_examples"] = -3.0
+    assert [p.location for p in validate_results(table)] == ["row 0"]
+
+
+def test_flat_duplicate_score_names_its_own_row(small_results):
+    table = _flat(small_results)
+    table.loc[0, "value"] = 500.0  # left out, so the rows after it shift in the scores
+    table = pd.concat([table, table.iloc[[5]]], ignore_index=True)
+    problems = validate_results(table)
+    assert [p.location for p in problems] == ["row 0", f"row {len(table) - 1}"]
+    assert "duplicate score" in problems[1].message
+
+
+def test_flat_run_id_of_two_runs_is_refused(small_results):
+    table = _flat(small_results)
+    first = table["run_id"] == table.at[0, "run_id"]
+    other = table.loc[~first, "run_id"].iloc[0]
+    table.loc[table["run_id"] == other, "run_id"] = table.at[0, "run_id"]
+    problems = validate_results(table)
+    assert any(f"run_id {table.at[0, 'run_id']!r} is used by 2 different runs" in p.message
+               for p in problems)
+
+
+def test_each_distinct_run_of_a_table_is_checked_once(monkeypatch):
+    """The same unknown tasks in every row: checked once per run, reported once per row."""
+    codes = "+".join(f"{code}=1000" for code in ("de", "fr", "es", "ru", "zh", "ar", "hi"))
+    runs, languages = 500, ("de", "fr", "es", "ru", "zh", "ar", "hi")
+    table = pd.DataFrame({
+        "run_id": [f"r{i // len(languages)}" for i in range(runs * len(languages))],
+        "model": "xlmr", "mix": "langs", "mix_tasks": codes, "target_task": "xnli",
+        "seed": [i // len(languages) for i in range(runs * len(languages))],
+        "language": list(languages) * runs, "metric": "accuracy", "split": "test", "value": 50.0})
+    calls = []
+    check_run = loading._check_run
+    monkeypatch.setattr(loading, "_check_run", lambda *args: calls.append(1) or check_run(*args))
+    problems = validate_results(table)
+    assert len(calls) == runs
+    assert len(problems) == len(table) * len(languages)
+    assert problems[-1].location == f"row {len(table) - 1}, intermediate.tasks.hi"

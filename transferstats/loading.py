@@ -14,34 +14,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferstats.results import (BASELINE_MIX, FLAT_COLUMNS, REQUIRED_RUN_KEYS, REQUIRED_SCORE_KEYS,
-                                   RUN_FILE, SCORES_FILE, format_mix_tasks, parse_mix_tasks)
+from transferstats.problems import Problem, ResultsError
+from transferstats.results import (
+    BASELINE_MIX,
+    FLAT_COLUMNS,
+    REQUIRED_RUN_KEYS,
+    REQUIRED_SCORE_KEYS,
+    RUN_FILE,
+    SCORES_FILE,
+    format_mix_tasks,
+    parse_mix_tasks,
+)
 from transferstats.tasks import get_task, is_known
-
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with the input. ``severity`` is ``error`` (refuse) or ``warning``."""
-
-    file: str
-    location: str
-    severity: str
-    message: str
-
-    def __str__(self):
-        where = f"{self.file}:{self.location}" if self.location else self.file
-        return f"{self.severity}: {where}: {self.message}"
-
-
-class ResultsError(ValueError):
-    """The input cannot be analysed; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        errors = [p for p in problems if p.severity == "error"]
-        super().__init__(f"{len(errors)} error(s) in the results:\n" +
-                         "\n".join(f"  {p}" for p in errors))
 
 
 @dataclass
@@ -55,10 +39,12 @@ class LoadedResults:
 
     @property
     def errors(self) -> list[Problem]:
+        """The problems that make the analysis refuse."""
         return [p for p in self.problems if p.severity == "error"]
 
     @property
     def warnings(self) -> list[Problem]:
+        """The problems reported with the analysis (runs left out)."""
         return [p for p in self.problems if p.severity == "warning"]
 
 
@@ -97,7 +83,9 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
             error("target_task", f"unknown task id {run['target_task']!r}; register it first")
         elif get_task(run["target_task"]).role != "target":
             error("target_task", f"{run['target_task']!r} is an intermediate task, not a target")
-    mix_name, mix_tasks, sampling = BASELINE_MIX, {}, None
+    mix_name: str | None = BASELINE_MIX
+    mix_tasks: dict = {}
+    sampling = None
     intermediate = run["intermediate"]
     if intermediate is not None:
         if not isinstance(intermediate, dict):
@@ -135,7 +123,8 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
     return record, problems
 
 
-def _check_score(score: object, file: str, location: str, target_task: str) -> tuple[dict | None, list[Problem]]:
+def _check_score(score: object, file: str, location: str,
+                 target_task: str) -> tuple[dict | None, list[Problem]]:
     if not isinstance(score, dict):
         return None, [Problem(file, location, "error", f"expected a JSON object, got {type(score).__name__}")]
     problems = [Problem(file, location, "error", f"missing required key {key!r}")
@@ -170,7 +159,9 @@ def _check_score(score: object, file: str, location: str, target_task: str) -> t
 
 def _read_scores(path: Path, target_task: str) -> tuple[list[dict], list[Problem]]:
     file = str(path)
-    rows, problems, seen = [], [], {}
+    rows: list[dict] = []
+    problems: list[Problem] = []
+    seen: dict[tuple, int] = {}
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -202,21 +193,22 @@ def _read_scores(path: Path, target_task: str) -> tuple[list[dict], list[Problem
 
 def _check_duplicates_and_mixes(runs: pd.DataFrame) -> list[Problem]:
     """Two runs of the same (model, mix, target, seed), or one mix name with two compositions."""
-    problems = []
+    problems: list[Problem] = []
     if runs.empty:
         return problems
     for _, group in runs.groupby(["model", "mix", "target_task", "seed"]):
         if len(group) > 1:
-            files = ", ".join(group["file"])
+            files = ", ".join(map(repr, group["file"]))
             problems.append(Problem(group["file"].iloc[1], "", "error",
-                                    f"duplicate run of model={group['model'].iloc[0]} "
-                                    f"mix={group['mix'].iloc[0]} target={group['target_task'].iloc[0]} "
-                                    f"seed={group['seed'].iloc[0]}: also in {files}; keep one"))
+                                    f"duplicate run of model={group['model'].iloc[0]!r} "
+                                    f"mix={group['mix'].iloc[0]!r} "
+                                    f"target={group['target_task'].iloc[0]!r} "
+                                    f"seed={group['seed'].iloc[0]!r}: also in {files}; keep one"))
     for run_id, group in runs.groupby("run_id"):
         if len(group) > 1 and group[["model", "mix", "target_task", "seed"]].drop_duplicates().shape[0] > 1:
             problems.append(Problem(group["file"].iloc[1], "run_id", "error",
                                     f"run_id {run_id!r} is used by {len(group)} different runs: "
-                                    f"{', '.join(group['file'])}"))
+                                    f"{', '.join(map(repr, group['file']))}"))
     for mix, group in runs.groupby("mix"):
         compositions = group["mix_tasks"].unique()
         if len(compositions) > 1:
@@ -267,7 +259,7 @@ def load_run_folder(root: str | Path) -> LoadedResults:
         run_records.append(record)
         if record["status"] == "failed":
             problems.append(Problem(file, "status", "warning",
-                                    f"run {record['run_id']} failed ({record['error']}); "
+                                    f"run {record['run_id']!r} failed ({record['error']}); "
                                     "left out of the analysis"))
             continue
         scores_path = run_file.parent / SCORES_FILE
@@ -316,78 +308,136 @@ def load_flat_table(path: str | Path) -> LoadedResults:
     file line 4, after the header).
     """
     path = Path(path)
-    file = str(path)
     table = _read_flat_table(path)
+    table.index = pd.RangeIndex(1, len(table) + 1)
+    return _load_table(table, str(path))
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _table_run(row: dict, source: str) -> tuple[dict | None, list[Problem]]:
+    """Check the run of a table row like a ``run.json``; locations are within the row."""
+    try:
+        tasks = parse_mix_tasks(row["mix_tasks"])
+    except ValueError as error:
+        return None, [Problem(source, "column mix_tasks", "error", str(error))]
+    seed = row["seed"]
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    mix = BASELINE_MIX if _missing(row["mix"]) else str(row["mix"])
+    if (mix == BASELINE_MIX) != (not tasks):
+        return None, [Problem(source, "column mix", "error",
+                              f"mix {mix!r} with mix_tasks {row['mix_tasks']!r}: the baseline mix "
+                              f"{BASELINE_MIX!r} has no tasks and every other mix has some")]
+    run = {"schema_version": 1, "run_id": row["run_id"], "model": row["model"],
+           "intermediate": {"name": mix, "tasks": tasks} if tasks else None,
+           "target_task": row["target_task"], "seed": seed, "status": "complete"}
+    return _check_run(run, source)
+
+
+def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
+    """Validate a table in the flat form; problems name a row by its index label."""
     missing = [c for c in FLAT_COLUMNS if c not in table.columns]
     if missing:
-        raise ResultsError([Problem(file, "columns", "error",
+        raise ResultsError([Problem(source, "columns", "error",
                                     f"missing column(s) {missing}; expected {list(FLAT_COLUMNS)}")])
     if table.empty:
-        raise ResultsError([Problem(file, "", "error", "the table has no rows")])
-    problems, runs, score_rows = [], {}, []
-    for index, row in enumerate(table.to_dict("records"), start=1):
-        location = f"row {index}"
-        try:
-            tasks = parse_mix_tasks(row["mix_tasks"])
-        except ValueError as error:
-            problems.append(Problem(file, f"{location}, column mix_tasks", "error", str(error)))
-            continue
-        seed = row["seed"]
-        if isinstance(seed, float) and seed.is_integer():
-            seed = int(seed)
-        mix = BASELINE_MIX if (row["mix"] is None or (isinstance(row["mix"], float)
-                                                        and math.isnan(row["mix"]))) else str(row["mix"])
-        if (mix == BASELINE_MIX) != (not tasks):
-            problems.append(Problem(file, f"{location}, column mix", "error",
-                                    f"mix {mix!r} with mix_tasks {row['mix_tasks']!r}: the baseline "
-                                    f"mix {BASELINE_MIX!r} has no tasks and every other mix has some"))
-            continue
-        run = {"schema_version": 1, "run_id": row["run_id"], "model": row["model"],
-               "intermediate": {"name": mix, "tasks": tasks} if tasks else None,
-               "target_task": row["target_task"], "seed": seed, "status": "complete"}
-        record, run_problems = _check_run(run, file)
-        problems += [Problem(p.file, f"{location}, {p.location}", p.severity, p.message)
+        raise ResultsError([Problem(source, "", "error", "the table has no rows")])
+    run_columns = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed"]
+    score_columns = ["language", "metric", "split", "value"]
+    if "n_examples" in table.columns:
+        score_columns.append("n_examples")
+    # A run's checks are the same on each of its rows (one per score): check each distinct run
+    # once. Keyed by repr because JSON Lines cells may be lists or objects, which do not hash.
+    checked_runs: dict[str, tuple[dict | None, list[Problem]]] = {}
+    problems: list[Problem] = []
+    runs: dict[tuple, dict] = {}
+    score_rows, score_labels = [], []
+    rows = table[run_columns + score_columns].to_dict("records")
+    for label, row in zip(table.index, rows, strict=True):
+        location = f"row {label}"
+        key = repr([row[column] for column in run_columns])
+        if key not in checked_runs:
+            checked_runs[key] = _table_run(row, source)
+        record, run_problems = checked_runs[key]
+        problems += [Problem(source, f"{location}, {p.location}", p.severity, p.message)
                      for p in run_problems]
         if record is None:
             continue
-        value = row["value"]
+        value, n_examples = row["value"], row.get("n_examples")
+        if isinstance(n_examples, float) and n_examples.is_integer():
+            n_examples = int(n_examples)  # a column with missing values is read as floats
         score, score_problems = _check_score(
             {"language": row["language"], "metric": row["metric"], "split": row["split"],
-             "value": float(value) if _is_number(value) else value},
-            file, location, record["target_task"])
+             "value": float(value) if _is_number(value) else value,
+             "n_examples": None if _missing(n_examples) else n_examples},
+            source, location, record["target_task"])
         problems += score_problems
         if score is None:
             continue
-        key = record["run_id"]
-        runs.setdefault(key, record | {"file": f"{file} ({location})"})
-        score_rows.append({k: record[k] for k in ("run_id", "model", "mix", "mix_tasks",
-                                                  "target_task", "seed")} | score)
+        run_fields = {k: record[k] for k in run_columns}
+        # Keyed by the whole run, not its id, so that one run_id given to two runs is reported.
+        runs.setdefault(tuple(run_fields.values()), record | {"file": f"{source} ({location})"})
+        score_rows.append(run_fields | score)
+        score_labels.append(label)
     runs_table = pd.DataFrame(list(runs.values()),
                               columns=["run_id", "model", "mix", "mix_tasks", "sampling",
                                        "target_task", "seed", "status", "error", "file"])
     scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
     duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
-    for index in scores.index[duplicated]:
-        problems.append(Problem(file, f"row {index + 1}", "error",
-                                f"duplicate score for run {scores.at[index, 'run_id']} language "
-                                f"{scores.at[index, 'language']} metric {scores.at[index, 'metric']}"))
+    for position in duplicated.to_numpy().nonzero()[0]:
+        duplicate = scores.iloc[position]
+        problems.append(Problem(source, f"row {score_labels[position]}", "error",
+                                f"duplicate score for run {duplicate['run_id']!r} language "
+                                f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
     problems += _check_duplicates_and_mixes(runs_table)
-    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=file)
+    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source)
 
 
-def load_results(path: str | Path, *, strict: bool = True) -> LoadedResults:
-    """Load a results folder or flat table. With ``strict``, any error raises :class:`ResultsError`
-    listing all of them; warnings stay in ``problems``."""
-    path = Path(path)
-    loaded = load_flat_table(path) if path.is_file() else load_run_folder(path)
+def load_results(results: str | Path | pd.DataFrame, *, strict: bool = True) -> LoadedResults:
+    """Load and validate a results folder, a flat table file or a DataFrame in the flat form.
+
+    Parameters
+    ----------
+    results : str, pathlib.Path or pandas.DataFrame
+        A folder of runs (any depth), a ``.csv``, ``.parquet`` or ``.jsonl`` table, or a
+        DataFrame with the columns of ``FLAT_COLUMNS`` (and optionally ``n_examples``). A
+        DataFrame is validated like a file; its problems name the file ``DataFrame`` and the row
+        by its index label (``row <label>``, for ``df.loc[label]``). A file's rows are numbered
+        from 1.
+    strict : bool, default True
+        Raise :class:`ResultsError` listing every problem when there is any error; warnings
+        stay in ``problems``.
+
+    Returns
+    -------
+    LoadedResults
+        The scores of the complete runs, one row per run, and every problem met.
+
+    Examples
+    --------
+    >>> table = pd.DataFrame({"run_id": ["r1"], "model": ["xlmr"], "mix": ["none"],
+    ...                       "mix_tasks": [""], "target_task": ["xnli"], "seed": [1],
+    ...                       "language": ["de"], "metric": ["accuracy"], "split": ["test"],
+    ...                       "value": [71.5]}, index=["first"])
+    >>> load_results(table).scores["value"].tolist()
+    [71.5]
+    """
+    if isinstance(results, pd.DataFrame):
+        loaded = _load_table(results, "DataFrame")
+    else:
+        path = Path(results)
+        loaded = load_flat_table(path) if path.is_file() else load_run_folder(path)
     if strict and loaded.errors:
         raise ResultsError(loaded.problems)
     return loaded
 
 
-def validate_results(path: str | Path) -> list[Problem]:
-    """Every problem of a results folder or table, errors and warnings, without raising."""
+def validate_results(results: str | Path | pd.DataFrame) -> list[Problem]:
+    """Every problem of a results folder, table or DataFrame, errors and warnings, without raising."""
     try:
-        return load_results(path, strict=False).problems
+        return load_results(results, strict=False).problems
     except ResultsError as error:
         return error.problems

@@ -277,15 +277,21 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
 
 def problems_table(problems: pd.DataFrame) -> Table:
     """Problems met while loading and analysing the results (``file, location, severity,
-    message``)."""
+    message``), one row per kind with how many there are and where the first ones are
+    (:func:`transferstats.problems.group_problems`), so that thousands stay readable."""
+    from transferstats.problems import Problem, group_problems
+
+    columns = problems[["file", "location", "severity", "message"]].fillna("").astype(str)
+    grouped = group_problems(Problem(*row) for row in columns.itertuples(index=False))
     frame = pd.DataFrame({
-        "Severity": problems["severity"].astype(str),
-        "File": problems["file"].astype(str),
-        "Location": problems["location"].fillna("").astype(str),
-        "Message": problems["message"].astype(str),
+        "Severity": grouped["severity"],
+        "Message": grouped["message"],
+        "Count": [f"{count:,}" for count in grouped["count"]],
+        "First locations": grouped["first_locations"],
     })
-    caption = ("Problems and warnings met while loading and analysing the results; failed or "
-               "unreadable runs were left out of the analysis.")
+    caption = ("Problems and warnings met while loading and analysing the results, one row per "
+               "kind with its first locations; failed or unreadable runs were left out of the "
+               "analysis.")
     return Table("load_problems", caption, frame)
 
 
