@@ -31,7 +31,23 @@ def test_analyze_refuses_bad_input_and_writes_nothing(small_results, tmp_path, c
     assert not out.exists()
     printed = capsys.readouterr().err
     assert "scores.jsonl:line 1" in printed and "missing required key 'metric'" in printed
-    assert "nothing was written" in printed
+    assert "no report was written" in printed
+
+
+def test_analyze_groups_a_flood_of_problems_and_keeps_the_full_list(small_results, tmp_path, capsys):
+    import transferstats as ts
+
+    flat = ts.load_results(small_results).scores
+    flat["mix_tasks"] = flat["mix_tasks"].str.replace(r"^[a-z_0-9]+=", "xx=", regex=True)
+    table = tmp_path / "flat.csv"
+    flat.to_csv(table, index=False)
+    full_list = tmp_path / "problems.tsv"
+    assert main(["analyze", str(table), "--problems-file", str(full_list)]) == 2
+    printed = capsys.readouterr().err
+    n_bad = int((flat["mix_tasks"].str.startswith("xx=")).sum())
+    assert "unknown task id 'xx'" in printed and f"{n_bad:,} times" in printed
+    assert len(printed.splitlines()) < 10
+    assert len(full_list.read_text().splitlines()) == n_bad + 1  # a header line, then every problem
 
 
 def test_analyze_refuses_a_bad_spec(small_results, tmp_path, capsys):

@@ -36,9 +36,10 @@ def report(result, tmp_path_factory):
     return out_dir, write_report(result, out_dir)
 
 
-def test_writes_every_file(report):
+def test_writes_every_file(report, result):
     out_dir, paths = report
-    expected = {"report.md", "report.html", "estimates.json"}
+    assert not result.problems.empty
+    expected = {"report.md", "report.html", "estimates.json", "problems.tsv"}
     expected |= {f"figures/{name}.{fmt}" for name in FIGURES for fmt in ("png", "pdf")}
     expected |= {f"tables/{name}.tex" for name in LATEX_TABLES}
     assert set(paths) == expected
@@ -46,6 +47,8 @@ def test_writes_every_file(report):
         assert path == out_dir / relative
         assert path.is_file() and path.stat().st_size > 0
     assert [p.name for p in out_dir.parent.iterdir()] == ["example"], "no temporary folder left"
+    # Every problem, one per line after the header, even those the report's table groups.
+    assert len(paths["problems.tsv"].read_text().splitlines()) == len(result.problems) + 1
 
 
 def test_figures_are_png_and_vector_pdf_with_text_as_text(report):

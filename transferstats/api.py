@@ -17,7 +17,8 @@ from transferstats.analysis.mixed import CrossedFit, fit_crossed, likelihood_rat
 from transferstats.analysis.pipeline import analyze_loaded
 from transferstats.analysis.result import AnalysisResult
 from transferstats.analysis.spec import AnalysisSpec, TaskSource, load_spec, read_tasks
-from transferstats.loading import LoadedResults, Problem, ResultsError
+from transferstats.loading import LoadedResults
+from transferstats.problems import Problem, ResultsError
 from transferstats.simulate import SimulationSettings, simulate_results
 from transferstats.tasks import Task, get_task, register_task, task_scope
 

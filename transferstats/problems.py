@@ -20,6 +20,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from rich.console import Console
 
+#: Where the commands write the full list when they print it grouped (the current folder).
+PROBLEMS_FILE = "transferstats-problems.tsv"
 #: Kinds printed by :func:`print_problems` and listed in :class:`ResultsError` messages.
 PRINT_LIMIT = 20
 #: Places shown per kind.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep English rows in row-level outcomes (not zero-shot)")
     parser.add_argument("--tasks", action="append", default=[],
                         help="TOML file registering your own tasks ([tasks.<id>] tables); repeatable")
+    parser.add_argument("--problems-file", default=PROBLEMS_FILE,
+                        help="where every problem is written, one per line, when the analysis is "
+                             "refused and the printed list groups them (default: %(default)s)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="bootstrap worker processes (default: all cores)")
 
@@ -41,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     import transferstats as ts
+    from transferstats.problems import print_problems
     from transferstats.report.terminal import summary
 
     console = Console(stderr=True)
@@ -48,10 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = ts.analyze(args.results, spec=args.spec, jobs=args.jobs, tasks=args.tasks, **options)
     except ts.ResultsError as error:
-        for problem in error.problems:
-            style = "red" if problem.severity == "error" else "yellow"
-            console.print(str(problem), style=style, markup=False, highlight=False, soft_wrap=True)
-        console.print("[bold red]analysis refused: fix the errors above (nothing was written)[/]")
+        print_problems(error.problems, console, full_list=args.problems_file)
+        console.print("[bold red]analysis refused: fix the errors above (no report was written)[/]")
         return 2
     except ValueError as error:
         console.print(f"error: {error}", style="red", markup=False, highlight=False)

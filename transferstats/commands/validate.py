@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-PROBLEMS_FILE = "transferstats-problems.tsv"
+from transferstats.problems import PROBLEMS_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,16 +22,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from transferstats.loading import load_results
-    from transferstats.problems import ResultsError, print_problems
-    from transferstats.tasks import load_task_file
+    import transferstats as ts
+    from transferstats.problems import print_problems
 
     console = Console()
-    for task_file in args.tasks:
-        load_task_file(task_file)
     try:
-        loaded = load_results(args.results, strict=False)
-    except ResultsError as error:
+        loaded = ts.load_results(args.results, tasks=args.tasks, strict=False)
+    except ValueError as error:  # a task file that cannot be read
+        console.print(f"error: {error}", style="red", markup=False, highlight=False)
+        return 2
+    except ts.ResultsError as error:
         problems, runs = error.problems, 0
     else:
         problems, runs = loaded.problems, len(loaded.runs)

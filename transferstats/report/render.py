@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from transferstats import __version__
 from transferstats.analysis.result import CONTRAST, AnalysisResult
+from transferstats.problems import Problem, write_problems
 from transferstats.report import figures, tables
 from transferstats.report.tables import (
     MINUS,
@@ -54,6 +55,8 @@ from transferstats.report.tables import (
 
 DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
 TEMPLATES = Path(__file__).parent / "templates"
+# Every warning of the analysis, one per line (the report's table groups them by kind).
+PROBLEMS_FILE = "problems.tsv"
 DISPLAY_PIXELS_PER_INCH = 120
 MIN_DISPLAY_WIDTH = 560
 # ``estimates["model"]["method"]`` names the implementation that fitted the model.
@@ -306,8 +309,8 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
     else:
         counts = problems["severity"].value_counts()
         summary = ", ".join(f"{n} {severity}{'s' if n > 1 else ''}" for severity, n in counts.items())
-        blocks.append(_paragraph(f"**Problems and warnings ({summary}).** Every run left out of "
-                                 "the analysis is listed here."))
+        blocks.append(_paragraph(f"**Problems and warnings ({summary}),** one row per kind; "
+                                 f"every one, with its file and place, is in {_code(PROBLEMS_FILE)}."))
         blocks.append(_table(tables.problems_table(problems)))
     return blocks
 
@@ -592,6 +595,10 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
         written.append(name)
     (folder / "estimates.json").write_text(estimates_json(result.estimates), encoding="utf-8")
     written.append("estimates.json")
+    if not result.problems.empty:
+        write_problems([Problem(**row) for row in result.problems.to_dict("records")],
+                       folder / PROBLEMS_FILE)
+        written.append(PROBLEMS_FILE)
     return written
 
 
