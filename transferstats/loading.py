@@ -36,6 +36,11 @@ class LoadedResults:
     runs: pd.DataFrame
     problems: list[Problem] = field(default_factory=list)
     source: str = ""
+    #: Possible covariates (extra numeric columns of a flat table, keys of run.json's
+    #: ``covariates``; carried as columns of ``scores``) -> {position of a ``scores`` row: its
+    #: missing or non-numeric value, naming the file and row or key}. An analysis that uses the
+    #: covariate turns those of the rows it models into errors.
+    covariate_problems: dict[str, dict[int, Problem]] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:
@@ -110,9 +115,19 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
                     if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
                         error(key, f"expected a positive whole number of examples, got {count!r}")
                 mix_tasks = tasks
+    covariates = run.get("covariates", {})
+    if not isinstance(covariates, dict):
+        error("covariates", "expected an object mapping covariate names to numbers")
+    else:
+        for name, value in covariates.items():
+            if name in FLAT_COLUMNS or name == "n_examples" or not name.strip():
+                error(f"covariates.{name}", f"{name!r} cannot name a covariate (a results column)")
+            elif not _is_number(value):
+                error(f"covariates.{name}", f"expected a finite number, got {value!r}")
     if problems:
         return None, problems
     record = {
+        "covariates": dict(covariates),
         "run_id": run["run_id"], "model": run["model"], "mix": mix_name,
         "mix_tasks": format_mix_tasks(mix_tasks), "sampling": sampling,
         "target_task": run["target_task"], "seed": run["seed"], "status": run["status"],
@@ -243,7 +258,9 @@ def load_run_folder(root: str | Path) -> LoadedResults:
                                 f"holding {RUN_FILE} and {SCORES_FILE}"))
         raise ResultsError(problems)
 
-    run_records, score_rows = [], []
+    run_records: list[dict] = []
+    score_rows: list[dict] = []
+    spans: list[tuple[dict, int, int]] = []  # each run's rows in score_rows
     for run_file in run_files:
         file = str(run_file)
         try:
@@ -270,13 +287,23 @@ def load_run_folder(root: str | Path) -> LoadedResults:
         rows, score_problems = _read_scores(scores_path, record["target_task"])
         problems += score_problems
         run_fields = {k: record[k] for k in ("run_id", "model", "mix", "mix_tasks", "target_task", "seed")}
-        score_rows += [run_fields | row for row in rows]
+        spans.append((record, len(score_rows), len(score_rows) + len(rows)))
+        score_rows += [run_fields | row | record["covariates"] for row in rows]
 
     runs = pd.DataFrame(run_records, columns=["run_id", "model", "mix", "mix_tasks", "sampling",
                                               "target_task", "seed", "status", "error", "file"])
     problems += _check_duplicates_and_mixes(runs)
-    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
-    return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root))
+    # run.json's covariates become columns; a run without one that others have is named.
+    names = sorted({name for record, _, _ in spans for name in record["covariates"]})
+    covariate_problems = {
+        name: {row: Problem(record["file"], f"covariates.{name}", "error",
+                            f"no covariate {name!r} (other runs have it)")
+               for record, start, stop in spans if name not in record["covariates"]
+               for row in range(start, stop)}
+        for name in names}
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples", *names])
+    return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root),
+                         covariate_problems=covariate_problems)
 
 
 def _read_flat_table(path: Path) -> pd.DataFrame:
@@ -354,9 +381,9 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     checked_runs: dict[str, tuple[dict | None, list[Problem]]] = {}
     problems: list[Problem] = []
     runs: dict[tuple, dict] = {}
-    score_rows, score_labels = [], []
+    score_rows, score_labels, score_positions = [], [], []
     rows = table[run_columns + score_columns].to_dict("records")
-    for label, row in zip(table.index, rows, strict=True):
+    for row_number, (label, row) in enumerate(zip(table.index, rows, strict=True)):
         location = f"row {label}"
         key = repr([row[column] for column in run_columns])
         if key not in checked_runs:
@@ -382,10 +409,14 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
         runs.setdefault(tuple(run_fields.values()), record | {"file": f"{source} ({location})"})
         score_rows.append(run_fields | score)
         score_labels.append(label)
+        score_positions.append(row_number)
     runs_table = pd.DataFrame(list(runs.values()),
                               columns=["run_id", "model", "mix", "mix_tasks", "sampling",
                                        "target_task", "seed", "status", "error", "file"])
     scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
+    extra = table.iloc[score_positions].drop(columns=[*FLAT_COLUMNS, "n_examples"], errors="ignore")
+    covariates, covariate_problems = _covariate_columns(extra, source)
+    scores = pd.concat([scores, covariates], axis=1)
     duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
     for position in duplicated.to_numpy().nonzero()[0]:
         duplicate = scores.iloc[position]
@@ -393,7 +424,33 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
                                 f"duplicate score for run {duplicate['run_id']!r} language "
                                 f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
     problems += _check_duplicates_and_mixes(runs_table)
-    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source)
+    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source,
+                         covariate_problems=covariate_problems)
+
+
+def _covariate_columns(extra: pd.DataFrame, source: str
+                       ) -> tuple[pd.DataFrame, dict[str, dict[int, Problem]]]:
+    """Carry the extra columns of a flat table that hold numbers (possible covariates).
+
+    Returns them as floats and, per column, the rows (by position) whose value is missing or not
+    a finite number. A column without any number (notes, host names) is not carried.
+    """
+    columns: dict[str, object] = {}
+    problems: dict[str, dict[int, Problem]] = {}
+    for name in extra.columns:
+        values = extra[name]
+        numbers = pd.to_numeric(values, errors="coerce").astype(float)
+        finite = numbers.notna() & numbers.abs().lt(float("inf"))
+        if not finite.any():
+            continue
+        columns[str(name)] = numbers.where(finite).to_numpy()
+        problems[str(name)] = {
+            position: Problem(source, f"row {label}, column {name}", "error",
+                              "missing value" if _missing(value)
+                              else f"expected a finite number, got {value!r}")
+            for position, (label, value, ok) in enumerate(zip(extra.index, values, finite,
+                                                              strict=True)) if not ok}
+    return pd.DataFrame(columns), problems
 
 
 def load_results(results: str | Path | pd.DataFrame, *, strict: bool = True) -> LoadedResults:
