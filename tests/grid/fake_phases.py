@@ -4,6 +4,9 @@
 ``ledger`` file that gets ``start``/``done`` lines per unit: worker pid, its parent's, its GPU;
 ``fail``   substrings of run ids / encoder names whose phase raises;
 ``crash``  substrings whose worker process is SIGKILLed mid-phase.
+
+Like the real phases, they look their tasks up first, so a task the worker does not know fails
+the unit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from pathlib import Path
 
 from transferstats.results import write_run
+from transferstats.tasks import get_task
 
 
 def _note(job_data: dict, event: str, name: str) -> None:
@@ -38,6 +42,8 @@ def _work(job_data: dict, name: str) -> None:
 
 
 def fake_intermediate(job) -> Path:
+    for task_id in job.mix.tasks:
+        get_task(task_id)
     name = f"encoder.{job.output_dir.name}"
     _work(job.data, name)
     temporary = job.output_dir.with_name(job.output_dir.name + ".tmp")
@@ -49,6 +55,7 @@ def fake_intermediate(job) -> Path:
 
 
 def fake_target(job) -> Path:
+    get_task(job.target_task)
     run = {"run_id": job.run_id, "model": job.model, "target_task": job.target_task,
            "seed": job.seed,
            "intermediate": None if job.mix is None else {

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import fake_phases
 
-from transferstats.design import expand_grid, grid_from_dict
+from transferstats.grid.expand import expand_grid
+from transferstats.grid.spec import grid_from_dict
 from transferstats.grid.worker import Phases
 
 HERE = Path(__file__).parent
@@ -26,6 +27,20 @@ def small_grid(**data):
 
 def small_plan(results_dir: Path, **data):
     return expand_grid(small_grid(**data), results_dir)
+
+
+def user_task_plan(results_dir: Path, **data):
+    """A mix of a built-in and a user intermediate task, and a user target: 1 encoder and 2 target
+    runs whose tasks only the grid knows."""
+    return expand_grid(grid_from_dict({
+        "name": "user-tasks", "model": "xlm-roberta-base", "targets": ["mytarget"], "seeds": [1],
+        "mixes": [{"name": "mine", "tasks": {"mnli": 50, "myinter": 50}}],
+        "tasks": {"myinter": {"role": "intermediate", "format": "classification",
+                              "metric": "accuracy"},
+                  "mytarget": {"role": "target", "format": "classification",
+                               "metric": "accuracy"}},
+        "data": data,
+    }, "user-task-grid"), results_dir)
 
 
 def ledger_lines(path: Path) -> list[tuple[str, str]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from transferstats.design import expand_grid, grid_from_dict
 from transferstats.grid.estimate import (
     EXAMPLES_PER_SECOND,
     estimate_gpu_hours,
     model_size,
 )
+from transferstats.grid.expand import expand_grid
+from transferstats.grid.spec import grid_from_dict
 
 
 def test_hours_follow_examples_epochs_and_throughput():

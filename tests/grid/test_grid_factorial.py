@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 
 from transferstats.cli import main
-from transferstats.design import (
+from transferstats.grid.factorial import (
     INTERMEDIATE_TRAIN_SIZES,
     allocate_volume,
     diversity_volume_correlation,
     factorial_mixes,
-    load_grid,
     mix_volume,
     task_frequencies,
     task_volume_correlations,
 )
+from transferstats.grid.spec import load_grid
 
 RUNNERS = Path(__file__).resolve().parents[2] / "runners"
 
@@ -98,7 +98,8 @@ def test_plan_smoke(capsys):
 def test_plan_phang2020(capsys):
     out = _plan_output("phang2020", capsys)
     assert "30 intermediate trainings, 297 target trainings (27 baselines)" in out
-    for task in ["anli", "mnli", "qqp", "squad_v1", "squad_v2", "hellaswag", "commonsenseqa", "cosmosqa", "ccg"]:
+    for task in ["anli", "mnli", "qqp", "squad_v1", "squad_v2", "hellaswag", "commonsenseqa",
+                 "cosmosqa", "ccg"]:
         assert f"│ {task} " in out
     assert "multitask" in out and "1,250,254" in out
     assert "60 training examples/s" in out

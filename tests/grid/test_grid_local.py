@@ -11,13 +11,14 @@ import threading
 import time
 from collections import Counter
 
-from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan
+from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan, user_task_plan
 
 from transferstats.grid import worker
 from transferstats.grid.claims import try_claim
 from transferstats.grid.layout import Layout, encoder_failure, run_error, run_status
 from transferstats.grid.local import LocalExecutor
 from transferstats.results import is_complete
+from transferstats.tasks import is_known
 
 
 def _run(plan, **options):
@@ -46,6 +47,16 @@ def test_grid_runs_every_unit_once_and_skips_them_next_time(tmp_path):
     assert (tmp_path / "results" / ".logs" / "xlmr-base.a.xnli.s1.log").read_text().strip()
     again = _run(plan)
     assert again.counts == {worker.ALREADY_COMPLETE: 8}
+    _assert_all_complete_once(plan, ledger)
+
+
+def test_grid_tasks_travel_with_the_jobs_to_the_workers(tmp_path):
+    # The fake phases look their tasks up in the worker process, which knows only the built-in
+    # ones: the grid's own tasks must come with the jobs.
+    ledger = tmp_path / "ledger"
+    plan = user_task_plan(tmp_path / "results", ledger=str(ledger))
+    assert not is_known("myinter") and not is_known("mytarget")
+    assert _run(plan).counts == {worker.RAN: 3}
     _assert_all_complete_once(plan, ledger)
 
 

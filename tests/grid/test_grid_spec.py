@@ -7,13 +7,10 @@ import copy
 import pytest
 
 from transferstats.cli import main
-from transferstats.design import (
-    INTERMEDIATE_TRAIN_SIZES,
-    SpecError,
-    expand_grid,
-    grid_from_dict,
-    load_grid,
-)
+from transferstats.grid.expand import expand_grid
+from transferstats.grid.factorial import INTERMEDIATE_TRAIN_SIZES
+from transferstats.grid.spec import SpecError, grid_from_dict, load_grid
+from transferstats.tasks import is_known
 
 VALID = {
     "model": "xlm-roberta-large",
@@ -149,12 +146,69 @@ def test_valid_spec_expands_with_baselines_and_shared_encoders(tmp_path):
     assert targets[0].hyperparameters == {"learning_rate": 1e-5, "epochs": 3}
 
 
-def test_task_list_means_whole_training_sets_and_user_tasks_register():
+def test_task_list_means_whole_training_sets_and_user_tasks_stay_in_the_grid():
     grid = grid_from_dict(_with(lambda d: d.update(
         tasks={"mytask": {"role": "intermediate", "format": "classification",
                           "metric": "accuracy", "data": {"train_size": 500}}},
         mixes=[{"name": "all", "tasks": ["ccg", "mytask"]}])), "g")
     assert grid.mixes[0].tasks == {"ccg": INTERMEDIATE_TRAIN_SIZES["ccg"], "mytask": 500}
+    assert [task.id for task in grid.tasks] == ["mytask"]
+    assert not is_known("mytask")
+
+
+USER_TASKS_TOML = """
+model = "xlm-roberta-base"
+targets = ["mytarget"]
+seeds = [1]
+languages = ["en", "sw"]
+[[mixes]]
+name = "mine"
+tasks = ["mnli", "myinter"]
+[factorial]
+diversity = [1, 2]
+volume = [100, 200]
+draws = 1
+tasks = ["myinter", "myother"]
+[tasks.myinter]
+role = "intermediate"
+format = "classification"
+metric = "accuracy"
+data = {train_size = 300}
+[tasks.myother]
+role = "intermediate"
+format = "tagging"
+metric = "accuracy"
+[tasks.mytarget]
+role = "target"
+format = "classification"
+metric = "accuracy"
+languages = ["en", "de", "sw"]
+"""
+
+
+def test_loading_a_grid_leaves_the_task_registry_alone(tmp_path, capsys):
+    path = tmp_path / "user.toml"
+    path.write_text(USER_TASKS_TOML)
+    grid = load_grid(path)
+    assert {task.id for task in grid.tasks} == {"myinter", "myother", "mytarget"}
+    assert not any(is_known(task.id) for task in grid.tasks)
+    plan = expand_grid(grid, tmp_path / "results")
+    assert {job.languages for job in plan.target_jobs} == {("en", "sw")}
+    assert all(job.tasks == grid.tasks for job in plan.intermediate_jobs + plan.target_jobs)
+
+    assert main(["plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "300 (all)" in out and "not counted: mytarget" in out  # sizes of the grid's tasks
+    assert main(["status", str(tmp_path / "results"), "--grid", str(path)]) == 0
+    assert not any(is_known(task.id) for task in grid.tasks)
+
+
+def test_user_task_redefining_a_built_in_one_is_refused():
+    with pytest.raises(SpecError) as caught:
+        grid_from_dict(_with(lambda d: d.update(tasks={"mnli": {
+            "role": "intermediate", "format": "tagging", "metric": "accuracy"}})), "g")
+    assert caught.value.key == "tasks"
+    assert "'mnli' is already registered differently" in caught.value.reason
 
 
 def test_languages_restrict_each_target_to_its_own():

@@ -6,8 +6,8 @@ from __future__ import annotations
 from grid_helpers import FAKE_PHASES, small_plan
 
 from transferstats.cli import main
-from transferstats.design import GridPlan
 from transferstats.grid.claims import try_claim
+from transferstats.grid.expand import GridPlan
 from transferstats.grid.layout import Layout
 from transferstats.grid.local import LocalExecutor
 from transferstats.grid.status import (

@@ -8,13 +8,14 @@ import os
 from pathlib import Path
 
 import pytest
-from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan
+from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan, user_task_plan
 
 from transferstats.cli import main
-from transferstats.design import expand_grid, load_grid, parse_time
 from transferstats.grid import worker
+from transferstats.grid.expand import expand_grid
 from transferstats.grid.layout import run_error, run_status
 from transferstats.grid.slurm import GridTask, SlurmExecutor, SlurmOptions
+from transferstats.grid.spec import load_grid, parse_time
 
 pytest.importorskip("submitit")
 
@@ -46,6 +47,15 @@ def test_arrays_run_every_unit_once_and_record_failures(tmp_path, importable_hel
     retry = SlurmExecutor(LOCAL, phases=FAKE_PHASES, cluster="local", retry_failed=True)
     assert [job.result() for job in retry.run(small_plan(results, ledger=str(ledger)),
                                               results)] == [worker.RAN]
+
+
+def test_grid_tasks_travel_with_the_pickled_jobs(tmp_path, importable_helpers):
+    # submitit pickles each unit for a job process that knows only the built-in tasks.
+    results = tmp_path / "results"
+    plan = user_task_plan(results)
+    jobs = SlurmExecutor(LOCAL, phases=FAKE_PHASES, cluster="local").run(plan, results)
+    assert [job.result() for job in jobs] == [worker.RAN] * 3
+    assert [run_status(job) for job in plan.target_jobs] == ["complete"] * 2
 
 
 def test_preempted_task_requeues_itself_with_the_same_unit(tmp_path):

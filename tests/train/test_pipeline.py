@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("torch")
 
 from transferstats.results import RUN_FILE, SCORES_FILE
-from transferstats.tasks import register_task, tasks_from_table
+from transferstats.tasks import task_scope, tasks_from_table
 from transferstats.train.jobs import IntermediateJob, Mix, TargetJob
 from transferstats.train.pipeline import EXAMPLES_FILE, run_intermediate, run_target
 
@@ -98,26 +98,26 @@ def test_crash_writes_failed_status_and_no_scores(smoke, tmp_path):
     assert not (run_dir / SCORES_FILE).exists()
 
 
-def test_user_registered_task_trains_without_editing_the_package(smoke, tmp_path):
+def test_user_task_trains_without_editing_the_package(smoke, tmp_path):
     rows = [{"claim": f"ka lo mi {i}", "evidence": "ne tu sa", "verdict": ["no", "yes"][i % 2]}
             for i in range(12)]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for task in tasks_from_table({"factcheck": {
-            "role": "intermediate", "format": "classification", "metric": "accuracy",
-            "num_labels": 2, "data": {"files": {"train": str(tmp_path / "train.jsonl")},
-                                      "labels": ["no", "yes"],
-                                      "fields": {"text": "claim", "text_pair": "evidence",
-                                                 "label": "verdict"}}}}, "user.toml"):
-        register_task(task, replace=True)
-    output = run_intermediate(IntermediateJob(
-        model=smoke["model"], mix=Mix("fc", {"factcheck": 12, "mnli": 4}, sampling="uniform"),
-        seed=1, output_dir=tmp_path / "enc", hyperparameters=smoke["hp"], data=smoke["data"]))
+    tasks = tasks_from_table({"factcheck": {
+        "role": "intermediate", "format": "classification", "metric": "accuracy",
+        "num_labels": 2, "data": {"files": {"train": str(tmp_path / "train.jsonl")},
+                                  "labels": ["no", "yes"],
+                                  "fields": {"text": "claim", "text_pair": "evidence",
+                                             "label": "verdict"}}}}, "user.toml")
+    with task_scope(tasks):
+        output = run_intermediate(IntermediateJob(
+            model=smoke["model"], mix=Mix("fc", {"factcheck": 12, "mnli": 4}, sampling="uniform"),
+            seed=1, output_dir=tmp_path / "enc", hyperparameters=smoke["hp"], data=smoke["data"]))
     record = json.loads((output / EXAMPLES_FILE).read_text())
     assert record["tasks"] == {"factcheck": 12, "mnli": 4}
     assert record["probabilities"] == {"factcheck": 0.5, "mnli": 0.5}
 
 
-def test_user_registered_target_with_file_templates(smoke, tmp_path):
+def test_user_target_with_file_templates(smoke, tmp_path):
     def rows(n, lang):
         return [{"premise": f"ka lo {lang} {i}", "options": ["mi ne", "tu sa", "ri po"],
                  "answer": i % 3} for i in range(n)]
@@ -127,17 +127,17 @@ def test_user_registered_target_with_file_templates(smoke, tmp_path):
         (tmp_path / f"{split}.{lang}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows(n, lang)))
     files = {split: str(tmp_path / f"{split}.{{lang}}.jsonl") for split in ("train", "dev", "test")}
-    for task in tasks_from_table({"xchoice": {
-            "role": "target", "format": "multiple_choice", "metric": "accuracy",
-            "languages": ["en", "de"],
-            "data": {"files": files,
-                     "fields": {"context": "premise", "choices": "options", "label": "answer"}}}},
-            "user.toml"):
-        register_task(task, replace=True)
+    tasks = tasks_from_table({"xchoice": {
+        "role": "target", "format": "multiple_choice", "metric": "accuracy",
+        "languages": ["en", "de"],
+        "data": {"files": files,
+                 "fields": {"context": "premise", "choices": "options", "label": "answer"}}}},
+        "user.toml")
     job = TargetJob(run_id="tiny.none.xchoice.s1", model=smoke["model"], mix=None,
                     target_task="xchoice", seed=1, results_dir=tmp_path / "results",
                     hyperparameters=smoke["hp"], data=smoke["data"])
-    run_dir = run_target(job)
+    with task_scope(tasks):
+        run_dir = run_target(job)
     scores = [json.loads(line) for line in (run_dir / SCORES_FILE).read_text().splitlines()]
     assert [(s["language"], s["metric"], s["n_examples"]) for s in scores] == [
         ("en", "accuracy", 6), ("de", "accuracy", 6)]

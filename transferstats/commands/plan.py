@@ -9,17 +9,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from transferstats.design import (
-    SpecError,
+from transferstats.grid.expand import expand_grid, mix_label
+from transferstats.grid.factorial import (
     diversity_volume_correlation,
-    expand_grid,
-    load_grid,
-    mix_label,
     mix_volume,
     task_frequencies,
     task_volume_correlations,
     train_size,
 )
+from transferstats.grid.spec import SpecError, load_grid
+from transferstats.tasks import task_scope
 
 
 def add_arguments(parser):
@@ -79,6 +78,13 @@ def run(args) -> int:
     except SpecError as error:
         Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
         return 2
+    # The grid's own tasks are registered nowhere; the mix table reads their training-set sizes.
+    with task_scope(grid.tasks):
+        _show(console, grid, args)
+    return 0
+
+
+def _show(console: Console, grid, args) -> None:
     from transferstats.grid.estimate import estimate_gpu_hours
 
     plan = expand_grid(grid, args.results)
@@ -105,4 +111,3 @@ def run(args) -> int:
         console.print(f"diversity-volume correlation: r = {shown} (Pearson, log2 tasks vs log2 "
                       f"examples, over {len(grid.mixes)} mixes)", highlight=False)
         console.print(_frequency_table(grid.mixes))
-    return 0

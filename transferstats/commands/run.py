@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from transferstats.design import SpecError, expand_grid, load_grid, parse_time
+from transferstats.grid.expand import expand_grid
+from transferstats.grid.spec import SpecError, load_grid, parse_time
 
 
 def add_arguments(parser):

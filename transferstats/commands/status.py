@@ -8,7 +8,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from transferstats.design import SpecError, expand_grid, load_grid
+from transferstats.grid.expand import expand_grid
+from transferstats.grid.spec import SpecError, load_grid
 
 
 def add_arguments(parser):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transferstats.design import GridPlan, mix_volume
-from transferstats.tasks import get_task
+from transferstats.grid.expand import GridPlan
+from transferstats.grid.factorial import mix_volume
+from transferstats.tasks import get_task, task_scope
 
 # English training examples each target fine-tunes on (XTREME, Hu et al. 2020, Table 1). The
 # retrieval targets are evaluated zero-shot with no fine-tuning.
@@ -63,6 +64,19 @@ class GpuEstimate:
 
 
 def estimate_gpu_hours(plan: GridPlan) -> GpuEstimate:
+    """GPU hours of every job of a plan, with the assumptions behind them.
+
+    Parameters
+    ----------
+    plan
+        The expanded grid; its own tasks (``plan.grid.tasks``) are looked up in their scope.
+
+    Returns
+    -------
+    GpuEstimate
+        Hours of the intermediate and target phases; targets of unknown training size are left
+        out and named in ``assumption``.
+    """
     grid = plan.grid
     size = model_size(grid.model, grid.prepare is not None)
     speed = grid.examples_per_second or EXAMPLES_PER_SECOND[size]
@@ -73,8 +87,10 @@ def estimate_gpu_hours(plan: GridPlan) -> GpuEstimate:
     intermediate_seconds = trained / speed
     target_seconds = retrieval_seconds = 0.0
     unknown: set[str] = set()
+    with task_scope(grid.tasks):
+        target_sizes = {target: _target_train_size(target) for target in grid.targets}
     for job in plan.target_jobs:
-        examples = _target_train_size(job.target_task)
+        examples = target_sizes[job.target_task]
         if examples is None:
             unknown.add(job.target_task)
         elif examples == 0:

@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferstats.design import ENCODERS_DIR
+from transferstats.grid.expand import ENCODERS_DIR
 from transferstats.results import RUN_FILE, atomic_write_text, read_run_status
 from transferstats.train.jobs import IntermediateJob, TargetJob
 

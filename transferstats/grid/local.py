@@ -27,9 +27,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from transferstats.design import GridPlan
 from transferstats.grid import layout, worker
 from transferstats.grid.claims import try_claim
+from transferstats.grid.expand import GridPlan
 from transferstats.train.jobs import IntermediateJob, TargetJob
 
 CPU = "cpu"
@@ -81,7 +81,7 @@ def _describe_error(unit) -> str:
 
 
 class LocalExecutor:
-    """Runs a :class:`~transferstats.design.GridPlan` with one worker process per device.
+    """Runs a :class:`~transferstats.grid.expand.GridPlan` with one worker process per device.
 
     ``devices``: ``["cpu"]`` for one CPU worker, or GPU ids (``["0", "1"]``), one worker each.
     ``phases``: the training phases, :func:`worker.training_phases` by default.

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferstats.design import GridPlan
 from transferstats.grid import layout, worker
+from transferstats.grid.expand import GridPlan
 from transferstats.train.jobs import IntermediateJob, TargetJob
 
 CLUSTERS = ("slurm", "local")
@@ -58,7 +58,7 @@ class GridTask:
 
 
 class SlurmExecutor:
-    """Submits a :class:`~transferstats.design.GridPlan` as job arrays.
+    """Submits a :class:`~transferstats.grid.expand.GridPlan` as job arrays.
 
     ``cluster="local"`` runs the same arrays through submitit's local executor (for tests and
     workstations); then array 2 is submitted once array 1 has finished and :meth:`run` waits for

@@ -11,10 +11,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferstats.design import BASELINE_MIX_NAME, GridPlan, mix_label
 from transferstats.grid import layout
 from transferstats.grid.claims import live_holder
-from transferstats.results import RUN_FILE, read_run_status
+from transferstats.grid.expand import GridPlan, mix_label
+from transferstats.results import BASELINE_MIX, RUN_FILE, read_run_status
 
 STATES = ("complete", "failed", "running", "pending")
 ENCODER, RUN = "encoder", "run"
@@ -73,7 +73,7 @@ def folder_states(results_dir: str | Path) -> list[UnitState]:
             continue
         name = run.get("run_id", run_file.parent.name)
         seen.add(name)
-        mix = (run.get("intermediate") or {}).get("name", BASELINE_MIX_NAME)
+        mix = (run.get("intermediate") or {}).get("name", BASELINE_MIX)
         status = read_run_status(run_file.parent)
         states.append(UnitState(name, RUN, mix, status or "pending",
                                 run.get("error") if status == "failed" else None))
@@ -89,8 +89,8 @@ def folder_states(results_dir: str | Path) -> list[UnitState]:
 def count_by_mix(states: list[UnitState]) -> dict[str, dict[str, Counter]]:
     """mix -> kind -> Counter of states: the baseline first, then mixes as they first appear."""
     table: dict[str, dict[str, Counter]] = {}
-    if any(unit.mix == BASELINE_MIX_NAME for unit in states):
-        table[BASELINE_MIX_NAME] = {ENCODER: Counter(), RUN: Counter()}
+    if any(unit.mix == BASELINE_MIX for unit in states):
+        table[BASELINE_MIX] = {ENCODER: Counter(), RUN: Counter()}
     for unit in states:
         table.setdefault(unit.mix, {ENCODER: Counter(), RUN: Counter()})[unit.kind][unit.state] += 1
     return table

@@ -5,7 +5,8 @@ transferstats.grid.worker UNIT_FILE``), the Slurm executor inside a submitit job
 when already complete (or failed, unless retrying), claimed before it runs and re-checked once
 claimed, so two workers never run it twice; its output goes to its own log; an exception is
 recorded as a failure (``run.json`` with status ``failed``, or ``<encoder>.failed.json``) and never
-stops the caller.
+stops the caller. The phases run with the unit's own tasks (a grid's ``[tasks]``) in scope: those
+are registered nowhere, and this may be a fresh process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from transferstats.grid import layout
 from transferstats.grid.claims import STALE_AFTER_SECONDS, try_claim
 from transferstats.results import write_run
+from transferstats.tasks import task_scope
 from transferstats.train.jobs import IntermediateJob, TargetJob
 
 # Outcomes of :func:`execute_unit`, also the worker process's exit codes.
@@ -183,12 +185,15 @@ def execute_unit(unit: IntermediateJob | TargetJob, phases: Phases, *,
                  encoder_job: IntermediateJob | None = None, retry_failed: bool = False,
                  stale_after: float = STALE_AFTER_SECONDS, poll_seconds: float = 5.0) -> str:
     """Run one unit unless it is complete, failed (and not retried) or running elsewhere; return
-    the outcome. ``encoder_job`` is the intermediate training a target run starts from."""
+    the outcome. ``encoder_job`` is the intermediate training a target run starts from. The
+    units' own tasks are known while they run."""
     paths = layout.Layout(layout.results_dir_of(unit))
-    if isinstance(unit, IntermediateJob):
-        return _execute_intermediate(unit, phases, paths, retry_failed, stale_after)
-    return _execute_target(unit, encoder_job, phases, paths, retry_failed, stale_after,
-                           poll_seconds)
+    tasks = unit.tasks + (encoder_job.tasks if encoder_job is not None else ())
+    with task_scope(tasks):
+        if isinstance(unit, IntermediateJob):
+            return _execute_intermediate(unit, phases, paths, retry_failed, stale_after)
+        return _execute_target(unit, encoder_job, phases, paths, retry_failed, stale_after,
+                               poll_seconds)
 
 
 @dataclass(frozen=True)

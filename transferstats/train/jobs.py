@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transferstats.tasks import Task
+
 SAMPLING = ("proportional", "temperature", "uniform")
 
 
@@ -30,6 +32,10 @@ class IntermediateJob:
     The saved folder holds the encoder (``save_pretrained``), its tokenizer, and
     ``examples_used.json`` (task -> examples actually used); it is written under a temporary name
     and renamed, so its existence means it is complete.
+
+    ``tasks`` are user tasks the job's task ids may name that are not registered (a grid's own
+    ``[tasks]``); they travel with the job, and the grid's worker runs it inside
+    ``task_scope(job.tasks)``.
     """
 
     model: str
@@ -39,6 +45,7 @@ class IntermediateJob:
     hyperparameters: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     device: str | None = None
+    tasks: tuple[Task, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ class TargetJob:
     ``results_dir/run_id`` by the results contract.
 
     ``encoder`` is the phase-2 output folder, or ``None`` for the baseline (start from ``model``).
-    ``languages`` restricts evaluation (``None``: every language of the task).
+    ``languages`` restricts evaluation (``None``: every language of the task). ``tasks``: as for
+    :class:`IntermediateJob`.
     """
 
     run_id: str
@@ -61,3 +69,4 @@ class TargetJob:
     data: dict = field(default_factory=dict)
     languages: tuple[str, ...] | None = None
     device: str | None = None
+    tasks: tuple[Task, ...] = ()

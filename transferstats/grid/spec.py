@@ -1,9 +1,10 @@
-"""Grid specifications: parse and validate a ``runners/*.toml`` file, generate diversity-by-volume
-factorial mixes, and expand a grid into the phase-2 and phase-3 jobs the executors run.
+"""Grid specifications: parse and validate a ``runners/*.toml`` file into a :class:`GridSpec`.
 
 A grid is (model) x (intermediate mixes + the no-intermediate baseline) x (targets) x (seeds).
 Every bad key is refused with a :class:`SpecError` naming the key and the reason, before anything
-runs. Nothing here imports torch.
+runs. Parsing changes no global state: the spec's own ``[tasks.<id>]`` are known only while it is
+validated, and travel in :attr:`GridSpec.tasks` (enter ``task_scope(grid.tasks)`` to look them up
+later). Nothing here imports torch.
 
 The specification (TOML; only ``model``, ``targets`` and ``seeds`` are required)::
 
@@ -56,40 +57,19 @@ The specification (TOML; only ``model``, ``targets`` and ``seeds`` are required)
 
 from __future__ import annotations
 
-import itertools
 import math
-
-import numpy as np
-import random
 import re
 import tomllib
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
-from transferstats.tasks import (
-    UnknownTaskError,
-    get_task,
-    register_task,
-    tasks_from_table,
-)
-from transferstats.train.jobs import SAMPLING, IntermediateJob, Mix, TargetJob
+from transferstats.grid.factorial import DesignError, FactorialSpec, factorial_mixes, train_size
+from transferstats.results import BASELINE_MIX
+from transferstats.tasks import Task, UnknownTaskError, get_task, task_scope, tasks_from_table
+from transferstats.train.jobs import SAMPLING, Mix
 
-# English training-set sizes of the built-in intermediate tasks (examples). They bound what a mix
-# can ask for; a user task declares its own with ``[tasks.<id>] data = {train_size = N}``.
-INTERMEDIATE_TRAIN_SIZES = {
-    "mnli": 392_702,
-    "anli": 162_865,  # rounds 1-3
-    "qqp": 363_846,
-    "sst2": 67_349,
-    "squad_v1": 87_599,
-    "squad_v2": 130_319,
-    "hellaswag": 39_905,
-    "commonsenseqa": 9_741,
-    "cosmosqa": 25_262,
-    "ccg": 38_015,
-}
-
-BASELINE_MIX_NAME = "none"
 PHASES = ("intermediate", "target")
 PREPARE_STEPS = ("smoke-assets",)
 SLURM_KEYS = ("partition", "time", "gpus", "memory", "account", "parallelism", "cpus_per_task")
@@ -112,23 +92,12 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
-class FactorialSpec:
-    """Diversity levels (tasks per mix) crossed with volume budgets (total examples), ``draws``
-    random task sets per cell, drawn from ``tasks``."""
-
-    diversity: tuple[int, ...]
-    volume: tuple[int, ...]
-    draws: int
-    tasks: tuple[str, ...]
-    seed: int = 0
-    sampling: str = "proportional"
-    temperature: float = 1.0
-    iterations: int = 20_000
-
-
-@dataclass(frozen=True)
 class GridSpec:
-    """One parsed, validated grid specification."""
+    """One parsed, validated grid specification.
+
+    ``tasks`` are the spec's own ``[tasks.<id>]``: not registered anywhere, so code looking up
+    this grid's task ids runs inside ``transferstats.tasks.task_scope(grid.tasks)``.
+    """
 
     name: str
     model: str
@@ -141,6 +110,7 @@ class GridSpec:
     hyperparameters: dict = field(default_factory=dict)
     data: dict = field(default_factory=dict)
     factorial: FactorialSpec | None = None
+    tasks: tuple[Task, ...] = ()
     prepare: str | None = None
     assets_dir: str = ".assets"
     slurm: dict = field(default_factory=dict)
@@ -154,219 +124,22 @@ class GridSpec:
         return {**shared, **self.hyperparameters.get(phase, {})}
 
 
-def train_size(task_id: str) -> int | None:
-    """English training examples available for an intermediate task; ``None`` when unknown."""
-    if task_id in INTERMEDIATE_TRAIN_SIZES:
-        return INTERMEDIATE_TRAIN_SIZES[task_id]
-    return get_task(task_id).data.get("train_size")
-
-
-def mix_volume(mix: Mix) -> int:
-    return sum(mix.tasks.values())
-
-
-def mix_label(mix: Mix | None) -> str:
-    return BASELINE_MIX_NAME if mix is None else mix.name
-
-
-# --- volume allocation -----------------------------------------------------------------------
-
-
-def allocate_volume(tasks: list[str] | tuple[str, ...], volume: int,
-                    sizes: dict[str, int | None]) -> dict[str, int]:
-    """Split ``volume`` examples equally over ``tasks``; a task holding fewer than its share gives
-    all it has and the shortfall is shared by the others, so the total is exactly ``volume``.
-
-    ``sizes[task]`` of ``None`` means unbounded. Raises ``ValueError`` when the tasks together hold
-    fewer than ``volume`` examples.
-    """
-    capacity = sum(math.inf if sizes[t] is None else sizes[t] for t in tasks)
-    if capacity < volume:
-        raise ValueError(f"{volume:,} examples requested but {', '.join(tasks)} hold only "
-                         f"{capacity:,}")
-    allocation: dict[str, int] = {}
-    open_tasks = list(tasks)
-    budget = volume
-    while True:
-        share = budget / len(open_tasks)
-        capped = [t for t in open_tasks if sizes[t] is not None and sizes[t] <= share]
-        if not capped:
-            break
-        for task in capped:
-            allocation[task] = sizes[task]
-            budget -= sizes[task]
-            open_tasks.remove(task)
-    # Integer shares: the first ``remainder`` open tasks (in the given order) get one more.
-    base, remainder = divmod(budget, len(open_tasks))
-    for index, task in enumerate(open_tasks):
-        allocation[task] = base + (1 if index < remainder else 0)
-    return {task: allocation[task] for task in tasks}
-
-
-# --- factorial generator ---------------------------------------------------------------------
-
-
-def _volume_label(volume: int) -> str:
-    if volume % 1_000_000 == 0:
-        return f"{volume // 1_000_000}m"
-    if volume % 1000 == 0:
-        return f"{volume // 1000}k"
-    return str(volume)
-
-
-def _capacity(task_set, sizes) -> float:
-    return sum(math.inf if sizes[t] is None else sizes[t] for t in task_set)
-
-
-def _feasible_sets(tasks, diversity, volume, sizes, draws, source):
-    """The candidate task sets of one cell, or ``None`` when there are too many to list (then the
-    search samples); refuses a cell no draw of tasks can fill."""
-    largest = sorted(tasks, key=lambda t: -_capacity([t], sizes))[:diversity]
-    if _capacity(largest, sizes) < volume:
-        raise SpecError(source, "factorial.volume",
-                        f"{volume:,} examples cannot be drawn from {diversity} task(s): the "
-                        f"{diversity} largest ({', '.join(largest)}) hold only "
-                        f"{_capacity(largest, sizes):,.0f}")
-    if math.comb(len(tasks), diversity) > 20_000:
-        return None
-    feasible = [frozenset(c) for c in itertools.combinations(tasks, diversity)
-                if _capacity(c, sizes) >= volume]
-    if len(feasible) < draws:
-        raise SpecError(source, "factorial.draws",
-                        f"{draws} distinct draws of {diversity} task(s) with {volume:,} examples "
-                        f"requested, but only {len(feasible)} task set(s) can hold that volume")
-    return feasible
-
-
-class _BalanceSearch:
-    """Seeded local search over task sets that keeps every cell's draws distinct and feasible and
-    minimises the spread of task counts within each cell, within each diversity level and within
-    each volume budget (the sum of squared counts, smallest when counts are equal), so task identity
-    is as unrelated to diversity and volume as the budgets allow."""
-
-    def __init__(self, spec: FactorialSpec, sizes, rng: random.Random, source: str):
-        self.spec, self.sizes, self.rng = spec, sizes, rng
-        self.cells = [(d, v) for d in spec.diversity for v in spec.volume]
-        self.sets: list[list[frozenset]] = []
-        for d, v in self.cells:
-            candidates = _feasible_sets(spec.tasks, d, v, sizes, spec.draws, source)
-            self.sets.append(self._initial_draws(d, v, candidates, source))
-        self.cell_counts = [{t: 0 for t in spec.tasks} for _ in self.cells]
-        self.diversity_counts = {d: {t: 0 for t in spec.tasks} for d in spec.diversity}
-        self.volume_counts = {v: {t: 0 for t in spec.tasks} for v in spec.volume}
-        for index, (d, v) in enumerate(self.cells):
-            for task_set in self.sets[index]:
-                for task in task_set:
-                    self._count(index, d, v, task, +1)
-
-    def _initial_draws(self, d, v, candidates, source):
-        if candidates is not None:
-            return self.rng.sample(candidates, self.spec.draws)
-        chosen: list[frozenset] = []
-        for _ in range(100_000):
-            draw = frozenset(self.rng.sample(self.spec.tasks, d))
-            if draw not in chosen and _capacity(draw, self.sizes) >= v:
-                chosen.append(draw)
-                if len(chosen) == self.spec.draws:
-                    return chosen
-        raise SpecError(source, "factorial.draws",
-                        f"could not find {self.spec.draws} distinct task sets of size {d} "
-                        f"holding {v:,} examples")
-
-    def _count(self, index, d, v, task, step):
-        self.cell_counts[index][task] += step
-        self.diversity_counts[d][task] += step
-        self.volume_counts[v][task] += step
-
-    def _swap_cost(self, index, d, v, out_task, in_task) -> int:
-        """Change of the objective when ``out_task`` is replaced by ``in_task`` in cell ``index``."""
-        delta = 0
-        for counts in (self.cell_counts[index], self.diversity_counts[d], self.volume_counts[v]):
-            delta += 2 * (counts[in_task] - counts[out_task] + 1)
-        return delta
-
-    def run(self) -> list[tuple[int, int, int, frozenset]]:
-        tasks = self.spec.tasks
-        for _ in range(self.spec.iterations):
-            index = self.rng.randrange(len(self.cells))
-            d, v = self.cells[index]
-            if d == len(tasks):
-                continue
-            draw = self.rng.randrange(self.spec.draws)
-            current = self.sets[index][draw]
-            out_task = self.rng.choice(sorted(current, key=tasks.index))
-            in_task = self.rng.choice([t for t in tasks if t not in current])
-            proposal = (current - {out_task}) | {in_task}
-            if proposal in self.sets[index] or _capacity(proposal, self.sizes) < v:
-                continue
-            # Accepting equal-cost moves lets the search walk across plateaus.
-            if self._swap_cost(index, d, v, out_task, in_task) <= 0:
-                self.sets[index][draw] = proposal
-                self._count(index, d, v, out_task, -1)
-                self._count(index, d, v, in_task, +1)
-        return [(d, v, draw, task_set) for (d, v), sets in zip(self.cells, self.sets)
-                for draw, task_set in enumerate(sets)]
-
-
-def factorial_mixes(spec: FactorialSpec, source: str = "factorial") -> tuple[Mix, ...]:
-    """The mixes of a diversity-by-volume factorial design, deterministic for ``spec.seed``.
-
-    Each mix is named ``d<tasks>-v<volume>-r<draw>`` and holds exactly its cell's volume, split
-    equally over its tasks with shortfalls redistributed (:func:`allocate_volume`).
-    """
-    sizes = {task: train_size(task) for task in spec.tasks}
-    cells = _BalanceSearch(spec, sizes, random.Random(spec.seed), source).run()
-    mixes = []
-    for d, v, draw, task_set in cells:
-        ordered = [t for t in spec.tasks if t in task_set]
-        mixes.append(Mix(name=f"d{d}-v{_volume_label(v)}-r{draw + 1}",
-                         tasks=allocate_volume(ordered, v, sizes),
-                         sampling=spec.sampling, temperature=spec.temperature))
-    return tuple(mixes)
-
-
-# --- design diagnostics ----------------------------------------------------------------------
-
-
-def _pearson(x: list[float], y: list[float]) -> float:
-    """Pearson r; ``nan`` when either variable is constant (the correlation is undefined)."""
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def diversity_volume_correlation(mixes) -> float:
-    """Pearson r between log2(number of tasks) and log2(total examples) across mixes."""
-    return _pearson([math.log2(len(m.tasks)) for m in mixes],
-                    [math.log2(mix_volume(m)) for m in mixes])
-
-
-def task_frequencies(mixes) -> dict[str, dict[int, int]]:
-    """task -> {number of tasks in the mix: how many mixes of that size contain the task}."""
-    frequencies: dict[str, dict[int, int]] = {}
-    for mix in mixes:
-        for task in mix.tasks:
-            by_size = frequencies.setdefault(task, {})
-            by_size[len(mix.tasks)] = by_size.get(len(mix.tasks), 0) + 1
-    return frequencies
-
-
-def task_volume_correlations(mixes) -> dict[str, float]:
-    """task -> Pearson r between "mix contains the task" and log2(total examples)."""
-    volumes = [math.log2(mix_volume(m)) for m in mixes]
-    tasks = sorted({t for m in mixes for t in m.tasks})
-    return {t: _pearson([float(t in m.tasks) for m in mixes], volumes) for t in tasks}
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
 def parse_time(value: str | int) -> int:
-    """Whole minutes (seconds round up) from a time limit in any of Slurm's forms: ``M``,
-    ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``, or an integer of minutes."""
+    """Whole minutes (seconds round up) from a time limit in any of Slurm's forms.
+
+    Parameters
+    ----------
+    value
+        ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``, or an integer of minutes.
+
+    Raises
+    ------
+    ValueError
+        When the value cannot be read or is under one minute.
+    """
     if isinstance(value, int) and not isinstance(value, bool):
         minutes = value
     else:
@@ -388,14 +161,13 @@ def parse_time(value: str | int) -> int:
     return minutes
 
 
-
 class _Checker:
     """Type checks that name the offending key."""
 
     def __init__(self, source: str):
         self.source = source
 
-    def fail(self, key: str, reason: str):
+    def fail(self, key: str, reason: str) -> NoReturn:
         raise SpecError(self.source, key, reason)
 
     def keys(self, table: dict, allowed, key: str):
@@ -467,9 +239,9 @@ def _parse_mix(check: _Checker, entry, key: str) -> Mix:
     if "name" not in entry:
         check.fail(f"{key}.name", "missing")
     name = check.string(entry["name"], f"{key}.name")
-    if not _SAFE_NAME.match(name) or name == BASELINE_MIX_NAME:
+    if not _SAFE_NAME.match(name) or name == BASELINE_MIX:
         check.fail(f"{key}.name", f"{name!r} must be letters, digits, '_' or '-' (it names folders"
-                                  f" and run ids) and not {BASELINE_MIX_NAME!r}")
+                                  f" and run ids) and not {BASELINE_MIX!r}")
     if "tasks" not in entry:
         check.fail(f"{key}.tasks", "missing")
     tasks = entry["tasks"]
@@ -567,15 +339,50 @@ def _default_model_short(model: str) -> str:
 
 
 def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> GridSpec:
-    """Validate a parsed grid document; ``source`` names it in error messages."""
+    """Validate a parsed grid document.
+
+    Parameters
+    ----------
+    document
+        The parsed TOML (see the module docstring for its keys).
+    source
+        Names the document in error messages (a file name).
+    default_name
+        The grid's name when the document gives none.
+
+    Returns
+    -------
+    GridSpec
+        The grid, factorial mixes generated, its own ``[tasks.<id>]`` in ``tasks``. The task
+        registry is left as it was.
+
+    Raises
+    ------
+    SpecError
+        The first bad key, with the reason.
+    """
     check = _Checker(source)
     check.keys(document, _TOP_LEVEL_KEYS, "")
-    if "tasks" in document:
+    tasks = _parse_tasks(check, document.get("tasks", {}))
+    with ExitStack() as scope:
         try:
-            for task in tasks_from_table(check.table(document["tasks"], "tasks"), source):
-                register_task(task)
-        except ValueError as error:
-            check.fail("tasks", str(error).removeprefix(f"{source}: "))
+            scope.enter_context(task_scope(tasks))
+        except ValueError as error:  # a task defined differently from a built-in or registered one
+            check.fail("tasks", str(error))
+        return _parse_grid(check, document, tasks, default_name)
+
+
+def _parse_tasks(check: _Checker, table) -> tuple[Task, ...]:
+    table = check.table(table, "tasks")
+    try:
+        return tuple(tasks_from_table(table, check.source))
+    except ValueError as error:
+        check.fail("tasks", str(error).removeprefix(f"{check.source}: "))
+
+
+def _parse_grid(check: _Checker, document: dict, tasks: tuple[Task, ...],
+                default_name: str) -> GridSpec:
+    """Everything but the ``[tasks]`` tables, validated while those tasks are in scope."""
     for required in ("model", "targets", "seeds"):
         if required not in document:
             check.fail(required, "missing (required)")
@@ -605,7 +412,10 @@ def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> G
     factorial = None
     if "factorial" in document:
         factorial = _parse_factorial(check, document["factorial"])
-        mixes += factorial_mixes(factorial, source)
+        try:
+            mixes += factorial_mixes(factorial, check.source)
+        except DesignError as error:
+            check.fail(error.key, error.reason)
     names = [mix.name for mix in mixes]
     for name in names:
         if names.count(name) > 1:
@@ -632,7 +442,7 @@ def grid_from_dict(document: dict, source: str, default_name: str = "grid") -> G
         name=name, model=model, model_short=model_short, targets=targets, seeds=seeds,
         mixes=tuple(mixes), baseline=baseline, languages=languages,
         hyperparameters=_parse_hyperparameters(check, document.get("hyperparameters", {})),
-        data=check.table(document.get("data", {}), "data"), factorial=factorial,
+        data=check.table(document.get("data", {}), "data"), factorial=factorial, tasks=tasks,
         prepare=prepare, assets_dir=assets_dir, slurm=dict(slurm),
         examples_per_second=None if speed is None else float(speed),
         target_examples=target_examples,
@@ -647,7 +457,13 @@ def _list_of_tables(check: _Checker, value, key: str) -> list:
 
 
 def load_grid(path: str | Path) -> GridSpec:
-    """Read and validate a grid specification file."""
+    """Read and validate a grid specification file (see :func:`grid_from_dict`).
+
+    Raises
+    ------
+    SpecError
+        When the file cannot be read, is not TOML, or has a bad key.
+    """
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -657,83 +473,3 @@ def load_grid(path: str | Path) -> GridSpec:
     except tomllib.TOMLDecodeError as error:
         raise SpecError(str(path), "(file)", f"not valid TOML: {error}") from None
     return grid_from_dict(document, str(path), default_name=path.stem)
-
-
-# --- expansion into jobs ---------------------------------------------------------------------
-
-
-def run_id(grid: GridSpec, mix: Mix | None, target: str, seed: int) -> str:
-    """``<model-short>.<mix>.<target>.s<seed>``: unique per run and safe as a folder name."""
-    return f"{grid.model_short}.{mix_label(mix)}.{target}.s{seed}"
-
-
-def encoder_name(grid: GridSpec, mix: Mix, seed: int) -> str:
-    return f"{grid.model_short}.{mix.name}.s{seed}"
-
-
-@dataclass(frozen=True)
-class GridPlan:
-    """The jobs of a grid: each phase-2 encoder once, then every target run (baselines included)."""
-
-    grid: GridSpec
-    intermediate_jobs: tuple[IntermediateJob, ...]
-    target_jobs: tuple[TargetJob, ...]
-
-
-ENCODERS_DIR = ".encoders"
-
-
-def expand_grid(grid: GridSpec, results_dir: str | Path, *, model: str | None = None,
-                data: dict | None = None) -> GridPlan:
-    """Expand a grid into jobs writing under ``results_dir``.
-
-    ``model`` and ``data`` replace the spec's (a prepare step supplies local assets); run ids keep
-    the spec's short model name either way.
-    """
-    results_dir = Path(results_dir)
-    model = model or grid.model
-    data = grid.data if data is None else data
-    intermediate_hp = grid.phase_hyperparameters("intermediate")
-    target_hp = grid.phase_hyperparameters("target")
-    intermediate_jobs, target_jobs = [], []
-    mixes: list[Mix | None] = ([None] if grid.baseline else []) + list(grid.mixes)
-    for mix in mixes:
-        for seed in grid.seeds:
-            encoder = None
-            if mix is not None:
-                encoder = results_dir / ENCODERS_DIR / encoder_name(grid, mix, seed)
-                intermediate_jobs.append(IntermediateJob(
-                    model=model, mix=mix, seed=seed, output_dir=encoder,
-                    hyperparameters=intermediate_hp, data=data))
-            for target in grid.targets:
-                languages = None
-                if grid.languages is not None:
-                    languages = tuple(code for code in get_task(target).languages
-                                      if code in grid.languages)
-                target_jobs.append(TargetJob(
-                    run_id=run_id(grid, mix, target, seed), model=model, mix=mix,
-                    target_task=target, seed=seed, results_dir=results_dir, encoder=encoder,
-                    hyperparameters=target_hp, data=data, languages=languages))
-    return GridPlan(grid=grid, intermediate_jobs=tuple(intermediate_jobs),
-                    target_jobs=tuple(target_jobs))
-
-
-__all__ = [
-    "INTERMEDIATE_TRAIN_SIZES",
-    "FactorialSpec",
-    "GridPlan",
-    "GridSpec",
-    "SpecError",
-    "allocate_volume",
-    "diversity_volume_correlation",
-    "encoder_name",
-    "expand_grid",
-    "factorial_mixes",
-    "grid_from_dict",
-    "load_grid",
-    "mix_volume",
-    "run_id",
-    "task_frequencies",
-    "task_volume_correlations",
-    "train_size",
-]
