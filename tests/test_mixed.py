@@ -10,13 +10,17 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.regression.mixed_linear_model import MixedLMParams
 
+import transferstats.analysis.mixed as mixed
 from transferstats.analysis.mixed import (
+    ConvergenceError,
     cross_products,
     derivatives,
     fit_crossed,
     fit_crossed_statsmodels,
+    fit_theta,
     likelihood_ratio_test,
     model_arrays,
+    moment_start,
     profiled_deviance,
     statsmodels_model,
 )
@@ -113,14 +117,23 @@ def test_ml_fit_and_interaction_column_agree_with_statsmodels():
     assert_close(fast.llf, reference.llf, rtol=1e-7)
 
 
-def test_llf_and_hessian_match_statsmodels_at_the_same_parameters():
-    """The criterion and its derivatives are statsmodels' own, not just the same optimum."""
+def grid_cross_products(data, fixed=("diversity", "volume"), random=RANDOM):
+    arrays = model_arrays(data, "improvement", list(fixed), list(random))
+    return arrays, cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
+
+
+@pytest.mark.parametrize("psi", [[0.8, 0.3, 0.2], [0.8, 1e-7, 0.2], [1e-6, 0.3, 1e-5]])
+def test_llf_and_hessian_match_statsmodels_at_the_same_parameters(psi):
+    """The criterion and its derivatives are statsmodels' own, not just the same optimum.
+
+    The components near zero exercise the rows of :func:`derivatives` computed directly
+    rather than through the identities that divide by psi.
+    """
     data = simulate_grid(np.random.default_rng(11), n_mixes=8, n_targets=3, n_languages=5)
-    arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
+    arrays, cp = grid_cross_products(data)
     model = statsmodels_model(arrays)
-    psi = np.array([0.8, 0.3, 0.2])
+    psi = np.array(psi)
     beta = np.array([0.1, 0.9, 0.4])
-    cp = cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
     params = MixedLMParams.from_components(fe_params=beta, vcomp=psi)
     params.cov_re = np.zeros((0, 0))
     hessian_sm, _ = model.hessian(params)
@@ -128,6 +141,55 @@ def test_llf_and_hessian_match_statsmodels_at_the_same_parameters():
     model.cov_pen = model.fe_pen = None  # set by fit(); loglike needs them
     deviance, _, _ = profiled_deviance(np.sqrt(psi), cp)
     assert -deviance / 2 == pytest.approx(model.loglike(np.sqrt(psi)), rel=1e-10)
+
+
+@pytest.mark.parametrize("psi", [[0.8, 0.3, 0.2], [2e-4, 1.5, 0.3], [3.0, 1.01e-4, 1e-2]])
+def test_identities_agree_with_the_direct_rows(monkeypatch, psi):
+    """The score and Hessian from S^-1 (dividing by psi) equal the direct computation."""
+    data = simulate_grid(np.random.default_rng(12), n_mixes=40, n_targets=3, n_languages=6,
+                         unequal_seeds=True)
+    _, cp = grid_cross_products(data)
+    psi, beta = np.array(psi), np.array([0.3, 0.9, 0.4])
+    results = []
+    for threshold in (0.0, np.inf):
+        monkeypatch.setattr(mixed, "IDENTITY_PSI", threshold)
+        results.append(derivatives(psi, beta, cp))
+    np.testing.assert_allclose(results[0].hessian, results[1].hessian, rtol=1e-9)
+    np.testing.assert_allclose(results[0].score_psi, results[1].score_psi, rtol=1e-9, atol=1e-9)
+
+
+def test_sparse_and_dense_blocks_agree(monkeypatch):
+    """Z_r'Z_d stored sparse or dense gives the same criterion and derivatives."""
+    data = simulate_grid(np.random.default_rng(13), n_mixes=24, missing_cells=0.3)
+    psi, beta = np.array([0.7, 0.4, 0.3]), np.array([0.2, 0.9, 0.4])
+    results = []
+    for share in (0.0, np.inf):   # always dense, always sparse
+        monkeypatch.setattr(mixed, "DENSE_SHARE", share)
+        _, cp = grid_cross_products(data)
+        results.append((profiled_deviance(np.sqrt(psi), cp)[0], derivatives(psi, beta, cp)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    np.testing.assert_allclose(results[0][1].hessian, results[1][1].hessian, rtol=1e-10)
+
+
+@pytest.mark.parametrize("random", [["mix"], ["target_task", "mix"], ["target_language", "mix"]])
+def test_fewer_factors_agree_with_statsmodels(random):
+    """One factor (nothing left after eliminating it) and two, nested or crossed."""
+    data = simulate_grid(np.random.default_rng(14), unequal_seeds=True)
+    fast = fit_crossed(data, "improvement", ["diversity", "volume"], random)
+    reference = fit_crossed_statsmodels(data, "improvement", ["diversity", "volume"], random)
+    assert fast.method == "fast"
+    assert_close(fast.params, reference.params)
+    assert_close(list(fast.variance_components.values()),
+                 list(reference.variance_components.values()))
+    assert_close(fast.llf, reference.llf, rtol=1e-7)
+    assert_close(fast.cov_params, reference.cov_params, rtol=1e-3)
+
+
+def test_moment_start_is_the_optimum_on_a_balanced_grid_and_near_it_otherwise():
+    """Henderson's moment estimates equal REML on balanced data (when positive)."""
+    for grid, rtol in (({}, 1e-6), ({"missing_cells": 0.25}, 0.2)):
+        _, cp = grid_cross_products(simulate_grid(np.random.default_rng(15), **grid))
+        np.testing.assert_allclose(moment_start(cp), fit_theta(cp).theta, rtol=rtol)
 
 
 def test_warm_start_reaches_the_same_optimum():
@@ -161,15 +223,23 @@ def test_likelihood_ratio_test_detects_a_real_effect_and_a_random_factor():
 
 
 def test_falls_back_to_statsmodels_when_the_fast_path_does_not_converge(monkeypatch):
-    import transferstats.analysis.mixed as mixed
-
     data = simulate_grid(np.random.default_rng(6), n_mixes=8, n_targets=3, n_languages=4)
-    fit_theta = mixed.fit_theta
+    original = mixed.fit_theta
     monkeypatch.setattr(mixed, "fit_theta", lambda *args, **kwargs: dataclasses.replace(
-        fit_theta(*args, **kwargs), converged=False))
+        original(*args, **kwargs), converged=False))
     with pytest.warns(UserWarning, match="falling back to statsmodels"):
         fit = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
     assert fit.method == "statsmodels" and fit.converged
+
+
+def test_a_large_problem_that_does_not_converge_raises_instead_of_falling_back(monkeypatch):
+    data = simulate_grid(np.random.default_rng(6), n_mixes=8, n_targets=3, n_languages=4)
+    original = mixed.fit_theta
+    monkeypatch.setattr(mixed, "fit_theta", lambda *args, **kwargs: dataclasses.replace(
+        original(*args, **kwargs), converged=False))
+    monkeypatch.setattr(mixed, "STATSMODELS_MAX_SIZE", 1000)
+    with pytest.raises(ConvergenceError, match=r"Newton from theta = \[.*not tried"):
+        fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
 
 
 def test_no_random_factor_is_ordinary_least_squares():
