@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pingouin as pg
 
-from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.result import IDENTITY_COLUMNS, PER_TARGET_COLUMNS, AnalysisResult
 from transferstats.tasks import TARGET_TASKS, get_task
 
 TRUE_EFFECTS = {"diversity": 0.9, "volume": 0.6, "diversity:volume": 0.0}
@@ -106,6 +106,68 @@ def _effect(term: str, estimate: float, half_width: float, p_value: float, unit:
             "percentile_ci_high": estimate + half_width * 0.98}
 
 
+IDENTITY_TASKS = {"mnli": 4.1, "squad_v1": 3.6, "hellaswag": 1.2, "ccg": 0.8}
+PLAIN_DIVERSITY = 1.45
+
+
+def _identity(data: pd.DataFrame) -> dict:
+    """The ``identity`` entry of a grid whose primary model has task identity effects."""
+    mean = sum(IDENTITY_TASKS.values()) / len(IDENTITY_TASKS)
+    tasks = [{"task": task, "estimate": value, "ci_low": value - 0.9, "ci_high": value + 0.9,
+              "bootstrap_se": 0.46, "relative": value - mean, "relative_ci_low": value - mean - 0.5,
+              "relative_ci_high": value - mean + 0.5, "n_mixes": 6, "mean_share": 0.45,
+              "resamples_without": 0, "reference": task == "mnli"}
+             for task, value in IDENTITY_TASKS.items()]
+    rule = ("identity effects are estimable when every intermediate task is in at least 2 mixes, "
+            "the per-mix design (task shares, diversity, volume and the interaction if modelled) "
+            "has full column rank, and at least 10 mixes remain beyond that rank to estimate the "
+            "mix variance")
+    return {"used": True, "mode": "auto", "reference": "mnli", "rule": rule,
+            "reason": "the grid can estimate them: every task is in at least 6 mixes, the "
+                      "per-mix design has full rank (7) and 11 mixes remain for the mix variance",
+            "estimability": {"tasks": list(IDENTITY_TASKS), "n_mixes": data["mix"].nunique(),
+                             "rank": 7, "columns": 7, "mix_df": 11, "estimable": True,
+                             "task_mixes": dict.fromkeys(IDENTITY_TASKS, 6), "reference": "mnli",
+                             "min_mixes_per_task": 2, "min_mix_df": 10},
+            "tasks": tasks, "test": {"chi2": 41.2, "df": 3, "p_value": 5.9e-9}}
+
+
+def _plain(effects: list[dict], comparison: dict, verdict: str) -> dict:
+    """The plain model's entry: a diversity effect inflated by composition."""
+    plain_effects = [dict(e) for e in effects]
+    plain_effects[0] |= {"estimate": PLAIN_DIVERSITY, "ci_low": 1.15, "ci_high": 1.75}
+    plain_comparison = dict(comparison) | {"estimate": 0.82, "ci_low": 0.45, "ci_high": 1.2}
+    sentence = ("The apparent diversity effect is explained by which tasks the mixes contain: the "
+                f"plain model gives diversity {PLAIN_DIVERSITY:.2f} [1.15, 1.75] and verdict "
+                f"supported, the model with task identity effects 0.87 [0.52, 1.22] and verdict "
+                f"{verdict}.")
+    return {"same_as_primary": False, "fitted": True,
+            "formula": "improvement ~ diversity + volume + (1 | target_task) + (1 | mix)",
+            "effects": plain_effects, "comparison": plain_comparison, "verdict": "supported",
+            "verdict_reason": "diversity's benefit exceeds volume's: the interval of the "
+                              "difference [0.45, 1.20] lies above zero",
+            "failed_resamples": 0, "disagrees": verdict != "supported",
+            "explained_by_composition": verdict != "supported",
+            "disagreement_rule": "their verdicts differ or the plain model's diversity estimate "
+                                 "lies outside the identity-adjusted model's diversity interval",
+            "sentence": sentence}
+
+
+def _per_target(data: pd.DataFrame) -> tuple[list[dict], dict]:
+    rows = []
+    for i, target in enumerate(sorted(data["target_task"].unique())):
+        for term, centre in (("diversity", 0.6 + 0.08 * i), ("volume", 0.6),
+                             ("diversity - volume", 0.08 * i)):
+            rows.append({"target": target, "term": term, "estimate": centre,
+                         "ci_low": centre - 0.4, "ci_high": centre + 0.4, "bootstrap_se": 0.2,
+                         "percentile_ci_low": centre - 0.41, "percentile_ci_high": centre + 0.39})
+    n = len(rows) // 3
+    return rows, {"tested": True, "chi2": 30.1, "df": 2 * (n - 1), "p_value": 0.018,
+                  "differ": True, "targets": sorted(data["target_task"].unique()),
+                  "random": ["target_task", "target_language", "mix", "mix_target"],
+                  "n_failed": 0, "reason": "likelihood-ratio test"}
+
+
 def _estimates(data: pd.DataFrame, interaction: bool, simulated: bool, verdict: str) -> dict:
     """The ``estimates`` dict in the shape :func:`transferstats.analysis.pipeline.analyze` writes."""
     effects = [
@@ -152,7 +214,7 @@ def _estimates(data: pd.DataFrame, interaction: bool, simulated: bool, verdict: 
         "bootstrap": {"resamples": 1000, "method": "crossed cluster, BCa", "seed": 0,
                       "level": 0.95, "units": ["language", "mix"],
                       "replicates": "seeds resampled within (mix, target)",
-                      "failed_resamples": 0},
+                      "failed_resamples": 0, "resampling": "crossed cluster"},
         "model": {
             "formula": (f"improvement ~ {' + '.join(fixed)} + "
                         + " + ".join(f"(1 | {factor})" for factor in random)),
@@ -186,7 +248,7 @@ def _estimates(data: pd.DataFrame, interaction: bool, simulated: bool, verdict: 
 
 
 def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = True,
-                verdict: str = "inconclusive") -> AnalysisResult:
+                verdict: str = "inconclusive", identity: bool = True) -> AnalysisResult:
     """A fake analysis of a 3 x 3 diversity-by-volume grid on the nine XTREME targets.
 
     Parameters
@@ -199,10 +261,39 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
         Mark the data as simulated in ``estimates["source"]`` (with the true effects).
     verdict:
         ``estimates["verdict"]``; ``"confounded"`` also sets ``design.confounded``.
+    identity:
+        The primary model has task identity effects (parametric bootstrap), a plain model
+        beside it that disagrees, per-target effects and a covariate; otherwise the primary model
+        is the plain one and identity effects are "not estimable".
     """
     rng = np.random.default_rng(seed)
     data = _model_data(rng)
     estimates = _estimates(data, interaction, simulated, verdict)
+    estimates["per_target"], estimates["heterogeneity"] = _per_target(data)
+    estimates["covariates"] = []
+    if identity and verdict != "confounded":
+        estimates["identity"] = _identity(data)
+        estimates["plain"] = _plain(estimates["effects"], estimates["comparison"], verdict)
+        estimates["bootstrap"] |= {"method": "parametric, BC, t(11)", "resampling": "parametric",
+                                   "t_df": 11, "units": [],
+                                   "plain_method": "crossed cluster, BCa"}
+        estimates["effects"].append(_effect("target_in_mix", 0.9, 0.5, 0.002,
+                                            "points per unit of target_in_mix (centred at its "
+                                            "mean 0.12)"))
+        estimates["covariates"] = [{"name": "target_in_mix", "source": "built in: share of the "
+                                    "mix's examples that come from the target's own training "
+                                    "task", "mean": 0.12, "sd": 0.2, "min": 0.0, "max": 1.0,
+                                    "unit": "points per unit of target_in_mix"}]
+    else:
+        estimates["identity"] = {
+            "used": False, "mode": "auto", "reference": None, "rule": "the rule", "tasks": [],
+            "test": None, "estimability": {},
+            "reason": "task identity effects are not estimable from this grid: 9 mixes leave 2 "
+                      "degrees of freedom for the mix variance; the primary model is the plain one"}
+        estimates["plain"] = {"same_as_primary": True, "fitted": True,
+                              "effects": estimates["effects"],
+                              "comparison": estimates["comparison"], "verdict": verdict,
+                              "disagrees": False, "sentence": ""}
 
     terms = [e["term"] for e in estimates["effects"]]
     centre = np.array([e["estimate"] for e in estimates["effects"]])
@@ -225,7 +316,11 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
     return AnalysisResult(estimates=estimates, model_data=data, bootstrap_draws=draws,
                           improvement_table=_improvement_table(data), language_table=languages,
                           pairwise=pairwise, interaction_table=interaction_table,
-                          problems=problems)
+                          problems=problems,
+                          identity_table=pd.DataFrame(estimates["identity"]["tasks"],
+                                                      columns=list(IDENTITY_COLUMNS)),
+                          per_target_table=pd.DataFrame(estimates["per_target"],
+                                                        columns=list(PER_TARGET_COLUMNS)))
 
 
 def make_unfittable_result() -> AnalysisResult:

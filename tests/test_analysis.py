@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from transferstats.analysis.design import design_check
-from transferstats.analysis.pipeline import (analyze_loaded, decide,
-                                             minimum_detectable_difference)
+from transferstats.analysis.pipeline import analyze_loaded, decide, minimum_detectable_difference
 from transferstats.analysis.spec import AnalysisSpec, default_spec_text, load_spec
-from transferstats.loading import ResultsError, load_results
+from transferstats.loading import load_results
+from transferstats.problems import ResultsError
 from transferstats.simulate import SimulationSettings, simulate_results
 
 GRID = SimulationSettings(diversity_levels=(1, 2, 4, 8), volume_levels=(10_000, 40_000, 160_000),
@@ -21,9 +21,12 @@ GRID = SimulationSettings(diversity_levels=(1, 2, 4, 8), volume_levels=(10_000, 
 FAST = AnalysisSpec(resamples=200, seed=1)
 
 
-def _analyze(tmp_path, settings, spec=FAST):
+def _analyze(tmp_path, settings, spec=FAST, companions=False):
+    """The verdict depends on the primary model only; the plain and per-target companions are
+    tested in test_identity.py."""
     results = simulate_results(tmp_path / "results", settings)
-    return analyze_loaded(load_results(results), spec, n_jobs=1, progress=False)
+    return analyze_loaded(load_results(results), spec, n_jobs=1, progress=False,
+                          companions=companions)
 
 
 def test_clear_diversity_win_is_recovered(tmp_path):
@@ -69,7 +72,8 @@ def test_confounded_design_is_called_confounded(tmp_path):
     result = _analyze(tmp_path, replace(GRID, mixes=mixes))
     assert result.verdict == "confounded"
     assert result.estimates["design"]["confounded"] is True
-    assert "collinear" in result.estimates["verdict_reason"] or "cannot be separated" in result.estimates["verdict_reason"]
+    reason = result.estimates["verdict_reason"]
+    assert "collinear" in reason or "cannot be separated" in reason
 
 
 def test_design_check_thresholds():
@@ -134,7 +138,8 @@ def test_descriptive_tables(small_results):
     assert table.groupby("mix")["target_task"].apply(lambda t: t.iloc[-1]).eq("average").all()
     # A cell's mean is the mean over languages of the seed-averaged improvement.
     row = table[(table["target_task"] == "xnli")].iloc[0]
-    rows = result.model_data[(result.model_data["mix"] == row["mix"]) & (result.model_data["target_task"] == "xnli")]
+    data = result.model_data
+    rows = data[(data["mix"] == row["mix"]) & (data["target_task"] == "xnli")]
     assert row["mean"] == pytest.approx(rows.groupby("language")["improvement"].mean().mean())
     assert row["ci_low"] <= row["mean"] <= row["ci_high"]
     assert set(result.pairwise.columns) >= {"A", "B", "p_corr", "hedges"}
@@ -196,3 +201,23 @@ def test_bundled_example_recovers_its_truth_with_default_settings(tmp_path, caps
     assert comparison["ci_low"] <= settings.diversity_effect - settings.volume_effect <= comparison["ci_high"]
     assert result.verdict == "supported"
     assert result.estimates["bootstrap"]["failed_resamples"] == 0
+
+
+def test_pairwise_comparisons_match_pingouin():
+    import pandas as pd
+    import pingouin as pg
+
+    from transferstats.analysis.descriptives import pairwise_mixes
+
+    rng = np.random.default_rng(0)
+    data = pd.DataFrame([{"target_language": f"t{i}", "mix": f"m{j}", "seed": seed,
+                          "improvement": rng.normal() + 0.1 * j}
+                         for i in range(15) for j in range(7) for seed in (1, 2)])
+    means = data.groupby(["target_language", "mix"], as_index=False)["improvement"].mean()
+    expected = pg.pairwise_tests(data=means, dv="improvement", within="mix",
+                                 subject="target_language", padjust="holm", effsize="hedges")
+    ours = pairwise_mixes(data, "improvement")
+    assert ours[["A", "B"]].values.tolist() == expected[["A", "B"]].values.tolist()
+    for column in ("T", "dof", "p_unc", "p_corr", "hedges"):
+        np.testing.assert_allclose(ours[column].astype(float), expected[column].astype(float),
+                                   rtol=1e-9)

@@ -19,9 +19,10 @@ from transferstats.report import figures, render, tables
 from transferstats.report.render import inline_html, write_report
 from transferstats.report.tables import md_escape
 
-FIGURES = ("effects_forest", "bootstrap_difference", "residuals", "improvement_heatmap",
-           "interaction", "languages")
-LATEX_TABLES = ("effects", "variance_components", "improvement", "languages", "pairwise")
+FIGURES = ("effects_forest", "bootstrap_difference", "identity_effects", "per_target", "residuals",
+           "improvement_heatmap", "interaction", "languages")
+LATEX_TABLES = ("effects", "model_comparison", "identity", "per_target", "variance_components",
+                "improvement", "languages", "pairwise")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -71,6 +72,8 @@ def test_figure_text_is_at_least_8_points(result):
         figures.bootstrap_difference(result.bootstrap_draws["diversity - volume"],
                                      estimates["comparison"]),
         figures.residual_diagnostics(result.model_data["fitted"], result.model_data["residual"]),
+        figures.identity_forest(estimates["identity"]["tasks"]),
+        figures.per_target_forest(estimates["per_target"]),
     ]
     for figure in drawn:
         width, _ = figure.get_size_inches()
@@ -283,3 +286,35 @@ def test_confounded_verdict_quotes_no_effects():
     assert "cannot separate diversity from volume" in verdict.text
     assert "diversity effect" not in verdict.text
     assert any("shown for completeness" in b.text for b in blocks if b.kind == "paragraph")
+
+
+def test_identity_and_per_target_sections_tell_both_stories(report, result):
+    out_dir, _ = report
+    markdown = (out_dir / "report.md").read_text()
+    plain = result.estimates["plain"]
+    # The disagreement is stated next to the verdict and in its section, with its rule.
+    assert markdown.count("The apparent diversity effect is explained by which tasks the mixes "
+                          "contain") == 2
+    assert "disagree when their verdicts differ" in markdown
+    assert "## Which tasks: identity effects" in markdown and "## Per target" in markdown
+    assert "| Plain (no task identity) | 1.45 [1.15, 1.75] |" in markdown
+    assert f"| {plain['verdict']} |" in markdown
+    assert "| mnli | 4.10 [3.20, 5.00] |" in markdown, "identity effects sorted, with intervals"
+    assert "The effects differ between targets" in markdown and "χ²(" in markdown
+    assert "parametric bootstrap" in markdown and "El Karoui" in markdown
+    assert "`target_in_mix`" in markdown, "covariates are described"
+    for reference in ("Kirwan", "Connolly", "Loreau"):
+        assert reference in markdown
+    loaded = json.loads((out_dir / "estimates.json").read_text())
+    assert loaded["identity"]["used"] is True
+    assert {"task", "estimate", "ci_low", "ci_high"} <= set(loaded["identity"]["tasks"][0])
+    assert {"target", "term", "estimate", "ci_low", "ci_high"} <= set(loaded["per_target"][0])
+    assert loaded["plain"]["effects"][0]["estimate"] == 1.45
+
+
+def test_without_identity_the_report_says_why(tmp_path):
+    paths = write_report(make_result(identity=False), tmp_path / "report")
+    markdown = paths["report.md"].read_text()
+    assert "The primary model is the plain one: task identity effects are not estimable" in markdown
+    assert "figures/identity_effects.png" not in paths and "tables/identity.tex" not in paths
+    assert "figures/per_target.png" in paths

@@ -1,19 +1,30 @@
 """Simulate a results folder from a known generative model, to check the analysis recovers it.
 
-The model, for mix ``m`` (``d_m = log2`` number of tasks, ``v_m = log2`` total examples), target
-``t``, language ``l`` and seed ``s``::
+The model, for mix ``m`` (``d_m = log2`` number of tasks, ``v_m = log2`` total examples, ``p_im``
+the share of task ``i`` in its examples), target ``t``, language ``l`` and seed ``s``::
 
     score(m, t, l, s) = base(t, l) + improvement(m, t, l) + e(m, t, l, s)
-    improvement(m, t, l) = intercept
-                         + diversity_effect * (d_m - mean d) + volume_effect * (v_m - mean v)
+    improvement(m, t, l) = intercept + sum_i identity_i * p_im
+                         + diversity_t * (d_m - mean d) + volume_t * (v_m - mean v)
                          + interaction * (d_m - mean d) * (v_m - mean v)
                          + a_t + b_l + c_tl + u_m
     a_t ~ N(0, target_sd²), b_l ~ N(0, language_sd²), c_tl ~ N(0, target_language_sd²),
     u_m ~ N(0, mix_sd²), e ~ N(0, seed_sd²);  the baseline (no intermediate task) has
     improvement 0.
 
-Means are over the mixes of the grid, so ``diversity_effect`` and ``volume_effect`` are the effects
-at the centre of the design, in points per doubling. ``base(t, l)`` is the English score of an
+Means are over the mixes of the grid, so the slopes are the effects at the centre of the design,
+in points per doubling. ``identity_i`` (points at full share: the identity effect of
+Diversity-Interactions models, Kirwan et al. 2009) is given per task (``identity_effects``) or
+drawn from N(0, identity_sd²); 0 by default. The per-target slopes are ``diversity_effect`` and
+``volume_effect`` plus deviations drawn from N(0, target_diversity_sd²) and N(0,
+target_volume_sd²), centred over the targets so that the slopes average to the common effects, or
+given per target (``target_diversity_effects``, ``target_volume_effects``); without them every
+target has the common slopes. These draws use generators of their own, so the other draws are
+the same with and without them. ``composition`` says which tasks the mixes hold: ``random``
+(the planner's balanced factorial draws, equal shares) or ``concentrated`` (each multi-task mix
+gives half its examples to one of the strong tasks, in turn, and the other half in equal parts to
+weak ones; single-task mixes hold only weak tasks): composition then tracks diversity, the case
+a model without identity effects gets wrong. ``base(t, l)`` is the English score of an
 XLM-R Large-like model on ``t`` minus a fixed language gap. Targets and their languages are the real
 XTREME ones; mixes are a diversity-by-volume factorial grid of the English intermediate tasks.
 Every score is clipped to 0-100, as real scores are.
@@ -63,11 +74,111 @@ class SimulationSettings:
     model: str = "xlm-roberta-large"
     random_state: int = 0
     mixes: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] | None = field(default=None)
+    identity_effects: tuple[tuple[str, float], ...] = ()
+    identity_sd: float = 0.0
+    composition: str = "random"
+    strong_tasks: tuple[str, ...] = ()
+    n_strong: int = 3
+    target_diversity_effects: tuple[tuple[str, float], ...] = ()
+    target_volume_effects: tuple[tuple[str, float], ...] = ()
+    target_diversity_sd: float = 0.0
+    target_volume_sd: float = 0.0
+
+    def __post_init__(self):
+        if self.composition not in COMPOSITIONS:
+            raise ValueError(f"composition must be one of {COMPOSITIONS}, got {self.composition!r}")
+        for task, _ in self.identity_effects:
+            if task not in self.intermediate_tasks:
+                raise ValueError(f"identity effect for {task!r}, which is not one of the "
+                                 f"intermediate tasks {list(self.intermediate_tasks)}")
+        for task in self.strong_tasks:
+            if task not in self.intermediate_tasks:
+                raise ValueError(f"strong task {task!r} is not one of the intermediate tasks")
+        for pairs in (self.target_diversity_effects, self.target_volume_effects):
+            for target, _ in pairs:
+                if target not in self.targets:
+                    raise ValueError(f"per-target effect for {target!r}, which is not one of the "
+                                     f"targets {list(self.targets)}")
+        if min(self.identity_sd, self.target_diversity_sd, self.target_volume_sd) < 0:
+            raise ValueError("standard deviations must not be negative")
+
+    def realised(self) -> dict:
+        """The effects this grid is simulated with, after the draws: ``identity`` (task -> points
+        at full share), ``diversity`` and ``volume`` (target -> slope per doubling),
+        ``strong_tasks`` (of the concentrated composition)."""
+        identity = dict.fromkeys(self.intermediate_tasks, 0.0)
+        if self.identity_sd > 0:
+            draws = np.random.default_rng([self.random_state, 1]).normal(
+                0, self.identity_sd, len(self.intermediate_tasks))
+            identity = {task: float(x) for task, x in zip(self.intermediate_tasks, draws,
+                                                           strict=True)}
+        identity |= {task: float(value) for task, value in self.identity_effects}
+        slopes = {}
+        generator = np.random.default_rng([self.random_state, 2])
+        for term, common, sd, given in (
+                ("diversity", self.diversity_effect, self.target_diversity_sd,
+                 self.target_diversity_effects),
+                ("volume", self.volume_effect, self.target_volume_sd, self.target_volume_effects)):
+            deviation = generator.normal(0, sd, len(self.targets)) if sd > 0 \
+                else np.zeros(len(self.targets))
+            if len(self.targets) > 1:
+                deviation = deviation - deviation.mean()
+            slopes[term] = {t: float(common + x) for t, x in zip(self.targets, deviation,
+                                                                 strict=True)}
+            slopes[term] |= {t: float(value) for t, value in given}
+        order = sorted(self.intermediate_tasks, key=lambda t: (-identity[t],
+                                                               self.intermediate_tasks.index(t)))
+        strong = list(self.strong_tasks) or order[:self.n_strong]
+        return {"identity": identity, "diversity": slopes["diversity"],
+                "volume": slopes["volume"], "strong_tasks": strong}
 
     def truth(self) -> dict:
-        """The settings as a JSON-ready dict, the ground truth the analysis should recover."""
-        return {key: (list(value) if isinstance(value, tuple) else value)
-                for key, value in asdict(self).items()}
+        """The settings as a JSON-ready dict, the ground truth the analysis should recover, with
+        the ``realised`` effects after the draws."""
+        settings = {key: (list(value) if isinstance(value, tuple) else value)
+                    for key, value in asdict(self).items()}
+        return settings | {"realised": self.realised()}
+
+
+COMPOSITIONS = ("random", "concentrated")
+
+
+def concentrated_mixes(settings: SimulationSettings, strong: list[str]
+                       ) -> list[tuple[str, dict[str, int]]]:
+    """Mixes of the diversity-by-volume grid in which composition tracks diversity.
+
+    Single-task mixes hold one weak task (in turn); a mix of ``d`` > 1 tasks gives half its
+    examples to one strong task (in turn) and the other half equally to ``d - 1`` of the other
+    tasks, weak or strong (in turn), so bigger mixes hold more strong tasks. Dataset sizes are
+    not checked: it is a simulation.
+    """
+    tasks_all = list(settings.intermediate_tasks)
+    weak = [t for t in tasks_all if t not in strong]
+    largest = max(settings.diversity_levels)
+    if not strong or not weak or len(tasks_all) < largest:
+        raise ValueError(f"the concentrated composition needs at least one strong task, one weak "
+                         f"task and {largest} tasks in all; got strong {strong}, weak {weak}")
+    mixes, next_weak, next_strong, next_partner = [], 0, 0, 0
+    for d in settings.diversity_levels:
+        for volume in settings.volume_levels:
+            for draw in range(settings.draws):
+                label = f"{volume // 1000}k" if volume % 1000 == 0 else str(volume)
+                name = f"d{d}-v{label}-r{draw + 1}"
+                if d == 1:
+                    mixes.append((name, {weak[next_weak % len(weak)]: volume}))
+                    next_weak += 1
+                    continue
+                lead = strong[next_strong % len(strong)]
+                next_strong += 1
+                others = [t for t in tasks_all if t != lead]
+                partners = [others[(next_partner + j) % len(others)] for j in range(d - 1)]
+                next_partner += d - 1
+                tasks = {lead: volume - volume // 2}
+                each, remainder = divmod(volume // 2, d - 1)
+                for j, task in enumerate(partners):
+                    tasks[task] = each + (1 if j < remainder else 0)
+                mixes.append((name, tasks))
+    return mixes
 
 
 def simulated_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, int]]]:
@@ -76,6 +187,8 @@ def simulated_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, i
     (:func:`transferstats.design.factorial_mixes`)."""
     if settings.mixes is not None:
         return [(name, dict(tasks)) for name, tasks in settings.mixes]
+    if settings.composition == "concentrated":
+        return concentrated_mixes(settings, settings.realised()["strong_tasks"])
     spec = FactorialSpec(diversity=settings.diversity_levels, volume=settings.volume_levels,
                          draws=settings.draws, tasks=settings.intermediate_tasks,
                          seed=settings.random_state)
@@ -94,11 +207,13 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
     """Simulated runs (``run.json`` objects) and their scores as a tidy table (``run_id`` keyed)."""
     rng = np.random.default_rng(settings.random_state)
     mixes = simulated_mixes(settings)
+    realised = settings.realised()
     diversity = np.array([np.log2(len(tasks)) for _, tasks in mixes])
     volume = np.array([np.log2(sum(tasks.values())) for _, tasks in mixes])
     centred_d, centred_v = diversity - diversity.mean(), volume - volume.mean()
-    mix_effect = (settings.intercept + settings.diversity_effect * centred_d
-                  + settings.volume_effect * centred_v + settings.interaction * centred_d * centred_v
+    identity = np.array([sum(realised["identity"].get(task, 0.0) * count / sum(tasks.values())
+                             for task, count in tasks.items()) for _, tasks in mixes])
+    mix_effect = (settings.intercept + identity + settings.interaction * centred_d * centred_v
                   + rng.normal(0, settings.mix_sd, len(mixes)))
 
     all_languages = sorted({lang for t in settings.targets for lang in _languages(t, settings)})
@@ -122,7 +237,9 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
                 mix_name, tasks, improvement = "none", None, np.zeros(len(languages))
             else:
                 mix_name, tasks = mixes[mix_index]
-                improvement = mix_effect[mix_index] + target_effect + shift
+                slopes = (realised["diversity"][target] * centred_d[mix_index]
+                          + realised["volume"][target] * centred_v[mix_index])
+                improvement = mix_effect[mix_index] + slopes + target_effect + shift
             for seed in settings.seeds:
                 run_id = f"{model_short}.{mix_name}.{target}.s{seed}"
                 value = np.clip(base + improvement + rng.normal(0, settings.seed_sd, len(languages)), 0, 100)

@@ -7,6 +7,8 @@ doubling" and can be compared (docs/statistics.md).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -31,6 +33,23 @@ RUN_OUTCOMES = {
 }
 OUTCOMES = ROW_OUTCOMES | RUN_OUTCOMES
 LOWER_IS_BETTER = {"transfer_gap"}
+#: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``).
+BUILTIN_COVARIATES = {
+    "target_in_mix": "share of the mix's examples that come from the target's own training task "
+                     "(MNLI for XNLI, SQuAD v1.1 for XQuAD and MLQA)",
+}
+
+
+def target_in_mix(mix_tasks: str, target: str) -> float:
+    """Share of a mix's examples from the target's own English training task.
+
+    That task is ``get_task(target).train_task`` (XNLI trains on MNLI, XQuAD and MLQA on SQuAD
+    v1.1) or the target itself; 0 when the mix does not hold it, and for the baseline.
+    """
+    tasks = parse_mix_tasks(mix_tasks)
+    total = sum(tasks.values())
+    own = get_task(target).train_task or target
+    return tasks.get(own, 0) / total if total else 0.0
 
 
 def effective_number_of_tasks(examples: np.ndarray) -> float:
@@ -105,14 +124,15 @@ def add_improvement(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     return trained, problems
 
 
-def run_outcomes(scores: pd.DataFrame) -> pd.DataFrame:
+def run_outcomes(scores: pd.DataFrame, run_columns: Sequence[str] = ()) -> pd.DataFrame:
     """Per-run robustness outcomes from the zero-shot scores of the run's languages.
 
     ``transfer_gap`` needs an English score: retrieval targets (BUCC, Tatoeba) have none, so their
-    gap is missing and those runs are left out of gap models.
+    gap is missing and those runs are left out of gap models. ``run_columns`` (covariates) are
+    kept; they must hold one value per run.
     """
     is_english = scores["language"] == "en"
-    run_keys = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed"]
+    run_keys = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed", *run_columns]
     foreign = scores[~is_english].groupby(run_keys)["value"].agg(nonenglish_mean="mean",
                                                                   worst_language="min")
     english = scores[is_english].set_index(run_keys)["value"].rename("english")
@@ -134,12 +154,14 @@ def add_design_columns(data: pd.DataFrame, diversity: str) -> pd.DataFrame:
 
 
 def model_frame(scores: pd.DataFrame, *, outcome: str, diversity: str = "n_tasks",
-                include_english: bool = False) -> tuple[pd.DataFrame, list[Problem]]:
+                include_english: bool = False, covariates: Sequence[str] = ()
+                ) -> tuple[pd.DataFrame, list[Problem]]:
     """The rows the model is fitted on, with an ``outcome`` column and the design columns.
 
     Row-level outcomes keep one row per (run, language) — non-English only unless
     ``include_english`` — with a ``target_language`` factor for the language-within-target random
-    effect; run-level outcomes keep one row per run.
+    effect; run-level outcomes keep one row per run, and the ``covariates`` columns (one value
+    per run) with it. Row-level outcomes keep every column of ``scores``.
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {list(OUTCOMES)}, got {outcome!r}")
@@ -154,7 +176,7 @@ def model_frame(scores: pd.DataFrame, *, outcome: str, diversity: str = "n_tasks
             data = data[data["language"] != "en"]
         data = data.assign(target_language=data["target_task"] + ":" + data["language"])
     else:
-        data = run_outcomes(scores[scores["mix"] != BASELINE_MIX])
+        data = run_outcomes(scores[scores["mix"] != BASELINE_MIX], covariates)
         data = data[data[outcome].notna()]
     data = add_design_columns(data.reset_index(drop=True), diversity)
     return data, problems

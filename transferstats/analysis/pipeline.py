@@ -9,11 +9,19 @@ Model (Bates et al. 2015 notation)::
 
 fitted by REML; each fixed term is tested by an ML likelihood-ratio test; intervals come from a
 bootstrap that resamples languages and mixes (crossed units) and seeds within cells.
+
+When the grid can estimate them (:mod:`transferstats.analysis.identity`), the *primary* model
+adds each intermediate task's identity effect by its share of the mix ("diversity beyond
+identity"); the plain model above is then fitted and bootstrapped as well (same seed, so the
+same resamples) and reported beside it. The verdict is the primary model's. A per-target model
+(one diversity and one volume slope per target) gives per-target effects and a test of their
+heterogeneity. Covariates (``spec.covariates``) are centred fixed effects, outside the contrast.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +29,51 @@ import pandas as pd
 from scipy import stats
 
 from transferstats.analysis import descriptives
-from transferstats.analysis.bootstrap import crossed_bootstrap
+from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
+from transferstats.analysis.derive import (
+    BUILTIN_COVARIATES,
+    DIVERSITY_MEASURES,
+    LOWER_IS_BETTER,
+    OUTCOMES,
+    ROW_OUTCOMES,
+    mix_table,
+    model_frame,
+    select_metric,
+    target_in_mix,
+)
 from transferstats.analysis.design import SEPARABLE_CORRELATION, design_check
-from transferstats.analysis.derive import (DIVERSITY_MEASURES, LOWER_IS_BETTER, OUTCOMES,
-                                           ROW_OUTCOMES, mix_table, model_frame, select_metric)
-from transferstats.analysis.mixed import fit_crossed, likelihood_ratio_test
-from transferstats.analysis.result import CONTRAST, PROBLEM_COLUMNS, AnalysisResult
+from transferstats.analysis.identity import (
+    add_share_columns,
+    identity_contrasts,
+    identity_estimability,
+    identity_output,
+    per_target_columns,
+    relative_output,
+    share_column,
+    share_table,
+    target_column,
+)
+from transferstats.analysis.mixed import CrossedFit, fit_crossed
+from transferstats.analysis.parametric import ParametricBootstrap, parametric_bootstrap
+from transferstats.analysis.result import (
+    CONTRAST,
+    IDENTITY_COLUMNS,
+    PER_TARGET_COLUMNS,
+    PROBLEM_COLUMNS,
+    AnalysisResult,
+)
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import LoadedResults
 from transferstats.problems import Problem, ResultsError
-from transferstats.results import SIMULATION_FILE
+from transferstats.results import BASELINE_MIX, SIMULATION_FILE
 
 INTERACTION = "diversity:volume"
+#: Slopes that the per-target model gives one column per target.
+PER_TARGET_TERMS = ("diversity", "volume")
+#: The (mix, target) cell factor of the heterogeneity test.
+MIX_TARGET = "mix_target"
+#: Bootstrap output -> ``{"ci_low", "ci_high", "se"}``.
+Intervals = dict[str, dict[str, float]]
 DIVERSITY_UNITS = {
     "n_tasks": "points per doubling of the number of tasks",
     "n_formats": "points per doubling of the number of task formats",
@@ -84,7 +125,8 @@ def _source(path: str | Path) -> dict:
 
 def _random_factors(data: pd.DataFrame, outcome: str) -> tuple[list[str], list[str]]:
     """Random-intercept factors with at least two levels, and notes on those dropped."""
-    candidates = ["target_task", "target_language", "mix"] if outcome in ROW_OUTCOMES else ["target_task", "mix"]
+    candidates = (["target_task", "target_language", "mix"] if outcome in ROW_OUTCOMES
+                  else ["target_task", "mix"])
     kept, notes = [], []
     for factor in candidates:
         if data[factor].nunique() >= 2:
@@ -115,14 +157,44 @@ def _centre(data: pd.DataFrame, interaction: bool) -> tuple[pd.DataFrame, dict]:
     return data, centre
 
 
+@dataclass
+class FittedModel:
+    """One model, fitted by REML, its terms tested by ML likelihood-ratio tests and bootstrapped.
+
+    ``core`` are the outputs a resample must estimate to count (the effects and the contrast):
+    where one of them is missing the resample is failed for all of them, so that every core
+    interval rests on the same resamples. Identity outputs may be missing on their own, in the
+    resamples that hold no mix with the task (:func:`transferstats.analysis.bootstrap.refit`).
+    """
+
+    fixed: list[str]
+    random: list[str]
+    fit: CrossedFit
+    boot: BootstrapResult | ParametricBootstrap
+    intervals: Intervals
+    percentile: Intervals
+    tests: dict[str, dict]
+    n_failed: int
+
+    @property
+    def failed_share(self) -> float:
+        return self.n_failed / self.boot.n_resamples
+
+
 def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *,
-                   n_jobs: int | None = None, progress: bool = True) -> AnalysisResult:
+                   n_jobs: int | None = None, progress: bool = True,
+                   companions: bool = True) -> AnalysisResult:
     """Run the whole analysis on loaded results. Raises :class:`ResultsError` when the data cannot
-    answer the question (every reason listed); warnings travel in ``estimates["warnings"]``."""
+    answer the question (every reason listed); warnings travel in ``estimates["warnings"]``.
+
+    ``companions=False`` fits the primary model only, without the plain model beside an
+    identity model and without the per-target model (for simulation studies of the verdict,
+    which depends on the primary model alone).
+    """
     if loaded.errors:
         raise ResultsError(loaded.problems)
     problems: list[Problem] = list(loaded.problems)
-    scores = loaded.scores
+    scores = loaded.scores.assign(score_row=np.arange(len(loaded.scores)))
     models = sorted(scores["model"].unique())
     if spec.model:
         if spec.model not in models:
@@ -133,15 +205,20 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         raise ResultsError([Problem(loaded.source, "model", "error",
                                     f"the results hold several models ({', '.join(models)}); "
                                     "pick one with --model")])
+    scores = _covariate_columns(scores, loaded, spec)
     scores, metric_problems = select_metric(scores, spec.headline_metric, spec.split)
     problems += metric_problems
+    if spec.outcome not in ROW_OUTCOMES:
+        _check_run_covariates(scores, loaded, spec)
     data, derive_problems = model_frame(scores, outcome=spec.outcome, diversity=spec.diversity,
-                                        include_english=spec.include_english)
+                                        include_english=spec.include_english,
+                                        covariates=spec.covariates)
     problems += derive_problems
     if data.empty or data["mix"].nunique() < 2:
         raise ResultsError(problems + [Problem(loaded.source, "", "error",
                                                "fewer than two intermediate mixes with usable scores: "
                                                "nothing to compare")])
+    data, covariates = _check_covariates(data, loaded, spec)
 
     mixes = mix_table(scores)
     mixes = mixes[mixes["mix"].isin(data["mix"])]
@@ -159,67 +236,107 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
                     "out of the model")
             notes.append(note)
             problems.append(Problem(loaded.source, "interaction", "warning", note))
+    mix_terms = list(fixed)
+    fixed += list(spec.covariates)
     units = [u for u in spec.units if u in data.columns and data[u].nunique() >= 2]
     direction = -1.0 if spec.outcome in LOWER_IS_BETTER else 1.0
     contrast_weights = {"diversity": direction, "volume": -direction}
+    core = [*fixed, CONTRAST]
 
-    identifiable = design["correlation"] is not None and abs(design["correlation"]) < SEPARABLE_CORRELATION
+    identifiable = (design["correlation"] is not None
+                    and abs(design["correlation"]) < SEPARABLE_CORRELATION)
+    if identifiable and spec.covariates and not _full_rank(data, fixed):
+        raise ResultsError(problems + [Problem(
+            loaded.source, "covariates", "error",
+            f"the covariates {', '.join(spec.covariates)} are linearly dependent on diversity, "
+            "volume (and the interaction) or on each other across the rows: their effects cannot "
+            "be estimated")])
+    shares = share_table(mixes)
+    identity = _identity_decision(data, shares, mix_terms, fixed, spec, identifiable, loaded.source,
+                                  problems)
+    primary_data, primary_fixed = data, list(fixed)
+    contrasts: dict[str, dict[str, float]] = {CONTRAST: contrast_weights}
+    if identity["used"]:
+        primary_data, share_columns = add_share_columns(data, shares, identity["reference"])
+        primary_fixed = fixed + share_columns
+        contrasts |= identity_contrasts(list(shares.columns), identity["reference"],
+                                        centre["diversity"])
+
+    def fit(frame, fixed_terms, model_contrasts, label, parametric_df=None) -> FittedModel:
+        return _fit_model(frame, spec, fixed_terms, random, units, model_contrasts, core,
+                          tested=fixed, n_jobs=n_jobs, progress=progress,
+                          parametric_df=parametric_df,
+                          failure=lambda error: ResultsError(problems + [Problem(
+                              loaded.source, "model", "error",
+                              f"the {label} could not be fitted: {error}")]))
+
+    primary = plain = None
+    per_target: list[dict] = []
+    heterogeneity: dict = {"tested": False, "reason": "the model was not fitted"}
     if identifiable:
-        try:
-            fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
-        except (np.linalg.LinAlgError, ValueError) as error:
-            raise ResultsError(problems + [Problem(loaded.source, "model", "error",
-                                                   f"the mixed model could not be fitted: {error}")]) from error
-        tests = {term: likelihood_ratio_test(data, spec.outcome, fixed, random, term) for term in fixed}
-        boot = crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
-                                 contrasts={CONTRAST: contrast_weights}, n_resamples=spec.resamples,
-                                 seed=spec.seed, n_jobs=n_jobs, progress=progress)
-        intervals = boot.intervals(level=spec.level, kind=spec.interval).set_index("term")
-        percentile = boot.intervals(level=spec.level, kind="percentile").set_index("term")
-        if boot.n_failed:
+        mix_df = identity["estimability"]["mix_df"] if identity["used"] else None
+        primary = fit(primary_data, primary_fixed, contrasts, "mixed model", mix_df)
+        plain = primary if not identity["used"] else None
+        if identity["used"]:
+            identity["tasks"] = _identity_rows(primary, shares, identity)
+            if companions:
+                plain = fit(data, fixed, {CONTRAST: contrast_weights},
+                            "plain mixed model (no task identity)")
+                identity["test"] = _nested_test(primary_data, spec.outcome, primary_fixed, fixed,
+                                                random)
+        heterogeneity = {"tested": False, "reason": "not fitted (companions=False)"}
+        if companions:
+            per_target, heterogeneity = _per_target(primary_data, spec, primary_fixed, random,
+                                                    units, direction, n_jobs, progress, mix_df)
+        for name, model in (("", primary), ("plain model ", plain if plain is not primary else None)):
+            if model is not None and model.n_failed:
+                problems.append(Problem(loaded.source, "bootstrap", "warning",
+                                        f"{model.n_failed} of {model.boot.n_resamples} resamples "
+                                        f"of the {name or 'primary model '}failed to fit and are "
+                                        "not in the intervals"))
+        if heterogeneity.get("n_failed"):
             problems.append(Problem(loaded.source, "bootstrap", "warning",
-                                    f"{boot.n_failed} of {boot.n_resamples} resamples failed to fit "
-                                    "and are not in the intervals"))
-        data = data.assign(fitted=fit.fitted, residual=fit.residuals)
-        draws = boot.draws
+                                    f"{heterogeneity['n_failed']} of {spec.resamples} resamples of "
+                                    "the per-target model failed to fit"))
+        data = primary_data.assign(fitted=primary.fit.fitted, residual=primary.fit.residuals)
+        draws = primary.boot.draws
     else:
-        fit, tests, boot, intervals, percentile = None, {}, None, None, None
         data = data.assign(fitted=np.nan, residual=np.nan)
         draws = pd.DataFrame(columns=[*fixed, CONTRAST])
 
     units_text = {"diversity": DIVERSITY_UNITS[spec.diversity],
                   "volume": "points per doubling of intermediate examples",
                   INTERACTION: "points per doubling of both"}
-    wald = fit.summary_frame().set_index("term") if fit is not None else None
-    effects = []
-    for term in fixed:
-        effect = {"term": term, "unit": units_text[term], "estimate": None, "se": None,
-                  "p_value": None, "p_value_wald": None, "chi2": None}
-        if fit is not None:
-            effect |= {"estimate": float(wald.at[term, "estimate"]), "se": float(wald.at[term, "se"]),
-                       "p_value_wald": float(wald.at[term, "p_value"]),
-                       "p_value": float(tests[term]["p_value"]), "chi2": float(tests[term]["chi2"])}
-        effects.append(effect | _interval_fields(term, intervals, percentile))
+    units_text |= {c["name"]: c["unit"] for c in covariates}
+    effects, comparison = _effects_and_comparison(primary, fixed, units_text, contrast_weights,
+                                                  direction, spec)
+    verdict, reason = decide(comparison, design, primary.failed_share if primary else 0.0)
+    plain_effects, plain_comparison = _effects_and_comparison(plain, fixed, units_text,
+                                                              contrast_weights, direction, spec)
+    plain_verdict, plain_reason = (decide(plain_comparison, design, plain.failed_share)
+                                   if plain is not None else (verdict, reason))
+    plain_estimates = {
+        "same_as_primary": not identity["used"],
+        "fitted": plain is not None,
+        "formula": _formula(spec.outcome, fixed, random),
+        "effects": plain_effects, "comparison": plain_comparison,
+        "verdict": plain_verdict, "verdict_reason": plain_reason,
+        "failed_resamples": int(plain.n_failed) if plain else None,
+    }
+    plain_estimates |= compare_models(effects, comparison, verdict, plain_effects,
+                                      plain_comparison, plain_verdict, direction,
+                                      identity["used"] and plain is not None)
 
-    comparison = {"contrast": CONTRAST, "weights": contrast_weights,
-                  "direction": "higher is better" if direction > 0 else
-                               "lower is better: the contrast is -(diversity) - (-(volume)), so "
-                               "positive still favours diversity",
-                  "estimate": float(boot.estimate[CONTRAST]) if boot is not None else None}
-    comparison |= _interval_fields(CONTRAST, intervals, percentile)
-    comparison["minimum_detectable_difference"] = None if boot is None else \
-        minimum_detectable_difference(comparison["bootstrap_se"], spec.level, spec.power)
-    failed_share = boot.n_failed / boot.n_resamples if boot is not None else 0.0
-    verdict, reason = decide(comparison, design, failed_share)
-
-    model_info = {"formula": _formula(spec.outcome, fixed, random), "random": random, "fixed": fixed,
-                  "notes": notes}
-    if fit is not None:
-        model_info |= {"method": fit.method, "converged": bool(fit.converged),
-                       "variance_components": {k: float(v) for k, v in fit.variance_components.items()},
-                       "residual_variance": float(fit.residual_variance), "on_boundary": list(fit.on_boundary),
-                       "reml_log_likelihood": float(fit.llf)}
-        if not fit.converged:
+    model_info: dict = {"formula": _formula(spec.outcome, primary_fixed, random, identity),
+                  "random": random, "fixed": primary_fixed, "notes": notes}
+    if primary is not None:
+        fitted = primary.fit
+        model_info |= {"method": fitted.method, "converged": bool(fitted.converged),
+                       "variance_components": {k: float(v) for k, v in fitted.variance_components.items()},
+                       "residual_variance": float(fitted.residual_variance),
+                       "on_boundary": list(fitted.on_boundary),
+                       "reml_log_likelihood": float(fitted.llf)}
+        if not fitted.converged:
             problems.append(Problem(loaded.source, "model", "warning", "the REML fit did not converge"))
     improvement_table = descriptives.improvement_table(scores, spec, mixes)
     estimates = {
@@ -237,11 +354,12 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         "verdict": verdict,
         "verdict_reason": reason,
         "minimum_detectable_difference": comparison["minimum_detectable_difference"],
-        "bootstrap": {"resamples": spec.resamples,
-                      "method": "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile"),
-                      "seed": spec.seed, "level": spec.level, "units": units,
-                      "replicates": "seeds resampled within (mix, target)",
-                      "failed_resamples": int(boot.n_failed) if boot is not None else None},
+        "identity": identity,
+        "plain": plain_estimates,
+        "per_target": per_target,
+        "heterogeneity": heterogeneity,
+        "covariates": covariates,
+        "bootstrap": _bootstrap_info(spec, units, primary, identity),
         "model": model_info,
         "design": design,
         "descriptives": descriptives.omnibus(data, spec.outcome),
@@ -254,7 +372,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     }
     return AnalysisResult(
         estimates=estimates,
-        model_data=data,
+        model_data=data.drop(columns="score_row", errors="ignore"),
         bootstrap_draws=draws,
         improvement_table=improvement_table,
         language_table=descriptives.language_table(data, spec),
@@ -262,20 +380,423 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         interaction_table=descriptives.interaction_table(data, spec),
         problems=pd.DataFrame([vars(p) for p in problems], columns=PROBLEM_COLUMNS),
         settings=spec,
+        identity_table=pd.DataFrame(identity.get("tasks", []), columns=IDENTITY_COLUMNS),
+        per_target_table=pd.DataFrame(per_target, columns=PER_TARGET_COLUMNS),
     )
 
 
-def _interval_fields(name: str, intervals: pd.DataFrame | None, percentile: pd.DataFrame | None) -> dict:
+# --- covariates ------------------------------------------------------------------------------
+
+#: Columns of the model data a covariate may not be named like (and names with ``[`` or ``:``,
+#: which name model terms).
+RESERVED_COLUMNS = frozenset({
+    "Intercept", "run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language",
+    "metric", "split", "value", "n_examples", "score_row", "baseline", "target_language",
+    "n_tasks", "n_formats", "effective_tasks", "examples", "diversity", "volume", "fitted",
+    "residual", "english", MIX_TARGET, *OUTCOMES})
+
+
+def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
+                       ) -> pd.DataFrame:
+    """Check that each requested covariate exists; add the built-in ones as columns."""
+    errors = []
+    available = sorted(loaded.covariate_problems)
+    for name in spec.covariates:
+        if name in RESERVED_COLUMNS or "[" in name or ":" in name:
+            errors.append(Problem(loaded.source, f"covariates.{name}", "error",
+                                  f"{name!r} cannot be a covariate: it names a column or term the "
+                                  "analysis derives itself"))
+        elif name in BUILTIN_COVARIATES:
+            if name in scores.columns:
+                errors.append(Problem(loaded.source, f"covariates.{name}", "error",
+                                      f"the results have a column {name!r}, which is also a "
+                                      "built-in covariate; rename the column"))
+            else:
+                scores = scores.assign(**{name: [
+                    target_in_mix(mix_tasks, target)
+                    for mix_tasks, target in zip(scores["mix_tasks"], scores["target_task"],
+                                                 strict=True)]})
+        elif name not in available:
+            errors.append(Problem(loaded.source, f"covariates.{name}", "error",
+                                  f"no covariate {name!r}: expected a numeric column of the flat "
+                                  "table, a key of run.json's 'covariates', or one of "
+                                  f"{', '.join(BUILTIN_COVARIATES)} (available: "
+                                  f"{', '.join(available) or 'none'})"))
+    if errors:
+        raise ResultsError(list(loaded.problems) + errors)
+    return scores
+
+
+def _value_errors(rows: pd.DataFrame, loaded: LoadedResults, name: str) -> list[Problem]:
+    """The loader's problems (file and row or key) of the rows whose value of ``name`` is missing."""
+    known = loaded.covariate_problems.get(name, {})
+    bad = rows.loc[rows[name].isna(), "score_row"]
+    found = dict.fromkeys(known[row] for row in bad if row in known)
+    return list(found) or [Problem(loaded.source, f"covariates.{name}", "error",
+                                   f"{len(bad)} rows have no value of covariate {name!r}")]
+
+
+def _check_run_covariates(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec) -> None:
+    """Run-level outcomes need each covariate once per run: present and constant in the run."""
+    rows = scores[scores["mix"] != BASELINE_MIX]
+    files = dict(zip(loaded.runs["run_id"], loaded.runs["file"], strict=True))
+    errors = []
+    for name in spec.covariates:
+        if rows[name].isna().any():
+            errors += _value_errors(rows, loaded, name)
+            continue
+        varying = rows.groupby("run_id")[name].nunique()
+        for run_id in varying[varying > 1].index:
+            errors.append(Problem(files.get(run_id, loaded.source), f"covariates.{name}", "error",
+                                  f"covariate {name!r} takes several values in run {run_id!r}; "
+                                  f"the run-level outcome {spec.outcome!r} needs one per run"))
+    if errors:
+        raise ResultsError(list(loaded.problems) + errors)
+
+
+def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
+                      ) -> tuple[pd.DataFrame, list[dict]]:
+    """Every modelled row needs a value of every covariate, and a covariate must vary; each is
+    centred at its mean over the modelled rows, so the other effects stay at the average
+    covariate value. Returns the data and a description of each covariate."""
+    errors, described = [], []
+    for name in spec.covariates:
+        values = data[name].astype(float)
+        if values.isna().any():
+            errors += _value_errors(data, loaded, name)
+            continue
+        if np.ptp(values.to_numpy()) == 0:
+            errors.append(Problem(loaded.source, f"covariates.{name}", "error",
+                                  f"covariate {name!r} is {values.iloc[0]:g} in every modelled row: "
+                                  "its effect cannot be estimated"))
+            continue
+        mean = float(values.mean())
+        data = data.assign(**{name: values - mean})
+        source = ("built in: " + BUILTIN_COVARIATES[name] if name in BUILTIN_COVARIATES
+                  else "from the results")
+        described.append({"name": name, "source": source, "mean": mean,
+                          "sd": float(values.std(ddof=1)), "min": float(values.min()),
+                          "max": float(values.max()),
+                          "unit": f"points per unit of {name} (centred at its mean {mean:.3g})"})
+    if errors:
+        raise ResultsError(list(loaded.problems) + errors)
+    return data, described
+
+
+def _full_rank(data: pd.DataFrame, fixed: list[str]) -> bool:
+    X = np.column_stack([np.ones(len(data)), data[fixed].to_numpy(dtype=float)])
+    return bool(np.linalg.matrix_rank(X.T @ X) == X.shape[1])
+
+
+# --- identity ----------------------------------------------------------------------------------
+
+def _identity_decision(data: pd.DataFrame, shares: pd.DataFrame, mix_terms: list[str],
+                       fixed: list[str], spec: AnalysisSpec, identifiable: bool, source: str,
+                       problems: list[Problem]) -> dict:
+    """Whether the primary model has task identity effects: ``identity = "off"`` never, ``"on"``
+    always (an error when the grid cannot estimate them), ``"auto"`` when it can."""
+    per_mix = data.drop_duplicates("mix")
+    check = identity_estimability(per_mix, shares, mix_terms)
+    if check["estimable"] and not _full_rank(
+            add_share_columns(data, shares, check["reference"])[0],
+            fixed + [share_column(t) for t in shares.columns if t != check["reference"]]):
+        check |= {"estimable": False,
+                  "reason": "the task shares are linearly dependent on the covariates"}
+    info = {"used": False, "mode": spec.identity, "reference": check["reference"],
+            "rule": check["rule"], "estimability": {k: v for k, v in check.items()
+                                                    if k not in ("rule", "reason")},
+            "tasks": [], "test": None}
+    if spec.identity == "off":
+        return info | {"reason": "task identity effects were turned off (identity = \"off\"); "
+                                 "the primary model is the plain one"}
+    if not check["estimable"]:
+        if spec.identity == "on":
+            raise ResultsError(problems + [Problem(
+                source, "identity", "error",
+                f"identity = \"on\", but this grid cannot estimate task identity effects: "
+                f"{check['reason']} ({check['rule']}); use identity = \"auto\" or \"off\"")])
+        return info | {"reason": f"task identity effects are not estimable from this grid: "
+                                 f"{check['reason']}; the primary model is the plain one"}
+    if not identifiable:
+        return info | {"reason": "the model was not fitted (diversity and volume cannot be "
+                                 "separated)"}
+    return info | {"used": True,
+                   "reason": (f"the grid can estimate them: every task is in at least "
+                              f"{min(check['task_mixes'].values())} mixes, the per-mix design has "
+                              f"full rank ({check['rank']}) and {check['mix_df']} mixes remain for "
+                              "the mix variance")}
+
+
+def _identity_rows(model: FittedModel, shares: pd.DataFrame, identity: dict) -> list[dict]:
+    """One row per task: its identity effect and its difference from the mean task, with
+    intervals, how many mixes hold it, its mean share there, and the resamples without it."""
+    rows = []
+    for task in shares.columns:
+        level, relative = identity_output(task), relative_output(task)
+        held = shares[task][shares[task] > 0]
+        rows.append({
+            "task": task, "estimate": float(model.boot.estimate[level]),
+            "ci_low": model.intervals[level]["ci_low"],
+            "ci_high": model.intervals[level]["ci_high"],
+            "bootstrap_se": model.intervals[level]["se"],
+            "relative": float(model.boot.estimate[relative]),
+            "relative_ci_low": model.intervals[relative]["ci_low"],
+            "relative_ci_high": model.intervals[relative]["ci_high"],
+            "n_mixes": int(len(held)), "mean_share": float(held.mean()),
+            "resamples_without": int(model.boot.draws[level].isna().sum()),
+            "reference": task == identity["reference"],
+        })
+    return rows
+
+
+def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_effects: list[dict],
+                   plain_comparison: dict, plain_verdict: str, direction: float,
+                   identity_used: bool) -> dict:
+    """Whether the plain model (no task identity) and the primary one disagree, and a sentence.
+
+    They *disagree* when their verdicts differ, or when the plain model's diversity estimate
+    lies outside the primary model's diversity interval. Which story the sentence tells:
+
+    - the plain estimate lies beyond the primary interval on the side of benefit: the apparent
+      diversity effect is *explained by composition* (which tasks the mixes contain);
+    - it lies beyond on the other side: composition was *hiding* part of the diversity effect;
+    - it lies inside (only the verdicts differ): the two estimates agree and the verdicts part
+      because the identity effects cost precision; that is no evidence of composition.
+    """
+    if not identity_used:
+        return {"disagrees": False, "explained_by_composition": False,
+                "disagreement_rule": DISAGREEMENT_RULE, "sentence": ""}
+    primary = next(e for e in effects if e["term"] == "diversity")
+    plain = next(e for e in plain_effects if e["term"] == "diversity")
+    low, high = primary["ci_low"], primary["ci_high"]
+    outside = plain["estimate"] < low or plain["estimate"] > high
+    disagrees = bool(outside or plain_verdict != verdict)
+    explained = outside and direction * plain["estimate"] > max(direction * low, direction * high)
+    numbers = (f"the plain model gives diversity {plain['estimate']:.2f} "
+               f"[{plain['ci_low']:.2f}, {plain['ci_high']:.2f}] and verdict {plain_verdict}, the "
+               f"model with task identity effects {primary['estimate']:.2f} [{low:.2f}, {high:.2f}] "
+               f"and verdict {verdict}")
+    if not disagrees:
+        sentence = f"The plain model agrees with the identity-adjusted one: {numbers}."
+    elif explained:
+        sentence = (f"The apparent diversity effect is explained by which tasks the mixes contain: "
+                    f"{numbers}.")
+    elif outside:
+        sentence = f"Which tasks the mixes contain hides part of the diversity effect: {numbers}."
+    else:
+        sentence = (f"The verdicts differ, but not because of composition: {numbers}; the plain "
+                    "estimate lies inside the identity-adjusted interval, which is wider because "
+                    "the identity effects are estimated too.")
+    return {"disagrees": disagrees, "explained_by_composition": bool(explained),
+            "disagreement_rule": DISAGREEMENT_RULE, "sentence": sentence}
+
+
+DISAGREEMENT_RULE = ("their verdicts differ or the plain model's diversity estimate lies outside "
+                     "the identity-adjusted model's diversity interval")
+
+
+# --- per target --------------------------------------------------------------------------------
+
+def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
+                units: list[str], direction: float, n_jobs: int | None, progress: bool,
+                parametric_df: float | None = None) -> tuple[list[dict], dict]:
+    """Diversity and volume effects (and their difference) per target, and a test of whether
+    they differ between targets.
+
+    One model replaces the common diversity and volume slopes by one slope per target
+    (:func:`~transferstats.analysis.identity.per_target_columns`), everything else as in the
+    primary model; one bootstrap of the primary model's kind (crossed cluster, same seed and so
+    the same resamples; parametric when the model has task identity effects) gives every
+    target's intervals. Heterogeneity: ML likelihood-ratio test of that model against the common-slope
+    model, chi2 with 2 (T - 1) degrees of freedom. In that test both models add a random
+    intercept per (mix, target) cell when the cells hold several rows: without it, a mix that
+    happens to suit one target would look, through that target's many languages and seeds, like
+    strong evidence of a target-specific slope, and the test would reject too often. (The
+    bootstrap intervals need no such term: resampling whole mixes carries that variation.)
+    """
+    targets = sorted(data["target_task"].unique())
+    if len(targets) < 2:
+        return [], {"tested": False, "reason": "a single target task: nothing to compare"}
+    frame, slopes = per_target_columns(data, PER_TARGET_TERMS)
+    fixed_per_target = slopes + [f for f in fixed if f not in PER_TARGET_TERMS]
+    if not _full_rank(frame, fixed_per_target):
+        return [], {"tested": False,
+                    "reason": "some target has no variation in diversity or volume across its "
+                              "mixes, so per-target effects are not estimable"}
+    contrasts = {target_column(CONTRAST, t): {target_column("diversity", t): direction,
+                                             target_column("volume", t): -direction}
+                 for t in targets}
+    boot = _bootstrap(frame, spec, fixed_per_target, random, units, contrasts, n_jobs, progress,
+                      parametric_df)
+    outputs = [*slopes, *contrasts]
+    failed = boot.draws[outputs].isna().any(axis=1)
+    boot.draws.loc[failed, outputs] = np.nan
+    intervals = _intervals(boot, spec.level, spec.interval)
+    percentile = _intervals(boot, spec.level, "percentile")
+    rows = []
+    for target in targets:
+        for term in (*PER_TARGET_TERMS, CONTRAST):
+            name = target_column(term, target)
+            rows.append({"target": target, "term": term,
+                         "estimate": float(boot.estimate[name])}
+                        | _interval_fields(name, intervals, percentile))
+    cell = data["mix"].astype(str) + "|" + data["target_task"].astype(str)
+    test_random = list(random)
+    if cell.nunique() < len(data):
+        test_random.append(MIX_TARGET)
+    tested = frame.assign(**{MIX_TARGET: cell})
+    test = _nested_test(tested, spec.outcome, fixed_per_target, fixed, test_random)
+    differ = test["p_value"] < 1 - spec.level
+    heterogeneity = test | {
+        "tested": True, "targets": targets, "random": test_random,
+        "formula": _formula(spec.outcome, fixed_per_target, random),
+        "differ": bool(differ), "n_failed": int(failed.sum()),
+        "reason": ("likelihood-ratio test of per-target diversity and volume slopes against "
+                   "common ones" + (", both models with a random intercept per (mix, target) "
+                                    "cell" if MIX_TARGET in test_random else "")),
+    }
+    return rows, heterogeneity
+
+
+# --- fitting -----------------------------------------------------------------------------------
+
+def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
+               units: list[str], contrasts: dict[str, dict[str, float]], n_jobs: int | None,
+               progress: bool, parametric_df: float | None
+               ) -> BootstrapResult | ParametricBootstrap:
+    """The crossed cluster bootstrap; the parametric one (with its t widening on
+    ``parametric_df`` degrees of freedom) for a model with task identity effects, whose many
+    mix-level coefficients make resampling mixes badly conservative
+    (:mod:`transferstats.analysis.parametric`)."""
+    if parametric_df is not None:
+        return parametric_bootstrap(data, spec.outcome, fixed, random, df=parametric_df,
+                                    contrasts=contrasts, n_resamples=spec.resamples,
+                                    seed=spec.seed, n_jobs=n_jobs)
+    return crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
+                             contrasts=contrasts, n_resamples=spec.resamples, seed=spec.seed,
+                             n_jobs=n_jobs, progress=progress)
+
+
+def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
+               units: list[str], contrasts: dict[str, dict[str, float]], core: list[str], *,
+               tested: list[str], n_jobs: int | None, progress: bool, failure,
+               parametric_df: float | None = None) -> FittedModel:
+    """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output."""
+    try:
+        fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+        tests = _term_tests(data, spec.outcome, fixed, random, tested)
+    except (np.linalg.LinAlgError, ValueError) as error:
+        raise failure(error) from error
+    boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
+                      parametric_df)
+    core = [c for c in core if c in boot.draws.columns]
+    failed = boot.draws[core].isna().any(axis=1)
+    boot.draws.loc[failed, core] = np.nan
+    return FittedModel(fixed, random, fit, boot, _intervals(boot, spec.level, spec.interval),
+                       _intervals(boot, spec.level, "percentile"), tests, int(failed.sum()))
+
+
+def _intervals(boot: BootstrapResult | ParametricBootstrap, level: float, kind: str) -> Intervals:
+    """Interval and bootstrap SE of every output (NaN where fewer than 10 resamples gave one)."""
+    intervals = {}
+    for name in boot.draws.columns:
+        draws = boot.draws[name].to_numpy(dtype=float)
+        finite = int(np.isfinite(draws).sum())
+        low, high = boot.interval(name, level, kind) if finite >= 10 else (np.nan, np.nan)
+        intervals[str(name)] = {"ci_low": float(low), "ci_high": float(high),
+                                "se": float(np.nanstd(draws, ddof=1)) if finite >= 2 else np.nan}
+    return intervals
+
+
+def _term_tests(data: pd.DataFrame, outcome: str, fixed: list[str], random: list[str],
+                terms: list[str]) -> dict[str, dict]:
+    """ML likelihood-ratio test of each term, chi2(1): the full model is fitted once."""
+    full = fit_crossed(data, outcome, fixed, random, reml=False)
+    tests = {}
+    for term in terms:
+        reduced = fit_crossed(data, outcome, [f for f in fixed if f != term], random, reml=False)
+        chi2 = max(2 * (full.llf - reduced.llf), 0.0)
+        tests[term] = {"chi2": float(chi2), "df": 1, "p_value": float(stats.chi2.sf(chi2, 1))}
+    return tests
+
+
+def _nested_test(data: pd.DataFrame, outcome: str, fixed: list[str], reduced: list[str],
+                 random: list[str]) -> dict:
+    """ML likelihood-ratio test of a model against a nested one with fewer fixed terms."""
+    full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
+    reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
+    chi2 = max(2 * (full_fit.llf - reduced_fit.llf), 0.0)
+    df = len(fixed) - len(reduced)
+    return {"chi2": float(chi2), "df": int(df), "p_value": float(stats.chi2.sf(chi2, df))}
+
+
+def _effects_and_comparison(model: FittedModel | None, fixed: list[str], units_text: dict,
+                            weights: dict, direction: float, spec: AnalysisSpec
+                            ) -> tuple[list[dict], dict]:
+    """The ``effects`` list and the ``comparison`` dict of a model (None-valued when unfitted)."""
+    intervals = model.intervals if model is not None else None
+    percentile = model.percentile if model is not None else None
+    wald = model.fit.summary_frame().set_index("term").to_dict("index") if model is not None else None
+    effects = []
+    for term in fixed:
+        effect = {"term": term, "unit": units_text[term], "estimate": None, "se": None,
+                  "p_value": None, "p_value_wald": None, "chi2": None}
+        if model is not None and wald is not None:
+            test = model.tests[term]
+            effect |= {"estimate": float(wald[term]["estimate"]),
+                       "se": float(wald[term]["se"]),
+                       "p_value_wald": float(wald[term]["p_value"]),
+                       "p_value": test["p_value"], "chi2": test["chi2"]}
+        effects.append(effect | _interval_fields(term, intervals, percentile))
+    comparison = {"contrast": CONTRAST, "weights": weights,
+                  "direction": "higher is better" if direction > 0 else
+                               "lower is better: the contrast is -(diversity) - (-(volume)), so "
+                               "positive still favours diversity",
+                  "estimate": float(model.boot.estimate[CONTRAST]) if model is not None else None}
+    comparison |= _interval_fields(CONTRAST, intervals, percentile)
+    comparison["minimum_detectable_difference"] = None if intervals is None else \
+        minimum_detectable_difference(intervals[CONTRAST]["se"], spec.level, spec.power)
+    return effects, comparison
+
+
+def _interval_fields(name: str, intervals: Intervals | None, percentile: Intervals | None) -> dict:
     """The bootstrap interval (chosen kind), its standard error and the percentile interval of
     one term or contrast; all None when nothing was fitted."""
-    if intervals is None:
+    if intervals is None or percentile is None:
         return dict.fromkeys(("ci_low", "ci_high", "bootstrap_se", "percentile_ci_low",
                               "percentile_ci_high"))
-    return {"ci_low": float(intervals.at[name, "ci_low"]), "ci_high": float(intervals.at[name, "ci_high"]),
-            "bootstrap_se": float(intervals.at[name, "se"]),
-            "percentile_ci_low": float(percentile.at[name, "ci_low"]),
-            "percentile_ci_high": float(percentile.at[name, "ci_high"])}
+    return {"ci_low": intervals[name]["ci_low"],
+            "ci_high": intervals[name]["ci_high"],
+            "bootstrap_se": intervals[name]["se"],
+            "percentile_ci_low": percentile[name]["ci_low"],
+            "percentile_ci_high": percentile[name]["ci_high"]}
 
 
-def _formula(outcome: str, fixed: list[str], random: list[str]) -> str:
-    return f"{outcome} ~ {' + '.join(fixed)} + " + " + ".join(f"(1 | {factor})" for factor in random)
+def _formula(outcome: str, fixed: list[str], random: list[str], identity: dict | None = None) -> str:
+    """The model in lme4 notation; task shares are summarised (``share[<task>]`` for K tasks)."""
+    shown = [f for f in fixed if not f.startswith("share[")]
+    if identity and identity.get("used"):
+        k = len(identity["estimability"]["tasks"])
+        shown.append(f"share[<task>] for {k - 1} of the {k} tasks (reference: "
+                     f"{identity['reference']})")
+    return f"{outcome} ~ {' + '.join(shown)} + " + " + ".join(f"(1 | {factor})" for factor in random)
+
+
+def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel | None,
+                    identity: dict) -> dict:
+    """``estimates["bootstrap"]``: how the primary model's intervals were made."""
+    crossed = "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile")
+    info = {"resamples": spec.resamples, "method": crossed, "seed": spec.seed,
+            "level": spec.level, "units": units,
+            "replicates": "seeds resampled within (mix, target)",
+            "failed_resamples": int(primary.n_failed) if primary is not None else None}
+    if identity.get("used"):
+        df = identity["estimability"]["mix_df"]
+        info |= {"method": "parametric, " + ("BC" if spec.interval == "bca" else "percentile")
+                           + f", t({df})",
+                 "resampling": "parametric", "units": [], "t_df": df,
+                 "replicates": "random effects and residuals redrawn from the fitted model",
+                 "plain_method": crossed}
+    else:
+        info["resampling"] = "crossed cluster"
+    return info

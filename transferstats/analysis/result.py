@@ -22,6 +22,13 @@ CONTRAST = "diversity - volume"
 EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "bootstrap_se",
                   "percentile_ci_low", "percentile_ci_high", "p_value_wald", "chi2")
 PROBLEM_COLUMNS = ("file", "location", "severity", "message")
+#: Columns of :attr:`AnalysisResult.identity_table`.
+IDENTITY_COLUMNS = ("task", "estimate", "ci_low", "ci_high", "bootstrap_se", "relative",
+                    "relative_ci_low", "relative_ci_high", "n_mixes", "mean_share",
+                    "resamples_without", "reference")
+#: Columns of :attr:`AnalysisResult.per_target_table`.
+PER_TARGET_COLUMNS = ("target", "term", "estimate", "ci_low", "ci_high", "bootstrap_se",
+                      "percentile_ci_low", "percentile_ci_high")
 
 
 @dataclass
@@ -36,15 +43,22 @@ class AnalysisResult:
         p_value, unit, ...}``), ``comparison``, ``verdict``, ``verdict_reason``,
         ``minimum_detectable_difference``, ``bootstrap``, ``model`` (convergence, variance
         components, boundary flags), ``design`` (diversity-volume correlation, VIF),
-        ``settings``, ``warnings``, ``source``.
+        ``settings``, ``warnings``, ``source``; and ``identity`` (whether the primary model has
+        task identity effects, why, and one ``tasks`` entry per task), ``plain`` (the plain
+        model's ``effects``, ``comparison`` and ``verdict``, and whether it ``disagrees``),
+        ``per_target`` (one ``{target, term, estimate, ci_low, ci_high}`` per target and term),
+        ``heterogeneity`` (the test of per-target effects) and ``covariates``.
     model_data : pandas.DataFrame
         One row per observation that entered the model: ``run_id, model, mix, target_task,
         language, seed, diversity, volume, n_tasks, n_formats, effective_tasks, examples``, the
         outcome column named by ``estimates["outcome"]``, ``fitted`` and ``residual``.
-        ``diversity`` and ``volume`` are log2 values centred at the design centre.
+        ``diversity`` and ``volume`` are log2 values centred at the design centre; covariates are
+        centred at their mean; with task identity, ``share[<task>]`` holds each task's share.
     bootstrap_draws : pandas.DataFrame
-        One row per bootstrap resample, one column per term (``diversity``, ``volume``, maybe
-        ``diversity:volume``) and one for the contrast ``diversity - volume``.
+        One row per bootstrap resample of the primary model, one column per term (``diversity``,
+        ``volume``, maybe ``diversity:volume``, covariates, task shares), one for the contrast
+        ``diversity - volume`` and, with task identity, ``identity[<task>]`` and
+        ``identity[<task>] - mean`` (NaN in resamples that hold no mix with the task).
     improvement_table : pandas.DataFrame
         The Phang et al. (2020) main-table layout in long form: ``mix, target_task, mean, ci_low,
         ci_high, n_runs``; ``target_task == "average"`` holds each mix's average over targets.
@@ -63,6 +77,15 @@ class AnalysisResult:
         raise :class:`~transferstats.problems.ResultsError`.
     settings : AnalysisSpec
         The settings the analysis ran with (tasks given for the call included).
+    identity_table : pandas.DataFrame
+        One row per intermediate task when the primary model has identity effects (else empty):
+        ``task``, ``estimate`` with ``ci_low, ci_high`` (the outcome of a mix of that task alone
+        at the design's centre volume), ``relative`` with ``relative_ci_low, relative_ci_high``
+        (its difference from the mean over tasks), ``n_mixes``, ``mean_share`` (its mean share
+        in the mixes that hold it), ``resamples_without`` and ``reference``.
+    per_target_table : pandas.DataFrame
+        One row per target and term (``diversity``, ``volume``, ``diversity - volume``) of the
+        per-target model: ``target, term, estimate, ci_low, ci_high`` and the bootstrap details.
     """
 
     estimates: dict
@@ -74,6 +97,10 @@ class AnalysisResult:
     interaction_table: pd.DataFrame
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     settings: AnalysisSpec = field(default_factory=AnalysisSpec)
+    identity_table: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=IDENTITY_COLUMNS))
+    per_target_table: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=PER_TARGET_COLUMNS))
 
     @property
     def verdict(self) -> str:
@@ -106,14 +133,19 @@ class AnalysisResult:
         ``settings.interval`` says); ``p_value`` is the ML likelihood-ratio test of the term
         (none for the contrast: its evidence is its interval). Missing values are NaN.
         """
-        comparison = self.estimates["comparison"]
-        contrast = {"term": comparison["contrast"], "se": comparison.get("bootstrap_se"),
-                    "unit": "points per doubling (diversity effect minus volume effect)"}
-        contrast |= {key: comparison.get(key) for key in EFFECT_COLUMNS if key not in contrast}
-        rows = [*self.estimates["effects"], contrast]
-        frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows])
-        numeric = [c for c in EFFECT_COLUMNS if c not in ("term", "unit")]
-        return frame.astype(dict.fromkeys(numeric, float))
+        return _effect_frame(self.estimates["effects"], self.estimates["comparison"])
+
+    @property
+    def plain_effects(self) -> pd.DataFrame:
+        """:attr:`effects` of the plain model (no task identity effects).
+
+        The same as :attr:`effects` when the primary model is the plain one
+        (``estimates["identity"]["used"]`` false).
+        """
+        plain = self.estimates.get("plain") or {}
+        if not plain:
+            return self.effects
+        return _effect_frame(plain["effects"], plain["comparison"])
 
     def effect(self, term: str) -> dict:
         """Return the ``estimates["effects"]`` entry of one term (``KeyError`` if not in the model)."""
@@ -161,3 +193,13 @@ class AnalysisResult:
         estimates = self.estimates
         return (f"<AnalysisResult {estimates['outcome']}: verdict {self.verdict!r}, "
                 f"{estimates['n_runs']} runs, {estimates['n_mixes']} mixes>")
+
+
+def _effect_frame(effects: list[dict], comparison: dict) -> pd.DataFrame:
+    contrast = {"term": comparison["contrast"], "se": comparison.get("bootstrap_se"),
+                "unit": "points per doubling (diversity effect minus volume effect)"}
+    contrast |= {key: comparison.get(key) for key in EFFECT_COLUMNS if key not in contrast}
+    rows = [*effects, contrast]
+    frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows])
+    numeric = [c for c in EFFECT_COLUMNS if c not in ("term", "unit")]
+    return frame.astype(dict.fromkeys(numeric, float))

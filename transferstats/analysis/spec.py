@@ -13,6 +13,8 @@ from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
 from transferstats.tasks import Task, read_task_file, tasks_from_table
 
 INTERVALS = ("bca", "percentile")
+#: ``identity``: use the task-identity model when the grid can estimate it, always, or never.
+IDENTITY_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class AnalysisSpec:
     include_english: bool = False
     interaction: bool = True
     model: str = ""
+    identity: str = "auto"
+    covariates: tuple[str, ...] = ()
     resamples: int = 1000
     seed: int = 0
     level: float = 0.95
@@ -48,6 +52,11 @@ class AnalysisSpec:
             (self.outcome in OUTCOMES, "outcome", f"one of {list(OUTCOMES)}"),
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
             (self.interval in INTERVALS, "interval", f"one of {list(INTERVALS)}"),
+            (self.identity in IDENTITY_MODES, "identity", f"one of {list(IDENTITY_MODES)}"),
+            (isinstance(self.covariates, tuple)
+             and all(isinstance(name, str) and name.strip() for name in self.covariates)
+             and len(set(self.covariates)) == len(self.covariates), "covariates",
+             "a list of distinct column names (or 'target_in_mix')"),
             (isinstance(self.resamples, int) and not isinstance(self.resamples, bool)
              and self.resamples >= 50, "resamples", "an integer >= 50"),
             (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed", "an integer"),
@@ -71,7 +80,7 @@ class AnalysisSpec:
 
 _SECTIONS = {
     "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
-                 "interaction", "model"),
+                 "interaction", "model", "identity", "covariates"),
     "bootstrap": ("resamples", "seed", "level", "interval", "units"),
     "verdict": ("max_correlation", "power"),
 }
@@ -146,6 +155,8 @@ def load_spec(path: str | Path | None = None, **overrides) -> AnalysisSpec:
     extra_tasks = read_tasks(overrides.pop("tasks", None))
     settings["tasks"] = tuple(settings.get("tasks", ())) + extra_tasks
     for key, value in overrides.items():
+        if key == "covariates" and isinstance(value, str):
+            value = (value,)  # one covariate given by name
         if value is not None:
             settings[key] = tuple(value) if isinstance(value, list) else value
     try:

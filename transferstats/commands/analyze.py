@@ -9,7 +9,7 @@ from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
-                "interval", "interaction", "include_english")
+                "interval", "interaction", "include_english", "identity", "covariates")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems-file", default=PROBLEMS_FILE,
                         help="where every problem is written, one per line, when the analysis is "
                              "refused and the printed list groups them (default: %(default)s)")
+    parser.add_argument("--identity", choices=["auto", "on", "off"],
+                        help="task identity effects by share of the mix ('diversity beyond "
+                             "identity'): auto (default) uses them when the grid can estimate "
+                             "them, on insists, off never")
+    parser.add_argument("--covariate", dest="covariates", action="append", default=None,
+                        metavar="NAME",
+                        help="add a centred fixed effect outside the contrast: a numeric column "
+                             "of the flat table, a key of run.json's 'covariates', or "
+                             "target_in_mix; repeatable")
     parser.add_argument("--jobs", type=int, default=None,
                         help="bootstrap worker processes (default: all cores)")
 

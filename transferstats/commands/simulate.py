@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import fields
+from typing import Any
 
 
 def _integers(text: str) -> tuple[int, ...]:
@@ -12,6 +13,17 @@ def _integers(text: str) -> tuple[int, ...]:
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _pair(text: str) -> tuple[str, float]:
+    """``NAME=POINTS`` -> ``("NAME", POINTS)``."""
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=POINTS, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +37,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="diversity x volume, per doubling of each (default 0)")
     effects.add_argument("--intercept", type=float, default=1.5,
                          help="mean improvement at the design centre (default 1.5)")
+    identity = parser.add_argument_group(
+        "which tasks (identity effects, composition, per-target effects)")
+    identity.add_argument("--identity-effect", dest="identity_effects", type=_pair,
+                          action="append", default=None, metavar="TASK=POINTS",
+                          help="identity effect of an intermediate task, points at full share of "
+                               "the mix; repeatable (default 0)")
+    identity.add_argument("--identity-sd", type=float, default=0.0,
+                          help="draw the other tasks' identity effects from N(0, SD^2) (default 0)")
+    identity.add_argument("--composition", choices=["random", "concentrated"], default="random",
+                          help="random: the planner's balanced draws; concentrated: each "
+                               "multi-task mix gives half its examples to a strong task, "
+                               "single-task mixes hold weak ones (default random)")
+    identity.add_argument("--strong-tasks", type=_words, default=None,
+                          help="the strong tasks of --composition concentrated, comma-separated "
+                               "(default: the three with the largest identity effects)")
+    identity.add_argument("--target-diversity-effect", dest="target_diversity_effects",
+                          type=_pair, action="append", default=None, metavar="TARGET=POINTS",
+                          help="a target's own diversity effect; repeatable")
+    identity.add_argument("--target-volume-effect", dest="target_volume_effects", type=_pair,
+                          action="append", default=None, metavar="TARGET=POINTS",
+                          help="a target's own volume effect; repeatable")
+    identity.add_argument("--target-diversity-sd", type=float, default=0.0,
+                          help="SD across targets of their diversity effects (default 0)")
+    identity.add_argument("--target-volume-sd", type=float, default=0.0,
+                          help="SD across targets of their volume effects (default 0)")
     spread = parser.add_argument_group("standard deviations")
     for name, default in (("target-sd", 1.0), ("language-sd", 0.8), ("target-language-sd", 0.6),
                           ("mix-sd", 0.5), ("seed-sd", 1.0)):
@@ -48,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
     from transferstats.simulate import SimulationSettings, simulate_results
 
     names = {f.name for f in fields(SimulationSettings)}
-    values = {key: value for key, value in vars(args).items() if key in names and value is not None}
-    settings = SimulationSettings(**values)
+    values: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
+                              for key, value in vars(args).items()
+                              if key in names and value is not None}
+    try:
+        settings = SimulationSettings(**values)
+    except ValueError as error:
+        Console(stderr=True).print(f"error: {error}", style="red", markup=False)
+        return 2
     out = simulate_results(args.out, settings, progress=True)
     Console().print(f"wrote simulated results to [bold]{out}[/] "
                     f"(true diversity effect {settings.diversity_effect}, volume effect "

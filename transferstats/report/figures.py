@@ -378,3 +378,87 @@ def residual_diagnostics(fitted: np.ndarray, residuals: np.ndarray) -> Figure:
     right.set_title("Normal Q\N{EN DASH}Q plot", loc="left")
     right.legend(loc="upper left")
     return figure
+
+
+@_paper_style
+def identity_forest(tasks: list[dict], outcome: str = "improvement",
+                    confidence: float = 0.95) -> Figure:
+    """Identity effect of each intermediate task with its interval, largest first.
+
+    Parameters
+    ----------
+    tasks:
+        ``estimates["identity"]["tasks"]``: ``task, estimate, ci_low, ci_high`` (the outcome of a
+        mix of that task alone at the design's centre volume).
+    outcome:
+        Name of the modelled outcome, for the axis label.
+    confidence:
+        Level of the intervals, for the axis label.
+
+    Returns
+    -------
+    Figure
+        Single-column forest plot; the dashed line is the mean over tasks, so a task whose
+        interval lies right of it carries more transfer than the average task.
+    """
+    ordered = sorted(tasks, key=lambda row: row["estimate"])
+    positions = np.arange(len(ordered))
+    figure = _new_figure(SINGLE_COLUMN, 0.9 + 0.22 * len(ordered))
+    axes = figure.add_subplot()
+    mean = float(np.mean([row["estimate"] for row in ordered]))
+    axes.axvline(mean, color=GREY, linestyle="--", linewidth=0.8)
+    for row, y in zip(ordered, positions, strict=True):
+        if not (is_missing(row["ci_low"]) or is_missing(row["ci_high"])):
+            axes.plot([row["ci_low"], row["ci_high"]], [y, y], color=BLUE, linewidth=1.4,
+                      solid_capstyle="butt")
+        axes.plot(row["estimate"], y, "o", color=BLUE, markersize=4)
+    axes.set_yticks(positions, [row["task"] for row in ordered])
+    axes.yaxis.set_minor_locator(NullLocator())
+    axes.set_ylim(-0.7, len(ordered) - 0.3)
+    axes.tick_params(axis="y", length=0)
+    axes.spines["left"].set_visible(False)
+    axes.set_xlabel(textwrap.fill(f"{outcome.replace('_', ' ').capitalize()} of the task alone, "
+                                  f"points ({format_level(confidence)} CI)", 50))
+    return figure
+
+
+@_paper_style
+def per_target_forest(rows: list[dict], confidence: float = 0.95) -> Figure:
+    """Diversity and volume effects per target task with their intervals, side by side.
+
+    Parameters
+    ----------
+    rows:
+        ``estimates["per_target"]``: ``target, term, estimate, ci_low, ci_high``; the terms
+        ``diversity`` and ``volume`` are drawn, one panel each, targets in the given order.
+    confidence:
+        Level of the intervals, for the axis labels.
+
+    Returns
+    -------
+    Figure
+        Double-column figure with two forest panels sharing the target axis; dashed line at zero.
+    """
+    targets = list(dict.fromkeys(row["target"] for row in rows))
+    cells = {(row["target"], row["term"]): row for row in rows}
+    positions = np.arange(len(targets))[::-1]
+    figure = _new_figure(DOUBLE_COLUMN, 1.0 + 0.3 * len(targets))
+    panels = figure.subplots(1, 2, sharey=True)
+    for axes, term, colour in zip(panels, ("diversity", "volume"), (BLUE, ORANGE), strict=True):
+        axes.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
+        for target, y in zip(targets, positions, strict=True):
+            row = cells.get((target, term))
+            if row is None or is_missing(row.get("estimate")):
+                continue
+            if not (is_missing(row["ci_low"]) or is_missing(row["ci_high"])):
+                axes.plot([row["ci_low"], row["ci_high"]], [y, y], color=colour, linewidth=1.4,
+                          solid_capstyle="butt")
+            axes.plot(row["estimate"], y, "o", color=colour, markersize=4)
+        axes.set_title(term_label(term))
+        axes.set_xlabel(f"Points per doubling ({format_level(confidence)} CI)")
+        axes.tick_params(axis="y", length=0)
+        axes.spines["left"].set_visible(False)
+    panels[0].set_yticks(positions, [target_label(t) for t in targets])
+    panels[0].yaxis.set_minor_locator(NullLocator())
+    panels[0].set_ylim(-0.7, len(targets) - 0.3)
+    return figure

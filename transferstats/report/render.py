@@ -77,13 +77,23 @@ VERDICT_MEANING = {
 REFERENCES = (
     "Bates, D., Mächler, M., Bolker, B., & Walker, S. (2015). Fitting linear mixed-effects "
     "models using lme4. *Journal of Statistical Software*, 67(1), 1–48. doi:10.18637/jss.v067.i01",
+    "Connolly, J., Bell, T., Bolger, T., et al. (2013). An improved model to predict the effects "
+    "of changing biodiversity levels on ecosystem function. *Journal of Ecology*, 101(2), "
+    "344–355.",
     "Efron, B. (1987). Better bootstrap confidence intervals. *Journal of the American "
     "Statistical Association*, 82(397), 171–185.",
+    "El Karoui, N., & Purdom, E. (2018). Can we trust the bootstrap in high-dimensions? The "
+    "case of linear models. *Journal of Machine Learning Research*, 19(5), 1–66.",
     "Holm, S. (1979). A simple sequentially rejective multiple test procedure. *Scandinavian "
     "Journal of Statistics*, 6(2), 65–70.",
     "Hu, J., Ruder, S., Siddhant, A., Neubig, G., Firat, O., & Johnson, M. (2020). XTREME: A "
     "massively multilingual multi-task benchmark for evaluating cross-lingual generalization. "
     "*ICML 2020*. arXiv:2003.11080",
+    "Kirwan, L., Connolly, J., Finn, J. A., et al. (2009). Diversity–interaction modeling: "
+    "estimating contributions of species identities and interactions to ecosystem function. "
+    "*Ecology*, 90(8), 2032–2038.",
+    "Loreau, M., & Hector, A. (2001). Partitioning selection and complementarity in "
+    "biodiversity experiments. *Nature*, 412, 72–76.",
     "Owen, A. B. (2007). The pigeonhole bootstrap. *The Annals of Applied Statistics*, 1(2), "
     "386–411.",
     "Phang, J., Calixto, I., Htut, P. M., Pruksachatkun, Y., Liu, H., Vania, C., Kann, K., & "
@@ -175,6 +185,11 @@ def _list(values, code: bool = False) -> str:
     return ", ".join(_code(v) if code else md_escape(v) for v in values)
 
 
+def _resampling(estimates: dict) -> str:
+    """``crossed cluster`` or ``parametric``: the bootstrap of the primary model."""
+    return str(estimates.get("bootstrap", {}).get("resampling", "crossed cluster"))
+
+
 def _level(estimates: dict) -> float:
     return float(estimates.get("bootstrap", {}).get("level", 0.95))
 
@@ -217,10 +232,24 @@ def _simulation_note(source: dict) -> list[Block]:
                                                      ("interaction", "diversity × volume"))
              if key in truth]
     effects = ", ".join(f"{label} {format_number(value)}" for label, value in known)
+    realised = truth.get("realised") or {}
+    extra = ""
+    identity = {task: value for task, value in (realised.get("identity") or {}).items() if value}
+    if identity:
+        extra += (" Task identity effects (points at full share): "
+                  + ", ".join(f"{md_escape(task)} {format_number(value)}"
+                              for task, value in identity.items())
+                  + f"; composition {md_escape(truth.get('composition', 'random'))}.")
+    for term in ("diversity", "volume"):
+        slopes = realised.get(term) or {}
+        if len(set(slopes.values())) > 1:
+            extra += (f" Per-target {term} effects: "
+                      + ", ".join(f"{target_label(t)} {format_number(v)}" for t, v in slopes.items())
+                      + ".")
     return [Block("callout", name="simulated", text=(
         "**Simulated data.** This example is simulated by `transferstats simulate` with known "
-        f"effects: {effects} points per doubling. A correct analysis recovers them within its "
-        "intervals; the numbers below are not evidence about real models."))]
+        f"effects: {effects} points per doubling.{extra} A correct analysis recovers them within "
+        "its intervals; the numbers below are not evidence about real models."))]
 
 
 def _key_numbers(estimates: dict) -> list[str]:
@@ -261,6 +290,13 @@ def _verdict(estimates: dict) -> list[Block]:
     if numbers and verdict == "confounded":
         blocks.append(_paragraph("The estimates below are shown for completeness; with this "
                                  "design they mix the effects of diversity and volume."))
+    identity = estimates.get("identity") or {}
+    plain = estimates.get("plain") or {}
+    if identity.get("used") and plain.get("fitted", True) and plain.get("sentence"):
+        lead = "**" + md_escape(plain["sentence"]) + "**" if plain.get("disagrees") \
+            else md_escape(plain["sentence"])
+        blocks.append(_paragraph("The verdict comes from the model with task identity effects "
+                                 f"(see *Which tasks*). {lead}"))
     return blocks
 
 
@@ -319,14 +355,113 @@ def _effects(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     level = _level(estimates)
     effects, comparison = estimates["effects"], estimates["comparison"]
-    blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level))]
+    blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level,
+                                                               _resampling(estimates)))]
     if any(_has_estimate(e) for e in effects):
         blocks.append(_figure("effects_forest", figures.effects_forest(
             effects, comparison, estimates["outcome"], level),
             f"Fixed effects with {format_level(level)} bootstrap intervals (blue) and the contrast "
             f"diversity {MINUS} volume (vermillion); dashed line at zero. Both effects are per "
             "doubling, so their difference is meaningful."))
+    covariates = estimates.get("covariates") or []
+    if covariates:
+        blocks.append(_paragraph(
+            "Covariates (fixed effects, centred at their mean so that the other effects hold at "
+            "the average covariate value; never part of the contrast): "
+            + "; ".join(f"{_code(c['name'])} ({md_escape(c['source'])}; mean "
+                        f"{format_number(c['mean'], 3)}, range {format_number(c['min'], 3)} to "
+                        f"{format_number(c['max'], 3)})" for c in covariates) + "."))
     return blocks
+
+
+def _identity(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    identity = estimates.get("identity")
+    if not identity:
+        return []
+    level = _level(estimates)
+    blocks = [_heading("Which tasks: identity effects")]
+    rule = _sentence(identity.get("rule", ""))
+    if not identity.get("used"):
+        return blocks + [_paragraph(
+            f"The primary model is the plain one: {md_escape(identity['reason'].rstrip('.'))}. "
+            f"{md_escape(rule)} A model that gives each task an identity effect by its share of "
+            "the mix would tell whether the mixes win because of *which* tasks they contain "
+            "rather than how many.")]
+    text = (
+        "The primary model gives each intermediate task an identity effect entering by its share "
+        "of the mix's examples, as Diversity-Interactions models do for species mixtures (Kirwan "
+        "et al. 2009; Connolly et al. 2013), so diversity and volume are measured *beyond* which "
+        "tasks the mixes contain: what the identity effects carry is the selection effect of "
+        "Loreau & Hector (2001), mixes winning because they hold the strongest tasks. "
+        f"Identity effects are used because {md_escape(identity['reason'].rstrip('.'))}. "
+        f"{md_escape(rule)}")
+    test = identity.get("test")
+    if test:
+        differ = "differ" if test["p_value"] < 1 - level else "do not differ detectably"
+        text += (f" The tasks' identity effects {differ} (likelihood-ratio test against the plain "
+                 f"model, χ²({test['df']}) = {format_number(test['chi2'])}, p "
+                 f"{_p_phrase(test['p_value'])}).")
+    bootstrap = estimates.get("bootstrap", {})
+    if bootstrap.get("resampling") == "parametric":
+        text += (" Its intervals come from a parametric bootstrap: the design (every mix, task "
+                 "share, language and seed) is kept and the random effects and residuals are "
+                 "redrawn from the fitted model, then refitted. Resampling mixes, as the plain "
+                 "model's crossed cluster bootstrap does, overstates the uncertainty badly once "
+                 "the model has a coefficient per task (El Karoui & Purdom 2018); the intervals are "
+                 f"widened to t quantiles on the {bootstrap.get('t_df')} degrees of freedom left "
+                 "for the mix variance.")
+    blocks.append(_paragraph(text))
+    plain = estimates.get("plain") or {}
+    if plain.get("fitted", True) and plain.get("effects"):
+        blocks.append(_table(tables.model_comparison_table(estimates, level)))
+        if plain.get("sentence"):
+            sentence = md_escape(plain["sentence"])
+            blocks.append(_paragraph(f"**{sentence}**" if plain.get("disagrees") else sentence))
+        blocks.append(_paragraph(
+            f"The two models are said to disagree when {md_escape(plain['disagreement_rule'])}."))
+    tasks = identity.get("tasks") or []
+    if tasks:
+        blocks.append(_table(tables.identity_table(tasks, level, _resampling(estimates))))
+        blocks.append(_figure("identity_effects", figures.identity_forest(
+            tasks, estimates["outcome"], level),
+            f"Identity effect of each intermediate task: the outcome of a mix of that task alone "
+            f"at the design's centre volume, with {format_level(level)} {_resampling(estimates)} "
+            "bootstrap "
+            "intervals; the dashed line is the mean over tasks. Tasks to the right carry more "
+            "transfer."))
+    return blocks
+
+
+def _per_target(result: AnalysisResult) -> list[Block]:
+    estimates = result.estimates
+    rows = estimates.get("per_target") or []
+    heterogeneity = estimates.get("heterogeneity") or {}
+    if not rows:
+        reason = heterogeneity.get("reason")
+        if not reason or not heterogeneity or "companions" in reason:
+            return []
+        return [_heading("Per target"), _paragraph(
+            f"Per-target effects were not estimated: {md_escape(reason.rstrip('.'))}.")]
+    level = _level(estimates)
+    text = ("Diversity and volume effects per target task come from one model with a diversity "
+            "and a volume slope per target (everything else as in the primary model), "
+            "bootstrapped like it.")
+    if heterogeneity.get("tested"):
+        verb = ("differ between targets" if heterogeneity["differ"]
+                else "do not differ detectably between targets")
+        text += (f" The effects {verb}: likelihood-ratio test of per-target against common "
+                 f"slopes, χ²({heterogeneity['df']}) = {format_number(heterogeneity['chi2'])}, p "
+                 f"{_p_phrase(heterogeneity['p_value'])}"
+                 + (", both models with a random intercept per (mix, target) cell"
+                    if "mix_target" in heterogeneity.get("random", []) else "") + ".")
+    return [_heading("Per target"), _paragraph(text),
+            _figure("per_target", figures.per_target_forest(rows, level),
+                    f"Diversity (left) and volume (right) effects per target task, points per "
+                    f"doubling, with {format_level(level)} {_resampling(estimates)} bootstrap "
+                    "intervals; dashed "
+                    "line at zero."),
+            _table(tables.per_target_table(rows, level, _resampling(estimates)))]
 
 
 def _comparison(result: AnalysisResult) -> list[Block]:
@@ -338,9 +473,15 @@ def _comparison(result: AnalysisResult) -> list[Block]:
             f"{md_escape(estimates.get('verdict_reason', 'the model could not be fitted'))}.")]
     level = _level(estimates)
     bootstrap = estimates.get("bootstrap", {})
+    method = md_escape(bootstrap.get("method", "bootstrap"))
+    if bootstrap.get("resampling") == "parametric":
+        kind = "bias-corrected percentile" if "BC" in method else "percentile"
+        method = (f"parametric bootstrap ({kind} intervals widened to t quantiles on "
+                  f"{bootstrap.get('t_df')} degrees of freedom; see *Which tasks*)")
+    else:
+        method += " bootstrap"
     text = (f"Diversity {MINUS} volume = {_estimate_text(comparison, level, 'points per doubling')}"
-            f", from a {md_escape(bootstrap.get('method', 'bootstrap'))} bootstrap with "
-            f"{format_count(bootstrap.get('resamples', 0))} resamples (seed "
+            f", from a {method} with {format_count(bootstrap.get('resamples', 0))} resamples (seed "
             f"{bootstrap.get('seed')}).")
     if not is_missing(comparison.get("percentile_ci_low")):
         text += (" The percentile interval, "
@@ -355,7 +496,8 @@ def _comparison(result: AnalysisResult) -> list[Block]:
         blocks.append(_figure("bootstrap_difference", figures.bootstrap_difference(
             draws[CONTRAST], comparison, level),
             f"Bootstrap distribution of diversity {MINUS} volume over "
-            f"{format_count(draws[CONTRAST].notna().sum())} crossed cluster resamples: estimate "
+            f"{format_count(draws[CONTRAST].notna().sum())} {_resampling(estimates)} resamples: "
+            "estimate "
             f"(solid), {format_level(level)} interval (shaded) and zero (dashed)."))
     return blocks
 
@@ -510,7 +652,29 @@ def _methods(estimates: dict) -> list[Block]:
         "pairwise comparisons of mixes are paired t tests with Holm's (1979) correction. Targets "
         "and languages follow XTREME (Hu et al. 2020); the improvement table follows the layout of "
         "Phang et al. (2020).")
-    return [_heading("Methods"), _paragraph(text), _heading("References", 3),
+    paragraphs = [_paragraph(text)]
+    identity = estimates.get("identity") or {}
+    if identity:
+        paragraphs.append(_paragraph(
+            "Task identity. Each intermediate task may enter the model with an identity effect "
+            "weighted by its share of the mix's examples (Diversity-Interactions models; Kirwan "
+            "et al. 2009; Connolly et al. 2013); the shares sum to one, so the model keeps its "
+            "intercept and leaves out the share of a reference task, and a task's identity effect "
+            "-- the outcome of a mix of that task alone at the design's centre volume -- is a "
+            "linear combination of the coefficients, bootstrapped like the contrast. "
+            f"{md_escape(_sentence(identity.get('rule', '')))} With identity = \"auto\" the "
+            "model with identity effects is the primary one whenever this holds, and the plain "
+            "model is fitted and bootstrapped beside it with the same resamples. Per-target "
+            "effects come from a model with one diversity and one volume slope per target; their "
+            "heterogeneity is tested by a likelihood-ratio test against common slopes, with a "
+            "random intercept per (mix, target) cell in both models when the cells hold several "
+            "rows. Covariates are centred fixed effects and never enter the contrast. A model "
+            "with identity effects is bootstrapped parametrically (random effects and residuals "
+            "redrawn from the fitted model, the design kept), with intervals widened to t "
+            "quantiles on the degrees of freedom left for the mix variance, because resampling "
+            "mixes overstates the uncertainty when the model has a coefficient per task (El "
+            "Karoui & Purdom 2018)."))
+    return [_heading("Methods"), *paragraphs, _heading("References", 3),
             _bullets(REFERENCES)]
 
 
@@ -519,7 +683,8 @@ def compose(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     blocks = (_question(estimates) + _simulation_note(estimates.get("source") or {})
               + _verdict(estimates) + _data_summary(result) + _effects(result)
-              + _comparison(result) + _diagnostics(result) + _improvement(result)
+              + _comparison(result) + _identity(result) + _per_target(result)
+              + _diagnostics(result) + _improvement(result)
               + _languages(result) + _pairwise(result) + _methods(estimates))
     counters = {"table": 0, "figure": 0}
     numbered = []

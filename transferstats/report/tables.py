@@ -32,6 +32,7 @@ TARGET_LABELS = {
 TERM_LABELS = {
     "diversity": "Diversity", "volume": "Volume", "diversity:volume": "Diversity × volume",
     "diversity - volume": f"Diversity {MINUS} volume",
+    "target_in_mix": "Target's own task in the mix (share)",
 }
 
 
@@ -169,7 +170,8 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
     return Table("improvement", caption, pd.DataFrame(rows))
 
 
-def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95) -> Table:
+def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95,
+                  resampling: str = "crossed cluster") -> Table:
     """Fixed effects of the model and the diversity - volume contrast.
 
     Parameters
@@ -181,6 +183,8 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         optional).
     confidence:
         Level of the intervals, for the column header.
+    resampling:
+        The bootstrap that made the intervals (``estimates["bootstrap"]["resampling"]``).
     """
     rows = list(effects)
     rows.append({"term": comparison["contrast"], **comparison})
@@ -192,7 +196,7 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         "p (LRT)": format_p(row.get("p_value")),
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
-    caption = (f"Fixed effects of the mixed model with {format_level(confidence)} crossed cluster "
+    caption = (f"Fixed effects of the mixed model with {format_level(confidence)} {resampling} "
                f"bootstrap intervals and likelihood-ratio-test p-values, and the contrast "
                f"diversity {MINUS} volume.")
     return Table("effects", caption, frame)
@@ -423,3 +427,72 @@ def to_html(table: Table) -> str:
                    + "</tr>\n" for values in frame.itertuples(index=False))
     return (f'<table id="{html.escape(table.name)}">\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}</tbody>\n</table>")
+
+
+def model_comparison_table(estimates: dict, confidence: float = 0.95) -> Table:
+    """The plain model (no task identity) beside the primary model with identity effects:
+    diversity, volume, their difference and the verdict."""
+    plain = estimates["plain"]
+    models = (("Plain (no task identity)", plain["effects"], plain["comparison"],
+               plain["verdict"]),
+              ("With task identity (primary)", estimates["effects"], estimates["comparison"],
+               estimates["verdict"]))
+    ci = f"{format_level(confidence)} CI"
+    rows = []
+    for name, effects, comparison, verdict in models:
+        terms = {e["term"]: e for e in effects} | {comparison["contrast"]: comparison}
+        row = {"Model": name}
+        for term in ("diversity", "volume", comparison["contrast"]):
+            effect = terms.get(term, {})
+            row[term_label(term)] = (f"{format_number(effect.get('estimate'))}\n"
+                                     f"{format_interval(effect.get('ci_low'), effect.get('ci_high'))}")
+        row["Verdict"] = verdict
+        rows.append(row)
+    caption = (f"Diversity and volume effects (points per doubling, {ci} underneath) and their "
+               "difference in the plain model and in the model with task identity effects, "
+               "whose verdict is the analysis's.")
+    return Table("model_comparison", caption, pd.DataFrame(rows))
+
+
+def identity_table(tasks: list[dict], confidence: float = 0.95,
+                   resampling: str = "parametric") -> Table:
+    """Identity effect of each intermediate task: the outcome of a mix of that task alone at the
+    design's centre volume, and its difference from the mean task, with intervals."""
+    ci = f"{format_level(confidence)} CI"
+    ordered = sorted(tasks, key=lambda row: -row["estimate"])
+    frame = pd.DataFrame([{
+        "Task": row["task"],
+        "Alone": (f"{format_number(row['estimate'])}\n"
+                  f"{format_interval(row['ci_low'], row['ci_high'])}"),
+        "vs. mean task": (f"{format_number(row['relative'])}\n"
+                          f"{format_interval(row['relative_ci_low'], row['relative_ci_high'])}"),
+        "Mixes": format_count(row["n_mixes"]),
+        "Mean share": format_number(row["mean_share"]),
+    } for row in ordered])
+    caption = (f"Identity effect of each intermediate task (points): the expected outcome of a "
+               f"mix of that task alone (full share) at the design's centre volume, and its "
+               f"difference from the mean over tasks, each with its {ci} from the {resampling} "
+               f"bootstrap underneath; the number of mixes holding the task and its mean share "
+               f"in them. Sorted by the identity effect.")
+    return Table("identity", caption, frame)
+
+
+def per_target_table(rows: list[dict], confidence: float = 0.95,
+                     resampling: str = "crossed cluster") -> Table:
+    """Diversity and volume effects and their difference per target task, with intervals."""
+    targets = list(dict.fromkeys(row["target"] for row in rows))
+    terms = list(dict.fromkeys(row["term"] for row in rows))
+    cells = {(row["target"], row["term"]): row for row in rows}
+
+    def cell(target: str, term: str) -> str:
+        row = cells.get((target, term), {})
+        return (f"{format_number(row.get('estimate'))}\n"
+                f"{format_interval(row.get('ci_low'), row.get('ci_high'))}")
+
+    frame = pd.DataFrame([{"Target": target_label(target)}
+                          | {term_label(term): cell(target, term) for term in terms}
+                          for target in targets])
+    caption = (f"Diversity and volume effects per target task (points per doubling) and their "
+               f"difference, from one model with a diversity and a volume slope per target, with "
+               f"{format_level(confidence)} {resampling} bootstrap intervals underneath.")
+    return Table("per_target", caption, frame)

@@ -37,6 +37,19 @@ def summary(result: AnalysisResult) -> Group:
              Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
              Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
                            f" — {estimates['verdict_reason']}")]
+    identity = estimates.get("identity") or {}
+    if identity:
+        lines.append(Text("task identity effects: " + ("used (the model above is diversity "
+                                                       "beyond identity)" if identity["used"]
+                                                       else "not used") + f" — {identity['reason']}"))
+    plain = estimates.get("plain") or {}
+    if identity.get("used") and plain.get("sentence"):
+        lines.append(Text(plain["sentence"], style="bold" if plain.get("disagrees") else ""))
+    heterogeneity = estimates.get("heterogeneity") or {}
+    if heterogeneity.get("tested"):
+        verb = "differ" if heterogeneity["differ"] else "do not differ detectably"
+        lines.append(Text(f"per-target effects {verb} between targets: chi2({heterogeneity['df']}) = "
+                          f"{heterogeneity['chi2']:.2f}, p {format_p(heterogeneity['p_value'])}"))
     detectable = estimates["minimum_detectable_difference"]
     if detectable is not None:
         lines.append(Text(f"minimum detectable difference: {detectable:.2f} points "
