@@ -604,7 +604,7 @@ def fit_theta(cp: CrossProducts, reml: bool = True,
 
     Projected Newton steps in the relative standard deviations theta, with the exact profiled
     score and Hessian, from ``start`` (e.g. a full-data fit's when refitting a bootstrap
-    resample: then a few steps suffice) or from theta = 1 as lme4 starts. Should that fail,
+    resample: then a few steps suffice) or else from :func:`moment_start`. Should that fail,
     L-BFGS-B on theta >= 0 finds the region of the optimum and Newton finishes from there.
     ``attempts`` says what was tried.
     """
@@ -639,11 +639,13 @@ def _squares(C: np.ndarray | scipy.sparse.csr_array) -> np.ndarray | scipy.spars
 
 
 def moment_start(cp: CrossProducts) -> np.ndarray:
-    """Estimate a starting theta from moments of the OLS residuals (Henderson 1953, method 1).
+    """Estimate a starting theta from moments of the OLS residuals.
 
-    With e = (I - H) y the OLS residuals, H = X (X'X)^-1 X', the quadratic forms e'e and, per
-    factor k, B_k = e'Z_k D_k^-1 Z_k'e (D_k = Z_k'Z_k: the level totals of e, squared, over the
-    level sizes) have expectations linear in the variances:
+    This is Henderson's method 1 (1953, Biometrics 9:226-252) with expectations that account
+    for the OLS fit of the fixed effects. With e = (I - H) y the OLS residuals,
+    H = X (X'X)^-1 X', the quadratic forms e'e and, per factor k, B_k = e'Z_k D_k^-1 Z_k'e
+    (D_k = Z_k'Z_k: the level totals of e, squared, over the level sizes) have expectations
+    linear in the variances:
 
         E[B_k] = sigma^2 tr(D_k^-1 Z_k'(I - H) Z_k) + sum_j sigma_j^2 tr(D_k^-1 M_kj M_jk)
         E[e'e] = sigma^2 (n - p) + sum_j sigma_j^2 tr(Z_j'(I - H) Z_j)
@@ -689,6 +691,7 @@ def moment_start(cp: CrossProducts) -> np.ndarray:
     variances = np.linalg.lstsq(system, observed, rcond=None)[0]
     residual = max(variances[K], 1e-3 * observed[K] / n)
     return np.maximum(np.sqrt(np.maximum(variances[:K], 0.0) / residual), START_FLOOR)
+
 
 def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
