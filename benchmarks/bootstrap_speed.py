@@ -1,18 +1,35 @@
-"""How long the crossed bootstrap of ``transferstats analyze`` takes, against statsmodels.
+"""How long the crossed bootstrap of ``transferstats analyze`` takes, and how much memory.
 
-For each grid size the script writes a results folder with ``transferstats simulate``, then
+Two kinds of case (issue 9's table):
 
-1. runs ``transferstats analyze`` on it end to end (load, models, bootstrap, report) and reports
-   its wall time and the peak memory of its process tree (main process plus bootstrap workers);
-2. runs the crossed bootstrap alone on the same model data, with the same measurements;
-3. times single refits of bootstrap resamples: the fast path on a few dozen resamples, and
-   statsmodels' MixedLM (REML, default optimiser settings) on a few of the same resamples --
-   a statsmodels bootstrap would take hours, so its total is extrapolated from those refits.
+* ``20k``, ``100k``: factorial grids written by ``transferstats simulate`` (36 and 60 mixes, the
+  outcome ``improvement``). For each the script
+
+  1. runs ``transferstats analyze`` on it end to end (load, models, bootstrap, report) and
+     reports its wall time and the peak memory of its process tree (main process plus
+     bootstrap workers);
+  2. runs the crossed bootstrap alone on the same model data, with the same measurements;
+  3. times single refits of bootstrap resamples: the fast path on a few dozen resamples, and
+     statsmodels' MixedLM (REML, default optimiser settings) on a few of the same resamples --
+     a statsmodels bootstrap would take hours, so its total is extrapolated from those refits.
+
+* ``manymix`` (about 35,000 rows: 1,100 mixes, 5 targets x 20 languages, each mix run once on
+  1.6 targets on average) and ``1m`` (about 1,000,000 rows: 10,000 mixes, 5 targets x 40
+  languages = 200 target-languages, 2.5 targets per mix): multi-source grids of one seed and no
+  baseline, shapes ``transferstats simulate`` does not make. Each is built as a DataFrame in the
+  flat-table form and analysed with ``ts.analyze(df, outcome="score")`` in a fresh process,
+  whose process tree's peak memory is sampled throughout; the crossed bootstraps inside the
+  analysis are timed and their refits counted. statsmodels is not run on these: with one group
+  ``MixedLM`` works with dense n x n matrices (35,000 rows: 9.8 GB).
+
+Wall times are for ``--jobs`` worker processes (default 2, the issue's "2 cores"). The header
+names the solver (``transferstats/analysis/mixed.py``) commit measured.
 
 Usage::
 
-    python benchmarks/bootstrap_speed.py                   # 20k and 100k rows, 1000 resamples
+    python benchmarks/bootstrap_speed.py                   # every case, 1000 resamples
     python benchmarks/bootstrap_speed.py --sizes 20k --resamples 200 --statsmodels-refits 1
+    python benchmarks/bootstrap_speed.py --sizes manymix,1m
 """
 
 from __future__ import annotations
@@ -31,6 +48,7 @@ from pathlib import Path
 from queue import Empty
 
 import numpy as np
+import pandas as pd
 import psutil
 from threadpoolctl import threadpool_limits
 
@@ -45,6 +63,7 @@ from transferstats.analysis.derive import model_frame, select_metric
 from transferstats.analysis.mixed import ModelArrays, fit_crossed, statsmodels_model
 from transferstats.analysis.pipeline import CONTRAST, INTERACTION, _centre, _random_factors
 from transferstats.loading import load_results
+from transferstats.tasks import INTERMEDIATE_TASKS
 
 # ``transferstats simulate`` options: 155 non-English (target, language) pairs of XTREME times
 # the mixes (4 diversity x volume levels x 3 draws) times the seeds.
@@ -56,12 +75,28 @@ GRIDS = {
 FIXED = ["diversity", "volume", INTERACTION]
 UNITS = ("language", "mix")
 
+#: Multi-source grids built as DataFrames: mixes, targets, languages per target, mean targets
+#: per mix, and the issue's targets (seconds end to end, GiB of peak memory).
+FRAMES = {
+    "manymix": {"mixes": 1_100, "targets": 5, "languages": 20, "targets_per_mix": 1.6,
+                "target_s": 60, "target_gib": None},
+    "1m": {"mixes": 10_000, "targets": 5, "languages": 40, "targets_per_mix": 2.5,
+           "target_s": 600, "target_gib": 4.0},
+}
+
 
 class PeakMemory:
-    """Samples the resident memory of a process and all its descendants; keeps the largest sum."""
+    """Samples the memory of a process and all its descendants; keeps the largest sums.
 
-    def __init__(self, pid: int, interval: float = 0.05):
-        self.process, self.interval, self.peak = psutil.Process(pid), interval, 0
+    ``peak`` sums resident set sizes: an upper bound, since bootstrap workers are forked and
+    share the parent's pages, which each one's RSS counts again. ``peak_pss`` (when
+    ``proportional``) sums proportional set sizes, which split shared pages among the
+    processes sharing them: the memory the tree really holds.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05, proportional: bool = False):
+        self.process, self.interval, self.peak, self.peak_pss = psutil.Process(pid), interval, 0, 0
+        self.proportional = proportional
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -70,6 +105,8 @@ class PeakMemory:
             try:
                 tree = [self.process, *self.process.children(recursive=True)]
                 self.peak = max(self.peak, sum(_rss(p) for p in tree))
+                if self.proportional:
+                    self.peak_pss = max(self.peak_pss, sum(_pss(p) for p in tree))
             except psutil.NoSuchProcess:
                 pass
             time.sleep(self.interval)
@@ -88,6 +125,13 @@ def _rss(process: psutil.Process) -> int:
     try:
         return process.memory_info().rss
     except psutil.NoSuchProcess:
+        return 0
+
+
+def _pss(process: psutil.Process) -> int:
+    try:
+        return process.memory_full_info().pss
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return 0
 
 
@@ -222,9 +266,156 @@ def report(row: dict) -> None:
               f"{row['max_relative_difference']:.1e}")
 
 
+# --------------------------------------------------------------------------------------------
+# Multi-source grids built as DataFrames
+
+
+def flat_grid(mixes: int, targets: int, languages: int, targets_per_mix: float, seed: int = 0
+              ) -> tuple[pd.DataFrame, dict]:
+    """A results table in the flat form, and the target tasks it scores (as ``tasks=``).
+
+    Each mix is 1, 2, 4 or 8 English intermediate tasks with a log-uniform total of 5,000 to
+    200,000 examples, drawn independently (diversity and volume not confounded), run once
+    (seed 1; no baseline) on 1 + Binomial(targets - 1, p) targets, ``targets_per_mix`` on
+    average, and scored on every language of each. Scores follow the crossed model of
+    ``transferstats simulate``: 1 point per doubling of tasks, 0.5 per doubling of examples,
+    intercepts for target (SD 3), target-language (SD 2) and mix (SD 1), residual SD 1.
+    """
+    rng = np.random.default_rng(seed)
+    language_codes = [f"l{i:03d}" for i in range(languages)]
+    target_names = np.array([f"target{t}" for t in range(targets)])
+    tasks = {name: {"role": "target", "format": "classification", "metric": "accuracy",
+                    "languages": language_codes} for name in target_names}
+    n_tasks = rng.choice([1, 2, 4, 8], mixes)
+    examples = np.exp2(rng.uniform(np.log2(5_000), np.log2(200_000), mixes)).astype(int)
+    mix_tasks = np.array(["+".join(f"{task}={total // k}" for task in
+                                   sorted(rng.choice(INTERMEDIATE_TASKS, k, replace=False)))
+                          for k, total in zip(n_tasks, examples, strict=True)], dtype=object)
+    runs_per_mix = 1 + rng.binomial(targets - 1, (targets_per_mix - 1) / (targets - 1), mixes)
+    run_mix = np.repeat(np.arange(mixes), runs_per_mix)
+    run_target = np.concatenate([rng.choice(targets, k, replace=False) for k in runs_per_mix])
+    mix, target = np.repeat(run_mix, languages), np.repeat(run_target, languages)
+    language = np.tile(np.arange(languages), len(run_mix))
+    diversity, volume = np.log2(n_tasks)[mix], np.log2(examples)[mix]
+    score = (60 + (diversity - diversity.mean()) + 0.5 * (volume - volume.mean())
+             + rng.normal(0, 3, targets)[target]
+             + rng.normal(0, 2, targets * languages)[target * languages + language]
+             + rng.normal(0, 1, mixes)[mix] + rng.normal(0, 1, len(mix)))
+    # Object arrays indexed by code: each row points at one shared string per run, mix or
+    # language, as a table read from a file with repeated values roughly costs.
+    run_ids = np.array([f"run{i}" for i in range(len(run_mix))], dtype=object)
+    mix_names = np.array([f"mix{i}" for i in range(mixes)], dtype=object)
+    table = pd.DataFrame({
+        "run_id": np.repeat(run_ids, languages),
+        "model": "xlm-roberta-large",
+        "mix": mix_names[mix],
+        "mix_tasks": mix_tasks[mix],
+        "target_task": target_names.astype(object)[target],
+        "seed": 1,
+        "language": np.array(language_codes, dtype=object)[language],
+        "metric": "accuracy",
+        "split": "test",
+        "value": np.clip(score, 0, 100),
+    })
+    return table, tasks
+
+
+def _analyze_frame(name: str, resamples: int, jobs: int, queue) -> None:
+    """In a fresh process: build the case's table, analyse it with ``ts.analyze``, and send
+    back the timings, including those of each crossed bootstrap the analysis runs."""
+    import traceback
+
+    import transferstats as ts
+    from transferstats.analysis import pipeline
+
+    try:
+        began = time.perf_counter()
+        shape = {k: v for k, v in FRAMES[name].items() if not k.startswith("target_")}
+        table, tasks = flat_grid(**shape)
+        built = time.perf_counter() - began
+        bootstraps = []
+        crossed_bootstrap_of_pipeline = pipeline.crossed_bootstrap
+
+        def timed_bootstrap(data, *args, **kwargs):
+            start, cpu = time.perf_counter(), cpu_seconds()
+            boot = crossed_bootstrap_of_pipeline(data, *args, **kwargs)
+            bootstraps.append({"rows": len(data), "seconds": time.perf_counter() - start,
+                               "cpu": cpu_seconds() - cpu, "resamples": boot.n_resamples,
+                               "jackknife": len(boot.jackknife), "failed": boot.n_failed})
+            return boot
+
+        pipeline.crossed_bootstrap = timed_bootstrap
+        # The progress bars of a fresh process would only clutter the benchmark's output.
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # closed when the process ends
+        start, cpu = time.perf_counter(), cpu_seconds()
+        result = ts.analyze(table, outcome="score", tasks=tasks, resamples=resamples, jobs=jobs)
+        queue.put({
+            "grid": name, "table_rows": len(table), "mixes": table["mix"].nunique(),
+            "target_languages": len(table[["target_task", "language"]].drop_duplicates()),
+            "resamples": resamples, "jobs": jobs, "build_s": built,
+            "analyze_s": time.perf_counter() - start, "analyze_cpu": cpu_seconds() - cpu,
+            "verdict": result.verdict, "bootstraps": bootstraps,
+            "main_maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "worker_maxrss_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20,
+        })
+    except Exception:  # the parent reports it; a dead child would leave it waiting
+        queue.put({"grid": name, "error": traceback.format_exc()})
+
+
+def run_frame(name: str, resamples: int, jobs: int) -> dict:
+    """Analyse a multi-source grid in a fresh process, sampling its process tree's memory."""
+    context = multiprocessing.get_context("spawn")  # nothing inherited from this process
+    queue = context.Queue()
+    process = context.Process(target=_analyze_frame, args=(name, resamples, jobs, queue))
+    process.start()
+    with PeakMemory(process.pid, proportional=True) as memory:
+        row = queue.get()
+        process.join()
+    if "error" in row:
+        raise RuntimeError(f"case {name} failed:\n{row['error']}")
+    return row | {"peak_gib": memory.peak / 2 ** 30, "peak_pss_gib": memory.peak_pss / 2 ** 30}
+
+
+def report_frame(row: dict) -> None:
+    case = FRAMES[row["grid"]]
+    print(f"\n== grid {row['grid']}: {row['table_rows']:,} rows, {row['mixes']:,} mixes, "
+          f"{row['target_languages']} target-languages, one seed, no baseline; "
+          f"{row['resamples']} resamples BCa, {row['jobs']} worker processes ==")
+    print(f"build the DataFrame                    {row['build_s']:8.1f} s wall")
+    print(f"ts.analyze(df, outcome='score')        {row['analyze_s']:8.1f} s wall, "
+          f"{row['analyze_cpu']:.1f} s CPU (target < {case['target_s']} s), "
+          f"verdict {row['verdict']}")
+    for boot in row["bootstraps"]:
+        refits = boot["resamples"] + boot["jackknife"]
+        print(f"  crossed bootstrap of {boot['rows']:,} rows {boot['seconds']:8.1f} s wall, "
+              f"{boot['cpu']:.1f} s CPU; {refits} refits ({boot['resamples']} resamples + "
+              f"{boot['jackknife']} grouped-jackknife), {boot['cpu'] / refits:.3f} CPU s per "
+              f"refit, {boot['failed']} failed resamples")
+    target = f" (target < {case['target_gib']} GiB)" if case["target_gib"] else ""
+    print(f"peak memory, process tree              {row['peak_pss_gib']:8.2f} GiB PSS{target}, "
+          f"{row['peak_gib']:.2f} GiB RSS summed (shared pages counted per process)")
+    print(f"largest resident set                   {row['main_maxrss_gib']:8.2f} GiB main "
+          f"process, {row['worker_maxrss_gib']:.2f} GiB largest worker")
+    print("statsmodels MixedLM                    not run (one group: dense n x n matrices)")
+
+
+def solver_commit() -> str:
+    """The last commit of the solver (mixed.py), and whether the tree measured differs from it."""
+    root = Path(__file__).resolve().parents[1]
+    path = "transferstats/analysis/mixed.py"
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%h %ci", "--", path], cwd=root,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", path], cwd=root).returncode
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" plus uncommitted changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20k,100k", help=f"any of {', '.join(GRIDS)}")
+    parser.add_argument("--sizes", default=",".join([*GRIDS, *FRAMES]),
+                        help=f"any of {', '.join([*GRIDS, *FRAMES])}")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--statsmodels-refits", type=int, default=2)
@@ -235,12 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} at the start (wall times stretch when "
           "other work shares the cores; CPU seconds do not)")
+    print(f"solver measured: transferstats/analysis/mixed.py at {solver_commit()}")
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.keep or scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         for name in args.sizes.split(","):
-            report(run_size(name, workdir, args.resamples, args.jobs, args.statsmodels_refits,
-                            args.statsmodels_timeout))
+            if name in FRAMES:
+                report_frame(run_frame(name, args.resamples, args.jobs))
+            else:
+                report(run_size(name, workdir, args.resamples, args.jobs,
+                                args.statsmodels_refits, args.statsmodels_timeout))
             sys.stdout.flush()
     return 0
 

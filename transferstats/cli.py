@@ -19,6 +19,7 @@ COMMANDS = {
     "plan": ("transferstats.commands.plan", "show the runs a grid specification expands to"),
     "run": ("transferstats.commands.run", "run a grid specification"),
     "status": ("transferstats.commands.status", "complete / failed / pending runs of a results folder"),
+    "power": ("transferstats.commands.power", "power of a grid, and cheaper designs that reach it"),
     "import": ("transferstats.commands.import_results", "write lm-eval, Trainer or jiant results as runs"),
 }
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import fake_phases
-
 from transferstats.grid.expand import expand_grid
 from transferstats.grid.spec import grid_from_dict
 from transferstats.grid.worker import Phases

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from grid_helpers import FAKE_PHASES, small_plan
-
 from transferstats.grid.local import LocalExecutor
 
 if __name__ == "__main__":

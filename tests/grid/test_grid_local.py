@@ -12,7 +12,6 @@ import time
 from collections import Counter
 
 from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan, user_task_plan
-
 from transferstats.grid import worker
 from transferstats.grid.claims import try_claim
 from transferstats.grid.layout import Layout, encoder_failure, run_error, run_status

@@ -9,7 +9,6 @@ import socket
 import subprocess
 
 from grid_helpers import FAKE_PHASES, small_plan
-
 from transferstats.grid import layout, worker
 from transferstats.grid.claims import try_claim
 

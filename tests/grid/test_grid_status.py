@@ -4,7 +4,6 @@ error line, with and without the grid specification."""
 from __future__ import annotations
 
 from grid_helpers import FAKE_PHASES, small_plan
-
 from transferstats.cli import main
 from transferstats.grid.claims import try_claim
 from transferstats.grid.expand import GridPlan

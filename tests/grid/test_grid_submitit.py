@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan, user_task_plan
 
+from grid_helpers import FAKE_PHASES, HERE, ledger_lines, small_plan, user_task_plan
 from transferstats.cli import main
 from transferstats.grid import worker
 from transferstats.grid.expand import expand_grid

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-
 #: Beyond this |r| of log2 diversity and log2 volume the model is not fitted at all.
 SEPARABLE_CORRELATION = 0.999
 

@@ -145,6 +145,12 @@ def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
         return info | {"estimable": False,
                        "reason": f"some tasks are in fewer than {MIN_MIXES_PER_TASK} mixes: "
                                  f"{', '.join(rare)}"}
+    if design.shape[1] + MIN_MIX_DF > n_mixes:
+        return info | {"estimable": False,
+                       "reason": f"{n_mixes} mixes are too few for {design.shape[1]} identity, "
+                                 f"diversity and volume coefficients and at least {MIN_MIX_DF} "
+                                 "degrees of freedom for the mix variance (at least "
+                                 f"{design.shape[1] + MIN_MIX_DF} mixes are needed)"}
     if rank < design.shape[1]:
         return info | {"estimable": False,
                        "reason": f"the task shares, diversity and volume are linearly dependent "

@@ -794,7 +794,7 @@ def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel |
         df = identity["estimability"]["mix_df"]
         info |= {"method": "parametric, " + ("BC" if spec.interval == "bca" else "percentile")
                            + f", t({df})",
-                 "resampling": "parametric", "units": [], "t_df": df,
+                 "resampling": "parametric", "t_df": df,
                  "replicates": "random effects and residuals redrawn from the fitted model",
                  "plain_method": crossed}
     else:

@@ -58,7 +58,8 @@ class AnalysisResult:
         One row per bootstrap resample of the primary model, one column per term (``diversity``,
         ``volume``, maybe ``diversity:volume``, covariates, task shares), one for the contrast
         ``diversity - volume`` and, with task identity, ``identity[<task>]`` and
-        ``identity[<task>] - mean`` (NaN in resamples that hold no mix with the task).
+        ``identity[<task>] - mean``. With task identity effects the resamples are parametric
+        (:mod:`transferstats.analysis.parametric`), otherwise crossed cluster resamples.
     improvement_table : pandas.DataFrame
         The Phang et al. (2020) main-table layout in long form: ``mix, target_task, mean, ci_low,
         ci_high, n_runs``; ``target_task == "average"`` holds each mix's average over targets.
@@ -82,7 +83,8 @@ class AnalysisResult:
         ``task``, ``estimate`` with ``ci_low, ci_high`` (the outcome of a mix of that task alone
         at the design's centre volume), ``relative`` with ``relative_ci_low, relative_ci_high``
         (its difference from the mean over tasks), ``n_mixes``, ``mean_share`` (its mean share
-        in the mixes that hold it), ``resamples_without`` and ``reference``.
+        in the mixes that hold it), ``resamples_without`` (resamples that gave no estimate)
+        and ``reference``.
     per_target_table : pandas.DataFrame
         One row per target and term (``diversity``, ``volume``, ``diversity - volume``) of the
         per-target model: ``target, term, estimate, ci_low, ci_high`` and the bootstrap details.

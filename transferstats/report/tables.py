@@ -238,7 +238,7 @@ def language_table(languages: pd.DataFrame, outcome: str = "improvement",
         "Language": languages["language"],
         "Mean": [format_number(v) for v in languages["mean"]],
         f"{format_level(confidence)} CI": [format_interval(lo, hi)
-                                 for lo, hi in zip(languages["ci_low"], languages["ci_high"])],
+                                 for lo, hi in zip(languages["ci_low"], languages["ci_high"], strict=True)],
         "n": [format_count(n) for n in languages["n"]],
     })
     caption = (f"{outcome_label(outcome)} per evaluation language, averaged over mixes and "
@@ -422,8 +422,10 @@ def to_html(table: Table) -> str:
     """An HTML ``<table>`` without inline styles; number cells have class ``num``."""
     frame = table.frame
     classes = [' class="num"' if numeric else "" for numeric in numeric_columns(frame)]
-    head = "".join(f"<th{c}>{html.escape(str(name))}</th>" for c, name in zip(classes, frame.columns))
-    body = "".join("<tr>" + "".join(f"<td{c}>{_html_cell(v)}</td>" for c, v in zip(classes, values))
+    head = "".join(f"<th{c}>{html.escape(str(name))}</th>"
+                   for c, name in zip(classes, frame.columns, strict=True))
+    body = "".join("<tr>" + "".join(f"<td{c}>{_html_cell(v)}</td>"
+                                    for c, v in zip(classes, values, strict=True))
                    + "</tr>\n" for values in frame.itertuples(index=False))
     return (f'<table id="{html.escape(table.name)}">\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}</tbody>\n</table>")
