@@ -57,6 +57,7 @@ def test_tagging_marks_the_first_subtoken_of_each_word(smoke, tokenizer, tmp_pat
         assert f["word_starts"] == sorted(set(f["word_starts"])) and f["word_starts"][0] == 1
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_cpu_with_the_tiny_model(capsys):
     from transferstats.train.benchmark import main
 

@@ -16,16 +16,17 @@ import pandas as pd
 SEPARABLE_CORRELATION = 0.999
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Pearson's r; ``nan`` when there are fewer than two points or either variable is constant
     (the correlation is undefined)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 2 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
         return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(np.corrcoef(xs, ys)[0, 1])
 
 
-def diversity_volume_correlation(diversity: Sequence[float], volume: Sequence[float]) -> float:
+def diversity_volume_correlation(diversity: Sequence[float] | np.ndarray,
+                                 volume: Sequence[float] | np.ndarray) -> float:
     """Pearson's r of log2 diversity and log2 volume, one value per mix.
 
     Both predictors enter the model on a log2 scale, so this is the correlation the model sees;

@@ -112,7 +112,8 @@ def allocate_volume(tasks: list[str] | tuple[str, ...], volume: int,
     ValueError
         When the tasks together hold fewer than ``volume`` examples.
     """
-    capacity = sum(math.inf if sizes[t] is None else sizes[t] for t in tasks)
+    bounded = {t: size for t in tasks if (size := sizes[t]) is not None}
+    capacity = math.inf if len(bounded) < len(tasks) else sum(bounded.values())
     if capacity < volume:
         raise ValueError(f"{volume:,} examples requested but {', '.join(tasks)} hold only "
                          f"{capacity:,}")
@@ -121,12 +122,12 @@ def allocate_volume(tasks: list[str] | tuple[str, ...], volume: int,
     budget = volume
     while True:
         share = budget / len(open_tasks)
-        capped = [t for t in open_tasks if sizes[t] is not None and sizes[t] <= share]
+        capped = [t for t in open_tasks if t in bounded and bounded[t] <= share]
         if not capped:
             break
         for task in capped:
-            allocation[task] = sizes[task]
-            budget -= sizes[task]
+            allocation[task] = bounded[task]
+            budget -= bounded[task]
             open_tasks.remove(task)
     # Integer shares: the first ``remainder`` open tasks (in the given order) get one more.
     base, remainder = divmod(budget, len(open_tasks))

@@ -97,6 +97,7 @@ class SlurmExecutor:
 
     def _stages(self, plan: GridPlan):
         encoder_jobs = {job.output_dir: job for job in plan.intermediate_jobs}
+        first: list[tuple[IntermediateJob | TargetJob, IntermediateJob | None]]
         first = [(job, None) for job in plan.intermediate_jobs]
         first += [(job, None) for job in plan.target_jobs if job.encoder is None]
         second = [(job, encoder_jobs[job.encoder]) for job in plan.target_jobs

@@ -48,13 +48,13 @@ def grid_states(plan: GridPlan) -> list[UnitState]:
                        live_holder(paths.claim_path(job)) is not None)
         states.append(UnitState(layout.unit_name(job), ENCODER, job.mix.name, state,
                                 error if state == "failed" else None))
-    for job in plan.target_jobs:
-        paths = layout.Layout(job.results_dir)
-        status = layout.run_status(job)
+    for run in plan.target_jobs:
+        paths = layout.Layout(run.results_dir)
+        status = layout.run_status(run)
         state = _state(status == "complete", status == "failed",
-                       live_holder(paths.claim_path(job)) is not None)
-        states.append(UnitState(job.run_id, RUN, mix_label(job.mix), state,
-                                layout.run_error(job) if state == "failed" else None))
+                       live_holder(paths.claim_path(run)) is not None)
+        states.append(UnitState(run.run_id, RUN, mix_label(run.mix), state,
+                                layout.run_error(run) if state == "failed" else None))
     return states
 
 

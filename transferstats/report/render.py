@@ -751,7 +751,7 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
             path.write_text(tables.to_latex(block.table), encoding="utf-8")
             written.append(f"tables/{path.name}")
     environment = _environment()
-    context = {"title": title, "blocks": blocks, "images": images, "version": __version__,
+    context: dict[str, object] = {"title": title, "blocks": blocks, "images": images, "version": __version__,
                "markdown_table": tables.to_markdown, "html_table": tables.to_html,
                "css": (TEMPLATES / "report.css").read_text(encoding="utf-8")}
     for name in ("report.md", "report.html"):
@@ -761,7 +761,8 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
     (folder / "estimates.json").write_text(estimates_json(result.estimates), encoding="utf-8")
     written.append("estimates.json")
     if not result.problems.empty:
-        write_problems([Problem(**row) for row in result.problems.to_dict("records")],
+        write_problems([Problem(*row) for row in result.problems[["file", "location", "severity",
+                                                                   "message"]].itertuples(index=False)],
                        folder / PROBLEMS_FILE)
         written.append(PROBLEMS_FILE)
     return written

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -203,7 +204,7 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
 
 
 def variance_components_table(variances: dict[str, float], residual_variance: float | None,
-                              on_boundary: list[str] = ()) -> Table:
+                              on_boundary: Sequence[str] = ()) -> Table:
     """Variance components of the mixed model.
 
     Parameters
@@ -217,7 +218,7 @@ def variance_components_table(variances: dict[str, float], residual_variance: fl
         Grouping factors whose variance was estimated at the boundary (zero).
     """
     rows = [(group, variance, group in on_boundary) for group, variance in variances.items()]
-    if not is_missing(residual_variance):
+    if residual_variance is not None and not is_missing(residual_variance):
         rows.append(("Residual", residual_variance, False))
     frame = pd.DataFrame([{
         "Grouping": group,
