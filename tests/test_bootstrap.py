@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from test_mixed import RANDOM, simulate_grid
+from simulated_grids import RANDOM, simulate_grid
 from transferstats.analysis import bootstrap
 from transferstats.analysis.bootstrap import (
     JACKKNIFE_GROUPS,
