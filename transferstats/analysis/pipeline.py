@@ -21,7 +21,7 @@ heterogeneity. Covariates (``spec.covariates``) are centred fixed effects, outsi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,13 @@ from scipy import stats
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
 from transferstats.analysis.derive import (
+    AUTO_OUTCOME,
     BUILTIN_COVARIATES,
-    DIVERSITY_MEASURES,
     LOWER_IS_BETTER,
     OUTCOMES,
     ROW_OUTCOMES,
+    TASK_ONLY_MEASURES,
+    diversity_description,
     mix_table,
     model_frame,
     select_metric,
@@ -53,6 +55,7 @@ from transferstats.analysis.identity import (
     share_table,
     target_column,
 )
+from transferstats.analysis.members import member_words, source_kind
 from transferstats.analysis.mixed import CrossedFit, fit_crossed
 from transferstats.analysis.parametric import ParametricBootstrap, parametric_bootstrap
 from transferstats.analysis.result import (
@@ -65,7 +68,7 @@ from transferstats.analysis.result import (
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import LoadedResults
 from transferstats.problems import Problem, ResultsError
-from transferstats.results import BASELINE_MIX, SIMULATION_FILE
+from transferstats.results import BASELINE_MIX, SIMULATION_FILE, SOURCE_KIND_COLUMN
 
 INTERACTION = "diversity:volume"
 #: Slopes that the per-target model gives one column per target.
@@ -74,10 +77,12 @@ PER_TARGET_TERMS = ("diversity", "volume")
 MIX_TARGET = "mix_target"
 #: Bootstrap output -> ``{"ci_low", "ci_high", "se"}``.
 Intervals = dict[str, dict[str, float]]
+#: Unit of the diversity effect per measure; ``{members}`` is the members' plural ("tasks",
+#: "languages").
 DIVERSITY_UNITS = {
-    "n_tasks": "points per doubling of the number of tasks",
+    "n_tasks": "points per doubling of the number of {members}",
     "n_formats": "points per doubling of the number of task formats",
-    "effective_tasks": "points per doubling of the effective number of tasks",
+    "effective_tasks": "points per doubling of the effective number of {members}",
 }
 
 
@@ -205,7 +210,15 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         raise ResultsError([Problem(loaded.source, "model", "error",
                                     f"the results hold several models ({', '.join(models)}); "
                                     "pick one with --model")])
-    scores = _covariate_columns(scores, loaded, spec)
+    kind = source_kind(scores)
+    if kind == "language" and spec.diversity in TASK_ONLY_MEASURES:
+        raise ResultsError(problems + [Problem(
+            loaded.source, "diversity", "error",
+            f"diversity measure {spec.diversity!r} cannot describe language mixes: "
+            f"{TASK_ONLY_MEASURES[spec.diversity]}; use n_tasks (the number of source languages) "
+            "or effective_tasks")])
+    spec, outcome_choice = _resolve_outcome(scores, spec, loaded.source, problems)
+    scores = _covariate_columns(scores, loaded, spec, kind)
     scores, metric_problems = select_metric(scores, spec.headline_metric, spec.split)
     problems += metric_problems
     if spec.outcome not in ROW_OUTCOMES:
@@ -218,7 +231,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         raise ResultsError(problems + [Problem(loaded.source, "", "error",
                                                "fewer than two intermediate mixes with usable scores: "
                                                "nothing to compare")])
-    data, covariates = _check_covariates(data, loaded, spec)
+    data, covariates = _check_covariates(data, loaded, spec, kind)
 
     mixes = mix_table(scores)
     mixes = mixes[mixes["mix"].isin(data["mix"])]
@@ -304,7 +317,8 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         data = data.assign(fitted=np.nan, residual=np.nan)
         draws = pd.DataFrame(columns=[*fixed, CONTRAST])
 
-    units_text = {"diversity": DIVERSITY_UNITS[spec.diversity],
+    words = member_words(kind)
+    units_text = {"diversity": DIVERSITY_UNITS[spec.diversity].format(members=words.plural),
                   "volume": "points per doubling of intermediate examples",
                   INTERACTION: "points per doubling of both"}
     units_text |= {c["name"]: c["unit"] for c in covariates}
@@ -342,8 +356,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     estimates = {
         "outcome": spec.outcome,
         "outcome_description": OUTCOMES[spec.outcome],
+        "outcome_choice": outcome_choice,
+        "source_kind": kind,
         "diversity_measure": spec.diversity,
-        "diversity_description": DIVERSITY_MEASURES[spec.diversity],
+        "diversity_description": diversity_description(spec.diversity, kind),
         "n_rows": int(len(data)),
         "n_runs": int(data["run_id"].nunique()),
         "n_mixes": int(data["mix"].nunique()),
@@ -385,19 +401,39 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     )
 
 
+def _resolve_outcome(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
+                     problems: list[Problem]) -> tuple[AnalysisSpec, str]:
+    """The spec with its outcome decided, and why it is that outcome.
+
+    ``outcome = "auto"`` (the default) is ``improvement`` when the results hold baseline runs
+    (mix ``none``) and ``score`` when they hold none, which is said once, as a warning; a named
+    outcome is kept as it is.
+    """
+    if spec.outcome != AUTO_OUTCOME:
+        return spec, "given"
+    if (scores["mix"] == BASELINE_MIX).any():
+        return replace(spec, outcome="improvement"), "auto: the results hold baseline runs"
+    problems.append(Problem(source, "outcome", "warning",
+                            f"no baseline runs (mix {BASELINE_MIX!r}): the outcome is the "
+                            "zero-shot score (outcome 'score'), not the improvement over a "
+                            "baseline"))
+    return replace(spec, outcome="score"), "auto: the results hold no baseline runs"
+
+
 # --- covariates ------------------------------------------------------------------------------
 
 #: Columns of the model data a covariate may not be named like (and names with ``[`` or ``:``,
 #: which name model terms).
 RESERVED_COLUMNS = frozenset({
-    "Intercept", "run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language",
+    "Intercept", "run_id", "model", "mix", "mix_tasks", SOURCE_KIND_COLUMN, "target_task", "seed",
+    "language",
     "metric", "split", "value", "n_examples", "score_row", "baseline", "target_language",
     "n_tasks", "n_formats", "effective_tasks", "examples", "diversity", "volume", "fitted",
     "residual", "english", MIX_TARGET, *OUTCOMES})
 
 
-def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
-                       ) -> pd.DataFrame:
+def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec,
+                       kind: str) -> pd.DataFrame:
     """Check that each requested covariate exists; add the built-in ones as columns."""
     errors = []
     available = sorted(loaded.covariate_problems)
@@ -413,9 +449,10 @@ def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: Analys
                                       "built-in covariate; rename the column"))
             else:
                 scores = scores.assign(**{name: [
-                    target_in_mix(mix_tasks, target)
-                    for mix_tasks, target in zip(scores["mix_tasks"], scores["target_task"],
-                                                 strict=True)]})
+                    target_in_mix(mix_tasks, target, language, kind)
+                    for mix_tasks, target, language in zip(
+                        scores["mix_tasks"], scores["target_task"], scores["language"],
+                        strict=True)]})
         elif name not in available:
             errors.append(Problem(loaded.source, f"covariates.{name}", "error",
                                   f"no covariate {name!r}: expected a numeric column of the flat "
@@ -454,8 +491,8 @@ def _check_run_covariates(scores: pd.DataFrame, loaded: LoadedResults, spec: Ana
         raise ResultsError(list(loaded.problems) + errors)
 
 
-def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
-                      ) -> tuple[pd.DataFrame, list[dict]]:
+def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec,
+                      kind: str) -> tuple[pd.DataFrame, list[dict]]:
     """Every modelled row needs a value of every covariate, and a covariate must vary; each is
     centred at its mean over the modelled rows, so the other effects stay at the average
     covariate value. Returns the data and a description of each covariate."""
@@ -472,7 +509,7 @@ def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisS
             continue
         mean = float(values.mean())
         data = data.assign(**{name: values - mean})
-        source = ("built in: " + BUILTIN_COVARIATES[name] if name in BUILTIN_COVARIATES
+        source = ("built in: " + BUILTIN_COVARIATES[name][kind] if name in BUILTIN_COVARIATES
                   else "from the results")
         described.append({"name": name, "source": source, "mean": mean,
                           "sd": float(values.std(ddof=1)), "min": float(values.min()),
