@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferstats.languages import is_language_code
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import (
     BASELINE_MIX,
@@ -27,7 +28,6 @@ from transferstats.results import (
     format_mix_tasks,
     parse_mix_tasks,
 )
-from transferstats.languages import is_language_code
 from transferstats.tasks import get_task, is_known
 
 

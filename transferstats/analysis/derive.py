@@ -30,7 +30,7 @@ TASK_ONLY_MEASURES = {"n_formats": "languages have no task format"}
 ROW_OUTCOMES = {
     "improvement": "score minus the mean score of the no-intermediate baseline (same model, "
                    "target, language), per language",
-    "score": "zero-shot score, per language",
+    "score": "score, per evaluated language",
 }
 RUN_OUTCOMES = {
     "nonenglish_mean": "mean zero-shot score over the non-English languages of a run",
@@ -41,6 +41,8 @@ OUTCOMES = ROW_OUTCOMES | RUN_OUTCOMES
 #: The default outcome setting: ``improvement`` when the results hold baseline runs, else
 #: ``score`` (:func:`transferstats.analysis.pipeline.analyze_loaded` decides).
 AUTO_OUTCOME = "auto"
+#: ``estimates["outcome_choice"]`` when ``auto`` chose ``score`` for want of baseline runs.
+NO_BASELINE_CHOICE = "auto: the results hold no baseline runs"
 LOWER_IS_BETTER = {"transfer_gap"}
 #: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``), by mix kind.
 BUILTIN_COVARIATES = {

@@ -30,14 +30,37 @@ class MemberWords:
     qualified: str
     #: "intermediate tasks" / "source languages"
     qualified_plural: str
+    #: What volume counts: "intermediate examples" / "training examples"
+    examples: str
+    #: The data the mixes are made of: "intermediate data" / "source-language data"
+    data: str
+    #: What is measured: "zero-shot transfer" / "cross-lingual transfer" (a language mix may
+    #: hold the evaluated language, so its transfer is not always zero-shot)
+    transfer: str
+    #: How the encoder meets the mix, for the report's question.
+    training: str
+
+    @property
+    def which(self) -> str:
+        """Title of the identity-effects section: "Which tasks" / "Which languages"."""
+        return f"Which {self.plural}"
 
 
 _WORDS = {
-    "task": MemberWords("task", "task", "tasks", "intermediate task", "intermediate tasks"),
-    "language": MemberWords("language", "language", "languages", "source language",
-                            "source languages"),
+    "task": MemberWords(
+        "task", "task", "tasks", "intermediate task", "intermediate tasks",
+        examples="intermediate examples", data="intermediate data", transfer="zero-shot transfer",
+        training="trained on English intermediate tasks before fine-tuning on an English target "
+                 "task"),
+    "language": MemberWords(
+        "language", "language", "languages", "source language", "source languages",
+        examples="training examples", data="source-language data",
+        transfer="cross-lingual transfer",
+        training="fine-tuned on a target task with training data in a mix of source languages"),
 }
 
+#: The words of task mixes, the default of functions that describe members.
+TASK_WORDS = _WORDS["task"]
 
 def member_words(kind: str | None) -> MemberWords:
     """The words for members of ``kind`` (``None``, as in reports written before mixes had a

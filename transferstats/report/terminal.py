@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report.tables import format_interval, format_number, format_p
 
@@ -39,7 +40,8 @@ def summary(result: AnalysisResult) -> Group:
                            f" — {estimates['verdict_reason']}")]
     identity = estimates.get("identity") or {}
     if identity:
-        lines.append(Text("task identity effects: " + ("used (the model above is diversity "
+        noun = member_words(estimates.get("source_kind")).noun
+        lines.append(Text(f"{noun} identity effects: " + ("used (the model above is diversity "
                                                        "beyond identity)" if identity["used"]
                                                        else "not used") + f" — {identity['reason']}"))
     plain = estimates.get("plain") or {}
