@@ -40,6 +40,12 @@ def is_language_code(code: str) -> bool:
     return langcodes.Language.get(code).is_valid()
 
 
+def language_code_problem(code: str) -> str:
+    """The message for a mix member that is not a language code."""
+    return (f"unknown language code {code!r}: expected an ISO 639 code of the IANA registry, "
+            "such as 'de', 'sw' or 'yue' (no region or script)")
+
+
 def same_language(code: str, other: str) -> bool:
     """Whether two language codes name the same language once normalised by the registry
     (``deu`` and ``de``; ``tl`` and ``fil``)."""

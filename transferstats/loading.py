@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from transferstats.languages import is_language_code
+from transferstats.languages import is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import (
     BASELINE_MIX,
@@ -157,10 +157,7 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
 def _member_problem(member: str, kind: str) -> str:
     """Why ``member`` cannot be in a mix of ``kind`` (empty when it can)."""
     if kind == "language":
-        if not is_language_code(member):
-            return (f"unknown language code {member!r}: expected an ISO 639 code of the IANA "
-                    "registry, such as 'de', 'sw' or 'yue' (no region or script)")
-        return ""
+        return "" if is_language_code(member) else language_code_problem(member)
     if not is_known(member):
         return f"unknown task id {member!r}; register it first"
     if get_task(member).role != "intermediate":
