@@ -329,18 +329,8 @@ def test_each_distinct_run_of_a_table_is_checked_once(monkeypatch):
 
 # ---------------------------------------------------------------- mixes of languages
 
-def _language_table() -> pd.DataFrame:
-    """A tiny flat table of language mixes (no baseline, one seed), by the simulator."""
-    from transferstats.simulate import LANGUAGE_GRID, SimulationSettings, flat_table, simulate_scores
-
-    settings = SimulationSettings(**LANGUAGE_GRID | {
-        "diversity_levels": (1, 2), "volume_levels": (1000, 4000), "draws": 1,
-        "targets": ("xnli",), "max_languages": 2})
-    return flat_table(*simulate_scores(settings))
-
-
-def test_a_language_mix_table_loads_without_registration(tmp_path):
-    table = _language_table()
+def test_a_language_mix_table_loads_without_registration(tmp_path, language_table):
+    table = language_table
     path = tmp_path / "languages.csv"
     table.to_csv(path, index=False)
     loaded = load_results(path)
@@ -349,8 +339,8 @@ def test_a_language_mix_table_loads_without_registration(tmp_path):
     assert set(loaded.runs["source_kind"]) == {"language"}
 
 
-def test_an_unknown_language_code_is_named_with_its_row(tmp_path):
-    table = _language_table()
+def test_an_unknown_language_code_is_named_with_its_row(tmp_path, language_table):
+    table = language_table
     bad = table["mix_tasks"].iloc[0]
     table.loc[table["mix_tasks"] == bad, "mix_tasks"] = "xyz=1000"
     path = tmp_path / "languages.csv"
@@ -361,8 +351,8 @@ def test_an_unknown_language_code_is_named_with_its_row(tmp_path):
         "ISO 639 code of the IANA registry, such as 'de', 'sw' or 'yue' (no region or script)")
 
 
-def test_a_bad_source_kind_is_named(tmp_path):
-    table = _language_table()
+def test_a_bad_source_kind_is_named(tmp_path, language_table):
+    table = language_table
     table.loc[2, "source_kind"] = "languages"
     path = tmp_path / "languages.csv"
     table.to_csv(path, index=False)

@@ -214,5 +214,7 @@ def model_frame(scores: pd.DataFrame, *, outcome: str, diversity: str = "n_tasks
     else:
         data = run_outcomes(scores[scores["mix"] != BASELINE_MIX], covariates)
         data = data[data[outcome].notna()]
+    if data.empty:  # no usable row (no baseline to improve on): the caller refuses, naming why
+        return data, problems
     data = add_design_columns(data.reset_index(drop=True), diversity)
     return data, problems

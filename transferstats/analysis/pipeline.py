@@ -409,11 +409,17 @@ def _resolve_outcome(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
 
     ``outcome = "auto"`` (the default) is ``improvement`` when the results hold baseline runs
     (mix ``none``) and ``score`` when they hold none, which is said once, as a warning; a named
-    outcome is kept as it is.
+    outcome is kept as it is, but ``improvement`` without any baseline run is refused.
     """
+    has_baseline = bool((scores["mix"] == BASELINE_MIX).any())
+    if spec.outcome == "improvement" and not has_baseline:
+        raise ResultsError(problems + [Problem(
+            source, "outcome", "error",
+            f"outcome 'improvement' needs baseline runs (mix {BASELINE_MIX!r}) and the results "
+            "hold none; analyse the score (outcome 'score', or 'auto', the default)")])
     if spec.outcome != AUTO_OUTCOME:
         return spec, "given"
-    if (scores["mix"] == BASELINE_MIX).any():
+    if has_baseline:
         return replace(spec, outcome="improvement"), "auto: the results hold baseline runs"
     problems.append(Problem(source, "outcome", "warning",
                             f"no baseline runs (mix {BASELINE_MIX!r}): the outcome is the score "

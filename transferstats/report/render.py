@@ -254,6 +254,9 @@ def _simulation_note(source: dict) -> list[Block]:
                   + ", ".join(f"{md_escape(task)} {format_number(value)}"
                               for task, value in identity.items())
                   + f"; composition {md_escape(truth.get('composition', 'random'))}.")
+    if truth.get("in_mix_effect"):
+        extra += (f" What is evaluated in the mix (`target_in_mix`): "
+                  f"{format_number(truth['in_mix_effect'])} points at full share.")
     for term in ("diversity", "volume"):
         slopes = realised.get(term) or {}
         if len(set(slopes.values())) > 1:
