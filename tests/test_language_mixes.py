@@ -23,8 +23,13 @@ def _analyze(table, spec=QUICK):
     return analyze_loaded(load_results(table), spec, n_jobs=1, progress=False, companions=False)
 
 
-def test_without_baseline_the_score_is_analysed_and_said_once(language_table):
-    result = _analyze(language_table)
+@pytest.fixture(scope="module")
+def result():
+    """The analysis of the small language grid (no baseline), shared by the tests that read it."""
+    return _analyze(flat_table(*simulate_scores(LANGUAGE_SMALL)))
+
+
+def test_without_baseline_the_score_is_analysed_and_said_once(result):
     estimates = result.estimates
     assert (estimates["outcome"], estimates["outcome_choice"]) == ("score", NO_BASELINE_CHOICE)
     assert sum("no baseline runs" in warning for warning in estimates["warnings"]) == 1
@@ -33,8 +38,7 @@ def test_without_baseline_the_score_is_analysed_and_said_once(language_table):
     assert effect["ci_low"] <= LANGUAGE_SMALL.in_mix_effect <= effect["ci_high"]
 
 
-def test_the_analysis_speaks_of_languages(language_table):
-    result = _analyze(language_table)
+def test_the_analysis_speaks_of_languages(result):
     estimates = result.estimates
     assert estimates["source_kind"] == "language"
     assert estimates["diversity_description"] == "number of source languages"

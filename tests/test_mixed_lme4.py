@@ -81,6 +81,7 @@ def test_standard_errors_agree_with_lme4(name):
     np.testing.assert_allclose(fit.bse[terms], list(reference["se"].values()), rtol=0.05)
 
 
+@pytest.mark.slow  # a whole analysis of the example (its likelihood-ratio tests and bootstrap)
 def test_the_analysis_of_the_language_mix_example_agrees_with_lme4():
     """End to end: transferstats derives the model from the shipped language-mix table (no
     baseline, so the outcome is the score; language codes; target_in_mix per evaluated language)
