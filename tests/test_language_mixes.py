@@ -13,7 +13,7 @@ from transferstats.analysis.pipeline import analyze_loaded
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import load_results
 from transferstats.problems import ResultsError
-from transferstats.report.terminal import summary
+from transferstats.report.terminal import summary, summary_text
 from transferstats.simulate import flat_table, simulate_scores
 
 QUICK = AnalysisSpec(resamples=50, seed=1, covariates=("target_in_mix",))
@@ -33,6 +33,7 @@ def test_without_baseline_the_score_is_analysed_and_said_once(result):
     estimates = result.estimates
     assert (estimates["outcome"], estimates["outcome_choice"]) == ("score", NO_BASELINE_CHOICE)
     assert sum("no baseline runs" in warning for warning in estimates["warnings"]) == 1
+    assert summary_text(result).count("no baseline runs") == 1
     # The simulated in-mix effect (6 points at full share) is recovered.
     effect = result.effect("target_in_mix")
     assert effect["ci_low"] <= LANGUAGE_SMALL.in_mix_effect <= effect["ci_high"]

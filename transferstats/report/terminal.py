@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from transferstats.analysis.derive import NO_BASELINE_CHOICE
 from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report.tables import format_interval, format_number, format_p
@@ -34,7 +35,12 @@ def summary(result: AnalysisResult) -> Group:
                       format_number(effect["estimate"]),
                       format_interval(effect["ci_low"], effect["ci_high"]),
                       "" if is_contrast else format_p(effect["p_value"]))
-    lines: list[RenderableType] = [table,
+    lines: list[RenderableType] = []
+    if estimates.get("outcome_choice") == NO_BASELINE_CHOICE:
+        # Said once, before the numbers it changes.
+        lines.append(Text("no baseline runs: the outcome is the score, not the improvement over "
+                          "a baseline", style="bold yellow"))
+    lines += [table,
              Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
              Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
                            f" — {estimates['verdict_reason']}")]
