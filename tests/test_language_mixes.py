@@ -74,3 +74,14 @@ def test_task_formats_are_refused_for_language_mixes(language_table):
         "diversity", "diversity measure 'n_formats' cannot describe language mixes: languages "
                      "have no task format; use n_tasks (the number of source languages) or "
                      "effective_tasks")]
+
+
+def test_the_report_speaks_of_languages(result):
+    from transferstats.report.render import compose
+
+    text = "\n".join(part for block in compose(result) for part in (block.text, *block.items))
+    assert "Which languages: identity effects" in text
+    assert "the diversity of the source languages helps cross-lingual transfer more" in text \
+        or "cannot tell whether diversity or volume helps cross-lingual transfer" in text
+    assert "(chosen because the results hold no baseline runs)" in text
+    assert "intermediate task" not in text.replace("intermediate-task training", "")

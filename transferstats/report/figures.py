@@ -255,7 +255,7 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
     axes.set_xticklabels([f"{n:g}" for n in n_tasks])
     axes.set_xlabel(f"{words.qualified_plural.capitalize()} in the mix (log2 scale)")
     axes.set_ylabel(outcome_label)
-    figure.legend(title=f"Intermediate examples (error bars: {format_level(confidence)} CI)",
+    figure.legend(title=f"{words.examples.capitalize()} (error bars: {format_level(confidence)} CI)",
                   loc="outside upper center", ncols=min(len(budgets), 4))
     return figure
 

@@ -586,12 +586,12 @@ def _improvement(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     level = _level(estimates)
     improvement = result.improvement_table
-    blocks = [_heading("Improvement per mix and target")]
     if improvement.empty:
-        blocks.append(_paragraph(
+        blocks = [_heading("Per design cell"), _paragraph(
             "No improvement over the baseline could be computed: the results hold no baseline "
-            f"runs (mix {_code('none')}) matching the mixes' targets and languages."))
+            f"runs (mix {_code('none')}) matching the mixes' targets and languages.")]
     else:
+        blocks = [_heading("Improvement per mix and target")]
         blocks.append(_table(tables.improvement_table(improvement, level)))
         blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(improvement),
                               "Mean improvement over the no-intermediate baseline (points) per "
