@@ -62,6 +62,7 @@ _WORDS = {
 #: The words of task mixes, the default of functions that describe members.
 TASK_WORDS = _WORDS["task"]
 
+
 def member_words(kind: str | None) -> MemberWords:
     """The words for members of ``kind`` (``None``, as in reports written before mixes had a
     kind, is ``task``)."""
