@@ -111,7 +111,7 @@ def test_keywords_are_the_spec_keys_with_their_defaults():
     spec = ts.load_spec()
     assert spec == ts.AnalysisSpec()
     assert (spec.outcome, spec.diversity, spec.resamples, spec.seed, spec.level, spec.interval) == (
-        "improvement", "n_tasks", 1000, 0, 0.95, "bca")
+        "auto", "n_tasks", 1000, 0, 0.95, "bca")
 
 
 def test_tasks_given_to_a_call_are_known_in_that_call_only(flat, tmp_path):

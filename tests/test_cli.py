@@ -76,3 +76,17 @@ def test_simulate_writes_a_valid_results_folder(tmp_path, capsys):
     assert truth["diversity_effect"] == 3.0 and truth["targets"] == ["xnli", "pawsx"]
     assert len(list(out.glob("*/run.json"))) == (4 + 1) * 2
     assert main(["validate", str(out)]) == 0
+
+
+def test_simulate_a_language_grid_as_a_flat_table(tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "languages.csv"
+    assert main(["simulate", "--kind", "language", str(out), "--diversity-levels", "1,2",
+                 "--volume-levels", "1000,4000", "--draws", "1", "--targets", "xnli",
+                 "--max-languages", "2"]) == 0
+    table = pd.read_csv(out, keep_default_na=False)
+    assert set(table["source_kind"]) == {"language"} and "none" not in set(table["mix"])
+    assert set(table["seed"]) == {1}
+    truth = json.loads(out.with_suffix(".simulation.json").read_text())
+    assert (truth["kind"], truth["in_mix_effect"], truth["baseline"]) == ("language", 6.0, False)

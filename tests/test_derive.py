@@ -12,7 +12,9 @@ from transferstats.analysis.derive import (
     effective_number_of_tasks,
     model_frame,
     run_outcomes,
+    target_in_mix,
 )
+from transferstats.languages import is_language_code
 from transferstats.loading import load_results
 
 
@@ -74,3 +76,21 @@ def test_formats_measure_in_a_simulated_grid(small_results):
     formats, _ = model_frame(loaded.scores, outcome="improvement", diversity="n_formats")
     assert (formats["n_formats"] <= formats["n_tasks"]).all()
     assert (formats["diversity"] <= tasks_only["diversity"]).all()
+
+
+def test_language_codes_are_checked_against_the_registry():
+    assert all(map(is_language_code, ["de", "sw", "yue", "deu", "fil"]))
+    assert not any(map(is_language_code, ["xx", "xyz", "en-US", "DE", "und", "qaa", "", "german"]))
+
+
+def test_describe_mix_of_languages_has_no_formats():
+    mix = describe_mix("de=1000+sw=3000", "language")
+    assert mix["n_tasks"] == 2 and np.isnan(mix["n_formats"]) and mix["examples"] == 4000
+
+
+def test_target_in_mix_of_a_language_mix_is_the_evaluated_language_share():
+    assert target_in_mix("de=1000+sw=3000", "xnli", "sw", "language") == 0.75
+    assert target_in_mix("deu=1000+sw=3000", "xnli", "de", "language") == 0.25  # same language
+    assert target_in_mix("de=1000+sw=3000", "xnli", "fr", "language") == 0.0
+    # A task mix: the target's own training task, whatever the language.
+    assert target_in_mix("mnli=1000+qqp=3000", "xnli", "sw", "task") == 0.25

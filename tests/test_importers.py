@@ -538,9 +538,7 @@ skip_tasks = ["mnli"]
 """
 
 
-def test_a_language_mix_is_written_with_its_kind(tmp_path):
-    """The loader's support for language members comes separately: the run files are checked
-    here as written; the import itself either succeeds or is refused on those members only."""
+def test_a_language_mix_is_written_with_its_kind_and_loaded(tmp_path):
     from transferstats.importers import FORMATS, _read_source
     from transferstats.importers.manifest import read_manifest
     from transferstats.results import write_run
@@ -557,12 +555,23 @@ def test_a_language_mix_is_written_with_its_kind(tmp_path):
     assert record["intermediate"] == {"name": "de-fr-sw", "kind": "language",
                                       "tasks": {"de": 5000, "fr": 5000, "sw": 5000}}
     out = tmp_path / "results"
-    try:
-        import_results("jiant", source, path, out)
-    except ResultsError as error:
-        assert {p.location.rsplit(".", 1)[0] for p in error.problems} == \
-            {"mixes.de-fr-sw.members"}
-        assert nothing_written(out)
+    import_results("jiant", source, path, out)
+    scores = ts.load_results(out).scores
+    assert set(scores["source_kind"]) == {"language"}
+    assert set(scores["mix_tasks"]) == {"de=5000+fr=5000+sw=5000"}
+
+
+def test_an_unknown_language_member_is_named_in_the_manifest(tmp_path):
+    from transferstats.importers import FORMATS
+    from transferstats.importers.manifest import read_manifest
+
+    reader = FORMATS["jiant"]
+    path = manifest(tmp_path / "m.toml", LANGUAGE_MANIFEST.replace("sw = 5000", "xyz = 5000"))
+    with pytest.raises(ResultsError) as error:
+        read_manifest(path, reader.REQUIRED_KEYS, reader.OPTIONAL_KEYS)
+    assert [str(p) for p in error.value.problems] == [
+        f"error: {path}:mixes.de-fr-sw.members.xyz: unknown language code 'xyz': expected an ISO 639 "
+        "code of the IANA registry, such as 'de', 'sw' or 'yue' (no region or script)"]
 
 
 # ---------------------------------------------------------------- analysed after import

@@ -1,5 +1,5 @@
-"""The layout rules the codebase keeps: the analysis depends only on the results contract and the
-task registry, and ``import transferstats`` stays light."""
+"""The layout rules the codebase keeps: the analysis depends only on the results contract, the
+task registry and the language codes, and ``import transferstats`` stays light."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "transferstats"
 # What the analysis (and its report) may import from the package: itself, the contract (writer
-# and reader), the problem list and the task registry.
+# and reader), the problem list, the task registry and the language codes (members of language
+# mixes).
 ANALYSIS_MAY_IMPORT = ("transferstats.analysis", "transferstats.report", "transferstats.results",
-                       "transferstats.loading", "transferstats.problems", "transferstats.tasks")
+                       "transferstats.loading", "transferstats.problems", "transferstats.tasks",
+                       "transferstats.languages")
 
 
 def _package_imports(path: Path) -> set[str]:

@@ -325,3 +325,63 @@ def test_each_distinct_run_of_a_table_is_checked_once(monkeypatch):
     assert len(calls) == runs
     assert len(problems) == len(table) * len(languages)
     assert problems[-1].location == f"row {len(table) - 1}, intermediate.tasks.hi"
+
+
+# ---------------------------------------------------------------- mixes of languages
+
+def test_a_language_mix_table_loads_without_registration(tmp_path, language_table):
+    table = language_table
+    path = tmp_path / "languages.csv"
+    table.to_csv(path, index=False)
+    loaded = load_results(path)
+    assert loaded.problems == []
+    assert set(loaded.scores["source_kind"]) == {"language"}
+    assert set(loaded.runs["source_kind"]) == {"language"}
+
+
+def test_an_unknown_language_code_is_named_with_its_row(tmp_path, language_table):
+    table = language_table
+    bad = table["mix_tasks"].iloc[0]
+    table.loc[table["mix_tasks"] == bad, "mix_tasks"] = "xyz=1000"
+    path = tmp_path / "languages.csv"
+    table.to_csv(path, index=False)
+    problems = validate_results(path)
+    assert str(problems[0]) == (
+        f"error: {path}:row 1, intermediate.tasks.xyz: unknown language code 'xyz': expected an "
+        "ISO 639 code of the IANA registry, such as 'de', 'sw' or 'yue' (no region or script)")
+
+
+def test_a_bad_source_kind_is_named(tmp_path, language_table):
+    table = language_table
+    table.loc[2, "source_kind"] = "languages"
+    path = tmp_path / "languages.csv"
+    table.to_csv(path, index=False)
+    problems = validate_results(path)
+    assert [(p.location, p.message) for p in problems] == [
+        ("row 3, column source_kind",
+         "expected one of 'task', 'language' (or empty: 'task'), got 'languages'")]
+
+
+def test_run_json_kind_is_checked_and_language_codes_with_it(small_results):
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["intermediate"] |= {"kind": "language", "tasks": {"de": 100, "en-US": 100}}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    problems = validate_results(small_results)
+    located = {p.location: p for p in problems}
+    assert located["intermediate.tasks.en-US"].file == str(run_dir / "run.json")
+    assert "unknown language code 'en-US'" in located["intermediate.tasks.en-US"].message
+    run["intermediate"] |= {"kind": "dialect"}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    located = {p.location: p.message for p in validate_results(small_results)}
+    assert located["intermediate.kind"] == "expected one of 'task', 'language', got 'dialect'"
+
+
+def test_task_and_language_mixes_are_not_analysed_together(small_results):
+    run_dir = _a_run(small_results)
+    run = json.loads((run_dir / "run.json").read_text())
+    run["intermediate"] = {"name": "de-sw", "kind": "language", "tasks": {"de": 100, "sw": 100}}
+    (run_dir / "run.json").write_text(json.dumps(run))
+    problems = validate_results(small_results)
+    assert len(problems) == 1 and problems[0].location == "intermediate.kind"
+    assert "the results hold mixes of tasks and mixes of languages" in problems[0].message

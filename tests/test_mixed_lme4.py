@@ -2,8 +2,9 @@
 
 As statsmodels tests its MixedLM against lme4, the data and lme4's estimates live in
 tests/fixtures/lme4/ (written by benchmarks/lme4/make_fixtures.R, which needs R with lme4; these
-tests do not): a subsample of lme4's InstEval data (students x instructors x departments) and a
-small grid of many language mixes, fitted by REML and, the grid, by ML.
+tests do not): a subsample of lme4's InstEval data (students x instructors x departments), a
+small grid of many mixes, fitted by REML and, the grid, by ML, and the shipped language-mix
+example (examples/language_mix.csv) with the ``target_in_mix`` covariate, derived in R.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ CASES = {  # fixture: (data file, outcome, fixed, random, reml)
     "insteval_subset": ("insteval_subset", "y", ["service"], ["s", "d", "dept"], True),
     "many_mix_grid": ("many_mix_grid", *GRID_MODEL, True),
     "many_mix_grid_ml": ("many_mix_grid", *GRID_MODEL, False),
+    "language_mix": ("language_mix", "score",
+                     ["diversity", "volume", "diversity:volume", "target_in_mix"],
+                     ["target_task", "target_language", "mix"], True),
 }
 
 
@@ -75,3 +79,25 @@ def test_standard_errors_agree_with_lme4(name):
     terms = list(reference["se"])
     np.testing.assert_allclose(conditional[terms], list(reference["se"].values()), rtol=1e-3)
     np.testing.assert_allclose(fit.bse[terms], list(reference["se"].values()), rtol=0.05)
+
+
+@pytest.mark.slow  # a whole analysis of the example (its likelihood-ratio tests and bootstrap)
+def test_the_analysis_of_the_language_mix_example_agrees_with_lme4():
+    """End to end: transferstats derives the model from the shipped language-mix table (no
+    baseline, so the outcome is the score; language codes; target_in_mix per evaluated language)
+    and its estimates equal lme4's on the same model, derived independently in R, to 0.01
+    points."""
+    from transferstats.analysis.pipeline import analyze_loaded
+    from transferstats.analysis.spec import AnalysisSpec
+    from transferstats.loading import load_results
+
+    example = Path(__file__).parents[1] / "examples" / "language_mix.csv"
+    spec = AnalysisSpec(identity="off", covariates=("target_in_mix",), resamples=50)
+    result = analyze_loaded(load_results(example), spec, n_jobs=1, progress=False,
+                            companions=False)
+    assert result.estimates["outcome"] == "score"
+    assert result.estimates["source_kind"] == "language"
+    reference = lme4_reference("language_mix")["fixef"]
+    estimates = result.effects.set_index("term")["estimate"]
+    for term in ("diversity", "volume", "diversity:volume", "target_in_mix"):
+        assert estimates[term] == pytest.approx(reference[term], abs=0.01)

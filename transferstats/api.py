@@ -52,9 +52,12 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
         on the command line:
 
         - ``name`` (``"report"``): the report's name.
-        - ``outcome`` (``"improvement"``): ``improvement``, ``score``, ``nonenglish_mean``,
+        - ``outcome`` (``"auto"``): ``auto`` (``improvement`` when the results hold baseline
+          runs, else ``score``), ``improvement``, ``score``, ``nonenglish_mean``,
           ``transfer_gap`` or ``worst_language``.
-        - ``diversity`` (``"n_tasks"``): ``n_tasks``, ``n_formats`` or ``effective_tasks``.
+        - ``diversity`` (``"n_tasks"``): ``n_tasks``, ``n_formats`` (task mixes only) or
+          ``effective_tasks``.
+        - ``identity`` (``"auto"``), ``covariates`` (``()``; ``"target_in_mix"`` is built in).
         - ``metric`` (``"headline"``): each target's headline metric, or a metric name.
         - ``split`` (``"test"``), ``model`` (``""``: the only one), ``include_english``
           (``False``), ``interaction`` (``True``).

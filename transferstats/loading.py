@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from transferstats.languages import is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import (
     BASELINE_MIX,
@@ -22,6 +23,8 @@ from transferstats.results import (
     REQUIRED_SCORE_KEYS,
     RUN_FILE,
     SCORES_FILE,
+    SOURCE_KIND_COLUMN,
+    SOURCE_KINDS,
     format_mix_tasks,
     parse_mix_tasks,
 )
@@ -51,6 +54,13 @@ class LoadedResults:
     def warnings(self) -> list[Problem]:
         """The problems reported with the analysis (runs left out)."""
         return [p for p in self.problems if p.severity == "warning"]
+
+
+#: A run's fields carried on each of its score rows: the flat-table run columns and the mix's kind.
+RUN_FIELDS = ("run_id", "model", "mix", "mix_tasks", SOURCE_KIND_COLUMN, "target_task", "seed")
+
+#: Columns of ``LoadedResults.runs``, one row per run.
+RUN_TABLE_COLUMNS = (*RUN_FIELDS[:5], "sampling", *RUN_FIELDS[5:], "status", "error", "file")
 
 
 def _is_number(value) -> bool:
@@ -91,6 +101,7 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
     mix_name: str | None = BASELINE_MIX
     mix_tasks: dict = {}
     sampling = None
+    kind = None  # the baseline has no members, so no kind
     intermediate = run["intermediate"]
     if intermediate is not None:
         if not isinstance(intermediate, dict):
@@ -98,20 +109,25 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
         else:
             mix_name = intermediate.get("name")
             sampling = intermediate.get("sampling")
+            kind = intermediate.get("kind", SOURCE_KINDS[0])
             if not isinstance(mix_name, str) or not mix_name or mix_name == BASELINE_MIX:
                 error("intermediate.name", f"expected a non-empty mix name other than "
                                            f"{BASELINE_MIX!r}, got {mix_name!r}")
+            if kind not in SOURCE_KINDS:
+                error("intermediate.kind", f"expected one of {', '.join(map(repr, SOURCE_KINDS))}, "
+                                           f"got {kind!r}")
             tasks = intermediate.get("tasks")
             if not isinstance(tasks, dict) or not tasks:
-                error("intermediate.tasks", "expected a non-empty object mapping task id to "
-                                            "the number of examples used")
+                error("intermediate.tasks", "expected a non-empty object mapping each member "
+                                            "(task id or language code) to the number of "
+                                            "examples used")
             else:
-                for task_id, count in tasks.items():
-                    key = f"intermediate.tasks.{task_id}"
-                    if not is_known(task_id):
-                        error(key, f"unknown task id {task_id!r}; register it first")
-                    elif get_task(task_id).role != "intermediate":
-                        error(key, f"{task_id!r} is a target task, not an intermediate task")
+                for member, count in tasks.items():
+                    key = f"intermediate.tasks.{member}"
+                    if kind in SOURCE_KINDS:
+                        member_problem = _member_problem(member, kind)
+                        if member_problem:
+                            error(key, member_problem)
                     if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
                         error(key, f"expected a positive whole number of examples, got {count!r}")
                 mix_tasks = tasks
@@ -120,7 +136,7 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
         error("covariates", "expected an object mapping covariate names to numbers")
     else:
         for name, value in covariates.items():
-            if name in FLAT_COLUMNS or name == "n_examples" or not name.strip():
+            if name in (*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples") or not name.strip():
                 error(f"covariates.{name}", f"{name!r} cannot name a covariate (a results column)")
             elif not _is_number(value):
                 error(f"covariates.{name}", f"expected a finite number, got {value!r}")
@@ -129,13 +145,24 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
     record = {
         "covariates": dict(covariates),
         "run_id": run["run_id"], "model": run["model"], "mix": mix_name,
-        "mix_tasks": format_mix_tasks(mix_tasks), "sampling": sampling,
+        "mix_tasks": format_mix_tasks(mix_tasks), SOURCE_KIND_COLUMN: kind, "sampling": sampling,
         "target_task": run["target_task"], "seed": run["seed"], "status": run["status"],
         "error": run.get("error"), "file": file,
     }
     if run["status"] == "failed" and not run.get("error"):
         problems.append(Problem(file, "error", "warning", "failed run without an 'error' message"))
     return record, problems
+
+
+def _member_problem(member: str, kind: str) -> str:
+    """Why ``member`` cannot be in a mix of ``kind`` (empty when it can)."""
+    if kind == "language":
+        return "" if is_language_code(member) else language_code_problem(member)
+    if not is_known(member):
+        return f"unknown task id {member!r}; register it first"
+    if get_task(member).role != "intermediate":
+        return f"{member!r} is a target task, not an intermediate task"
+    return ""
 
 
 def _check_score(score: object, file: str, location: str,
@@ -230,6 +257,12 @@ def _check_duplicates_and_mixes(runs: pd.DataFrame) -> list[Problem]:
             problems.append(Problem(group["file"].iloc[0], "intermediate.tasks", "error",
                                     f"mix {mix!r} has different task compositions in different "
                                     f"runs: {sorted(compositions)}; give them different names"))
+    kinds = runs.dropna(subset=[SOURCE_KIND_COLUMN]).groupby(SOURCE_KIND_COLUMN)["file"].first()
+    if len(kinds) > 1:
+        problems.append(Problem(kinds.iloc[-1], "intermediate.kind", "error",
+                                "the results hold mixes of tasks and mixes of languages (first of "
+                                f"each: {', '.join(f'{kind} in {file}' for kind, file in kinds.items())}); "
+                                "one analysis compares mixes of one kind: analyse them separately"))
     return problems
 
 
@@ -286,12 +319,11 @@ def load_run_folder(root: str | Path) -> LoadedResults:
             continue
         rows, score_problems = _read_scores(scores_path, record["target_task"])
         problems += score_problems
-        run_fields = {k: record[k] for k in ("run_id", "model", "mix", "mix_tasks", "target_task", "seed")}
+        run_fields = {k: record[k] for k in RUN_FIELDS}
         spans.append((record, len(score_rows), len(score_rows) + len(rows)))
         score_rows += [run_fields | row | record["covariates"] for row in rows]
 
-    runs = pd.DataFrame(run_records, columns=["run_id", "model", "mix", "mix_tasks", "sampling",
-                                              "target_task", "seed", "status", "error", "file"])
+    runs = pd.DataFrame(run_records, columns=RUN_TABLE_COLUMNS)
     problems += _check_duplicates_and_mixes(runs)
     # run.json's covariates become columns; a run without one that others have is named.
     names = sorted({name for record, _, _ in spans for name in record["covariates"]})
@@ -301,7 +333,8 @@ def load_run_folder(root: str | Path) -> LoadedResults:
                for record, start, stop in spans if name not in record["covariates"]
                for row in range(start, stop)}
         for name in names}
-    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples", *names])
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples",
+                                               *names])
     return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root),
                          covariate_problems=covariate_problems)
 
@@ -358,8 +391,14 @@ def _table_run(row: dict, source: str) -> tuple[dict | None, list[Problem]]:
         return None, [Problem(source, "column mix", "error",
                               f"mix {mix!r} with mix_tasks {row['mix_tasks']!r}: the baseline mix "
                               f"{BASELINE_MIX!r} has no tasks and every other mix has some")]
+    kind = row.get(SOURCE_KIND_COLUMN)
+    kind = SOURCE_KINDS[0] if _missing(kind) or kind == "" else kind
+    if kind not in SOURCE_KINDS:
+        return None, [Problem(source, f"column {SOURCE_KIND_COLUMN}", "error",
+                              f"expected one of {', '.join(map(repr, SOURCE_KINDS))} (or empty: "
+                              f"{SOURCE_KINDS[0]!r}), got {kind!r}")]
     run = {"schema_version": 1, "run_id": row["run_id"], "model": row["model"],
-           "intermediate": {"name": mix, "tasks": tasks} if tasks else None,
+           "intermediate": {"name": mix, "kind": kind, "tasks": tasks} if tasks else None,
            "target_task": row["target_task"], "seed": seed, "status": "complete"}
     return _check_run(run, source)
 
@@ -373,6 +412,8 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     if table.empty:
         raise ResultsError([Problem(source, "", "error", "the table has no rows")])
     run_columns = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed"]
+    if SOURCE_KIND_COLUMN in table.columns:
+        run_columns.append(SOURCE_KIND_COLUMN)
     score_columns = ["language", "metric", "split", "value"]
     if "n_examples" in table.columns:
         score_columns.append("n_examples")
@@ -404,17 +445,16 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
         problems += score_problems
         if score is None:
             continue
-        run_fields = {k: record[k] for k in run_columns}
+        run_fields = {k: record[k] for k in RUN_FIELDS}
         # Keyed by the whole run, not its id, so that one run_id given to two runs is reported.
         runs.setdefault(tuple(run_fields.values()), record | {"file": f"{source} ({location})"})
         score_rows.append(run_fields | score)
         score_labels.append(label)
         score_positions.append(row_number)
-    runs_table = pd.DataFrame(list(runs.values()),
-                              columns=["run_id", "model", "mix", "mix_tasks", "sampling",
-                                       "target_task", "seed", "status", "error", "file"])
-    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, "n_examples"])
-    extra = table.iloc[score_positions].drop(columns=[*FLAT_COLUMNS, "n_examples"], errors="ignore")
+    runs_table = pd.DataFrame(list(runs.values()), columns=RUN_TABLE_COLUMNS)
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"])
+    extra = table.iloc[score_positions].drop(
+        columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"], errors="ignore")
     covariates, covariate_problems = _covariate_columns(extra, source)
     scores = pd.concat([scores, covariates], axis=1)
     duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")

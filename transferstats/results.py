@@ -26,6 +26,11 @@ BASELINE_MIX = "none"
 #: Columns of the flat-table form of the results (CSV, Parquet, JSON Lines; one row per score).
 FLAT_COLUMNS = ("run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language", "metric",
                 "split", "value")
+#: What a mix's members are: English intermediate tasks (registered, docs/tasks.md) or languages
+#: (ISO 639 codes, :mod:`transferstats.languages`). ``run.json``: ``intermediate.kind``; flat
+#: table: the optional column ``source_kind``. The first is the default.
+SOURCE_KINDS = ("task", "language")
+SOURCE_KIND_COLUMN = "source_kind"
 #: Written beside simulated results by ``transferstats simulate``: the true effects.
 SIMULATION_FILE = "simulation.json"
 

@@ -28,6 +28,15 @@ a model without identity effects gets wrong. ``base(t, l)`` is the English score
 XLM-R Large-like model on ``t`` minus a fixed language gap. Targets and their languages are the real
 XTREME ones; mixes are a diversity-by-volume factorial grid of the English intermediate tasks.
 Every score is clipped to 0-100, as real scores are.
+
+``kind = "language"`` simulates a grid of language mixes instead (multi-source fine-tuning: the
+members are source languages, by ISO 639 code, drawn from ``intermediate_tasks``): each
+(diversity, volume) cell gets ``draws`` random sets of languages with equal shares
+(:func:`language_mixes`). For both kinds ``in_mix_effect`` adds ``in_mix_effect *
+target_in_mix`` to the improvement, the share of the mix's examples from what is evaluated (the
+target's own training task; for language mixes, the evaluated language:
+:func:`transferstats.analysis.derive.target_in_mix`), and ``baseline = False`` leaves the
+baseline runs out.
 """
 
 from __future__ import annotations
@@ -39,8 +48,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from transferstats.analysis.derive import target_in_mix
 from transferstats.grid.factorial import FactorialSpec, factorial_mixes
-from transferstats.results import SIMULATION_FILE, write_run
+from transferstats.languages import is_language_code
+from transferstats.results import (
+    BASELINE_MIX,
+    FLAT_COLUMNS,
+    SIMULATION_FILE,
+    SOURCE_KIND_COLUMN,
+    SOURCE_KINDS,
+    format_mix_tasks,
+    write_run,
+)
 from transferstats.tasks import INTERMEDIATE_TASKS, TARGET_TASKS, get_task
 
 # English test scores of XLM-R Large (Hu et al. 2020, Table 2; Phang et al. 2020), the level the
@@ -48,6 +67,21 @@ from transferstats.tasks import INTERMEDIATE_TASKS, TARGET_TASKS, get_task
 ENGLISH_SCORE = {"xnli": 88.7, "pawsx": 94.7, "udpos": 96.1, "panx": 84.7, "xquad": 86.5,
                  "mlqa": 83.5, "tydiqa": 71.5, "bucc2018": 78.0, "tatoeba": 75.0}
 MEAN_LANGUAGE_GAP = 12.0
+#: Source languages of the simulated language mixes: twelve XTREME languages of several families
+#: and scripts, each evaluated by some XTREME target, English left out (it is the zero-shot
+#: source of the task grids).
+SOURCE_LANGUAGES = ("ar", "de", "es", "fi", "fr", "hi", "ko", "ru", "sw", "tr", "vi", "zh")
+#: Settings of ``transferstats simulate --kind language``: a multi-source fine-tuning grid as such
+#: grids are usually run (no baseline, one seed, five XTREME targets), the evaluated language's
+#: share of the mix worth 6 points at full share. Options given on the command line override them.
+LANGUAGE_GRID = {
+    "kind": "language",
+    "intermediate_tasks": SOURCE_LANGUAGES,
+    "targets": ("xnli", "pawsx", "xquad", "mlqa", "tydiqa"),
+    "seeds": (1,),
+    "baseline": False,
+    "in_mix_effect": 6.0,
+}
 QA_EXACT_MATCH_GAP = 13.0
 
 
@@ -83,8 +117,21 @@ class SimulationSettings:
     target_volume_effects: tuple[tuple[str, float], ...] = ()
     target_diversity_sd: float = 0.0
     target_volume_sd: float = 0.0
+    kind: str = "task"
+    in_mix_effect: float = 0.0
+    baseline: bool = True
 
     def __post_init__(self):
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
+        if self.kind == "language":
+            unknown = [code for code in self.intermediate_tasks if not is_language_code(code)]
+            if unknown:
+                raise ValueError(f"kind 'language' needs ISO 639 language codes as members; "
+                                 f"unknown: {', '.join(unknown)}")
+            if self.composition != "random":
+                raise ValueError("kind 'language' draws random language sets; the "
+                                 "'concentrated' composition is for task mixes")
         if self.composition not in COMPOSITIONS:
             raise ValueError(f"composition must be one of {COMPOSITIONS}, got {self.composition!r}")
         for task, _ in self.identity_effects:
@@ -181,12 +228,36 @@ def concentrated_mixes(settings: SimulationSettings, strong: list[str]
     return mixes
 
 
+def language_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, int]]]:
+    """Mixes of source languages for every (diversity, volume) cell: ``draws`` sets of ``d``
+    languages each, drawn without replacement from ``intermediate_tasks`` (a generator of their
+    own, seeded by ``random_state``), with the volume split equally between them."""
+    languages = list(settings.intermediate_tasks)
+    largest = max(settings.diversity_levels)
+    if len(languages) < largest:
+        raise ValueError(f"{largest} languages per mix, but only {len(languages)} source languages")
+    generator = np.random.default_rng([settings.random_state, 3])
+    mixes = []
+    for d in settings.diversity_levels:
+        for volume in settings.volume_levels:
+            for draw in range(settings.draws):
+                label = f"{volume // 1000}k" if volume % 1000 == 0 else str(volume)
+                chosen = sorted(generator.choice(languages, size=d, replace=False))
+                each, remainder = divmod(volume, d)
+                mixes.append((f"d{d}-v{label}-r{draw + 1}",
+                              {str(code): each + (1 if j < remainder else 0)
+                               for j, code in enumerate(chosen)}))
+    return mixes
+
+
 def simulated_mixes(settings: SimulationSettings) -> list[tuple[str, dict[str, int]]]:
     """The mixes of the simulated grid: ``settings.mixes`` if given, else the diversity-by-volume
     factorial design that ``transferstats plan`` would build
     (:func:`transferstats.design.factorial_mixes`)."""
     if settings.mixes is not None:
         return [(name, dict(tasks)) for name, tasks in settings.mixes]
+    if settings.kind == "language":
+        return language_mixes(settings)
     if settings.composition == "concentrated":
         return concentrated_mixes(settings, settings.realised()["strong_tasks"])
     spec = FactorialSpec(diversity=settings.diversity_levels, volume=settings.volume_levels,
@@ -232,21 +303,25 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
                                           strict=True))
         base = np.array([ENGLISH_SCORE.get(target, 80.0) - gap[lang] for lang in languages])
         shift = np.array([language_effect[lang] + target_language_effect[lang] for lang in languages])
-        for mix_index in [None, *range(len(mixes))]:
+        for mix_index in [None, *range(len(mixes))] if settings.baseline else range(len(mixes)):
             if mix_index is None:
                 mix_name, tasks, improvement = "none", None, np.zeros(len(languages))
             else:
                 mix_name, tasks = mixes[mix_index]
                 slopes = (realised["diversity"][target] * centred_d[mix_index]
                           + realised["volume"][target] * centred_v[mix_index])
-                improvement = mix_effect[mix_index] + slopes + target_effect + shift
+                in_mix = settings.in_mix_effect * np.array(
+                    [target_in_mix(format_mix_tasks(tasks), target, lang, settings.kind)
+                     for lang in languages])
+                improvement = mix_effect[mix_index] + slopes + target_effect + shift + in_mix
             for seed in settings.seeds:
                 run_id = f"{model_short}.{mix_name}.{target}.s{seed}"
                 value = np.clip(base + improvement + rng.normal(0, settings.seed_sd, len(languages)), 0, 100)
                 runs.append({
                     "run_id": run_id, "model": settings.model,
                     "intermediate": None if tasks is None else {
-                        "name": mix_name, "tasks": tasks, "sampling": "proportional"},
+                        "name": mix_name, "kind": settings.kind, "tasks": tasks,
+                        "sampling": "proportional"},
                     "target_task": target, "seed": seed, "status": "complete",
                     "hyperparameters": {"simulated": True}, "code_version": "simulated",
                 })
@@ -260,12 +335,37 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
     return runs, pd.DataFrame(scores)
 
 
+def flat_table(runs: list[dict], scores: pd.DataFrame) -> pd.DataFrame:
+    """The flat-table form of simulated runs (docs/results-contract.md): one row per score, with
+    the mix's kind in ``source_kind`` (empty for the baseline)."""
+    columns = []
+    for run in runs:
+        mix = run["intermediate"]
+        columns.append({"run_id": run["run_id"], "model": run["model"],
+                        "mix": mix["name"] if mix else BASELINE_MIX,
+                        "mix_tasks": format_mix_tasks(mix["tasks"]) if mix else "",
+                        SOURCE_KIND_COLUMN: mix["kind"] if mix else "",
+                        "target_task": run["target_task"], "seed": run["seed"]})
+    table = pd.DataFrame(columns).merge(scores, on="run_id", how="inner", validate="one_to_many")
+    return table[[*FLAT_COLUMNS, SOURCE_KIND_COLUMN]]
+
+
 def simulate_results(out_dir: str | Path, settings: SimulationSettings = SimulationSettings(),
                      *, progress: bool = False) -> Path:
     """Write a simulated results folder (one folder per run, by the contract) and
-    ``simulation.json`` holding the true settings beside the runs."""
+    ``simulation.json`` holding the true settings beside the runs.
+
+    When ``out_dir`` ends in ``.csv`` the runs are written as one flat table instead, and the
+    true settings beside it as ``<name>.simulation.json``.
+    """
     out_dir = Path(out_dir)
     runs, scores = simulate_scores(settings)
+    if out_dir.suffix.lower() == ".csv":
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        flat_table(runs, scores).to_csv(out_dir, index=False, float_format="%.3f")
+        out_dir.with_suffix(".simulation.json").write_text(
+            json.dumps(settings.truth(), indent=2) + "\n")
+        return out_dir
     by_run = {run_id: group.drop(columns="run_id").to_dict("records")
               for run_id, group in scores.groupby("run_id", sort=False)}
     iterator = iter(runs)

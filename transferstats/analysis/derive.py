@@ -12,19 +12,25 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from transferstats.analysis.members import member_words, source_kind
+from transferstats.languages import same_language
 from transferstats.problems import Problem
-from transferstats.results import BASELINE_MIX, parse_mix_tasks
+from transferstats.results import BASELINE_MIX, SOURCE_KIND_COLUMN, parse_mix_tasks
 from transferstats.tasks import get_task
 
+#: Diversity measure -> what it counts; ``{members}`` is the members' qualified plural
+#: ("intermediate tasks", "source languages": :mod:`transferstats.analysis.members`).
 DIVERSITY_MEASURES = {
-    "n_tasks": "number of intermediate tasks",
+    "n_tasks": "number of {members}",
     "n_formats": "number of distinct task formats",
-    "effective_tasks": "effective number of tasks (exp of the entropy of example shares)",
+    "effective_tasks": "effective number of {members} (exp of the entropy of example shares)",
 }
+#: Measures that need task metadata, refused for language mixes.
+TASK_ONLY_MEASURES = {"n_formats": "languages have no task format"}
 ROW_OUTCOMES = {
     "improvement": "score minus the mean score of the no-intermediate baseline (same model, "
                    "target, language), per language",
-    "score": "zero-shot score, per language",
+    "score": "score, per evaluated language",
 }
 RUN_OUTCOMES = {
     "nonenglish_mean": "mean zero-shot score over the non-English languages of a run",
@@ -32,24 +38,45 @@ RUN_OUTCOMES = {
     "worst_language": "lowest non-English score of a run",
 }
 OUTCOMES = ROW_OUTCOMES | RUN_OUTCOMES
+#: The default outcome setting: ``improvement`` when the results hold baseline runs, else
+#: ``score`` (:func:`transferstats.analysis.pipeline.analyze_loaded` decides).
+AUTO_OUTCOME = "auto"
+#: ``estimates["outcome_choice"]`` when ``auto`` chose ``score`` for want of baseline runs.
+NO_BASELINE_CHOICE = "auto: the results hold no baseline runs"
 LOWER_IS_BETTER = {"transfer_gap"}
-#: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``).
+#: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``), by mix kind.
 BUILTIN_COVARIATES = {
-    "target_in_mix": "share of the mix's examples that come from the target's own training task "
-                     "(MNLI for XNLI, SQuAD v1.1 for XQuAD and MLQA)",
+    "target_in_mix": {
+        "task": "share of the mix's examples that come from the target's own training task "
+                "(MNLI for XNLI, SQuAD v1.1 for XQuAD and MLQA)",
+        "language": "share of the mix's examples in the evaluated language (0 when the mix "
+                    "does not hold it)",
+    },
 }
 
 
-def target_in_mix(mix_tasks: str, target: str) -> float:
-    """Share of a mix's examples from the target's own English training task.
+def diversity_description(measure: str, kind: str | None) -> str:
+    """What a diversity measure counts, in the words of the mixes' kind."""
+    return DIVERSITY_MEASURES[measure].format(members=member_words(kind).qualified_plural)
 
-    That task is ``get_task(target).train_task`` (XNLI trains on MNLI, XQuAD and MLQA on SQuAD
-    v1.1) or the target itself; 0 when the mix does not hold it, and for the baseline.
+
+def target_in_mix(mix_tasks: str, target: str, language: str, kind: str | None = "task") -> float:
+    """Share of a mix's examples that come from what is evaluated.
+
+    For a task mix: from the target's own English training task, ``get_task(target).train_task``
+    (XNLI trains on MNLI, XQuAD and MLQA on SQuAD v1.1) or the target itself, whatever the
+    evaluated ``language``. For a language mix: in the evaluated ``language`` (codes compared
+    once normalised, so ``deu`` is ``de``). 0 when the mix does not hold it, and for the baseline.
     """
-    tasks = parse_mix_tasks(mix_tasks)
-    total = sum(tasks.values())
+    members = parse_mix_tasks(mix_tasks)
+    total = sum(members.values())
+    if not total:
+        return 0.0
+    if kind == "language":
+        return sum(count for member, count in members.items()
+                   if same_language(member, language)) / total
     own = get_task(target).train_task or target
-    return tasks.get(own, 0) / total if total else 0.0
+    return members.get(own, 0) / total
 
 
 def effective_number_of_tasks(examples: np.ndarray) -> float:
@@ -60,23 +87,30 @@ def effective_number_of_tasks(examples: np.ndarray) -> float:
     return float(np.exp(-(shares * np.log(shares)).sum()))
 
 
-def describe_mix(mix_tasks: str) -> dict:
-    """Diversity measures and volume of one mix, from its ``task=examples+...`` form."""
-    tasks = parse_mix_tasks(mix_tasks)
-    if not tasks:
+def describe_mix(mix_tasks: str, kind: str | None = "task") -> dict:
+    """Diversity measures and volume of one mix, from its ``member=examples+...`` form.
+
+    ``n_tasks`` and ``effective_tasks`` count the members, tasks or languages; ``n_formats`` is
+    missing (NaN) for a language mix, whose members have no task format.
+    """
+    members = parse_mix_tasks(mix_tasks)
+    if not members:
         return {"n_tasks": 0, "n_formats": 0, "effective_tasks": 0.0, "examples": 0}
     return {
-        "n_tasks": len(tasks),
-        "n_formats": len({get_task(task).format for task in tasks}),
-        "effective_tasks": effective_number_of_tasks(np.array(list(tasks.values()))),
-        "examples": int(sum(tasks.values())),
+        "n_tasks": len(members),
+        "n_formats": (np.nan if kind == "language"
+                      else len({get_task(task).format for task in members})),
+        "effective_tasks": effective_number_of_tasks(np.array(list(members.values()))),
+        "examples": int(sum(members.values())),
     }
 
 
 def mix_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per mix (baseline excluded): its tasks, diversity measures and volume."""
+    """One row per mix (baseline excluded): its members, diversity measures and volume."""
+    kind = source_kind(scores)
     mixes = scores.loc[scores["mix"] != BASELINE_MIX, ["mix", "mix_tasks"]].drop_duplicates("mix")
-    described = pd.DataFrame([describe_mix(text) for text in mixes["mix_tasks"]], index=mixes.index)
+    described = pd.DataFrame([describe_mix(text, kind) for text in mixes["mix_tasks"]],
+                             index=mixes.index)
     return pd.concat([mixes, described], axis=1).reset_index(drop=True)
 
 
@@ -132,8 +166,10 @@ def run_outcomes(scores: pd.DataFrame, run_columns: Sequence[str] = ()) -> pd.Da
     kept; they must hold one value per run.
     """
     is_english = scores["language"] == "en"
-    run_keys = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed", *run_columns]
-    foreign = scores[~is_english].groupby(run_keys)["value"].agg(nonenglish_mean="mean",
+    kind_column = [SOURCE_KIND_COLUMN] if SOURCE_KIND_COLUMN in scores.columns else []
+    run_keys = ["run_id", "model", "mix", "mix_tasks", *kind_column, "target_task", "seed",
+                *run_columns]
+    foreign = scores[~is_english].groupby(run_keys, dropna=False)["value"].agg(nonenglish_mean="mean",
                                                                   worst_language="min")
     english = scores[is_english].set_index(run_keys)["value"].rename("english")
     table = foreign.join(english, how="left")
@@ -178,5 +214,7 @@ def model_frame(scores: pd.DataFrame, *, outcome: str, diversity: str = "n_tasks
     else:
         data = run_outcomes(scores[scores["mix"] != BASELINE_MIX], covariates)
         data = data[data[outcome].notna()]
+    if data.empty:  # no usable row (no baseline to improve on): the caller refuses, naming why
+        return data, problems
     data = add_design_columns(data.reset_index(drop=True), diversity)
     return data, problems

@@ -53,15 +53,19 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from transferstats.analysis.members import TASK_WORDS, MemberWords
 from transferstats.results import parse_mix_tasks
 
 MIN_MIXES_PER_TASK = 2
 MIN_MIX_DF = 10
-ESTIMABILITY_RULE = (
-    f"identity effects are estimable when every intermediate task is in at least "
-    f"{MIN_MIXES_PER_TASK} mixes, the per-mix design (task shares, diversity, volume and the "
-    f"interaction if modelled) has full column rank, and at least {MIN_MIX_DF} mixes remain "
-    "beyond that rank to estimate the mix variance")
+
+
+def estimability_rule(words: MemberWords) -> str:
+    """The estimability rule in words, for members described by ``words``."""
+    return (f"identity effects are estimable when every {words.qualified} is in at least "
+            f"{MIN_MIXES_PER_TASK} mixes, the per-mix design ({words.noun} shares, diversity, "
+            f"volume and the interaction if modelled) has full column rank, and at least "
+            f"{MIN_MIX_DF} mixes remain beyond that rank to estimate the mix variance")
 
 
 def share_column(task: str) -> str:
@@ -103,7 +107,8 @@ def reference_task(shares: pd.DataFrame) -> str:
 
 
 def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
-                          mix_terms: Sequence[str]) -> dict:
+                          mix_terms: Sequence[str], words: MemberWords = TASK_WORDS
+                          ) -> dict:
     """Whether the grid can estimate identity effects (the rule in the module docstring).
 
     Parameters
@@ -115,6 +120,8 @@ def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
         :func:`share_table` of the same mixes.
     mix_terms:
         The mix-level fixed terms of the plain model.
+    words:
+        What the members are (tasks or languages), for the rule and the reasons.
 
     Returns
     -------
@@ -125,13 +132,13 @@ def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
     tasks = list(shares.columns)
     task_mixes = {task: int((shares[task] > 0).sum()) for task in tasks}
     n_mixes = len(per_mix)
-    info = {"rule": ESTIMABILITY_RULE, "tasks": tasks, "n_mixes": n_mixes,
+    info = {"rule": estimability_rule(words), "tasks": tasks, "n_mixes": n_mixes,
             "task_mixes": task_mixes, "reference": None, "rank": None, "columns": None,
             "mix_df": None, "min_mixes_per_task": MIN_MIXES_PER_TASK, "min_mix_df": MIN_MIX_DF}
     if len(tasks) < 2:
         return info | {"estimable": False,
-                       "reason": "the grid has a single intermediate task, so there is no task "
-                                 "identity to separate from diversity"}
+                       "reason": f"the grid has a single {words.qualified}, so there is no "
+                                 f"{words.noun} identity to separate from diversity"}
     rare = [f"{task} ({count})" for task, count in task_mixes.items() if count < MIN_MIXES_PER_TASK]
     reference = reference_task(shares)
     aligned = shares.reindex(per_mix["mix"]).to_numpy()
@@ -143,8 +150,8 @@ def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
              "mix_df": n_mixes - rank}
     if rare:
         return info | {"estimable": False,
-                       "reason": f"some tasks are in fewer than {MIN_MIXES_PER_TASK} mixes: "
-                                 f"{', '.join(rare)}"}
+                       "reason": f"some {words.plural} are in fewer than {MIN_MIXES_PER_TASK} "
+                                 f"mixes: {', '.join(rare)}"}
     if design.shape[1] + MIN_MIX_DF > n_mixes:
         return info | {"estimable": False,
                        "reason": f"{n_mixes} mixes are too few for {design.shape[1]} identity, "
@@ -153,10 +160,11 @@ def identity_estimability(per_mix: pd.DataFrame, shares: pd.DataFrame,
                                  f"{design.shape[1] + MIN_MIX_DF} mixes are needed)"}
     if rank < design.shape[1]:
         return info | {"estimable": False,
-                       "reason": f"the task shares, diversity and volume are linearly dependent "
-                                 f"across the {n_mixes} mixes (rank {rank} of {design.shape[1]} "
-                                 "columns): some tasks always appear together in the same "
-                                 "proportions, or a task's share follows diversity or volume"}
+                       "reason": f"the {words.noun} shares, diversity and volume are linearly "
+                                 f"dependent across the {n_mixes} mixes (rank {rank} of "
+                                 f"{design.shape[1]} columns): some {words.plural} always appear "
+                                 "together in the same proportions, or a "
+                                 f"{words.noun}'s share follows diversity or volume"}
     if n_mixes - rank < MIN_MIX_DF:
         return info | {"estimable": False,
                        "reason": f"{n_mixes} mixes leave {n_mixes - rank} degrees of freedom for "

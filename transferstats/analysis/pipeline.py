@@ -21,7 +21,7 @@ heterogeneity. Covariates (``spec.covariates``) are centred fixed effects, outsi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,14 @@ from scipy import stats
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
 from transferstats.analysis.derive import (
+    AUTO_OUTCOME,
     BUILTIN_COVARIATES,
-    DIVERSITY_MEASURES,
     LOWER_IS_BETTER,
+    NO_BASELINE_CHOICE,
     OUTCOMES,
     ROW_OUTCOMES,
+    TASK_ONLY_MEASURES,
+    diversity_description,
     mix_table,
     model_frame,
     select_metric,
@@ -53,6 +56,7 @@ from transferstats.analysis.identity import (
     share_table,
     target_column,
 )
+from transferstats.analysis.members import TASK_WORDS, MemberWords, member_words, source_kind
 from transferstats.analysis.mixed import CrossedFit, fit_crossed
 from transferstats.analysis.parametric import ParametricBootstrap, parametric_bootstrap
 from transferstats.analysis.result import (
@@ -65,7 +69,7 @@ from transferstats.analysis.result import (
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import LoadedResults
 from transferstats.problems import Problem, ResultsError
-from transferstats.results import BASELINE_MIX, SIMULATION_FILE
+from transferstats.results import BASELINE_MIX, SIMULATION_FILE, SOURCE_KIND_COLUMN
 
 INTERACTION = "diversity:volume"
 #: Slopes that the per-target model gives one column per target.
@@ -74,10 +78,12 @@ PER_TARGET_TERMS = ("diversity", "volume")
 MIX_TARGET = "mix_target"
 #: Bootstrap output -> ``{"ci_low", "ci_high", "se"}``.
 Intervals = dict[str, dict[str, float]]
+#: Unit of the diversity effect per measure; ``{members}`` is the members' plural ("tasks",
+#: "languages").
 DIVERSITY_UNITS = {
-    "n_tasks": "points per doubling of the number of tasks",
+    "n_tasks": "points per doubling of the number of {members}",
     "n_formats": "points per doubling of the number of task formats",
-    "effective_tasks": "points per doubling of the effective number of tasks",
+    "effective_tasks": "points per doubling of the effective number of {members}",
 }
 
 
@@ -117,8 +123,9 @@ def decide(comparison: dict, design: dict, failed_share: float = 0.0) -> tuple[s
 
 def _source(path: str | Path) -> dict:
     path = Path(path)
-    truth_file = path / SIMULATION_FILE if path.is_dir() else None
-    if truth_file is not None and truth_file.is_file():
+    # A simulated flat table X.csv has its truth beside it as X.simulation.json.
+    truth_file = path / SIMULATION_FILE if path.is_dir() else path.with_suffix(f".{SIMULATION_FILE}")
+    if truth_file.is_file():
         return {"path": str(path), "simulated": True, "truth": json.loads(truth_file.read_text())}
     return {"path": str(path), "simulated": False}
 
@@ -205,7 +212,15 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         raise ResultsError([Problem(loaded.source, "model", "error",
                                     f"the results hold several models ({', '.join(models)}); "
                                     "pick one with --model")])
-    scores = _covariate_columns(scores, loaded, spec)
+    kind = source_kind(scores)
+    if kind == "language" and spec.diversity in TASK_ONLY_MEASURES:
+        raise ResultsError(problems + [Problem(
+            loaded.source, "diversity", "error",
+            f"diversity measure {spec.diversity!r} cannot describe language mixes: "
+            f"{TASK_ONLY_MEASURES[spec.diversity]}; use n_tasks (the number of source languages) "
+            "or effective_tasks")])
+    spec, outcome_choice = _resolve_outcome(scores, spec, loaded.source, problems)
+    scores = _covariate_columns(scores, loaded, spec, kind)
     scores, metric_problems = select_metric(scores, spec.headline_metric, spec.split)
     problems += metric_problems
     if spec.outcome not in ROW_OUTCOMES:
@@ -218,7 +233,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         raise ResultsError(problems + [Problem(loaded.source, "", "error",
                                                "fewer than two intermediate mixes with usable scores: "
                                                "nothing to compare")])
-    data, covariates = _check_covariates(data, loaded, spec)
+    data, covariates = _check_covariates(data, loaded, spec, kind)
 
     mixes = mix_table(scores)
     mixes = mixes[mixes["mix"].isin(data["mix"])]
@@ -252,8 +267,9 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
             "volume (and the interaction) or on each other across the rows: their effects cannot "
             "be estimated")])
     shares = share_table(mixes)
+    words = member_words(kind)
     identity = _identity_decision(data, shares, mix_terms, fixed, spec, identifiable, loaded.source,
-                                  problems)
+                                  problems, words)
     primary_data, primary_fixed = data, list(fixed)
     contrasts: dict[str, dict[str, float]] = {CONTRAST: contrast_weights}
     if identity["used"]:
@@ -281,7 +297,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
             identity["tasks"] = _identity_rows(primary, shares, identity)
             if companions:
                 plain = fit(data, fixed, {CONTRAST: contrast_weights},
-                            "plain mixed model (no task identity)")
+                            f"plain mixed model (no {words.noun} identity)")
                 identity["test"] = _nested_test(primary_data, spec.outcome, primary_fixed, fixed,
                                                 random)
         heterogeneity = {"tested": False, "reason": "not fitted (companions=False)"}
@@ -304,8 +320,8 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         data = data.assign(fitted=np.nan, residual=np.nan)
         draws = pd.DataFrame(columns=[*fixed, CONTRAST])
 
-    units_text = {"diversity": DIVERSITY_UNITS[spec.diversity],
-                  "volume": "points per doubling of intermediate examples",
+    units_text = {"diversity": DIVERSITY_UNITS[spec.diversity].format(members=words.plural),
+                  "volume": f"points per doubling of {words.examples}",
                   INTERACTION: "points per doubling of both"}
     units_text |= {c["name"]: c["unit"] for c in covariates}
     effects, comparison = _effects_and_comparison(primary, fixed, units_text, contrast_weights,
@@ -318,16 +334,16 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     plain_estimates = {
         "same_as_primary": not identity["used"],
         "fitted": plain is not None,
-        "formula": _formula(spec.outcome, fixed, random),
+        "formula": _formula(spec.outcome, fixed, random, words=words),
         "effects": plain_effects, "comparison": plain_comparison,
         "verdict": plain_verdict, "verdict_reason": plain_reason,
         "failed_resamples": int(plain.n_failed) if plain else None,
     }
     plain_estimates |= compare_models(effects, comparison, verdict, plain_effects,
                                       plain_comparison, plain_verdict, direction,
-                                      identity["used"] and plain is not None)
+                                      identity["used"] and plain is not None, words)
 
-    model_info: dict = {"formula": _formula(spec.outcome, primary_fixed, random, identity),
+    model_info: dict = {"formula": _formula(spec.outcome, primary_fixed, random, identity, words),
                   "random": random, "fixed": primary_fixed, "notes": notes}
     if primary is not None:
         fitted = primary.fit
@@ -342,8 +358,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     estimates = {
         "outcome": spec.outcome,
         "outcome_description": OUTCOMES[spec.outcome],
+        "outcome_choice": outcome_choice,
+        "source_kind": kind,
         "diversity_measure": spec.diversity,
-        "diversity_description": DIVERSITY_MEASURES[spec.diversity],
+        "diversity_description": diversity_description(spec.diversity, kind),
         "n_rows": int(len(data)),
         "n_runs": int(data["run_id"].nunique()),
         "n_mixes": int(data["mix"].nunique()),
@@ -385,19 +403,44 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     )
 
 
+def _resolve_outcome(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
+                     problems: list[Problem]) -> tuple[AnalysisSpec, str]:
+    """The spec with its outcome decided, and why it is that outcome.
+
+    ``outcome = "auto"`` (the default) is ``improvement`` when the results hold baseline runs
+    (mix ``none``) and ``score`` when they hold none, which is said once, as a warning; a named
+    outcome is kept as it is, but ``improvement`` without any baseline run is refused.
+    """
+    has_baseline = bool((scores["mix"] == BASELINE_MIX).any())
+    if spec.outcome == "improvement" and not has_baseline:
+        raise ResultsError(problems + [Problem(
+            source, "outcome", "error",
+            f"outcome 'improvement' needs baseline runs (mix {BASELINE_MIX!r}) and the results "
+            "hold none; analyse the score (outcome 'score', or 'auto', the default)")])
+    if spec.outcome != AUTO_OUTCOME:
+        return spec, "given"
+    if has_baseline:
+        return replace(spec, outcome="improvement"), "auto: the results hold baseline runs"
+    problems.append(Problem(source, "outcome", "warning",
+                            f"no baseline runs (mix {BASELINE_MIX!r}): the outcome is the score "
+                            "(outcome 'score'), not the improvement over a baseline"))
+    return replace(spec, outcome="score"), NO_BASELINE_CHOICE
+
+
 # --- covariates ------------------------------------------------------------------------------
 
 #: Columns of the model data a covariate may not be named like (and names with ``[`` or ``:``,
 #: which name model terms).
 RESERVED_COLUMNS = frozenset({
-    "Intercept", "run_id", "model", "mix", "mix_tasks", "target_task", "seed", "language",
+    "Intercept", "run_id", "model", "mix", "mix_tasks", SOURCE_KIND_COLUMN, "target_task", "seed",
+    "language",
     "metric", "split", "value", "n_examples", "score_row", "baseline", "target_language",
     "n_tasks", "n_formats", "effective_tasks", "examples", "diversity", "volume", "fitted",
     "residual", "english", MIX_TARGET, *OUTCOMES})
 
 
-def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
-                       ) -> pd.DataFrame:
+def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec,
+                       kind: str) -> pd.DataFrame:
     """Check that each requested covariate exists; add the built-in ones as columns."""
     errors = []
     available = sorted(loaded.covariate_problems)
@@ -413,9 +456,10 @@ def _covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, spec: Analys
                                       "built-in covariate; rename the column"))
             else:
                 scores = scores.assign(**{name: [
-                    target_in_mix(mix_tasks, target)
-                    for mix_tasks, target in zip(scores["mix_tasks"], scores["target_task"],
-                                                 strict=True)]})
+                    target_in_mix(mix_tasks, target, language, kind)
+                    for mix_tasks, target, language in zip(
+                        scores["mix_tasks"], scores["target_task"], scores["language"],
+                        strict=True)]})
         elif name not in available:
             errors.append(Problem(loaded.source, f"covariates.{name}", "error",
                                   f"no covariate {name!r}: expected a numeric column of the flat "
@@ -454,8 +498,8 @@ def _check_run_covariates(scores: pd.DataFrame, loaded: LoadedResults, spec: Ana
         raise ResultsError(list(loaded.problems) + errors)
 
 
-def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec
-                      ) -> tuple[pd.DataFrame, list[dict]]:
+def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisSpec,
+                      kind: str) -> tuple[pd.DataFrame, list[dict]]:
     """Every modelled row needs a value of every covariate, and a covariate must vary; each is
     centred at its mean over the modelled rows, so the other effects stay at the average
     covariate value. Returns the data and a description of each covariate."""
@@ -472,7 +516,7 @@ def _check_covariates(data: pd.DataFrame, loaded: LoadedResults, spec: AnalysisS
             continue
         mean = float(values.mean())
         data = data.assign(**{name: values - mean})
-        source = ("built in: " + BUILTIN_COVARIATES[name] if name in BUILTIN_COVARIATES
+        source = ("built in: " + BUILTIN_COVARIATES[name][kind] if name in BUILTIN_COVARIATES
                   else "from the results")
         described.append({"name": name, "source": source, "mean": mean,
                           "sd": float(values.std(ddof=1)), "min": float(values.min()),
@@ -492,36 +536,37 @@ def _full_rank(data: pd.DataFrame, fixed: list[str]) -> bool:
 
 def _identity_decision(data: pd.DataFrame, shares: pd.DataFrame, mix_terms: list[str],
                        fixed: list[str], spec: AnalysisSpec, identifiable: bool, source: str,
-                       problems: list[Problem]) -> dict:
+                       problems: list[Problem], words: MemberWords) -> dict:
     """Whether the primary model has task identity effects: ``identity = "off"`` never, ``"on"``
     always (an error when the grid cannot estimate them), ``"auto"`` when it can."""
     per_mix = data.drop_duplicates("mix")
-    check = identity_estimability(per_mix, shares, mix_terms)
+    check = identity_estimability(per_mix, shares, mix_terms, words)
     if check["estimable"] and not _full_rank(
             add_share_columns(data, shares, check["reference"])[0],
             fixed + [share_column(t) for t in shares.columns if t != check["reference"]]):
         check |= {"estimable": False,
-                  "reason": "the task shares are linearly dependent on the covariates"}
+                  "reason": f"the {words.noun} shares are linearly dependent on the covariates"}
     info = {"used": False, "mode": spec.identity, "reference": check["reference"],
             "rule": check["rule"], "estimability": {k: v for k, v in check.items()
                                                     if k not in ("rule", "reason")},
             "tasks": [], "test": None}
     if spec.identity == "off":
-        return info | {"reason": "task identity effects were turned off (identity = \"off\"); "
+        return info | {"reason": f"{words.noun} identity effects were turned off "
+                                 "(identity = \"off\"); "
                                  "the primary model is the plain one"}
     if not check["estimable"]:
         if spec.identity == "on":
             raise ResultsError(problems + [Problem(
                 source, "identity", "error",
-                f"identity = \"on\", but this grid cannot estimate task identity effects: "
+                f"identity = \"on\", but this grid cannot estimate {words.noun} identity effects: "
                 f"{check['reason']} ({check['rule']}); use identity = \"auto\" or \"off\"")])
-        return info | {"reason": f"task identity effects are not estimable from this grid: "
+        return info | {"reason": f"{words.noun} identity effects are not estimable from this grid: "
                                  f"{check['reason']}; the primary model is the plain one"}
     if not identifiable:
         return info | {"reason": "the model was not fitted (diversity and volume cannot be "
                                  "separated)"}
     return info | {"used": True,
-                   "reason": (f"the grid can estimate them: every task is in at least "
+                   "reason": (f"the grid can estimate them: every {words.noun} is in at least "
                               f"{min(check['task_mixes'].values())} mixes, the per-mix design has "
                               f"full rank ({check['rank']}) and {check['mix_df']} mixes remain for "
                               "the mix variance")}
@@ -551,7 +596,7 @@ def _identity_rows(model: FittedModel, shares: pd.DataFrame, identity: dict) -> 
 
 def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_effects: list[dict],
                    plain_comparison: dict, plain_verdict: str, direction: float,
-                   identity_used: bool) -> dict:
+                   identity_used: bool, words: MemberWords = TASK_WORDS) -> dict:
     """Whether the plain model (no task identity) and the primary one disagree, and a sentence.
 
     They *disagree* when their verdicts differ, or when the plain model's diversity estimate
@@ -574,15 +619,17 @@ def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_ef
     explained = outside and direction * plain["estimate"] > max(direction * low, direction * high)
     numbers = (f"the plain model gives diversity {plain['estimate']:.2f} "
                f"[{plain['ci_low']:.2f}, {plain['ci_high']:.2f}] and verdict {plain_verdict}, the "
-               f"model with task identity effects {primary['estimate']:.2f} [{low:.2f}, {high:.2f}] "
+               f"model with {words.noun} identity effects {primary['estimate']:.2f} "
+               f"[{low:.2f}, {high:.2f}] "
                f"and verdict {verdict}")
     if not disagrees:
         sentence = f"The plain model agrees with the identity-adjusted one: {numbers}."
     elif explained:
-        sentence = (f"The apparent diversity effect is explained by which tasks the mixes contain: "
-                    f"{numbers}.")
+        sentence = (f"The apparent diversity effect is explained by which {words.plural} the "
+                    f"mixes contain: {numbers}.")
     elif outside:
-        sentence = f"Which tasks the mixes contain hides part of the diversity effect: {numbers}."
+        sentence = (f"Which {words.plural} the mixes contain hides part of the diversity effect: "
+                    f"{numbers}.")
     else:
         sentence = (f"The verdicts differ, but not because of composition: {numbers}; the plain "
                     "estimate lies inside the identity-adjusted interval, which is wider because "
@@ -772,12 +819,14 @@ def _interval_fields(name: str, intervals: Intervals | None, percentile: Interva
             "percentile_ci_high": percentile[name]["ci_high"]}
 
 
-def _formula(outcome: str, fixed: list[str], random: list[str], identity: dict | None = None) -> str:
-    """The model in lme4 notation; task shares are summarised (``share[<task>]`` for K tasks)."""
+def _formula(outcome: str, fixed: list[str], random: list[str], identity: dict | None = None,
+             words: MemberWords = TASK_WORDS) -> str:
+    """The model in lme4 notation; member shares are summarised (``share[<task>]`` for K
+    tasks)."""
     shown = [f for f in fixed if not f.startswith("share[")]
     if identity and identity.get("used"):
         k = len(identity["estimability"]["tasks"])
-        shown.append(f"share[<task>] for {k - 1} of the {k} tasks (reference: "
+        shown.append(f"share[<{words.noun}>] for {k - 1} of the {k} {words.plural} (reference: "
                      f"{identity['reference']})")
     return f"{outcome} ~ {' + '.join(shown)} + " + " + ".join(f"(1 | {factor})" for factor in random)
 

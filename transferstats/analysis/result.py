@@ -49,8 +49,9 @@ class AnalysisResult:
         ``per_target`` (one ``{target, term, estimate, ci_low, ci_high}`` per target and term),
         ``heterogeneity`` (the test of per-target effects) and ``covariates``.
     model_data : pandas.DataFrame
-        One row per observation that entered the model: ``run_id, model, mix, target_task,
-        language, seed, diversity, volume, n_tasks, n_formats, effective_tasks, examples``, the
+        One row per observation that entered the model: ``run_id, model, mix, source_kind,
+        target_task, language, seed, diversity, volume, n_tasks, n_formats, effective_tasks,
+        examples`` (``n_formats`` is NaN for language mixes), the
         outcome column named by ``estimates["outcome"]``, ``fitted`` and ``residual``.
         ``diversity`` and ``volume`` are log2 values centred at the design centre; covariates are
         centred at their mean; with task identity, ``share[<task>]`` holds each task's share.

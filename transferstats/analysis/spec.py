@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 
-from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+from transferstats.analysis.derive import AUTO_OUTCOME, DIVERSITY_MEASURES, OUTCOMES
 from transferstats.tasks import Task, read_task_file, tasks_from_table
 
 INTERVALS = ("bca", "percentile")
@@ -22,7 +22,7 @@ class AnalysisSpec:
     """Every setting of one analysis (see ``transferstats/data/default_analysis.toml``)."""
 
     name: str = "report"
-    outcome: str = "improvement"
+    outcome: str = AUTO_OUTCOME
     diversity: str = "n_tasks"
     metric: str = "headline"
     split: str = "test"
@@ -49,7 +49,8 @@ class AnalysisSpec:
               for key in ("name", "metric", "split", "model")),
             *((isinstance(getattr(self, key), bool), key, "true or false")
               for key in ("include_english", "interaction")),
-            (self.outcome in OUTCOMES, "outcome", f"one of {list(OUTCOMES)}"),
+            (self.outcome in (AUTO_OUTCOME, *OUTCOMES), "outcome",
+             f"one of {[AUTO_OUTCOME, *OUTCOMES]}"),
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
             (self.interval in INTERVALS, "interval", f"one of {list(INTERVALS)}"),
             (self.identity in IDENTITY_MODES, "identity", f"one of {list(IDENTITY_MODES)}"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from transferstats.analysis.derive import DIVERSITY_MEASURES, OUTCOMES
+from transferstats.analysis.derive import AUTO_OUTCOME, DIVERSITY_MEASURES, OUTCOMES
 from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
@@ -17,7 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec", help="analysis specification (TOML); options below override it")
     parser.add_argument("--out", help="report folder (default: reports/<name>)")
     parser.add_argument("--name", help="report name (default from the spec: 'report')")
-    parser.add_argument("--outcome", choices=list(OUTCOMES), help="default: improvement")
+    parser.add_argument("--outcome", choices=[AUTO_OUTCOME, *OUTCOMES],
+                        help="default: auto (improvement when the results hold baseline runs, "
+                             "else score)")
     parser.add_argument("--diversity", choices=list(DIVERSITY_MEASURES), help="default: n_tasks")
     parser.add_argument("--metric", help="metric to analyse (default: each target's headline metric)")
     parser.add_argument("--split", help="default: test")

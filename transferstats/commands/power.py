@@ -226,8 +226,9 @@ def grid_design(grid, *, all_languages: bool = False, name: str | None = None,
     if not grid.mixes:
         raise PowerError("the grid has no intermediate mixes (baseline only): nothing to compare")
     if not grid.baseline:
-        notes.append("baseline = false: analyze's default outcome (improvement over the baseline) "
-                     "needs the baseline runs; the power assumes the rows are analysable")
+        notes.append("baseline = false: analyze will analyse the score (its default outcome, "
+                     "auto, needs baseline runs for the improvement); the power assumes the "
+                     "improvement's model, which has the same fixed effects")
     mixes = tuple((mix.name, tuple(mix.tasks.items())) for mix in grid.mixes)
     hours = estimate_gpu_hours(plan).total_hours
     return GridDesign(name=name or grid.name, mixes=mixes, languages=languages,

@@ -1,4 +1,5 @@
-"""``transferstats simulate OUT/``: write a results folder from the documented generative model."""
+"""``transferstats simulate OUT/``: write a results folder (or, for ``OUT.csv``, a flat table) from
+the documented generative model; ``--kind language`` simulates a grid of language mixes."""
 
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ def _pair(text: str) -> tuple[str, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out", help="folder to write the runs into (created)")
+    parser.add_argument("out", help="folder to write the runs into (created), or a .csv file for "
+                                    "one flat table")
+    parser.add_argument("--kind", choices=["task", "language"], default="task",
+                        help="what the mixes are made of: English intermediate tasks (default) "
+                             "or source languages. 'language' changes the defaults to twelve "
+                             "source languages, the targets xnli, pawsx, xquad, mlqa and tydiqa, "
+                             "one seed, no baseline and --in-mix-effect 6 (docs/api.md)")
     effects = parser.add_argument_group("effects (points of the headline metric)")
     effects.add_argument("--diversity-effect", type=float, default=1.0,
                          help="per doubling of the number of intermediate tasks (default 1.0)")
@@ -37,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="diversity x volume, per doubling of each (default 0)")
     effects.add_argument("--intercept", type=float, default=1.5,
                          help="mean improvement at the design centre (default 1.5)")
+    effects.add_argument("--in-mix-effect", type=float, default=None,
+                         help="points at full share of what is evaluated in the mix (the target's "
+                              "own task; for language mixes the evaluated language): the "
+                              "target_in_mix covariate's effect (default 0)")
     identity = parser.add_argument_group(
         "which tasks (identity effects, composition, per-target effects)")
     identity.add_argument("--identity-effect", dest="identity_effects", type=_pair,
@@ -68,12 +79,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         spread.add_argument(f"--{name}", type=float, default=default, help=f"default {default}")
     grid = parser.add_argument_group("grid")
     grid.add_argument("--diversity-levels", type=_integers, default=(1, 2, 4, 8),
-                      help="numbers of tasks per mix, comma-separated (default 1,2,4,8)")
+                      help="numbers of tasks (languages) per mix, comma-separated (default "
+                           "1,2,4,8)")
     grid.add_argument("--volume-levels", type=_integers, default=(10_000, 40_000, 160_000),
                       help="total examples per mix (default 10000,40000,160000)")
     grid.add_argument("--draws", type=int, default=3, help="task draws per cell (default 3)")
-    grid.add_argument("--seeds", type=_integers, default=(1, 2, 3), help="default 1,2,3")
+    grid.add_argument("--seeds", type=_integers, default=None, help="default 1,2,3")
     grid.add_argument("--targets", type=_words, default=None, help="default: the nine XTREME targets")
+    grid.add_argument("--members", dest="intermediate_tasks", type=_words, default=None,
+                      help="the tasks (or, with --kind language, language codes) mixes are drawn "
+                           "from, comma-separated (default: the built-in intermediate tasks)")
+    grid.add_argument("--no-baseline", dest="baseline", action="store_false", default=None,
+                      help="leave out the baseline runs (no intermediate training)")
     grid.add_argument("--max-languages", type=int, default=None,
                       help="non-English languages kept per target (default: all of XTREME's)")
     grid.add_argument("--random-state", type=int, default=0, help="generator seed (default 0)")
@@ -82,12 +99,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from transferstats.simulate import SimulationSettings, simulate_results
+    from transferstats.simulate import LANGUAGE_GRID, SimulationSettings, simulate_results
 
     names = {f.name for f in fields(SimulationSettings)}
     values: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
                               for key, value in vars(args).items()
                               if key in names and value is not None}
+    if args.kind == "language":
+        values = LANGUAGE_GRID | values
     try:
         settings = SimulationSettings(**values)
     except ValueError as error:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from transferstats.importers.common import DEFAULT_METRICS, DEFAULT_TARGETS, SCALES, SourceRun
+from transferstats.languages import is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import BASELINE_MIX
 from transferstats.tasks import get_task, is_known
@@ -209,11 +210,14 @@ def _read_mixes(table: object, report: Report) -> dict[str, Mix | None]:
 
 
 def _check_members(members: dict, kind: str, where: str, report: Report) -> bool:
-    """Whether every member is a registered intermediate task (kind ``task``; language codes
-    are the loader's to check) with a positive whole number of examples."""
+    """Whether every member is a registered intermediate task (kind ``task``) or an ISO 639
+    language code (kind ``language``) with a positive whole number of examples."""
     ok = True
     for member, count in members.items():
-        if kind == "task" and not is_known(member):
+        if kind == "language" and not is_language_code(member):
+            report(f"{where}.{member}", language_code_problem(member))
+            ok = False
+        elif kind == "task" and not is_known(member):
             report(f"{where}.{member}", f"unknown task id {member!r}; register it first "
                                         "(--tasks FILE.toml)")
             ok = False

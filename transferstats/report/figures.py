@@ -30,6 +30,7 @@ from matplotlib.ticker import FixedLocator, NullLocator
 from matplotlib.typing import RcKeyType
 from scipy import stats
 
+from transferstats.analysis.members import TASK_WORDS, MemberWords
 from transferstats.report.tables import (
     MINUS,
     format_interval,
@@ -214,8 +215,10 @@ def _examples_label(examples: float) -> str:
 
 @_paper_style
 def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (points)",
-                     confidence: float = 0.95) -> Figure:
-    """Mean outcome against the number of intermediate tasks, one line per volume budget.
+                     confidence: float = 0.95, words: MemberWords = TASK_WORDS
+                     ) -> Figure:
+    """Mean outcome against the number of intermediate tasks (or source languages), one line
+    per volume budget.
 
     Parameters
     ----------
@@ -225,6 +228,8 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
         y-axis label, with the unit.
     confidence:
         Level of the error bars, for the legend title.
+    words:
+        What the members are (tasks or languages), for the x-axis label.
 
     Returns
     -------
@@ -248,9 +253,9 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
     axes.xaxis.set_major_locator(FixedLocator(n_tasks))
     axes.xaxis.set_minor_locator(NullLocator())
     axes.set_xticklabels([f"{n:g}" for n in n_tasks])
-    axes.set_xlabel("Intermediate tasks in the mix (log2 scale)")
+    axes.set_xlabel(f"{words.qualified_plural.capitalize()} in the mix (log2 scale)")
     axes.set_ylabel(outcome_label)
-    figure.legend(title=f"Intermediate examples (error bars: {format_level(confidence)} CI)",
+    figure.legend(title=f"{words.examples.capitalize()} (error bars: {format_level(confidence)} CI)",
                   loc="outside upper center", ncols=min(len(budgets), 4))
     return figure
 
@@ -382,8 +387,10 @@ def residual_diagnostics(fitted: np.ndarray, residuals: np.ndarray) -> Figure:
 
 @_paper_style
 def identity_forest(tasks: list[dict], outcome: str = "improvement",
-                    confidence: float = 0.95) -> Figure:
-    """Identity effect of each intermediate task with its interval, largest first.
+                    confidence: float = 0.95, words: MemberWords = TASK_WORDS
+                    ) -> Figure:
+    """Identity effect of each intermediate task (or source language) with its interval,
+    largest first.
 
     Parameters
     ----------
@@ -394,6 +401,8 @@ def identity_forest(tasks: list[dict], outcome: str = "improvement",
         Name of the modelled outcome, for the axis label.
     confidence:
         Level of the intervals, for the axis label.
+    words:
+        What the members are (tasks or languages), for the axis label.
 
     Returns
     -------
@@ -417,7 +426,8 @@ def identity_forest(tasks: list[dict], outcome: str = "improvement",
     axes.set_ylim(-0.7, len(ordered) - 0.3)
     axes.tick_params(axis="y", length=0)
     axes.spines["left"].set_visible(False)
-    axes.set_xlabel(textwrap.fill(f"{outcome.replace('_', ' ').capitalize()} of the task alone, "
+    axes.set_xlabel(textwrap.fill(f"{outcome.replace('_', ' ').capitalize()} of the "
+                                  f"{words.noun} alone, "
                                   f"points ({format_level(confidence)} CI)", 50))
     return figure
 

@@ -9,9 +9,10 @@ import io
 import matplotlib as mpl
 from markupsafe import escape
 
+from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report import figures, tables
-from transferstats.report.render import VERDICT_MEANING
+from transferstats.report.render import verdict_meaning
 
 VERDICT_COLOUR = {"supported": "#009E73", "refuted": "#D55E00", "inconclusive": "#E69F00",
                   "confounded": "#CC79A7"}
@@ -29,9 +30,10 @@ def result_html(result: AnalysisResult) -> str:
     estimates = result.estimates
     level = estimates["bootstrap"]["level"]
     verdict = estimates["verdict"]
+    meaning = verdict_meaning(verdict, member_words(estimates.get("source_kind")))
     parts = [
         f"<div><p><strong style='color:{VERDICT_COLOUR[verdict]}'>verdict: {escape(verdict)}"
-        f"</strong> &mdash; {escape(VERDICT_MEANING[verdict])}.</p>",
+        f"</strong> &mdash; {escape(meaning)}.</p>",
         f"<p>{escape(estimates['verdict_reason'])}.</p>",
         tables.to_html(tables.effects_table(estimates["effects"], estimates["comparison"], level)),
     ]

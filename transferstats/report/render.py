@@ -35,6 +35,8 @@ from markupsafe import Markup, escape
 from matplotlib.figure import Figure
 
 from transferstats import __version__
+from transferstats.analysis.derive import NO_BASELINE_CHOICE
+from transferstats.analysis.members import MemberWords, member_words
 from transferstats.analysis.result import CONTRAST, AnalysisResult
 from transferstats.problems import Problem, write_problems
 from transferstats.report import figures, tables
@@ -53,7 +55,11 @@ from transferstats.report.tables import (
     target_label,
 )
 
-DEFAULT_TITLE = "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer"
+#: The report's title by the mixes' kind (``write_report(title=...)`` overrides it).
+DEFAULT_TITLES = {
+    "task": "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer",
+    "language": "Source-language diversity versus volume for cross-lingual transfer",
+}
 TEMPLATES = Path(__file__).parent / "templates"
 # Every warning of the analysis, one per line (the report's table groups them by kind).
 PROBLEMS_FILE = "problems.tsv"
@@ -63,16 +69,24 @@ MIN_DISPLAY_WIDTH = 560
 SOLVERS = {"fast": "profiled likelihood as in lme4, transferstats' crossed-effects solver",
            "statsmodels": "statsmodels MixedLM"}
 
-VERDICT_MEANING = {
-    "supported": "the diversity of the intermediate tasks helps zero-shot transfer more than "
-                 "their volume of data",
-    "refuted": "the volume of intermediate data helps zero-shot transfer more than the "
-               "diversity of the tasks",
-    "inconclusive": "the data cannot tell whether diversity or volume helps zero-shot transfer "
-                    "more",
-    "confounded": "the design cannot separate diversity from volume, so the question is not "
-                  "answered",
-}
+
+
+def verdict_meaning(verdict: str, words: MemberWords) -> str:
+    """What a verdict says, in the words of the mixes' members."""
+    return {
+        "supported": f"the diversity of the {words.qualified_plural} helps {words.transfer} more "
+                     "than their volume of data",
+        "refuted": f"the volume of {words.data} helps {words.transfer} more than the diversity "
+                   f"of the {words.plural}",
+        "inconclusive": f"the data cannot tell whether diversity or volume helps {words.transfer} "
+                        "more",
+        "confounded": "the design cannot separate diversity from volume, so the question is not "
+                      "answered",
+    }.get(verdict, "")
+
+
+def _words(estimates: dict) -> MemberWords:
+    return member_words(estimates.get("source_kind"))
 
 REFERENCES = (
     "Bates, D., Mächler, M., Bolker, B., & Walker, S. (2015). Fitting linear mixed-effects "
@@ -213,14 +227,14 @@ def _estimate_text(row: dict, level: float, unit: str | None = None) -> str:
 # --- sections --------------------------------------------------------------------------------
 
 def _question(estimates: dict) -> list[Block]:
-    diversity = estimates.get("diversity_description", "number of intermediate tasks")
+    words = _words(estimates)
+    diversity = estimates.get("diversity_description", f"number of {words.qualified_plural}")
     return [_heading("Question"), _paragraph(
-        "When a multilingual encoder (XLM-R) is trained on English intermediate tasks before "
-        "fine-tuning on an English target task, does the *diversity* of those intermediate tasks "
-        "make zero-shot transfer to other languages more robust than their sheer *volume* of data? "
-        f"Diversity is log2 of the {md_escape(diversity)} and volume log2 of the number of "
-        "intermediate training examples, so both effects are in points per doubling and can be "
-        "compared directly.")]
+        f"When a multilingual encoder (XLM-R) is {words.training}, does the *diversity* of those "
+        f"{words.qualified_plural} make {words.transfer} to other languages more robust than "
+        f"their sheer *volume* of data? Diversity is log2 of the {md_escape(diversity)} and "
+        f"volume log2 of the number of {words.examples}, so both effects are in points per "
+        "doubling and can be compared directly.")]
 
 
 def _simulation_note(source: dict) -> list[Block]:
@@ -240,6 +254,9 @@ def _simulation_note(source: dict) -> list[Block]:
                   + ", ".join(f"{md_escape(task)} {format_number(value)}"
                               for task, value in identity.items())
                   + f"; composition {md_escape(truth.get('composition', 'random'))}.")
+    if truth.get("in_mix_effect"):
+        extra += (f" What is evaluated in the mix (`target_in_mix`): "
+                  f"{format_number(truth['in_mix_effect'])} points at full share.")
     for term in ("diversity", "volume"):
         slopes = realised.get(term) or {}
         if len(set(slopes.values())) > 1:
@@ -275,7 +292,8 @@ def _key_numbers(estimates: dict) -> list[str]:
 
 def _verdict(estimates: dict) -> list[Block]:
     verdict = estimates["verdict"]
-    text = f"**Verdict: {verdict}** \N{EM DASH} {VERDICT_MEANING.get(verdict, '')}"
+    words = _words(estimates)
+    text = f"**Verdict: {verdict}** \N{EM DASH} {verdict_meaning(verdict, words)}"
     numbers = _key_numbers(estimates)
     # A confounded design's estimates cannot be attributed to either factor, so the verdict does
     # not quote them; the effects section still shows whatever the model estimated.
@@ -295,8 +313,8 @@ def _verdict(estimates: dict) -> list[Block]:
     if identity.get("used") and plain.get("fitted", True) and plain.get("sentence"):
         lead = "**" + md_escape(plain["sentence"]) + "**" if plain.get("disagrees") \
             else md_escape(plain["sentence"])
-        blocks.append(_paragraph("The verdict comes from the model with task identity effects "
-                                 f"(see *Which tasks*). {lead}"))
+        blocks.append(_paragraph(f"The verdict comes from the model with {words.noun} identity "
+                                 f"effects (see *{words.which}*). {lead}"))
     return blocks
 
 
@@ -325,9 +343,12 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
                      + (" (left out, listed below)." if failed else "."))
     outcome = estimates["outcome"]
     description = estimates.get("outcome_description")
-    items.append(f"Outcome: {_code(outcome)}" + (f", the {md_escape(description)}."
-                                                 if description else "."))
-    items.append(f"Intermediate mixes ({len(mixes)}): {_list(mixes, code=True)}.")
+    items.append(f"Outcome: {_code(outcome)}" + (f", the {md_escape(description)}"
+                                                 if description else "")
+                 + (" (chosen because the results hold no baseline runs)."
+                    if estimates.get("outcome_choice") == NO_BASELINE_CHOICE else "."))
+    items.append(f"Mixes of {_words(estimates).qualified_plural} ({len(mixes)}): "
+                 f"{_list(mixes, code=True)}.")
     items.append(f"Target tasks ({len(targets)}): "
                  f"{_list(target_label(t) for t in targets)}.")
     if languages:
@@ -380,41 +401,45 @@ def _identity(result: AnalysisResult) -> list[Block]:
     if not identity:
         return []
     level = _level(estimates)
-    blocks = [_heading("Which tasks: identity effects")]
+    words = _words(estimates)
+    blocks = [_heading(f"{words.which}: identity effects")]
     rule = _sentence(identity.get("rule", ""))
     if not identity.get("used"):
         return blocks + [_paragraph(
             f"The primary model is the plain one: {md_escape(identity['reason'].rstrip('.'))}. "
-            f"{md_escape(rule)} A model that gives each task an identity effect by its share of "
-            "the mix would tell whether the mixes win because of *which* tasks they contain "
-            "rather than how many.")]
+            f"{md_escape(rule)} A model that gives each {words.noun} an identity effect by its "
+            f"share of the mix would tell whether the mixes win because of *which* "
+            f"{words.plural} they contain rather than how many.")]
     text = (
-        "The primary model gives each intermediate task an identity effect entering by its share "
-        "of the mix's examples, as Diversity-Interactions models do for species mixtures (Kirwan "
-        "et al. 2009; Connolly et al. 2013), so diversity and volume are measured *beyond* which "
-        "tasks the mixes contain: what the identity effects carry is the selection effect of "
-        "Loreau & Hector (2001), mixes winning because they hold the strongest tasks. "
+        f"The primary model gives each {words.qualified} an identity effect entering by its "
+        "share of the mix's examples, as Diversity-Interactions models do for species mixtures "
+        "(Kirwan et al. 2009; Connolly et al. 2013), so diversity and volume are measured "
+        f"*beyond* which {words.plural} the mixes contain: what the identity effects carry is the "
+        "selection effect of Loreau & Hector (2001), mixes winning because they hold the "
+        f"strongest {words.plural}. "
         f"Identity effects are used because {md_escape(identity['reason'].rstrip('.'))}. "
         f"{md_escape(rule)}")
     test = identity.get("test")
     if test:
         differ = "differ" if test["p_value"] < 1 - level else "do not differ detectably"
-        text += (f" The tasks' identity effects {differ} (likelihood-ratio test against the plain "
+        text += (f" The {words.plural}' identity effects {differ} (likelihood-ratio test against "
+                 "the plain "
                  f"model, χ²({test['df']}) = {format_number(test['chi2'])}, p "
                  f"{_p_phrase(test['p_value'])}).")
     bootstrap = estimates.get("bootstrap", {})
     if bootstrap.get("resampling") == "parametric":
-        text += (" Its intervals come from a parametric bootstrap: the design (every mix, task "
-                 "share, language and seed) is kept and the random effects and residuals are "
-                 "redrawn from the fitted model, then refitted. Resampling mixes, as the plain "
-                 "model's crossed cluster bootstrap does, overstates the uncertainty badly once "
-                 "the model has a coefficient per task (El Karoui & Purdom 2018); the intervals are "
+        text += (f" Its intervals come from a parametric bootstrap: the design (every mix, "
+                 f"{words.noun} share, language and seed) is kept and the random effects and "
+                 "residuals are redrawn from the fitted model, then refitted. Resampling mixes, as "
+                 "the plain model's crossed cluster bootstrap does, overstates the uncertainty "
+                 f"badly once the model has a coefficient per {words.noun} (El Karoui & Purdom "
+                 "2018); the intervals are "
                  f"widened to t quantiles on the {bootstrap.get('t_df')} degrees of freedom left "
                  "for the mix variance.")
     blocks.append(_paragraph(text))
     plain = estimates.get("plain") or {}
     if plain.get("fitted", True) and plain.get("effects"):
-        blocks.append(_table(tables.model_comparison_table(estimates, level)))
+        blocks.append(_table(tables.model_comparison_table(estimates, level, words)))
         if plain.get("sentence"):
             sentence = md_escape(plain["sentence"])
             blocks.append(_paragraph(f"**{sentence}**" if plain.get("disagrees") else sentence))
@@ -422,14 +447,13 @@ def _identity(result: AnalysisResult) -> list[Block]:
             f"The two models are said to disagree when {md_escape(plain['disagreement_rule'])}."))
     tasks = identity.get("tasks") or []
     if tasks:
-        blocks.append(_table(tables.identity_table(tasks, level, _resampling(estimates))))
+        blocks.append(_table(tables.identity_table(tasks, level, _resampling(estimates), words)))
         blocks.append(_figure("identity_effects", figures.identity_forest(
-            tasks, estimates["outcome"], level),
-            f"Identity effect of each intermediate task: the outcome of a mix of that task alone "
-            f"at the design's centre volume, with {format_level(level)} {_resampling(estimates)} "
-            "bootstrap "
-            "intervals; the dashed line is the mean over tasks. Tasks to the right carry more "
-            "transfer."))
+            tasks, estimates["outcome"], level, words),
+            f"Identity effect of each {words.qualified}: the outcome of a mix of that "
+            f"{words.noun} alone at the design's centre volume, with {format_level(level)} "
+            f"{_resampling(estimates)} bootstrap intervals; the dashed line is the mean over "
+            f"{words.plural}. {words.plural.capitalize()} to the right carry more transfer."))
     return blocks
 
 
@@ -477,7 +501,8 @@ def _comparison(result: AnalysisResult) -> list[Block]:
     if bootstrap.get("resampling") == "parametric":
         kind = "bias-corrected percentile" if "BC" in method else "percentile"
         method = (f"parametric bootstrap ({kind} intervals widened to t quantiles on "
-                  f"{bootstrap.get('t_df')} degrees of freedom; see *Which tasks*)")
+                  f"{bootstrap.get('t_df')} degrees of freedom; see "
+                  f"*{_words(estimates).which}*)")
     else:
         method += " bootstrap"
     text = (f"Diversity {MINUS} volume = {_estimate_text(comparison, level, 'points per doubling')}"
@@ -561,21 +586,25 @@ def _improvement(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     level = _level(estimates)
     improvement = result.improvement_table
-    blocks = [_heading("Improvement per mix and target")]
     if improvement.empty:
-        return blocks + [_paragraph("No improvement over the baseline could be computed.")]
-    blocks.append(_table(tables.improvement_table(improvement, level)))
-    blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(improvement),
-                          "Mean improvement over the no-intermediate baseline (points) per "
-                          "intermediate mix (rows) and target task (columns), averaged over "
-                          "languages and seeds; Avg is the mean over targets. Blue cells beat the "
-                          "baseline, red cells fall below it."))
+        blocks = [_heading("Per design cell"), _paragraph(
+            "No improvement over the baseline could be computed: the results hold no baseline "
+            f"runs (mix {_code('none')}) matching the mixes' targets and languages.")]
+    else:
+        blocks = [_heading("Improvement per mix and target")]
+        blocks.append(_table(tables.improvement_table(improvement, level)))
+        blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(improvement),
+                              "Mean improvement over the no-intermediate baseline (points) per "
+                              "intermediate mix (rows) and target task (columns), averaged over "
+                              "languages and seeds; Avg is the mean over targets. Blue cells beat "
+                              "the baseline, red cells fall below it."))
     cells = result.interaction_table
     if not cells.empty:
         blocks.append(_figure("interaction", figures.interaction_plot(
-            cells, outcome_label(estimates["outcome"]), level),
+            cells, outcome_label(estimates["outcome"]), level, _words(estimates)),
             f"{outcome_label(estimates['outcome'])} per design cell, averaged over its mixes, "
-            f"against the number of intermediate tasks (log2 axis), one line per volume budget, "
+            f"against the number of {_words(estimates).qualified_plural} (log2 axis), one line "
+            "per volume budget, "
             f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean diversity "
             "and volume add up without interacting."))
     return blocks
@@ -654,13 +683,15 @@ def _methods(estimates: dict) -> list[Block]:
         "Phang et al. (2020).")
     paragraphs = [_paragraph(text)]
     identity = estimates.get("identity") or {}
+    words = _words(estimates)
     if identity:
         paragraphs.append(_paragraph(
-            "Task identity. Each intermediate task may enter the model with an identity effect "
-            "weighted by its share of the mix's examples (Diversity-Interactions models; Kirwan "
-            "et al. 2009; Connolly et al. 2013); the shares sum to one, so the model keeps its "
-            "intercept and leaves out the share of a reference task, and a task's identity effect "
-            "-- the outcome of a mix of that task alone at the design's centre volume -- is a "
+            f"{words.noun.capitalize()} identity. Each {words.qualified} may enter the model with "
+            "an identity effect weighted by its share of the mix's examples "
+            "(Diversity-Interactions models; Kirwan et al. 2009; Connolly et al. 2013); the "
+            "shares sum to one, so the model keeps its intercept and leaves out the share of a "
+            f"reference {words.noun}, and a {words.noun}'s identity effect -- the outcome of a "
+            f"mix of that {words.noun} alone at the design's centre volume -- is a "
             "linear combination of the coefficients, bootstrapped like the contrast. "
             f"{md_escape(_sentence(identity.get('rule', '')))} With identity = \"auto\" the "
             "model with identity effects is the primary one whenever this holds, and the plain "
@@ -672,8 +703,8 @@ def _methods(estimates: dict) -> list[Block]:
             "with identity effects is bootstrapped parametrically (random effects and residuals "
             "redrawn from the fitted model, the design kept), with intervals widened to t "
             "quantiles on the degrees of freedom left for the mix variance, because resampling "
-            "mixes overstates the uncertainty when the model has a coefficient per task (El "
-            "Karoui & Purdom 2018)."))
+            f"mixes overstates the uncertainty when the model has a coefficient per {words.noun} "
+            "(El Karoui & Purdom 2018)."))
     return [_heading("Methods"), *paragraphs, _heading("References", 3),
             _bullets(REFERENCES)]
 
@@ -822,7 +853,8 @@ def write_report(result: AnalysisResult, out_dir: Path, *, title: str | None = N
     try:
         # mkdtemp makes the folder private (0700); a report is meant to be shared and read.
         os.chmod(staging, 0o755)
-        written = _write_files(result, staging, title or DEFAULT_TITLE)
+        kind = _words(result.estimates).kind
+        written = _write_files(result, staging, title or DEFAULT_TITLES[kind])
         _swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from transferstats.analysis.members import TASK_WORDS, MemberWords
+
 MINUS = "\N{MINUS SIGN}"
 
 # XTREME's own spelling of its tasks (Hu et al. 2020, Table 1); unknown ids are shown as they are.
@@ -33,13 +35,14 @@ TARGET_LABELS = {
 TERM_LABELS = {
     "diversity": "Diversity", "volume": "Volume", "diversity:volume": "Diversity × volume",
     "diversity - volume": f"Diversity {MINUS} volume",
-    "target_in_mix": "Target's own task in the mix (share)",
+    # The target's own task (task mixes) or the evaluated language (language mixes).
+    "target_in_mix": "Target in the mix (share)",
 }
 
 
 OUTCOME_LABELS = {
     "improvement": "Improvement over baseline (points)",
-    "score": "Zero-shot score (points)",
+    "score": "Score (points)",
     "nonenglish_mean": "Non-English mean score (points)",
     "transfer_gap": "Transfer gap (points, lower is better)",
     "worst_language": "Worst-language score (points)",
@@ -275,7 +278,7 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
         columns["p (Holm)"] = [format_p(v) for v in pairwise[p_corrected]]
     if effect_size is not None:
         columns[_EFFECT_SIZE_COLUMNS[effect_size]] = [format_number(v) for v in pairwise[effect_size]]
-    caption = ("Pairwise comparisons of intermediate mixes (paired t tests over target-language "
+    caption = ("Pairwise comparisons of mixes (paired t tests over target-language "
                "pairs), p-values adjusted with Holm's (1979) method.")
     return Table("pairwise", caption, pd.DataFrame(columns))
 
@@ -432,14 +435,15 @@ def to_html(table: Table) -> str:
             f"<tbody>\n{body}</tbody>\n</table>")
 
 
-def model_comparison_table(estimates: dict, confidence: float = 0.95) -> Table:
+def model_comparison_table(estimates: dict, confidence: float = 0.95,
+                           words: MemberWords = TASK_WORDS) -> Table:
     """The plain model (no task identity) beside the primary model with identity effects:
     diversity, volume, their difference and the verdict."""
     plain = estimates["plain"]
-    models = (("Plain (no task identity)", plain["effects"], plain["comparison"],
+    models = ((f"Plain (no {words.noun} identity)", plain["effects"], plain["comparison"],
                plain["verdict"]),
-              ("With task identity (primary)", estimates["effects"], estimates["comparison"],
-               estimates["verdict"]))
+              (f"With {words.noun} identity (primary)", estimates["effects"],
+               estimates["comparison"], estimates["verdict"]))
     ci = f"{format_level(confidence)} CI"
     rows = []
     for name, effects, comparison, verdict in models:
@@ -452,31 +456,33 @@ def model_comparison_table(estimates: dict, confidence: float = 0.95) -> Table:
         row["Verdict"] = verdict
         rows.append(row)
     caption = (f"Diversity and volume effects (points per doubling, {ci} underneath) and their "
-               "difference in the plain model and in the model with task identity effects, "
+               f"difference in the plain model and in the model with {words.noun} identity effects, "
                "whose verdict is the analysis's.")
     return Table("model_comparison", caption, pd.DataFrame(rows))
 
 
 def identity_table(tasks: list[dict], confidence: float = 0.95,
-                   resampling: str = "parametric") -> Table:
-    """Identity effect of each intermediate task: the outcome of a mix of that task alone at the
-    design's centre volume, and its difference from the mean task, with intervals."""
+                   resampling: str = "parametric", words: MemberWords = TASK_WORDS
+                   ) -> Table:
+    """Identity effect of each intermediate task (or source language): the outcome of a mix of
+    that member alone at the design's centre volume, and its difference from the mean member,
+    with intervals."""
     ci = f"{format_level(confidence)} CI"
     ordered = sorted(tasks, key=lambda row: -row["estimate"])
     frame = pd.DataFrame([{
-        "Task": row["task"],
+        words.noun.capitalize(): row["task"],
         "Alone": (f"{format_number(row['estimate'])}\n"
                   f"{format_interval(row['ci_low'], row['ci_high'])}"),
-        "vs. mean task": (f"{format_number(row['relative'])}\n"
+        f"vs. mean {words.noun}": (f"{format_number(row['relative'])}\n"
                           f"{format_interval(row['relative_ci_low'], row['relative_ci_high'])}"),
         "Mixes": format_count(row["n_mixes"]),
         "Mean share": format_number(row["mean_share"]),
     } for row in ordered])
-    caption = (f"Identity effect of each intermediate task (points): the expected outcome of a "
-               f"mix of that task alone (full share) at the design's centre volume, and its "
-               f"difference from the mean over tasks, each with its {ci} from the {resampling} "
-               f"bootstrap underneath; the number of mixes holding the task and its mean share "
-               f"in them. Sorted by the identity effect.")
+    caption = (f"Identity effect of each {words.qualified} (points): the expected outcome of a "
+               f"mix of that {words.noun} alone (full share) at the design's centre volume, and "
+               f"its difference from the mean over {words.plural}, each with its {ci} from the "
+               f"{resampling} bootstrap underneath; the number of mixes holding the {words.noun} "
+               f"and its mean share in them. Sorted by the identity effect.")
     return Table("identity", caption, frame)
 
 

@@ -9,6 +9,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from transferstats.analysis.derive import NO_BASELINE_CHOICE
+from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report.tables import format_interval, format_number, format_p
 
@@ -33,13 +35,19 @@ def summary(result: AnalysisResult) -> Group:
                       format_number(effect["estimate"]),
                       format_interval(effect["ci_low"], effect["ci_high"]),
                       "" if is_contrast else format_p(effect["p_value"]))
-    lines: list[RenderableType] = [table,
+    lines: list[RenderableType] = []
+    if estimates.get("outcome_choice") == NO_BASELINE_CHOICE:
+        # Said once, before the numbers it changes.
+        lines.append(Text("no baseline runs: the outcome is the score, not the improvement over "
+                          "a baseline", style="bold yellow"))
+    lines += [table,
              Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
              Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
                            f" — {estimates['verdict_reason']}")]
     identity = estimates.get("identity") or {}
     if identity:
-        lines.append(Text("task identity effects: " + ("used (the model above is diversity "
+        noun = member_words(estimates.get("source_kind")).noun
+        lines.append(Text(f"{noun} identity effects: " + ("used (the model above is diversity "
                                                        "beyond identity)" if identity["used"]
                                                        else "not used") + f" — {identity['reason']}"))
     plain = estimates.get("plain") or {}
