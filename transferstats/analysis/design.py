@@ -34,24 +34,60 @@ def diversity_volume_correlation(diversity: Sequence[float], volume: Sequence[fl
     return pearson(np.log2(np.asarray(diversity, dtype=float)), np.log2(np.asarray(volume, dtype=float)))
 
 
+def varying_factor(counts: np.ndarray, examples: np.ndarray) -> str:
+    """Which of diversity and volume vary across mixes: ``"both"``, ``"diversity"``,
+    ``"volume"`` or ``"neither"`` (from each mix's number of tasks, or other diversity measure,
+    and its number of examples)."""
+    diversity_varies = bool(np.ptp(np.log2(counts)) > 0) if len(counts) else False
+    volume_varies = bool(np.ptp(np.log2(examples)) > 0) if len(examples) else False
+    return {(True, True): "both", (True, False): "diversity", (False, True): "volume",
+            (False, False): "neither"}[(diversity_varies, volume_varies)]
+
+
+def fixed_level_text(factor: str, levels: Sequence[float], diversity: str) -> str:
+    """How the factor that does not vary is fixed: ``"1 task"``, ``"40,000 examples"``."""
+    value = levels[0]
+    if factor == "volume":
+        return f"{int(value):,} examples"
+    noun = {"n_tasks": "task", "n_formats": "task format",
+            "effective_tasks": "effective task"}.get(diversity, "task")
+    number = f"{value:g}"
+    return f"{number} {noun}" + ("" if number == "1" else "s")
+
+
 def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) -> dict:
     """How well the grid separates diversity from volume, across mixes.
 
-    Reports Pearson's r of log2 diversity and log2 volume and the variance inflation factor
-    VIF = 1 / (1 - r²) (with two predictors both share it). The design is ``confounded`` when
-    either variable does not vary or ``|r| >= max_correlation``.
+    Reports which factor varies (``varies``: ``"both"``, ``"diversity"``, ``"volume"`` or
+    ``"neither"``), Pearson's r of log2 diversity and log2 volume and the variance inflation
+    factor VIF = 1 / (1 - r²) (with two predictors both share it). When both vary, the design is
+    ``confounded`` when ``|r| >= max_correlation``. A grid that varies one factor on purpose
+    (fixed budget: diversity only; single source: volume only) is not confounded: it estimates
+    that factor's effect and cannot compare it with the other (``single_factor`` names it). A
+    grid where neither varies, or with fewer than 3 mixes, is ``confounded``.
     """
     counts = mixes[diversity].astype(float).to_numpy()
     examples = mixes["examples"].astype(float).to_numpy()
-    d, v = np.log2(counts), np.log2(examples)
     check = {"n_mixes": int(len(mixes)), "diversity_levels": sorted({float(c) for c in np.round(counts, 6)}),
              "volume_levels": sorted({int(x) for x in mixes["examples"]}),
-             "max_correlation": max_correlation}
-    if len(mixes) < 3 or np.ptp(d) == 0 or np.ptp(v) == 0:
-        varying = "diversity" if np.ptp(v) == 0 else "volume"
+             "max_correlation": max_correlation, "varies": varying_factor(counts, examples),
+             "single_factor": None, "fixed_at": None}
+    if len(mixes) < 3 or check["varies"] == "neither":
         check |= {"correlation": None, "vif": None, "confounded": True,
-                  "reason": f"only {varying} varies across the {len(mixes)} mixes (or there are "
-                            "fewer than 3 mixes), so the two effects cannot be separated"}
+                  "reason": (f"neither diversity nor volume varies across the {len(mixes)} mixes"
+                             if check["varies"] == "neither" else
+                             f"the grid has only {len(mixes)} mixes; at least 3 are needed to "
+                             "estimate an effect and the variance between mixes")}
+        return check
+    if check["varies"] != "both":
+        varied = check["varies"]
+        other = "volume" if varied == "diversity" else "diversity"
+        fixed_at = fixed_level_text(other, check[f"{other}_levels"], diversity)
+        check |= {"correlation": None, "vif": None, "confounded": False,
+                  "single_factor": varied, "fixed_at": fixed_at,
+                  "reason": (f"only {varied} varies across the {len(mixes)} mixes ({other} is "
+                             f"fixed at {fixed_at}): the grid estimates the {varied} effect and "
+                             f"cannot compare it with the {other} effect")}
         return check
     r = diversity_volume_correlation(counts, examples)
     vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")
