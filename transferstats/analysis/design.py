@@ -34,21 +34,31 @@ def diversity_volume_correlation(diversity: Sequence[float], volume: Sequence[fl
     return pearson(np.log2(np.asarray(diversity, dtype=float)), np.log2(np.asarray(volume, dtype=float)))
 
 
+#: A factor whose log2 values span less than this across mixes (a 2% spread) is held fixed:
+#: a budget of 40,000 split evenly over 3 tasks is 39,999 examples, and a volume slope fitted on
+#: such rounding would be noise that the contrast inherits.
+FIXED_LOG2_SPREAD = 0.03
+
+
 def varying_factor(counts: np.ndarray, examples: np.ndarray) -> str:
     """Which of diversity and volume vary across mixes: ``"both"``, ``"diversity"``,
     ``"volume"`` or ``"neither"`` (from each mix's number of tasks, or other diversity measure,
-    and its number of examples)."""
-    diversity_varies = bool(np.ptp(np.log2(counts)) > 0) if len(counts) else False
-    volume_varies = bool(np.ptp(np.log2(examples)) > 0) if len(examples) else False
+    and its number of examples). A factor varies when its log2 values span at least
+    :data:`FIXED_LOG2_SPREAD`."""
+    def varies(values: np.ndarray) -> bool:
+        return bool(len(values) and np.ptp(np.log2(values)) >= FIXED_LOG2_SPREAD)
+
+    diversity_varies, volume_varies = varies(counts), varies(examples)
     return {(True, True): "both", (True, False): "diversity", (False, True): "volume",
             (False, False): "neither"}[(diversity_varies, volume_varies)]
 
 
 def fixed_level_text(factor: str, levels: Sequence[float], diversity: str) -> str:
     """How the factor that does not vary is fixed: ``"1 task"``, ``"40,000 examples"``."""
-    value = levels[0]
+    value = float(np.median(levels))
     if factor == "volume":
-        return f"{int(value):,} examples"
+        spread = "" if len(levels) == 1 else f" (between {int(min(levels)):,} and {int(max(levels)):,})"
+        return f"{int(value):,} examples{spread}"
     noun = {"n_tasks": "task", "n_formats": "task format",
             "effective_tasks": "effective task"}.get(diversity, "task")
     number = f"{value:g}"

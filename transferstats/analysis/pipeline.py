@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
@@ -426,8 +427,11 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         bootstrap_draws=draws,
         improvement_table=improvement_table,
         language_table=descriptives.language_table(data, spec),
-        pairwise=descriptives.pairwise_mixes(data, spec.outcome),
-        interaction_table=descriptives.interaction_table(data, spec),
+        pairwise=(descriptives.pairwise_mixes(data, spec.outcome)
+                  if data["mix"].nunique() <= descriptives.MAX_PAIRWISE_MIXES
+                  else pd.DataFrame()),
+        mix_ranking=descriptives.mix_ranking(data, spec.outcome, spec.level),
+        interaction_table=descriptives.interaction_table(data, spec, single),
         problems=pd.DataFrame([vars(p) for p in problems], columns=PROBLEM_COLUMNS),
         settings=spec,
         identity_table=pd.DataFrame(identity.get("tasks", []), columns=IDENTITY_COLUMNS),
@@ -739,10 +743,16 @@ def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
                units: list[str], contrasts: dict[str, dict[str, float]], core: list[str], *,
                tested: list[str], n_jobs: int | None, progress: bool, failure,
                parametric_df: float | None = None) -> FittedModel:
-    """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output."""
+    """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output.
+
+    The fits run on one BLAS thread, as the bootstrap's workers do: their matrices are small
+    (levels of the random factors other than the largest), and several threads on them cost more
+    in synchronisation than they save, badly so on shared cores (measured on the 455-mix grid of
+    benchmarks/single_factor_speed.py: 0.9 s against 0.25 s for one REML fit)."""
     try:
-        fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
-        tests = _term_tests(data, spec.outcome, fixed, random, tested)
+        with threadpool_limits(1):
+            fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+            tests = _term_tests(data, spec.outcome, fixed, random, tested)
     except (np.linalg.LinAlgError, ValueError) as error:
         raise failure(error) from error
     boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
@@ -780,9 +790,11 @@ def _term_tests(data: pd.DataFrame, outcome: str, fixed: list[str], random: list
 
 def _nested_test(data: pd.DataFrame, outcome: str, fixed: list[str], reduced: list[str],
                  random: list[str]) -> dict:
-    """ML likelihood-ratio test of a model against a nested one with fewer fixed terms."""
-    full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
-    reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
+    """ML likelihood-ratio test of a model against a nested one with fewer fixed terms (on one
+    BLAS thread, as in :func:`_fit_model`)."""
+    with threadpool_limits(1):
+        full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
+        reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
     chi2 = max(2 * (full_fit.llf - reduced_fit.llf), 0.0)
     df = len(fixed) - len(reduced)
     return {"chi2": float(chi2), "df": int(df), "p_value": float(stats.chi2.sf(chi2, df))}

@@ -170,11 +170,14 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
         interval printed on the right, zero line dashed.
     """
     rows = [dict(effect, highlight=False) for effect in effects]
-    rows.append({"term": comparison["contrast"], "unit": comparison.get("unit"),
-                 "estimate": comparison["estimate"], "ci_low": comparison["ci_low"],
-                 "ci_high": comparison["ci_high"], "highlight": True})
-    # The contrast sits half a row below the effects, so it reads as a separate quantity.
-    positions = [float(i) for i in range(len(effects))] + [len(effects) + 0.5]
+    positions = [float(i) for i in range(len(effects))]
+    # A grid that varies one factor (or a confounded one) has no contrast: no empty entry.
+    if not is_missing(comparison.get("estimate")):
+        rows.append({"term": comparison["contrast"], "unit": comparison.get("unit"),
+                     "estimate": comparison["estimate"], "ci_low": comparison["ci_low"],
+                     "ci_high": comparison["ci_high"], "highlight": True})
+        # The contrast sits half a row below the effects, so it reads as a separate quantity.
+        positions.append(len(effects) + 0.5)
 
     figure = _new_figure(DOUBLE_COLUMN, 0.8 + 0.45 * len(rows))
     axes = figure.add_subplot()
@@ -430,21 +433,25 @@ def per_target_forest(rows: list[dict], confidence: float = 0.95) -> Figure:
     ----------
     rows:
         ``estimates["per_target"]``: ``target, term, estimate, ci_low, ci_high``; the terms
-        ``diversity`` and ``volume`` are drawn, one panel each, targets in the given order.
+        ``diversity`` and ``volume`` that the rows hold are drawn, one panel each, targets in the
+        given order.
     confidence:
         Level of the intervals, for the axis labels.
 
     Returns
     -------
     Figure
-        Double-column figure with two forest panels sharing the target axis; dashed line at zero.
+        Double-column figure with a forest panel per term sharing the target axis; dashed line
+        at zero.
     """
     targets = list(dict.fromkeys(row["target"] for row in rows))
     cells = {(row["target"], row["term"]): row for row in rows}
+    terms = [(term, colour) for term, colour in (("diversity", BLUE), ("volume", ORANGE))
+             if any(row["term"] == term for row in rows)]
     positions = np.arange(len(targets))[::-1]
     figure = _new_figure(DOUBLE_COLUMN, 1.0 + 0.3 * len(targets))
-    panels = figure.subplots(1, 2, sharey=True)
-    for axes, term, colour in zip(panels, ("diversity", "volume"), (BLUE, ORANGE), strict=True):
+    panels = np.atleast_1d(figure.subplots(1, len(terms), sharey=True))
+    for axes, (term, colour) in zip(panels, terms, strict=True):
         axes.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
         for target, y in zip(targets, positions, strict=True):
             row = cells.get((target, term))

@@ -187,7 +187,10 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         The bootstrap that made the intervals (``estimates["bootstrap"]["resampling"]``).
     """
     rows = list(effects)
-    rows.append({"term": comparison["contrast"], **comparison})
+    # A grid that varies one factor (or a confounded one) has no contrast: no empty row for it.
+    compared = not is_missing(comparison.get("estimate"))
+    if compared:
+        rows.append({"term": comparison["contrast"], **comparison})
     ci_header = f"{format_level(confidence)} CI"
     frame = pd.DataFrame([{
         "Term": term_label(row["term"]),
@@ -197,8 +200,8 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
     caption = (f"Fixed effects of the mixed model with {format_level(confidence)} {resampling} "
-               f"bootstrap intervals and likelihood-ratio-test p-values, and the contrast "
-               f"diversity {MINUS} volume.")
+               f"bootstrap intervals and likelihood-ratio-test p-values"
+               + (f", and the contrast diversity {MINUS} volume." if compared else "."))
     return Table("effects", caption, frame)
 
 
@@ -277,6 +280,31 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
     caption = ("Pairwise comparisons of intermediate mixes (paired t tests over target-language "
                "pairs), p-values adjusted with Holm's (1979) method.")
     return Table("pairwise", caption, pd.DataFrame(columns))
+
+
+def mix_ranking_table(ranking: pd.DataFrame, outcome: str, confidence: float = 0.95,
+                      shown: int = 10) -> Table:
+    """The ``shown`` best and ``shown`` worst mixes of
+    :func:`transferstats.analysis.descriptives.mix_ranking`, with their intervals (all of them
+    when there are at most 2 x ``shown``)."""
+    ci = f"{format_level(confidence)} CI"
+    rows = ranking if len(ranking) <= 2 * shown else pd.concat([ranking.head(shown),
+                                                                ranking.tail(shown)])
+    frame = pd.DataFrame({
+        "Rank": [format_count(v) for v in rows["rank"]],
+        "Mix": rows["mix"].astype(str).to_numpy(),
+        "Tasks": [f"{v:g}" for v in rows["n_tasks"]],
+        "Examples": [format_count(v) for v in rows["examples"]],
+        outcome_label(outcome): [format_number(v) for v in rows["mean"]],
+        ci: [format_interval(low, high) for low, high in zip(rows["ci_low"], rows["ci_high"],
+                                                             strict=True)],
+    })
+    part = ("every mix" if len(ranking) <= 2 * shown
+            else f"the {shown} best and the {shown} worst of the {len(ranking)} mixes")
+    caption = (f"Mixes ranked by their mean {outcome.replace('_', ' ')}, {part}, with {ci} "
+               "(t intervals over target-language pairs); a description of each mix, not a test "
+               "between mixes.")
+    return Table("mix_ranking", caption, frame)
 
 
 def problems_table(problems: pd.DataFrame) -> Table:
@@ -441,17 +469,21 @@ def model_comparison_table(estimates: dict, confidence: float = 0.95) -> Table:
                estimates["verdict"]))
     ci = f"{format_level(confidence)} CI"
     rows = []
+    # Only the terms the models have: a grid that varies one factor has that one and no contrast.
+    shown = [t for t in ("diversity", "volume") if any(e["term"] == t for e in estimates["effects"])]
+    if not is_missing(estimates["comparison"].get("estimate")):
+        shown.append(estimates["comparison"]["contrast"])
     for name, effects, comparison, verdict in models:
         terms = {e["term"]: e for e in effects} | {comparison["contrast"]: comparison}
         row = {"Model": name}
-        for term in ("diversity", "volume", comparison["contrast"]):
+        for term in shown:
             effect = terms.get(term, {})
             row[term_label(term)] = (f"{format_number(effect.get('estimate'))}\n"
                                      f"{format_interval(effect.get('ci_low'), effect.get('ci_high'))}")
         row["Verdict"] = verdict
         rows.append(row)
-    caption = (f"Diversity and volume effects (points per doubling, {ci} underneath) and their "
-               "difference in the plain model and in the model with task identity effects, "
+    caption = (f"{' and '.join(term_label(t) for t in shown)} (points per doubling, {ci} "
+               "underneath) in the plain model and in the model with task identity effects, "
                "whose verdict is the analysis's.")
     return Table("model_comparison", caption, pd.DataFrame(rows))
 
@@ -494,7 +526,9 @@ def per_target_table(rows: list[dict], confidence: float = 0.95,
     frame = pd.DataFrame([{"Target": target_label(target)}
                           | {term_label(term): cell(target, term) for term in terms}
                           for target in targets])
-    caption = (f"Diversity and volume effects per target task (points per doubling) and their "
-               f"difference, from one model with a diversity and a volume slope per target, with "
-               f"{format_level(confidence)} {resampling} bootstrap intervals underneath.")
+    named = " and ".join(terms[:2]) if len(terms) > 1 else terms[0]
+    caption = (f"{named.capitalize()} effects per target task (points per doubling)"
+               + (" and their difference" if len(terms) > 2 else "")
+               + f", from one model with a {named.replace(' and ', ' and a ')} slope per target, "
+               f"with {format_level(confidence)} {resampling} bootstrap intervals underneath.")
     return Table("per_target", caption, frame)
