@@ -16,6 +16,7 @@ friendly to colorblind people", https://jfly.uni-koeln.de/color/.
 from __future__ import annotations
 
 import functools
+import math
 import textwrap
 from pathlib import Path
 
@@ -208,7 +209,8 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     return figure
 
 
-def _examples_label(examples: float) -> str:
+def examples_label(examples: float) -> str:
+    """``40k``, ``1.5M``: a number of examples, short."""
     for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
         if examples >= divisor:
             return f"{examples / divisor:g}{suffix}"
@@ -245,7 +247,7 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
         error = np.vstack([mean - line["ci_low"].to_numpy(), line["ci_high"].to_numpy() - mean])
         axes.errorbar(line["n_tasks"].to_numpy() * nudge, mean, yerr=error,
                       color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
-                      capsize=2, elinewidth=0.8, label=_examples_label(budget))
+                      capsize=2, elinewidth=0.8, label=examples_label(budget))
     n_tasks = sorted(cells["n_tasks"].unique())
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_locator(FixedLocator(n_tasks))
@@ -255,6 +257,53 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
     axes.set_ylabel(outcome_label)
     figure.legend(title=f"Intermediate examples (error bars: {format_level(confidence)} CI)",
                   loc="outside upper center", ncols=min(len(budgets), 4))
+    return figure
+
+
+@_paper_style
+def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improvement (points)",
+               confidence: float = 0.95) -> Figure:
+    """Mean outcome at each level of the one factor a grid varies, with intervals.
+
+    What the interaction plot becomes when only diversity (a fixed-budget grid) or only volume
+    (a single-source grid) varies: there are no lines to compare, only the effect of the factor
+    level by level.
+
+    Parameters
+    ----------
+    cells:
+        One row per level: ``n_tasks, volume_examples, mean, ci_low, ci_high`` (the
+        ``interaction_table`` of such a grid).
+    factor:
+        ``"diversity"`` (x: number of tasks) or ``"volume"`` (x: intermediate examples).
+    outcome_label:
+        y-axis label, with the unit.
+    confidence:
+        Level of the error bars, for the axis label.
+
+    Returns
+    -------
+    Figure
+        Single-column line plot on a log2 x axis, error bars over the mixes at each level.
+    """
+    column = "n_tasks" if factor == "diversity" else "volume_examples"
+    line = cells.sort_values(column)
+    mean = line["mean"].to_numpy()
+    error = np.vstack([mean - line["ci_low"].to_numpy(), line["ci_high"].to_numpy() - mean])
+    figure = _new_figure(SINGLE_COLUMN, 2.6)
+    axes = figure.add_subplot()
+    levels = line[column].to_numpy(dtype=float)
+    axes.errorbar(levels, mean, yerr=error, color=BLUE, marker="o", capsize=2, elinewidth=0.8)
+    axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_locator(FixedLocator(levels))
+    axes.xaxis.set_minor_locator(NullLocator())
+    labels = [f"{n:g}" if factor == "diversity" else examples_label(n) for n in levels]
+    # Many levels (a fixed budget over 1 to 52 tasks) would overprint: label about ten of them.
+    step = max(1, math.ceil(len(levels) / 10))
+    axes.set_xticklabels([label if i % step == 0 else "" for i, label in enumerate(labels)])
+    axes.set_xlabel("Intermediate tasks in the mix (log2 scale)" if factor == "diversity"
+                    else "Intermediate examples (log2 scale)")
+    axes.set_ylabel(f"{outcome_label}\n({format_level(confidence)} CI over mixes)")
     return figure
 
 

@@ -129,7 +129,8 @@ class Table:
         return f"tab:{self.name}"
 
 
-def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Table:
+def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
+                      by_cell: bool = False) -> Table:
     """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
 
     Parameters
@@ -140,12 +141,16 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
         order and the average comes last.
     confidence:
         Level of the intervals, for the caption.
+    by_cell:
+        The rows are design cells (mixes of the same number of tasks and examples averaged,
+        :func:`transferstats.report.render.by_design_cell`), not mixes.
 
     Returns
     -------
     Table
         Mixes as rows, targets then ``Avg`` as columns; each cell ``mean`` over ``[lo, hi]``.
     """
+    first = "Design cell" if by_cell else "Intermediate mix"
     mixes = list(dict.fromkeys(improvement["mix"]))
     targets = [t for t in dict.fromkeys(improvement["target_task"]) if t != "average"]
     if (improvement["target_task"] == "average").any():
@@ -153,7 +158,7 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
     cells = improvement.set_index(["mix", "target_task"])
     rows = []
     for mix in mixes:
-        row = {"Intermediate mix": mix}
+        row = {first: mix}
         for target in targets:
             if (mix, target) in cells.index:
                 cell = cells.loc[(mix, target)]
@@ -164,7 +169,9 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
-    caption = (f"Improvement over the no-intermediate baseline (points), per intermediate mix and "
+    rows_are = ("design cell (the mixes of the same number of tasks and examples averaged; "
+                "intervals are t intervals over those mixes)" if by_cell else "intermediate mix")
+    caption = (f"Improvement over the no-intermediate baseline (points), per {rows_are} and "
                f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
                f"intervals underneath. Avg is the mean over targets.")
     return Table("improvement", caption, pd.DataFrame(rows))
