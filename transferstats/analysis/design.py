@@ -11,21 +11,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 #: Beyond this |r| of log2 diversity and log2 volume the model is not fitted at all.
 SEPARABLE_CORRELATION = 0.999
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: ArrayLike, y: ArrayLike) -> float:
     """Pearson's r; ``nan`` when there are fewer than two points or either variable is constant
     (the correlation is undefined)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(np.corrcoef(a, b)[0, 1])
 
 
-def diversity_volume_correlation(diversity: Sequence[float], volume: Sequence[float]) -> float:
+def diversity_volume_correlation(diversity: ArrayLike, volume: ArrayLike) -> float:
     """Pearson's r of log2 diversity and log2 volume, one value per mix.
 
     Both predictors enter the model on a log2 scale, so this is the correlation the model sees;
@@ -92,7 +93,9 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) ->
     if check["varies"] != "both":
         varied = check["varies"]
         other = "volume" if varied == "diversity" else "diversity"
-        fixed_at = fixed_level_text(other, check[f"{other}_levels"], diversity)
+        levels = check[f"{other}_levels"]
+        assert isinstance(levels, list), "design_check sets both level lists"
+        fixed_at = fixed_level_text(other, levels, diversity)
         check |= {"correlation": None, "vif": None, "confounded": False,
                   "single_factor": varied, "fixed_at": fixed_at,
                   "reason": (f"only {varied} varies across the {len(mixes)} mixes ({other} is "

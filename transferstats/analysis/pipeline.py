@@ -824,7 +824,8 @@ def _effects_and_comparison(model: FittedModel | None, fixed: list[str], units_t
                   "direction": "higher is better" if direction > 0 else
                                "lower is better: the contrast is -(diversity) - (-(volume)), so "
                                "positive still favours diversity",
-                  "estimate": float(model.boot.estimate[CONTRAST]) if compared else None}
+                  "estimate": (float(model.boot.estimate[CONTRAST])
+                               if compared and model is not None else None)}
     comparison |= _interval_fields(CONTRAST, intervals if compared else None, percentile)
     comparison["minimum_detectable_difference"] = None if not compared or intervals is None else \
         minimum_detectable_difference(intervals[CONTRAST]["se"], spec.level, spec.power)

@@ -295,7 +295,7 @@ def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improveme
     levels = line[column].to_numpy(dtype=float)
     axes.errorbar(levels, mean, yerr=error, color=BLUE, marker="o", capsize=2, elinewidth=0.8)
     axes.set_xscale("log", base=2)
-    axes.xaxis.set_major_locator(FixedLocator(levels))
+    axes.xaxis.set_major_locator(FixedLocator(levels.tolist()))
     axes.xaxis.set_minor_locator(NullLocator())
     labels = [f"{n:g}" if factor == "diversity" else examples_label(n) for n in levels]
     # Many levels (a fixed budget over 1 to 52 tasks) would overprint: label about ten of them.

@@ -604,7 +604,8 @@ def by_design_cell(improvement: pd.DataFrame, ranking: pd.DataFrame, level: floa
     targets = list(dict.fromkeys(improvement["target_task"]))  # XTREME order, average last
     rows = []
     for (n_tasks, examples), cell in frame.groupby(["n_tasks", "examples"], sort=True):
-        name = f"{n_tasks:g} task{'' if n_tasks == 1 else 's'}, {figures.examples_label(examples)}"
+        name = (f"{float(n_tasks):g} task{'' if n_tasks == 1 else 's'}, "  # type: ignore[arg-type]
+                f"{figures.examples_label(float(examples))}")  # type: ignore[arg-type]
         for target in targets:
             group = cell[cell["target_task"] == target]
             if group.empty:
