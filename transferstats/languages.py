@@ -1,0 +1,55 @@
+"""Language codes: which strings name a language.
+
+Scores name their evaluation language by an ISO 639 code, as XTREME does (``de``, ``sw``; three
+letters where there is no two-letter code: ``yue``, ``gsw``). A built-in target accepts any such
+code beyond XTREME's list for it (a Universal Dependencies evaluation covers 100+ languages, more
+than XTREME's ``udpos`` subset), with one warning naming them (:mod:`transferstats.loading`); a
+string that is not a code stays an error.
+
+The list of codes is the IANA Language Subtag Registry's, as the ``langcodes`` package keeps it
+(https://pypi.org/project/langcodes/): it holds every ISO 639-1 code and every ISO 639-2/639-3
+code without one (BCP 47, RFC 5646 section 2.2.1).
+
+References
+----------
+Phillips, A. & Davis, M. (2009). RFC 5646: Tags for Identifying Languages (BCP 47).
+ISO 639-3 Registration Authority, https://iso639-3.sil.org.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import langcodes
+
+#: Registered codes that name no language (undetermined, uncoded, multiple languages, no
+#: linguistic content): a score in one of them cannot be a zero-shot language.
+NOT_A_LANGUAGE = frozenset({"und", "mis", "mul", "zxx"})
+
+_BARE_CODE = re.compile(r"[a-z]{2,3}")
+
+
+@lru_cache(maxsize=4096)  # a results table repeats each language in every run
+def is_language_code(code: str) -> bool:
+    """Whether ``code`` is an ISO 639 language code: two or three lowercase letters registered as
+    a language subtag, and naming a language.
+
+    As in BCP 47, a language with an ISO 639-1 code is registered under it alone (``de``, not
+    ``deu``). Region or script subtags (``pt-BR``, ``zh-Hans``) are not language codes, nor are
+    upper case spellings (``DE``): scores are matched to targets and to each other by code, so
+    one language must have one spelling.
+
+    Examples
+    --------
+    >>> is_language_code("de"), is_language_code("gsw"), is_language_code("tl")
+    (True, True, True)
+    >>> is_language_code("xx"), is_language_code("deu"), is_language_code("pt-BR")
+    (False, False, False)
+    >>> is_language_code("und")
+    False
+    """
+    if not isinstance(code, str) or not _BARE_CODE.fullmatch(code) or code in NOT_A_LANGUAGE:
+        return False
+    # normalize=False: keep the code as written ("tl" stays Tagalog; CLDR would rename it "fil").
+    return bool(langcodes.Language.get(code, normalize=False).is_valid())
