@@ -10,7 +10,9 @@ is of the analysis, not of language validation.
 
 The script builds the table, then runs ``ts.analyze`` (load, models, bootstrap, descriptive
 tables) and ``write_report`` (tables, figures, HTML and Markdown) and prints the wall time of
-each, the verdict and the volume effect. ``--profile`` prints the 25 most expensive functions
+each, the CPU seconds of the process and its bootstrap workers, the load average of the machine
+(on shared cores the wall time is only comparable at the same load), the verdict and the volume
+effect. ``--profile`` prints the 25 most expensive functions
 (cumulative time, cProfile) of the whole run.
 
 Usage::
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -72,15 +76,22 @@ def single_source_grid(seed: int = 0) -> tuple[pd.DataFrame, dict]:
     return table, tasks
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the bootstrap workers)."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run(resamples: int, jobs: int) -> None:
     began = time.perf_counter()
     table, tasks = single_source_grid()
-    built = time.perf_counter()
+    built, cpu = time.perf_counter(), cpu_seconds()
     result = ts.analyze(table, tasks=tasks, outcome="score", resamples=resamples, jobs=jobs)
     analysed = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         result.write_report(Path(folder) / "report")
-    written = time.perf_counter()
+    written, cpu = time.perf_counter(), cpu_seconds() - cpu
     volume = next(e for e in result.effects.to_dict("records") if e["term"] == "volume")
     print(f"grid: {table['mix'].nunique()} mixes, {len(table):,} rows; {resamples} resamples, "
           f"{jobs} jobs")
@@ -88,6 +99,8 @@ def run(resamples: int, jobs: int) -> None:
     print(f"analyze       {analysed - built:7.1f} s")
     print(f"write_report  {written - analysed:7.1f} s")
     print(f"total         {written - built:7.1f} s (analyze + report; target < 60 s)")
+    print(f"CPU time      {cpu:7.1f} s (process and bootstrap workers); load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"verdict: {result.verdict} - {result.verdict_reason}")
     print(f"volume effect {volume['estimate']:.3f} [{volume['ci_low']:.3f}, "
           f"{volume['ci_high']:.3f}] (true {VOLUME_EFFECT})")
