@@ -10,16 +10,20 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 import transferstats as ts
+from transferstats.analysis import descriptives
 from transferstats.analysis.design import design_check, varying_factor
 from transferstats.analysis.pipeline import analyze_loaded
 from transferstats.analysis.spec import AnalysisSpec, load_spec
 from transferstats.loading import load_results
+from transferstats.report import render, tables
 from transferstats.simulate import SimulationSettings, simulate_results
 from transferstats.tasks import INTERMEDIATE_TASKS, task_scope
 
-FAST = AnalysisSpec(resamples=200, seed=1)
+# Few resamples keep these tests fast; the slow coverage test uses 200.
+FAST = AnalysisSpec(resamples=100, seed=1)
 BASE = SimulationSettings(seeds=(1,), targets=("xnli", "panx"), max_languages=5, mix_sd=0.3,
                           seed_sd=0.8)
 
@@ -121,6 +125,56 @@ def test_design_check_of_one_varied_factor():
     assert two["confounded"] is True and "at least 3" in two["reason"]
     flat = design_check(pd.DataFrame({"n_tasks": [2, 2, 2], "examples": [5, 5, 5]}), "n_tasks", 0.9)
     assert flat["confounded"] is True and "neither" in flat["reason"]
+
+
+# --- many mixes --------------------------------------------------------------------------------
+
+def many_mix_data(n_mixes: int = 60, n_languages: int = 5) -> pd.DataFrame:
+    """Model data of ``n_mixes`` single-task mixes at two volumes, mix i scoring i on average."""
+    rng = np.random.default_rng(3)
+    mix = np.repeat(np.arange(n_mixes), n_languages)
+    return pd.DataFrame({
+        "mix": [f"m{i:02d}" for i in mix], "n_tasks": 1, "examples": 1000 * (1 + mix % 2),
+        "target_language": [f"t:l{i}" for i in np.tile(np.arange(n_languages), n_mixes)],
+        "score": mix + rng.normal(0, 1, len(mix)),
+    })
+
+
+def test_mix_ranking_orders_every_mix_with_a_t_interval():
+    data = many_mix_data()
+    ranking = descriptives.mix_ranking(data, "score", 0.95)
+    assert list(ranking["rank"]) == list(range(1, 61))
+    assert ranking["mean"].is_monotonic_decreasing and ranking.loc[0, "mix"] == "m59"
+    values = data.loc[data["mix"] == "m59", "score"].to_numpy()
+    low, high = stats.t.interval(0.95, 4, loc=values.mean(), scale=stats.sem(values))
+    assert ranking.loc[0, ["ci_low", "ci_high"]].tolist() == pytest.approx([low, high])
+    table = tables.mix_ranking_table(ranking, "score")
+    assert len(table.frame) == 20 and "the 10 best and the 10 worst of the 60 mixes" in table.caption
+    assert table.frame["Mix"].iloc[[0, -1]].tolist() == ["m59", "m00"]
+
+
+def test_many_mixes_are_shown_by_design_cell():
+    ranking = descriptives.mix_ranking(many_mix_data(), "score", 0.95)
+    improvement = pd.DataFrame({"mix": [f"m{i:02d}" for i in range(60) for _ in range(2)],
+                                "target_task": ["xnli", "average"] * 60,
+                                "mean": [float(i) for i in range(60) for _ in range(2)],
+                                "ci_low": np.nan, "ci_high": np.nan, "n_runs": 1})
+    cells = render.by_design_cell(improvement, ranking, 0.95)
+    assert list(cells["mix"].unique()) == ["1 task, 1k", "1 task, 2k"]
+    assert list(cells["target_task"][:2]) == ["xnli", "average"]
+    even = cells[(cells["mix"] == "1 task, 1k") & (cells["target_task"] == "xnli")].iloc[0]
+    assert even["mean"] == pytest.approx(np.mean(range(0, 60, 2))) and even["n_mixes"] == 30
+    assert even["ci_low"] < even["mean"] < even["ci_high"]
+
+
+def test_past_36_mixes_the_report_ranks_the_mixes(single_source):
+    ranking = descriptives.mix_ranking(many_mix_data(), "score", 0.95)
+    result = replace(single_source, pairwise=pd.DataFrame(), mix_ranking=ranking)
+    blocks = render._pairwise(result)
+    text = " ".join(block.text for block in blocks)
+    assert "With 60 mixes there would be 1,770 pairwise tests" in text
+    assert "tables/mix_ranking.csv" in text
+    assert [block.table.name for block in blocks if block.table is not None] == ["mix_ranking"]
 
 
 # --- coverage ----------------------------------------------------------------------------------
