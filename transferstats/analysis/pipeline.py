@@ -644,7 +644,7 @@ def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_ef
                     "estimate lies inside the identity-adjusted interval, which is wider because "
                     "the identity effects are estimated too.")
     return {"disagrees": disagrees, "explained_by_composition": bool(explained),
-            "disagreement_rule": DISAGREEMENT_RULE, "sentence": sentence}
+            "disagreement_rule": DISAGREEMENT_RULE.replace("diversity", term), "sentence": sentence}
 
 
 DISAGREEMENT_RULE = ("their verdicts differ or the plain model's diversity estimate lies outside "
