@@ -5,8 +5,10 @@ The shape of the issue: 65 source tasks x 7 training sizes (630 to 40,000 exampl
 seed, no baseline, outcome ``score``: 47,775 rows. Scores follow the crossed model of
 ``transferstats simulate``: 1.9 points per doubling of examples, intercepts for the source task
 (SD 1; the identity effect a single-source grid can estimate), language (SD 3) and mix (SD 0.5),
-residual SD 1. The target is registered with its own 105 made-up language codes, so the timing
-is of the analysis, not of language validation.
+residual SD 1. The target is XTREME's ``udpos`` scored, as a Universal Dependencies evaluation
+is, in more languages than XTREME's 33: those (English left out, as the analysis leaves it out)
+and the first ISO 639-1 codes after them in alphabetical order, 105 in all; loading accepts the 73
+beyond XTREME's list with one warning.
 
 The script builds the table, then runs ``ts.analyze`` (load, models, bootstrap, descriptive
 tables) and ``write_report`` (tables, figures, HTML and Markdown) and prints the wall time of
@@ -31,11 +33,14 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from string import ascii_lowercase
 
 import numpy as np
 import pandas as pd
 
 import transferstats as ts
+from transferstats.languages import is_language_code
+from transferstats.tasks import get_task
 
 SOURCES = 65
 SIZES = tuple(630 * 2 ** k for k in range(7))  # 630 ... 40,320 examples
@@ -47,11 +52,12 @@ def single_source_grid(seed: int = 0) -> tuple[pd.DataFrame, dict]:
     """The flat results table of the single-source grid and the tasks it needs (``tasks=``)."""
     rng = np.random.default_rng(seed)
     sources = [f"source{i:02d}" for i in range(SOURCES)]
-    languages = [f"x{i:03d}" for i in range(LANGUAGES)]
+    xtreme = [code for code in get_task("udpos").languages if code != "en"]
+    others = [a + b for a in ascii_lowercase for b in ascii_lowercase
+              if is_language_code(a + b) and a + b not in xtreme and a + b != "en"]
+    languages = xtreme + others[:LANGUAGES - len(xtreme)]
     tasks: dict = {name: {"role": "intermediate", "format": "classification",
                           "metric": "accuracy"} for name in sources}
-    tasks["tagging"] = {"role": "target", "format": "tagging", "metric": "f1",
-                        "languages": languages}
     source = np.repeat(np.arange(SOURCES), len(SIZES))
     size = np.tile(np.array(SIZES), SOURCES)
     n_mixes = len(source)
@@ -69,7 +75,7 @@ def single_source_grid(seed: int = 0) -> tuple[pd.DataFrame, dict]:
     table = pd.DataFrame({
         "run_id": np.array([f"run{i}" for i in range(n_mixes)], dtype=object)[mix],
         "model": "xlm-roberta-large", "mix": mix_names[mix], "mix_tasks": mix_tasks[mix],
-        "target_task": "tagging", "seed": 1,
+        "target_task": "udpos", "seed": 1,
         "language": np.array(languages, dtype=object)[language],
         "metric": "f1", "split": "test", "value": np.clip(score, 0, 100),
     })
@@ -105,6 +111,8 @@ def run(resamples: int, jobs: int) -> None:
     print(f"on {jobs} idle cores about {own + workers / jobs:.0f} s (process CPU + worker CPU / "
           f"{jobs})")
     print(f"verdict: {result.verdict} - {result.verdict_reason}")
+    for warning in result.estimates["warnings"]:
+        print(warning if len(warning) <= 160 else warning[:160] + "...")
     print(f"volume effect {volume['estimate']:.3f} [{volume['ci_low']:.3f}, "
           f"{volume['ci_high']:.3f}] (true {VOLUME_EFFECT})")
 
