@@ -58,8 +58,9 @@ def fixed_level_text(factor: str, levels: Sequence[float], diversity: str) -> st
     """How the factor that does not vary is fixed: ``"1 task"``, ``"40,000 examples"``."""
     value = float(np.median(levels))
     if factor == "volume":
-        spread = "" if len(levels) == 1 else f" (between {int(min(levels)):,} and {int(max(levels)):,})"
-        return f"{int(value):,} examples{spread}"
+        if len(levels) == 1:
+            return f"{round(value):,} examples"
+        return f"about {round(value):,} examples ({int(min(levels)):,} to {int(max(levels)):,})"
     noun = {"n_tasks": "task", "n_formats": "task format",
             "effective_tasks": "effective task"}.get(diversity, "task")
     number = f"{value:g}"
@@ -98,8 +99,8 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) ->
         fixed_at = fixed_level_text(other, levels, diversity)
         check |= {"correlation": None, "vif": None, "confounded": False,
                   "single_factor": varied, "fixed_at": fixed_at,
-                  "reason": (f"only {varied} varies across the {len(mixes)} mixes ({other} is "
-                             f"fixed at {fixed_at}): the grid estimates the {varied} effect and "
+                  "reason": (f"only {varied} varies across the {len(mixes)} mixes; {other} is "
+                             f"fixed at {fixed_at}, so the grid estimates the {varied} effect and "
                              f"cannot compare it with the {other} effect")}
         return check
     r = diversity_volume_correlation(counts, examples)

@@ -494,8 +494,8 @@ def _comparison(result: AnalysisResult) -> list[Block]:
         varied = design["single_factor"]
         other = "volume" if varied == "diversity" else "diversity"
         return [_heading("Diversity versus volume"), _paragraph(
-            f"This grid varies only {varied} ({other} is fixed at "
-            f"{md_escape(design['fixed_at'])}), so the contrast diversity {MINUS} volume cannot "
+            f"This grid varies only {varied}; {other} is fixed at "
+            f"{md_escape(design['fixed_at'])}, so the contrast diversity {MINUS} volume cannot "
             f"be estimated: the {varied} effect above is what the grid measures. Comparing it with "
             f"the {other} effect needs mixes that vary both (see `transferstats plan` and "
             "`transferstats power`).")]
