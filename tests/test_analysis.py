@@ -85,8 +85,10 @@ def test_design_check_thresholds():
     mixes["examples"] = [1, 2, 4, 8, 2, 4, 8, 16]
     check = design_check(mixes, "n_tasks", 0.9)
     assert check["correlation"] > 0.9 and check["confounded"] is True
+    # A grid that varies one factor is not confounded (tests/test_single_factor.py).
     flat = pd.DataFrame({"n_tasks": [1, 2, 4], "examples": [5, 5, 5]})
-    assert design_check(flat, "n_tasks", 0.9)["confounded"] is True
+    check = design_check(flat, "n_tasks", 0.9)
+    assert check["confounded"] is False and check["single_factor"] == "diversity"
 
 
 def test_minimum_detectable_difference_is_2_8_standard_errors():

@@ -79,8 +79,8 @@ def test_formats_measure_in_a_simulated_grid(small_results):
 
 
 def test_language_codes_are_checked_against_the_registry():
-    assert all(map(is_language_code, ["de", "sw", "yue", "deu", "fil"]))
-    assert not any(map(is_language_code, ["xx", "xyz", "en-US", "DE", "und", "qaa", "", "german"]))
+    assert all(map(is_language_code, ["de", "sw", "yue", "fil", "tl"]))
+    assert not any(map(is_language_code, ["xx", "xyz", "deu", "en-US", "DE", "und", "qaa", "", "german"]))
 
 
 def test_describe_mix_of_languages_has_no_formats():
@@ -90,7 +90,7 @@ def test_describe_mix_of_languages_has_no_formats():
 
 def test_target_in_mix_of_a_language_mix_is_the_evaluated_language_share():
     assert target_in_mix("de=1000+sw=3000", "xnli", "sw", "language") == 0.75
-    assert target_in_mix("deu=1000+sw=3000", "xnli", "de", "language") == 0.25  # same language
+    assert target_in_mix("fil=1000+sw=3000", "xnli", "tl", "language") == 0.25  # same language
     assert target_in_mix("de=1000+sw=3000", "xnli", "fr", "language") == 0.0
     # A task mix: the target's own training task, whatever the language.
     assert target_in_mix("mnli=1000+qqp=3000", "xnli", "sw", "task") == 0.25

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -13,6 +14,7 @@ from transferstats import loading
 from transferstats.loading import load_results, validate_results
 from transferstats.problems import ResultsError
 from transferstats.results import format_mix_tasks, parse_mix_tasks, write_run
+from transferstats.tasks import get_task, register_task
 
 
 def _a_run(results, pattern="*.d2-*.xnli.s1"):
@@ -101,13 +103,43 @@ def test_unknown_task_ids(small_results):
     assert "unknown task id 'nosuchtask'" in locations["intermediate.tasks.nosuchtask"]
 
 
-def test_language_not_of_the_target(small_results):
+def test_a_language_code_outside_xtremes_list_is_one_warning(small_results):
+    """A built-in target takes valid ISO 639 codes beyond XTREME's list, with one warning naming
+    them; a string that is no language code stays an error naming its file and line."""
+    for run, codes in ((_a_run(small_results), ("ja", "gsw")),
+                       (_a_run(small_results, "*.d4-*.xnli.s1"), ("ja", "yue"))):
+        with (run / "scores.jsonl").open("a") as handle:
+            for code in codes:
+                handle.write(json.dumps({"language": code, "metric": "accuracy",
+                                         "split": "test", "value": 50}) + "\n")
+    loaded = load_results(small_results)
+    assert [p.severity for p in loaded.problems] == ["warning"]
+    assert "xnli: gsw, ja, yue" in loaded.problems[0].message
+    assert {"ja", "gsw", "yue"} <= set(loaded.scores["language"])
+    scores = _a_run(small_results) / "scores.jsonl"
+    with scores.open("a") as handle:
+        handle.write(json.dumps({"language": "xx", "metric": "accuracy", "split": "test",
+                                 "value": 50}) + "\n")
+    line = len(scores.read_text().splitlines())
+    errors = [p for p in validate_results(small_results) if p.severity == "error"]
+    assert [(p.file, p.location) for p in errors] == [(str(scores), f"line {line}")]
+    assert "'xx' is not a language of xnli (expected an ISO 639 language code" in errors[0].message
+
+
+def test_a_target_with_its_own_language_list_is_strict(small_results):
+    """Users who want strictness register the target with its own languages."""
     scores = _a_run(small_results) / "scores.jsonl"
     with scores.open("a") as handle:
         handle.write(json.dumps({"language": "ja", "metric": "accuracy", "split": "test",
                                  "value": 50}) + "\n")
-    problems = validate_results(small_results)
-    assert len(problems) == 1 and "'ja' is not a language of xnli" in problems[0].message
+    builtin = get_task("xnli")
+    register_task(replace(builtin, languages=("en", "ar", "de")), replace=True)
+    try:
+        problems = validate_results(small_results)
+    finally:
+        register_task(builtin, replace=True)
+    assert any("'ja' is not a language of xnli (expected one of en, ar, de)" in p.message
+               for p in problems)
 
 
 def test_duplicate_runs_are_refused(small_results):
@@ -348,7 +380,8 @@ def test_an_unknown_language_code_is_named_with_its_row(tmp_path, language_table
     problems = validate_results(path)
     assert str(problems[0]) == (
         f"error: {path}:row 1, intermediate.tasks.xyz: unknown language code 'xyz': expected an "
-        "ISO 639 code of the IANA registry, such as 'de', 'sw' or 'yue' (no region or script)")
+        "ISO 639 code of the IANA registry, such as 'de', 'sw' or 'yue' (lowercase, the two-letter "
+            "code where one exists, no region or script)")
 
 
 def test_a_bad_source_kind_is_named(tmp_path, language_table):

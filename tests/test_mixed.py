@@ -23,6 +23,7 @@ from transferstats.analysis.mixed import (
     moment_start,
     profiled_deviance,
     statsmodels_model,
+    with_response,
 )
 
 GRIDS = {
@@ -129,6 +130,18 @@ def test_sparse_and_dense_blocks_agree(monkeypatch):
         results.append((profiled_deviance(np.sqrt(psi), cp)[0], derivatives(psi, beta, cp)))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
     np.testing.assert_allclose(results[0][1].hessian, results[1][1].hessian, rtol=1e-10)
+
+
+def test_with_response_equals_the_cross_products_of_the_new_response():
+    """A parametric bootstrap's shortcut: same design, another y, the same cross-products."""
+    arrays, cp = grid_cross_products(simulate_grid(np.random.default_rng(16), missing_cells=0.2))
+    y = np.random.default_rng(17).normal(size=len(arrays.y))
+    sizes = [len(levels) for levels in arrays.levels]
+    expected = cross_products(arrays.X, y, arrays.codes, sizes)
+    got = with_response(cp, arrays.X, y, arrays.codes)
+    for name in ("XyXy", "C_dx", "C_rx", "C_rr", "c_d"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
+    assert not np.allclose(got.C_rx, cp.C_rx), "the original cross-products are left as they were"
 
 
 @pytest.mark.parametrize("random", [["mix"], ["target_task", "mix"], ["target_language", "mix"]])

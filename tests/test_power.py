@@ -153,6 +153,26 @@ def test_one_factor_and_confounded_designs_do_not_crash():
                                         design.languages, 2))
 
 
+def test_one_factor_designs_plan_for_the_varied_effect_with_identity_as_analyze_fits_it():
+    """A single-source grid of several sources, each at several sizes, gets the source (task
+    identity) effects analyze fits; a fixed budget whose split is rounded (39,999 examples over 3
+    tasks) still plans for diversity alone, as analyze's design check reads it."""
+    design = small_design()
+    sizes = (1_000, 2_000, 4_000, 8_000)
+    single_source = pw.GridDesign("single source", tuple(
+        (f"{task}-{n}", ((task, n),)) for task in POOL[:5] for n in sizes), design.languages, 1)
+    model = pw.analysis_model(single_source)
+    assert model.question == "volume" and model.identity["used"]
+    assert model.fixed[0] == "volume" and len(model.fixed) == 1 + 4   # volume + 4 task shares
+    assert model.weights[1] == 1 and not model.weights[2:].any()
+    fixed_budget = pw.GridDesign("fixed budget", tuple(
+        (f"d{k}-r{r}", tuple((task, 40_000 // k) for task in np.roll(POOL, r)[:k]))
+        for k in (1, 2, 3, 4) for r in range(3)), design.languages, 1)
+    model = pw.analysis_model(fixed_budget, identity="off")
+    assert model.question == "diversity" and model.fixed == ("diversity",)
+    assert any("only diversity varies" in note for note in model.notes)
+
+
 def test_too_few_mixes_withhold_the_verdict_as_the_bootstrap_does():
     """Three mixes: a bootstrap resample loses a design point most of the time, more than 5% of
     the resamples fail, and analyze gives no directional verdict."""

@@ -28,7 +28,7 @@ from transferstats.results import (
     format_mix_tasks,
     parse_mix_tasks,
 )
-from transferstats.tasks import get_task, is_known
+from transferstats.tasks import get_task, is_builtin, is_known
 
 
 @dataclass
@@ -188,11 +188,16 @@ def _check_score(score: object, file: str, location: str,
         problems.append(Problem(file, location, "error",
                                 f"'n_examples' must be a non-negative integer, got {n_examples!r}"))
     if not problems and is_known(target_task):
-        languages = get_task(target_task).languages
-        if score["language"] not in languages:
+        task = get_task(target_task)
+        # A built-in target takes any ISO 639 code beyond XTREME's list, with one warning for the
+        # whole load (outside_xtreme); a user's target keeps to its own list.
+        if score["language"] not in task.languages and not (
+                is_builtin(task) and is_language_code(score["language"])):
+            expected = (f"an ISO 639 language code such as {', '.join(task.languages[:5])}"
+                        if is_builtin(task) else f"one of {', '.join(task.languages)}")
             problems.append(Problem(file, location, "error",
                                     f"language {score['language']!r} is not a language of "
-                                    f"{target_task} (expected one of {', '.join(languages)})"))
+                                    f"{target_task} (expected {expected})"))
     if problems:
         return None, problems
     return {k: score[k] for k in ("language", "metric", "split", "value")} | {
@@ -232,6 +237,28 @@ def _read_scores(path: Path, target_task: str) -> tuple[list[dict], list[Problem
 
 
 # ---------------------------------------------------------------- whole inputs
+
+def outside_xtreme(scores: pd.DataFrame, source: str) -> list[Problem]:
+    """Warn once about the languages outside XTREME's list of their built-in target.
+
+    They are valid ISO 639 codes (:func:`_check_score` refuses the others); the warning names
+    them per target, and there is none when every language is on XTREME's list.
+    """
+    extra = {}
+    for target, languages in scores.groupby("target_task")["language"].unique().items():
+        if is_known(str(target)) and is_builtin(task := get_task(str(target))):
+            outside = sorted(set(languages) - set(task.languages))
+            if outside:
+                extra[task.id] = outside
+    if not extra:
+        return []
+    named = "; ".join(f"{target}: {', '.join(codes)}" for target, codes in extra.items())
+    count = sum(len(codes) for codes in extra.values())
+    return [Problem(source, "language", "warning",
+                    f"{count} language(s) outside XTREME's list for their target, accepted as ISO "
+                    f"639 codes: {named} (register the target with its own language list to "
+                    "refuse them; docs/tasks.md)")]
+
 
 def _check_duplicates_and_mixes(runs: pd.DataFrame) -> list[Problem]:
     """Two runs of the same (model, mix, target, seed), or one mix name with two compositions."""
@@ -335,6 +362,7 @@ def load_run_folder(root: str | Path) -> LoadedResults:
         for name in names}
     scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples",
                                                *names])
+    problems += outside_xtreme(scores, str(root))
     return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root),
                          covariate_problems=covariate_problems)
 
@@ -464,6 +492,7 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
                                 f"duplicate score for run {duplicate['run_id']!r} language "
                                 f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
     problems += _check_duplicates_and_mixes(runs_table)
+    problems += outside_xtreme(scores, source)
     return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source,
                          covariate_problems=covariate_problems)
 

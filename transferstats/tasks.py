@@ -96,6 +96,7 @@ _BUILTIN = [
 ]
 
 _REGISTRY: dict[str, Task] = {task.id: task for task in _BUILTIN}
+_BUILTIN_BY_ID: dict[str, Task] = dict(_REGISTRY)
 # Tasks registered for the current ``with task_scope(...)`` block only, looked up before _REGISTRY.
 # No default (a mutable default would be shared); an unset variable reads as "no scoped tasks".
 _SCOPED: ContextVar[dict[str, Task]] = ContextVar("transferstats_scoped_tasks")
@@ -120,6 +121,11 @@ def get_task(task_id: str) -> Task:
             "Register your own task with a [tasks.<id>] table (see docs/tasks.md)."
         )
     return task
+
+
+def is_builtin(task: Task) -> bool:
+    """Whether ``task`` is the built-in task of its id, as shipped (not a user's redefinition)."""
+    return _BUILTIN_BY_ID.get(task.id) == task
 
 
 def is_known(task_id: str) -> bool:

@@ -113,3 +113,13 @@ def test_plan_diversity_volume(capsys):
     assert "Task appearances by number of tasks in the mix" in out
     hours = float(re.search(r"estimated GPU hours: ([\d,.]+)", out).group(1).replace(",", ""))
     assert math.isfinite(hours) and hours > 100
+
+
+def test_plan_names_a_single_source_grid(tmp_path, capsys):
+    path = tmp_path / "single_source.toml"
+    path.write_text('model = "xlm-roberta-large"\ntargets = ["xnli"]\nseeds = [1]\n' + "".join(
+        f'[[mixes]]\nname = "mnli-{n}"\ntasks = {{mnli = {n}}}\n' for n in (1000, 2000, 4000)))
+    assert main(["plan", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "r = undefined (only volume varies)" in out
+    assert "analyze will estimate the volume effect (verdict volume_only)" in out

@@ -85,19 +85,27 @@ def language_table(data: pd.DataFrame, spec) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values("mean", ignore_index=True)
 
 
-def interaction_table(data: pd.DataFrame, spec) -> pd.DataFrame:
+def interaction_table(data: pd.DataFrame, spec, varied: str | None = None) -> pd.DataFrame:
     """Mean outcome per design cell (number of tasks x total examples), with a t interval over the
-    mixes in the cell (NaN for a single mix)."""
+    mixes in the cell (NaN for a single mix).
+
+    In a grid that varies one factor (``varied`` = ``"diversity"`` or ``"volume"``) the cells
+    are the levels of that factor alone, and the other column holds the median over the cell's
+    mixes: a fixed budget split over 3 tasks is 39,999 examples, not a level of its own.
+    """
     per_mix = data.groupby(["mix", "n_tasks", "examples"], as_index=False)[spec.outcome].mean()
+    keys = {"diversity": ["n_tasks"], "volume": ["examples"]}.get(varied or "",
+                                                                 ["n_tasks", "examples"])
     rows = []
-    for (n_tasks, examples), group in per_mix.groupby(["n_tasks", "examples"]):
+    for _, group in per_mix.groupby(keys):
         values = group[spec.outcome].to_numpy()
         mean = float(values.mean())
         if len(values) > 1:
             low, high = stats.t.interval(spec.level, len(values) - 1, loc=mean, scale=stats.sem(values))
         else:
             low = high = np.nan
-        rows.append({"n_tasks": int(n_tasks), "volume_examples": int(examples), "mean": mean,
+        rows.append({"n_tasks": float(group["n_tasks"].median()),
+                     "volume_examples": int(group["examples"].median()), "mean": mean,
                      "ci_low": float(low), "ci_high": float(high), "n": len(values)})
     return pd.DataFrame(rows, columns=["n_tasks", "volume_examples", "mean", "ci_low", "ci_high", "n"])
 
@@ -155,6 +163,42 @@ def pairwise_mixes(data: pd.DataFrame, outcome: str) -> pd.DataFrame:
         "Parametric": True, "T": t_value, "dof": float(n - 1), "alternative": "two-sided",
         "p_unc": p_value, "p_corr": holm(p_value), "p_adjust": "holm", "hedges": hedges,
     }, columns=columns)
+
+
+#: Past this many mixes the pairwise tests (n (n - 1) / 2 of them, 630 at 36 mixes) stop being
+#: readable or useful; the report ranks the mixes with intervals instead (:func:`mix_ranking`).
+MAX_PAIRWISE_MIXES = 36
+
+
+def mix_ranking(data: pd.DataFrame, outcome: str, level: float) -> pd.DataFrame:
+    """Every mix ranked by its mean outcome, with a t interval over its subjects.
+
+    Subjects are target-language pairs for row-level outcomes and targets for run-level ones,
+    averaged over seeds first (as for the pairwise tests; :func:`_subject_means` without
+    dropping incomplete subjects). The interval of a mix is mean +/- t_{n-1} x SE over its
+    subjects: a description of each mix, not a comparison between mixes (the model's effects
+    are that).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``rank, mix, n_tasks, examples, mean, ci_low, ci_high, n_subjects``, best mix first
+        (rank 1), ties broken by name.
+    """
+    subject = "target_language" if "target_language" in data else "target_task"
+    means = data[data["mix"] != BASELINE_MIX].groupby([subject, "mix"], as_index=False)[outcome].mean()
+    per_mix = means.groupby("mix")[outcome].agg(["mean", "sem", "count"])
+    design = data.drop_duplicates("mix").set_index("mix")[["n_tasks", "examples"]]
+    with np.errstate(invalid="ignore"):
+        half = stats.t.ppf(0.5 + level / 2, per_mix["count"] - 1) * per_mix["sem"]
+    table = pd.DataFrame({"mix": per_mix.index, "mean": per_mix["mean"].to_numpy(),
+                          "ci_low": (per_mix["mean"] - half).to_numpy(),
+                          "ci_high": (per_mix["mean"] + half).to_numpy(),
+                          "n_subjects": per_mix["count"].to_numpy(dtype=int)})
+    table = table.join(design, on="mix")
+    table = table.sort_values(["mean", "mix"], ascending=[False, True], ignore_index=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table[["rank", "mix", "n_tasks", "examples", "mean", "ci_low", "ci_high", "n_subjects"]]
 
 
 def holm(p_values: np.ndarray) -> np.ndarray:

@@ -181,14 +181,20 @@ def add_share_columns(data: pd.DataFrame, shares: pd.DataFrame, reference: str) 
     return data.assign(**columns), list(columns)
 
 
-def identity_contrasts(tasks: Sequence[str], reference: str, centre_diversity: float
+def identity_contrasts(tasks: Sequence[str], reference: str, centre_diversity: float | None
                        ) -> dict[str, dict[str, float]]:
     """Bootstrap contrasts giving each task's identity effect (a single-task mix at the centre
     volume: intercept + its share coefficient + the diversity effect at log2 1 = 0) and its
-    difference from the mean over tasks."""
+    difference from the mean over tasks.
+
+    ``centre_diversity`` is None when the model has no diversity term (a grid whose diversity is
+    fixed): the identity effect is then at the grid's own diversity, which the intercept holds.
+    """
     contrasts: dict[str, dict[str, float]] = {}
     for task in tasks:
-        weights = {"Intercept": 1.0, "diversity": -centre_diversity}
+        weights = {"Intercept": 1.0}
+        if centre_diversity is not None:
+            weights["diversity"] = -centre_diversity
         if task != reference:
             weights[share_column(task)] = 1.0
         contrasts[identity_output(task)] = weights

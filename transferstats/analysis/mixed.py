@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -295,6 +295,27 @@ def cross_products(X: np.ndarray, y: np.ndarray, codes: Sequence[np.ndarray],
             C_rr[starts[j]:starts[j + 1], block_i] = table.T
     C_rd = _cross_table([codes[k] + starts[i] for i, k in enumerate(remaining)], code_d, r, L_d)
     return CrossProducts(len(y), sizes, Xy.T @ Xy, d, remaining, c_d, C_dx, C_rd, C_rr, C_rx)
+
+
+def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
+                  codes: Sequence[np.ndarray]) -> CrossProducts:
+    """Return the cross-products of the same design (``X``, ``codes``) with another response ``y``.
+
+    Only the y column of Z'[X y] and the y row and column of [X y]'[X y] change, so a parametric
+    bootstrap, which redraws y on a fixed design, needs p + K + 1 passes over the rows rather than
+    :func:`cross_products`' (p + 1) K.
+    """
+    XyXy = cp.XyXy.copy()
+    Xty = X.T @ y
+    XyXy[:-1, -1] = XyXy[-1, :-1] = Xty
+    XyXy[-1, -1] = y @ y
+    C_dx = cp.C_dx.copy()
+    C_rx = cp.C_rx.copy()
+    if cp.diagonal_factor >= 0:
+        C_dx[:, -1] = np.bincount(codes[cp.diagonal_factor], weights=y, minlength=len(cp.c_d))
+    for k, block in cp.blocks.items():
+        C_rx[block, -1] = np.bincount(codes[k], weights=y, minlength=int(cp.n_levels[k]))
+    return replace(cp, XyXy=XyXy, C_dx=C_dx, C_rx=C_rx)
 
 
 def _cross_table(rows: list[np.ndarray], code_d: np.ndarray, r: int, L_d: int

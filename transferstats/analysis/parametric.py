@@ -46,7 +46,13 @@ from scipy import stats
 from scipy.special import ndtr, ndtri
 
 from transferstats.analysis.bootstrap import output_matrix
-from transferstats.analysis.mixed import cross_products, fit_crossed, fit_theta, model_arrays
+from transferstats.analysis.mixed import (
+    cross_products,
+    fit_crossed,
+    fit_theta,
+    model_arrays,
+    with_response,
+)
 
 try:  # one BLAS thread per worker process (optional: without it refits are only slower)
     from threadpoolctl import threadpool_limits
@@ -106,13 +112,16 @@ class _Simulator:
 
     def draws(self, seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
         out = np.full((len(seeds), len(self.outputs)), np.nan)
+        # The design is the same in every draw: its cross-products are computed once, and each
+        # draw only puts its own response in (with_response).
+        design = cross_products(self.X, self.mean, self.codes, self.n_levels)
         for i, seed in enumerate(seeds):
             rng = np.random.default_rng(seed)
             y = self.mean + self.sigma * rng.standard_normal(len(self.mean))
             for code, n_levels, sd in zip(self.codes, self.n_levels, self.sds, strict=True):
                 y = y + sd * rng.standard_normal(n_levels)[code]
             try:
-                state = fit_theta(cross_products(self.X, y, self.codes, self.n_levels),
+                state = fit_theta(with_response(design, self.X, y, self.codes),
                                   reml=True, start=self.start)
             except (np.linalg.LinAlgError, ValueError):
                 continue

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
@@ -98,12 +99,51 @@ def minimum_detectable_difference(standard_error: float, level: float, power: fl
 MAX_FAILED_SHARE = 0.05
 
 
-def decide(comparison: dict, design: dict, failed_share: float = 0.0) -> tuple[str, str]:
-    """The verdict and a one-sentence reason. When more than ``MAX_FAILED_SHARE`` of the
-    bootstrap resamples cannot be fitted (too few mixes or languages to resample), the intervals
-    are conditional on the lucky resamples, so no direction is claimed."""
+#: The verdict values, in docs/statistics.md's words.
+VERDICTS = {
+    "supported": "both vary; the interval of diversity - volume lies above zero",
+    "refuted": "both vary; the interval of diversity - volume lies below zero",
+    "inconclusive": "both vary; the interval of diversity - volume includes zero, or too many "
+                    "bootstrap resamples failed",
+    "confounded": "diversity and volume cannot be separated (|r| at or above the threshold), "
+                  "neither varies, or fewer than 3 mixes",
+    "diversity_only": "only diversity varies (a fixed-budget grid): its effect is estimated, the "
+                      "comparison with volume is not possible",
+    "volume_only": "only volume varies (e.g. a single-source grid): its effect is estimated, the "
+                   "comparison with diversity is not possible",
+}
+
+
+def _single_factor_reason(design: dict, effect: dict | None, failed_share: float) -> str:
+    """The reason of a ``diversity_only`` / ``volume_only`` verdict: what varies, the effect with
+    its interval, and what the grid cannot answer."""
+    varied = design["single_factor"]
+    other = "volume" if varied == "diversity" else "diversity"
+    reason = f"{varied} varies, {other} is fixed at {design['fixed_at']}"
+    if effect is not None and effect["estimate"] is not None:
+        reason += (f"; the {varied} effect is {effect['estimate']:.2f} {effect['unit']} "
+                   f"[{effect['ci_low']:.2f}, {effect['ci_high']:.2f}]")
+    if failed_share > MAX_FAILED_SHARE:
+        reason += (f" ({failed_share:.0%} of the bootstrap resamples could not be fitted, so the "
+                   "interval is not trustworthy)")
+    return reason + f"; comparing it with {other} needs mixes that vary both"
+
+
+def decide(comparison: dict, design: dict, failed_share: float = 0.0,
+           effects: list[dict] | None = None) -> tuple[str, str]:
+    """The verdict (one of :data:`VERDICTS`) and a one-sentence reason.
+
+    A grid that varies only one factor gets ``diversity_only`` or ``volume_only`` whatever its
+    estimate: it cannot answer the comparison, and its reason quotes the effect of ``effects``
+    it can estimate. When more than ``MAX_FAILED_SHARE`` of the bootstrap resamples cannot be
+    fitted (too few mixes or languages to resample), the intervals are conditional on the lucky
+    resamples, so no direction is claimed."""
     if design["confounded"]:
         return "confounded", design["reason"]
+    varied = design.get("single_factor")
+    if varied:
+        effect = next((e for e in effects or [] if e["term"] == varied), None)
+        return f"{varied}_only", _single_factor_reason(design, effect, failed_share)
     if failed_share > MAX_FAILED_SHARE:
         return "inconclusive", (f"{failed_share:.0%} of the bootstrap resamples could not be fitted "
                                 "(too few mixes or languages to resample), so the intervals are "
@@ -238,11 +278,17 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     mixes = mix_table(scores)
     mixes = mixes[mixes["mix"].isin(data["mix"])]
     design = design_check(mixes, spec.diversity, spec.max_correlation)
-    data, centre = _centre(data, spec.interaction)
+    single = design["single_factor"]
+    data, centre = _centre(data, spec.interaction and single is None)
     design["centre_log2"] = centre
     random, notes = _random_factors(data, spec.outcome)
-    fixed = ["diversity", "volume"]
-    if spec.interaction:
+    # A grid that varies one factor on purpose estimates that factor alone: the other is a
+    # constant, absorbed by the intercept.
+    fixed = [single] if single else ["diversity", "volume"]
+    if single:
+        notes.append(f"only {single} varies, so the model has the {single} term alone; "
+                     "diversity - volume is not estimable")
+    elif spec.interaction:
         if _interaction_estimable(data):
             fixed.append(INTERACTION)
         else:
@@ -256,27 +302,28 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     units = [u for u in spec.units if u in data.columns and data[u].nunique() >= 2]
     direction = -1.0 if spec.outcome in LOWER_IS_BETTER else 1.0
     contrast_weights = {"diversity": direction, "volume": -direction}
-    core = [*fixed, CONTRAST]
-
-    identifiable = (design["correlation"] is not None
-                    and abs(design["correlation"]) < SEPARABLE_CORRELATION)
+    compared = single is None
+    core = [*fixed, CONTRAST] if compared else list(fixed)
+    identifiable = single is not None or (design["correlation"] is not None
+                                          and abs(design["correlation"]) < SEPARABLE_CORRELATION)
     if identifiable and spec.covariates and not _full_rank(data, fixed):
         raise ResultsError(problems + [Problem(
             loaded.source, "covariates", "error",
-            f"the covariates {', '.join(spec.covariates)} are linearly dependent on diversity, "
-            "volume (and the interaction) or on each other across the rows: their effects cannot "
+            f"the covariates {', '.join(spec.covariates)} are linearly dependent on "
+            f"{' and '.join(mix_terms)} or on each other across the rows: their effects cannot "
             "be estimated")])
     shares = share_table(mixes)
     words = member_words(kind)
     identity = _identity_decision(data, shares, mix_terms, fixed, spec, identifiable, loaded.source,
                                   problems, words)
     primary_data, primary_fixed = data, list(fixed)
-    contrasts: dict[str, dict[str, float]] = {CONTRAST: contrast_weights}
+    plain_contrasts = {CONTRAST: contrast_weights} if compared else {}
+    contrasts = dict(plain_contrasts)
     if identity["used"]:
         primary_data, share_columns = add_share_columns(data, shares, identity["reference"])
         primary_fixed = fixed + share_columns
         contrasts |= identity_contrasts(list(shares.columns), identity["reference"],
-                                        centre["diversity"])
+                                        centre["diversity"] if "diversity" in fixed else None)
 
     def fit(frame, fixed_terms, model_contrasts, label, parametric_df=None) -> FittedModel:
         return _fit_model(frame, spec, fixed_terms, random, units, model_contrasts, core,
@@ -296,14 +343,15 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         if identity["used"]:
             identity["tasks"] = _identity_rows(primary, shares, identity)
             if companions:
-                plain = fit(data, fixed, {CONTRAST: contrast_weights},
+                plain = fit(data, fixed, plain_contrasts,
                             f"plain mixed model (no {words.noun} identity)")
                 identity["test"] = _nested_test(primary_data, spec.outcome, primary_fixed, fixed,
                                                 random)
         heterogeneity = {"tested": False, "reason": "not fitted (companions=False)"}
         if companions:
             per_target, heterogeneity = _per_target(primary_data, spec, primary_fixed, random,
-                                                    units, direction, n_jobs, progress, mix_df)
+                                                    units, direction, n_jobs, progress, mix_df,
+                                                    terms=[t for t in mix_terms if t != INTERACTION])
         for name, model in (("", primary), ("plain model ", plain if plain is not primary else None)):
             if model is not None and model.n_failed:
                 problems.append(Problem(loaded.source, "bootstrap", "warning",
@@ -318,7 +366,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         draws = primary.boot.draws
     else:
         data = data.assign(fitted=np.nan, residual=np.nan)
-        draws = pd.DataFrame(columns=[*fixed, CONTRAST])
+        draws = pd.DataFrame(columns=core)
 
     units_text = {"diversity": DIVERSITY_UNITS[spec.diversity].format(members=words.plural),
                   "volume": f"points per doubling of {words.examples}",
@@ -326,10 +374,12 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     units_text |= {c["name"]: c["unit"] for c in covariates}
     effects, comparison = _effects_and_comparison(primary, fixed, units_text, contrast_weights,
                                                   direction, spec)
-    verdict, reason = decide(comparison, design, primary.failed_share if primary else 0.0)
+    verdict, reason = decide(comparison, design, primary.failed_share if primary else 0.0,
+                             effects)
     plain_effects, plain_comparison = _effects_and_comparison(plain, fixed, units_text,
                                                               contrast_weights, direction, spec)
-    plain_verdict, plain_reason = (decide(plain_comparison, design, plain.failed_share)
+    plain_verdict, plain_reason = (decide(plain_comparison, design, plain.failed_share,
+                                          plain_effects)
                                    if plain is not None else (verdict, reason))
     plain_estimates = {
         "same_as_primary": not identity["used"],
@@ -369,8 +419,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         "languages": sorted(data["language"].unique()) if "language" in data else [],
         "effects": effects,
         "comparison": comparison,
+        "question": CONTRAST if compared else single,
         "verdict": verdict,
         "verdict_reason": reason,
+        "verdict_values": VERDICTS,
         "minimum_detectable_difference": comparison["minimum_detectable_difference"],
         "identity": identity,
         "plain": plain_estimates,
@@ -394,8 +446,11 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         bootstrap_draws=draws,
         improvement_table=improvement_table,
         language_table=descriptives.language_table(data, spec),
-        pairwise=descriptives.pairwise_mixes(data, spec.outcome),
-        interaction_table=descriptives.interaction_table(data, spec),
+        pairwise=(descriptives.pairwise_mixes(data, spec.outcome)
+                  if data["mix"].nunique() <= descriptives.MAX_PAIRWISE_MIXES
+                  else pd.DataFrame()),
+        mix_ranking=descriptives.mix_ranking(data, spec.outcome, spec.level),
+        interaction_table=descriptives.interaction_table(data, spec, single),
         problems=pd.DataFrame([vars(p) for p in problems], columns=PROBLEM_COLUMNS),
         settings=spec,
         identity_table=pd.DataFrame(identity.get("tasks", []), columns=IDENTITY_COLUMNS),
@@ -600,7 +655,8 @@ def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_ef
     """Whether the plain model (no task identity) and the primary one disagree, and a sentence.
 
     They *disagree* when their verdicts differ, or when the plain model's diversity estimate
-    lies outside the primary model's diversity interval. Which story the sentence tells:
+    lies outside the primary model's diversity interval (in a grid where only volume varies:
+    its volume estimate and interval). Which story the sentence tells:
 
     - the plain estimate lies beyond the primary interval on the side of benefit: the apparent
       diversity effect is *explained by composition* (which tasks the mixes contain);
@@ -611,13 +667,14 @@ def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_ef
     if not identity_used:
         return {"disagrees": False, "explained_by_composition": False,
                 "disagreement_rule": DISAGREEMENT_RULE, "sentence": ""}
-    primary = next(e for e in effects if e["term"] == "diversity")
-    plain = next(e for e in plain_effects if e["term"] == "diversity")
+    term = "diversity" if any(e["term"] == "diversity" for e in effects) else "volume"
+    primary = next(e for e in effects if e["term"] == term)
+    plain = next(e for e in plain_effects if e["term"] == term)
     low, high = primary["ci_low"], primary["ci_high"]
     outside = plain["estimate"] < low or plain["estimate"] > high
     disagrees = bool(outside or plain_verdict != verdict)
     explained = outside and direction * plain["estimate"] > max(direction * low, direction * high)
-    numbers = (f"the plain model gives diversity {plain['estimate']:.2f} "
+    numbers = (f"the plain model gives {term} {plain['estimate']:.2f} "
                f"[{plain['ci_low']:.2f}, {plain['ci_high']:.2f}] and verdict {plain_verdict}, the "
                f"model with {words.noun} identity effects {primary['estimate']:.2f} "
                f"[{low:.2f}, {high:.2f}] "
@@ -625,17 +682,17 @@ def compare_models(effects: list[dict], comparison: dict, verdict: str, plain_ef
     if not disagrees:
         sentence = f"The plain model agrees with the identity-adjusted one: {numbers}."
     elif explained:
-        sentence = (f"The apparent diversity effect is explained by which {words.plural} the "
+        sentence = (f"The apparent {term} effect is explained by which {words.plural} the "
                     f"mixes contain: {numbers}.")
     elif outside:
-        sentence = (f"Which {words.plural} the mixes contain hides part of the diversity effect: "
+        sentence = (f"Which {words.plural} the mixes contain hides part of the {term} effect: "
                     f"{numbers}.")
     else:
         sentence = (f"The verdicts differ, but not because of composition: {numbers}; the plain "
                     "estimate lies inside the identity-adjusted interval, which is wider because "
                     "the identity effects are estimated too.")
     return {"disagrees": disagrees, "explained_by_composition": bool(explained),
-            "disagreement_rule": DISAGREEMENT_RULE, "sentence": sentence}
+            "disagreement_rule": DISAGREEMENT_RULE.replace("diversity", term), "sentence": sentence}
 
 
 DISAGREEMENT_RULE = ("their verdicts differ or the plain model's diversity estimate lies outside "
@@ -646,7 +703,8 @@ DISAGREEMENT_RULE = ("their verdicts differ or the plain model's diversity estim
 
 def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                 units: list[str], direction: float, n_jobs: int | None, progress: bool,
-                parametric_df: float | None = None) -> tuple[list[dict], dict]:
+                parametric_df: float | None = None,
+                terms: list[str] | None = None) -> tuple[list[dict], dict]:
     """Diversity and volume effects (and their difference) per target, and a test of whether
     they differ between targets.
 
@@ -660,19 +718,24 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
     happens to suit one target would look, through that target's many languages and seeds, like
     strong evidence of a target-specific slope, and the test would reject too often. (The
     bootstrap intervals need no such term: resampling whole mixes carries that variation.)
+
+    ``terms`` are the slopes made per target (default: diversity and volume); with one of
+    them, as in a grid that varies one factor, there is no per-target contrast.
     """
     targets = sorted(data["target_task"].unique())
     if len(targets) < 2:
         return [], {"tested": False, "reason": "a single target task: nothing to compare"}
-    frame, slopes = per_target_columns(data, PER_TARGET_TERMS)
-    fixed_per_target = slopes + [f for f in fixed if f not in PER_TARGET_TERMS]
+    terms = list(terms or PER_TARGET_TERMS)
+    frame, slopes = per_target_columns(data, terms)
+    fixed_per_target = slopes + [f for f in fixed if f not in terms]
     if not _full_rank(frame, fixed_per_target):
         return [], {"tested": False,
-                    "reason": "some target has no variation in diversity or volume across its "
+                    "reason": f"some target has no variation in {' or '.join(terms)} across its "
                               "mixes, so per-target effects are not estimable"}
+    compared = set(PER_TARGET_TERMS) <= set(terms)
     contrasts = {target_column(CONTRAST, t): {target_column("diversity", t): direction,
                                              target_column("volume", t): -direction}
-                 for t in targets}
+                 for t in targets} if compared else {}
     boot = _bootstrap(frame, spec, fixed_per_target, random, units, contrasts, n_jobs, progress,
                       parametric_df)
     outputs = [*slopes, *contrasts]
@@ -682,7 +745,7 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
     percentile = _intervals(boot, spec.level, "percentile")
     rows = []
     for target in targets:
-        for term in (*PER_TARGET_TERMS, CONTRAST):
+        for term in (*terms, CONTRAST) if compared else terms:
             name = target_column(term, target)
             rows.append({"target": target, "term": term,
                          "estimate": float(boot.estimate[name])}
@@ -694,11 +757,11 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
     tested = frame.assign(**{MIX_TARGET: cell})
     test = _nested_test(tested, spec.outcome, fixed_per_target, fixed, test_random)
     differ = test["p_value"] < 1 - spec.level
-    heterogeneity = test | {
+    heterogeneity = test | {"terms": terms,
         "tested": True, "targets": targets, "random": test_random,
         "formula": _formula(spec.outcome, fixed_per_target, random),
         "differ": bool(differ), "n_failed": int(failed.sum()),
-        "reason": ("likelihood-ratio test of per-target diversity and volume slopes against "
+        "reason": (f"likelihood-ratio test of per-target {' and '.join(terms)} slopes against "
                    "common ones" + (", both models with a random intercept per (mix, target) "
                                     "cell" if MIX_TARGET in test_random else "")),
     }
@@ -728,10 +791,16 @@ def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
                units: list[str], contrasts: dict[str, dict[str, float]], core: list[str], *,
                tested: list[str], n_jobs: int | None, progress: bool, failure,
                parametric_df: float | None = None) -> FittedModel:
-    """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output."""
+    """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output.
+
+    The fits run on one BLAS thread, as the bootstrap's workers do: their matrices are small
+    (levels of the random factors other than the largest), and several threads on them cost more
+    in synchronisation than they save, badly so on shared cores (measured on the 455-mix grid of
+    benchmarks/single_factor_speed.py: 0.9 s against 0.25 s for one REML fit)."""
     try:
-        fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
-        tests = _term_tests(data, spec.outcome, fixed, random, tested)
+        with threadpool_limits(1):
+            fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
+            tests = _term_tests(data, spec.outcome, fixed, random, tested)
     except (np.linalg.LinAlgError, ValueError) as error:
         raise failure(error) from error
     boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
@@ -769,9 +838,11 @@ def _term_tests(data: pd.DataFrame, outcome: str, fixed: list[str], random: list
 
 def _nested_test(data: pd.DataFrame, outcome: str, fixed: list[str], reduced: list[str],
                  random: list[str]) -> dict:
-    """ML likelihood-ratio test of a model against a nested one with fewer fixed terms."""
-    full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
-    reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
+    """ML likelihood-ratio test of a model against a nested one with fewer fixed terms (on one
+    BLAS thread, as in :func:`_fit_model`)."""
+    with threadpool_limits(1):
+        full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
+        reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
     chi2 = max(2 * (full_fit.llf - reduced_fit.llf), 0.0)
     df = len(fixed) - len(reduced)
     return {"chi2": float(chi2), "df": int(df), "p_value": float(stats.chi2.sf(chi2, df))}
@@ -783,6 +854,8 @@ def _effects_and_comparison(model: FittedModel | None, fixed: list[str], units_t
     """The ``effects`` list and the ``comparison`` dict of a model (None-valued when unfitted)."""
     intervals = model.intervals if model is not None else None
     percentile = model.percentile if model is not None else None
+    # A grid that varies one factor has no contrast: its comparison stays None-valued.
+    compared = model is not None and CONTRAST in model.boot.estimate.index
     wald = model.fit.summary_frame().set_index("term").to_dict("index") if model is not None else None
     effects = []
     for term in fixed:
@@ -799,9 +872,10 @@ def _effects_and_comparison(model: FittedModel | None, fixed: list[str], units_t
                   "direction": "higher is better" if direction > 0 else
                                "lower is better: the contrast is -(diversity) - (-(volume)), so "
                                "positive still favours diversity",
-                  "estimate": float(model.boot.estimate[CONTRAST]) if model is not None else None}
-    comparison |= _interval_fields(CONTRAST, intervals, percentile)
-    comparison["minimum_detectable_difference"] = None if intervals is None else \
+                  "estimate": (float(model.boot.estimate[CONTRAST])
+                               if compared and model is not None else None)}
+    comparison |= _interval_fields(CONTRAST, intervals if compared else None, percentile)
+    comparison["minimum_detectable_difference"] = None if not compared or intervals is None else \
         minimum_detectable_difference(intervals[CONTRAST]["se"], spec.level, spec.power)
     return effects, comparison
 

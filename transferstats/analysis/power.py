@@ -89,7 +89,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from transferstats.analysis.design import SEPARABLE_CORRELATION, diversity_volume_correlation
+from transferstats.analysis.design import (
+    SEPARABLE_CORRELATION,
+    diversity_volume_correlation,
+    varying_factor,
+)
 from transferstats.analysis.mixed import (
     cross_products,
     derivatives,
@@ -473,13 +477,14 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     d, v = design.log2_levels()
     n_mixes = len(design.mixes)
     notes: list[str] = []
-    varies = {"diversity": bool(np.ptp(d) > 0), "volume": bool(np.ptp(v) > 0)}
+    # The same rule as analyze's design check (a split budget's rounding is no variation).
+    varied = varying_factor(np.asarray(design.n_tasks, float), np.asarray(design.examples, float))
+    varies = {"diversity": varied in ("both", "diversity"), "volume": varied in ("both", "volume")}
     if not any(varies.values()):
         raise PowerError("neither diversity nor volume varies across the grid's mixes: there is "
                          "no effect to plan for")
     correlation = None
     blocked = ""
-    identity_info: dict = {"used": False, "reason": "only one of diversity and volume varies"}
     if all(varies.values()):
         r = diversity_volume_correlation(design.n_tasks.tolist(), design.examples.tolist())
         correlation = None if math.isnan(r) else r
@@ -499,26 +504,11 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
         elif correlation is not None and abs(correlation) >= threshold:
             blocked = (f"confounded: diversity and volume correlate at r = {correlation:.3f} "
                        f"across mixes (|r| >= {threshold})")
-        mix_terms = list(fixed)
         separable = correlation is not None and abs(correlation) < SEPARABLE_CORRELATION
-        identity_info = _identity(design, mix_terms, columns, identity, separable)
-        if identity_info["used"]:
-            shares = design.shares()
-            for task in shares.columns:
-                if task != identity_info["reference"]:
-                    fixed.append(f"share[{task}]")
-                    columns.append(shares[task].to_numpy())
-            notes.append(f"analyze's primary model has task identity effects on this grid "
-                         f"({identity_info['reason']}); the stand-in fits them too")
-        weights = np.zeros(1 + len(fixed))
-        weights[1], weights[2] = 1.0, -1.0
-        core = [np.eye(1 + len(fixed))[1 + i] for i in range(len(mix_terms))] + [weights]
     else:
         question = "diversity" if varies["diversity"] else "volume"
         fixed = [question]
         columns = [d if question == "diversity" else v]
-        weights = np.array([0.0, 1.0])
-        core = [weights]
         other = "volume" if question == "diversity" else "diversity"
         level = (f"{int(design.n_tasks[0])} task(s)" if question == "volume"
                  else f"{int(design.examples[0]):,} examples")
@@ -527,6 +517,25 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                      "answer; --difference is read as that effect")
         if n_mixes < 3:
             blocked = f"{n_mixes} mixes cannot estimate the {question} effect and its variance"
+        separable = True
+    mix_terms = list(fixed)
+    # Task identity effects where analyze would fit them, whichever factors vary (issue 13).
+    identity_info = _identity(design, mix_terms, columns, identity, separable)
+    if identity_info["used"]:
+        shares = design.shares()
+        for task in shares.columns:
+            if task != identity_info["reference"]:
+                fixed.append(f"share[{task}]")
+                columns.append(shares[task].to_numpy())
+        notes.append(f"analyze's primary model has task identity effects on this grid "
+                     f"({identity_info['reason']}); the stand-in fits them too")
+    weights = np.zeros(1 + len(fixed))
+    if question == CONTRAST:
+        weights[1], weights[2] = 1.0, -1.0
+        core = [np.eye(1 + len(fixed))[1 + i] for i in range(len(mix_terms))] + [weights]
+    else:
+        weights[1] = 1.0
+        core = [weights]
     rows_levels = design_rows(design).n_levels
     random = [c for c in ("target", "target_language", "mix") if rows_levels[c] >= 2]
     if analysis_target_mix and rows_levels["target"] >= 2 and n_mixes >= 2:

@@ -29,6 +29,9 @@ IDENTITY_COLUMNS = ("task", "estimate", "ci_low", "ci_high", "bootstrap_se", "re
 #: Columns of :attr:`AnalysisResult.per_target_table`.
 PER_TARGET_COLUMNS = ("target", "term", "estimate", "ci_low", "ci_high", "bootstrap_se",
                       "percentile_ci_low", "percentile_ci_high")
+#: Columns of :attr:`AnalysisResult.mix_ranking`.
+RANKING_COLUMNS = ("rank", "mix", "n_tasks", "examples", "mean", "ci_low", "ci_high",
+                   "n_subjects")
 
 
 @dataclass
@@ -69,7 +72,8 @@ class AnalysisResult:
         The outcome per language averaged over mixes and targets: ``language, mean, ci_low,
         ci_high, n``; sorted by mean.
     pairwise : pandas.DataFrame
-        Holm-corrected pairwise comparisons of mixes (pingouin ``pairwise_tests`` output, tidy).
+        Holm-corrected pairwise comparisons of mixes (pingouin ``pairwise_tests`` output, tidy);
+        empty past ``MAX_PAIRWISE_MIXES`` (36) mixes, where ``mix_ranking`` stands in.
     interaction_table : pandas.DataFrame
         Mean outcome per (``n_tasks``, ``volume_examples``) design cell: ``n_tasks,
         volume_examples, mean, ci_low, ci_high, n``.
@@ -87,8 +91,13 @@ class AnalysisResult:
         in the mixes that hold it), ``resamples_without`` (resamples that gave no estimate)
         and ``reference``.
     per_target_table : pandas.DataFrame
-        One row per target and term (``diversity``, ``volume``, ``diversity - volume``) of the
-        per-target model: ``target, term, estimate, ci_low, ci_high`` and the bootstrap details.
+        One row per target and term (``diversity``, ``volume``, ``diversity - volume``; the
+        varied factor alone in a grid that varies one) of the per-target model: ``target, term,
+        estimate, ci_low, ci_high`` and the bootstrap details.
+    mix_ranking : pandas.DataFrame
+        Every mix ranked by its mean outcome, best first, with a t interval over its
+        target-language pairs: ``rank, mix, n_tasks, examples, mean, ci_low, ci_high,
+        n_subjects`` (:func:`transferstats.analysis.descriptives.mix_ranking`).
     """
 
     estimates: dict
@@ -104,10 +113,16 @@ class AnalysisResult:
         default_factory=lambda: pd.DataFrame(columns=IDENTITY_COLUMNS))
     per_target_table: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=PER_TARGET_COLUMNS))
+    mix_ranking: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=RANKING_COLUMNS))
 
     @property
     def verdict(self) -> str:
-        """``supported``, ``refuted``, ``inconclusive`` or ``confounded`` (docs/statistics.md)."""
+        """The verdict (docs/statistics.md).
+
+        ``supported``, ``refuted``, ``inconclusive`` or ``confounded`` when the grid varies
+        diversity and volume; ``diversity_only`` or ``volume_only`` when it varies one of them.
+        """
         return self.estimates["verdict"]
 
     @property
@@ -119,15 +134,20 @@ class AnalysisResult:
     def design(self) -> dict:
         """How well the grid separates diversity from volume.
 
-        Keys: ``n_mixes``, ``correlation`` (Pearson r of log2 diversity and log2 volume across
-        mixes), ``vif``, ``confounded``, ``reason``, ``diversity_levels``, ``volume_levels``,
-        ``centre_log2``.
+        Keys: ``n_mixes``, ``varies`` (``both``, ``diversity``, ``volume`` or ``neither``),
+        ``single_factor`` (the factor a grid that varies one of them varies, else None) and
+        ``fixed_at`` (the other's fixed level), ``correlation`` (Pearson r of log2 diversity and
+        log2 volume across mixes; None unless both vary), ``vif``, ``confounded``, ``reason``,
+        ``diversity_levels``, ``volume_levels``, ``centre_log2``.
         """
         return self.estimates["design"]
 
     @property
     def effects(self) -> pd.DataFrame:
         """One row per fixed effect, then the contrast ``diversity - volume``.
+
+        The contrast row is left out where it was not estimated (a grid that varies one factor,
+        a confounded one).
 
         Columns: ``term, estimate, se, ci_low, ci_high, p_value, unit`` and the details
         ``bootstrap_se, percentile_ci_low, percentile_ci_high, p_value_wald, chi2``. ``se`` is the
@@ -202,7 +222,7 @@ def _effect_frame(effects: list[dict], comparison: dict) -> pd.DataFrame:
     contrast = {"term": comparison["contrast"], "se": comparison.get("bootstrap_se"),
                 "unit": "points per doubling (diversity effect minus volume effect)"}
     contrast |= {key: comparison.get(key) for key in EFFECT_COLUMNS if key not in contrast}
-    rows = [*effects, contrast]
+    rows = [*effects, contrast] if comparison.get("estimate") is not None else list(effects)
     frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows])
     numeric = [c for c in EFFECT_COLUMNS if c not in ("term", "unit")]
     return frame.astype(dict.fromkeys(numeric, float))

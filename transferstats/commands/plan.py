@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from transferstats.analysis.design import varying_factor
 from transferstats.grid.expand import expand_grid, mix_label
 from transferstats.grid.factorial import (
     diversity_volume_correlation,
@@ -107,7 +109,15 @@ def _show(console: Console, grid, args) -> None:
     console.print(f"  assuming {estimate.assumption}", highlight=False, markup=False)
     if grid.mixes:
         r = diversity_volume_correlation(grid.mixes)
-        shown = "undefined (diversity or volume does not vary)" if math.isnan(r) else f"{r:+.3f}"
+        varied = varying_factor(np.array([len(m.tasks) for m in grid.mixes], dtype=float),
+                                np.array([mix_volume(m) for m in grid.mixes], dtype=float))
+        shown = f"{r:+.3f}" if varied == "both" and not math.isnan(r) else \
+            f"undefined ({'neither varies' if varied == 'neither' else 'only ' + varied + ' varies'})"
         console.print(f"diversity-volume correlation: r = {shown} (Pearson, log2 tasks vs log2 "
                       f"examples, over {len(grid.mixes)} mixes)", highlight=False)
+        if varied in ("diversity", "volume"):
+            console.print(f"only {varied} varies: analyze will estimate the {varied} effect "
+                          f"(verdict {varied}_only) and cannot compare it with the other factor; "
+                          "`transferstats power` plans for that effect", highlight=False,
+                          markup=False)
         console.print(_frequency_table(grid.mixes))

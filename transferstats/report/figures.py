@@ -16,6 +16,7 @@ friendly to colorblind people", https://jfly.uni-koeln.de/color/.
 from __future__ import annotations
 
 import functools
+import math
 import textwrap
 from pathlib import Path
 
@@ -171,11 +172,14 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
         interval printed on the right, zero line dashed.
     """
     rows = [dict(effect, highlight=False) for effect in effects]
-    rows.append({"term": comparison["contrast"], "unit": comparison.get("unit"),
-                 "estimate": comparison["estimate"], "ci_low": comparison["ci_low"],
-                 "ci_high": comparison["ci_high"], "highlight": True})
-    # The contrast sits half a row below the effects, so it reads as a separate quantity.
-    positions = [float(i) for i in range(len(effects))] + [len(effects) + 0.5]
+    positions = [float(i) for i in range(len(effects))]
+    # A grid that varies one factor (or a confounded one) has no contrast: no empty entry.
+    if not is_missing(comparison.get("estimate")):
+        rows.append({"term": comparison["contrast"], "unit": comparison.get("unit"),
+                     "estimate": comparison["estimate"], "ci_low": comparison["ci_low"],
+                     "ci_high": comparison["ci_high"], "highlight": True})
+        # The contrast sits half a row below the effects, so it reads as a separate quantity.
+        positions.append(len(effects) + 0.5)
 
     figure = _new_figure(DOUBLE_COLUMN, 0.8 + 0.45 * len(rows))
     axes = figure.add_subplot()
@@ -206,7 +210,8 @@ def effects_forest(effects: list[dict], comparison: dict, outcome: str = "improv
     return figure
 
 
-def _examples_label(examples: float) -> str:
+def examples_label(examples: float) -> str:
+    """``40k``, ``1.5M``: a number of examples, short."""
     for divisor, suffix in ((1_000_000, "M"), (1_000, "k")):
         if examples >= divisor:
             return f"{examples / divisor:g}{suffix}"
@@ -247,7 +252,7 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
         error = np.vstack([mean - line["ci_low"].to_numpy(), line["ci_high"].to_numpy() - mean])
         axes.errorbar(line["n_tasks"].to_numpy() * nudge, mean, yerr=error,
                       color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
-                      capsize=2, elinewidth=0.8, label=_examples_label(budget))
+                      capsize=2, elinewidth=0.8, label=examples_label(budget))
     n_tasks = sorted(cells["n_tasks"].unique())
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_locator(FixedLocator(n_tasks))
@@ -257,6 +262,53 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
     axes.set_ylabel(outcome_label)
     figure.legend(title=f"{words.examples.capitalize()} (error bars: {format_level(confidence)} CI)",
                   loc="outside upper center", ncols=min(len(budgets), 4))
+    return figure
+
+
+@_paper_style
+def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improvement (points)",
+               confidence: float = 0.95) -> Figure:
+    """Mean outcome at each level of the one factor a grid varies, with intervals.
+
+    What the interaction plot becomes when only diversity (a fixed-budget grid) or only volume
+    (a single-source grid) varies: there are no lines to compare, only the effect of the factor
+    level by level.
+
+    Parameters
+    ----------
+    cells:
+        One row per level: ``n_tasks, volume_examples, mean, ci_low, ci_high`` (the
+        ``interaction_table`` of such a grid).
+    factor:
+        ``"diversity"`` (x: number of tasks) or ``"volume"`` (x: intermediate examples).
+    outcome_label:
+        y-axis label, with the unit.
+    confidence:
+        Level of the error bars, for the axis label.
+
+    Returns
+    -------
+    Figure
+        Single-column line plot on a log2 x axis, error bars over the mixes at each level.
+    """
+    column = "n_tasks" if factor == "diversity" else "volume_examples"
+    line = cells.sort_values(column)
+    mean = line["mean"].to_numpy()
+    error = np.vstack([mean - line["ci_low"].to_numpy(), line["ci_high"].to_numpy() - mean])
+    figure = _new_figure(SINGLE_COLUMN, 2.6)
+    axes = figure.add_subplot()
+    levels = line[column].to_numpy(dtype=float)
+    axes.errorbar(levels, mean, yerr=error, color=BLUE, marker="o", capsize=2, elinewidth=0.8)
+    axes.set_xscale("log", base=2)
+    axes.xaxis.set_major_locator(FixedLocator(levels.tolist()))
+    axes.xaxis.set_minor_locator(NullLocator())
+    labels = [f"{n:g}" if factor == "diversity" else examples_label(n) for n in levels]
+    # Many levels (a fixed budget over 1 to 52 tasks) would overprint: label about ten of them.
+    step = max(1, math.ceil(len(levels) / 10))
+    axes.set_xticklabels([label if i % step == 0 else "" for i, label in enumerate(labels)])
+    axes.set_xlabel("Intermediate tasks in the mix (log2 scale)" if factor == "diversity"
+                    else "Intermediate examples (log2 scale)")
+    axes.set_ylabel(f"{outcome_label}\n({format_level(confidence)} CI over mixes)")
     return figure
 
 
@@ -440,21 +492,25 @@ def per_target_forest(rows: list[dict], confidence: float = 0.95) -> Figure:
     ----------
     rows:
         ``estimates["per_target"]``: ``target, term, estimate, ci_low, ci_high``; the terms
-        ``diversity`` and ``volume`` are drawn, one panel each, targets in the given order.
+        ``diversity`` and ``volume`` that the rows hold are drawn, one panel each, targets in the
+        given order.
     confidence:
         Level of the intervals, for the axis labels.
 
     Returns
     -------
     Figure
-        Double-column figure with two forest panels sharing the target axis; dashed line at zero.
+        Double-column figure with a forest panel per term sharing the target axis; dashed line
+        at zero.
     """
     targets = list(dict.fromkeys(row["target"] for row in rows))
     cells = {(row["target"], row["term"]): row for row in rows}
+    terms = [(term, colour) for term, colour in (("diversity", BLUE), ("volume", ORANGE))
+             if any(row["term"] == term for row in rows)]
     positions = np.arange(len(targets))[::-1]
     figure = _new_figure(DOUBLE_COLUMN, 1.0 + 0.3 * len(targets))
-    panels = figure.subplots(1, 2, sharey=True)
-    for axes, term, colour in zip(panels, ("diversity", "volume"), (BLUE, ORANGE), strict=True):
+    panels = np.atleast_1d(figure.subplots(1, len(terms), sharey=True))
+    for axes, (term, colour) in zip(panels, terms, strict=True):
         axes.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
         for target, y in zip(targets, positions, strict=True):
             row = cells.get((target, term))

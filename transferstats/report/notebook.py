@@ -15,7 +15,8 @@ from transferstats.report import figures, tables
 from transferstats.report.render import verdict_meaning
 
 VERDICT_COLOUR = {"supported": "#009E73", "refuted": "#D55E00", "inconclusive": "#E69F00",
-                  "confounded": "#CC79A7"}
+                  "confounded": "#CC79A7", "diversity_only": "#0072B2",
+                  "volume_only": "#0072B2"}
 
 
 def _png(figure) -> str:

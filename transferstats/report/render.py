@@ -33,9 +33,11 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
 from matplotlib.figure import Figure
+from scipy import stats
 
 from transferstats import __version__
 from transferstats.analysis.derive import NO_BASELINE_CHOICE
+from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES
 from transferstats.analysis.members import MemberWords, member_words
 from transferstats.analysis.result import CONTRAST, AnalysisResult
 from transferstats.problems import Problem, write_problems
@@ -82,11 +84,24 @@ def verdict_meaning(verdict: str, words: MemberWords) -> str:
                         "more",
         "confounded": "the design cannot separate diversity from volume, so the question is not "
                       "answered",
+        "diversity_only": "only diversity varies in this grid (a fixed budget): it measures the "
+                          "diversity effect, and cannot compare it with volume",
+        "volume_only": "only volume varies in this grid (e.g. a single source): it measures the "
+                       "volume effect, and cannot compare it with diversity",
     }.get(verdict, "")
 
 
 def _words(estimates: dict) -> MemberWords:
     return member_words(estimates.get("source_kind"))
+
+#: Past this many mixes per-mix figures and tables show design cells (mixes of the same number
+#: of tasks and examples averaged) and the mix ranking its best and worst ten; every mix is in
+#: the CSV files beside the tables.
+MAX_MIXES_SHOWN = 40
+#: The complete mix ranking, beside the LaTeX tables.
+RANKING_FILE = "tables/mix_ranking.csv"
+#: The complete per-mix improvement table, written when the report shows design cells.
+IMPROVEMENT_FILE = "tables/improvement_by_mix.csv"
 
 REFERENCES = (
     "Bates, D., Mächler, M., Bolker, B., & Walker, S. (2015). Fitting linear mixed-effects "
@@ -347,8 +362,12 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
                                                  if description else "")
                  + (" (chosen because the results hold no baseline runs)."
                     if estimates.get("outcome_choice") == NO_BASELINE_CHOICE else "."))
-    items.append(f"Mixes of {_words(estimates).qualified_plural} ({len(mixes)}): "
-                 f"{_list(mixes, code=True)}.")
+    mixes_label = f"Mixes of {_words(estimates).qualified_plural} ({len(mixes)})"
+    if len(mixes) > MAX_MIXES_SHOWN:
+        items.append(f"{mixes_label}: {_list(mixes[:10], code=True)}, ... "
+                     f"(every one in {_code(RANKING_FILE)}).")
+    else:
+        items.append(f"{mixes_label}: {_list(mixes, code=True)}.")
     items.append(f"Target tasks ({len(targets)}): "
                  f"{_list(target_label(t) for t in targets)}.")
     if languages:
@@ -379,11 +398,14 @@ def _effects(result: AnalysisResult) -> list[Block]:
     blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level,
                                                                _resampling(estimates)))]
     if any(_has_estimate(e) for e in effects):
+        caption = (f"Fixed effects with {format_level(level)} bootstrap intervals (blue) and the "
+                   f"contrast diversity {MINUS} volume (vermillion); dashed line at zero. Both "
+                   "effects are per doubling, so their difference is meaningful."
+                   if _has_estimate(comparison) else
+                   f"Fixed effects with {format_level(level)} bootstrap intervals; dashed line at "
+                   "zero.")
         blocks.append(_figure("effects_forest", figures.effects_forest(
-            effects, comparison, estimates["outcome"], level),
-            f"Fixed effects with {format_level(level)} bootstrap intervals (blue) and the contrast "
-            f"diversity {MINUS} volume (vermillion); dashed line at zero. Both effects are per "
-            "doubling, so their difference is meaningful."))
+            effects, comparison, estimates["outcome"], level), caption))
     covariates = estimates.get("covariates") or []
     if covariates:
         blocks.append(_paragraph(
@@ -491,6 +513,16 @@ def _per_target(result: AnalysisResult) -> list[Block]:
 def _comparison(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     comparison = estimates["comparison"]
+    if not _has_estimate(comparison) and estimates.get("design", {}).get("single_factor"):
+        design = estimates["design"]
+        varied = design["single_factor"]
+        other = "volume" if varied == "diversity" else "diversity"
+        return [_heading("Diversity versus volume"), _paragraph(
+            f"This grid varies only {varied}; {other} is fixed at "
+            f"{md_escape(design['fixed_at'])}, so the contrast diversity {MINUS} volume cannot "
+            f"be estimated: the {varied} effect above is what the grid measures. Comparing it with "
+            f"the {other} effect needs mixes that vary both (see `transferstats plan` and "
+            "`transferstats power`).")]
     if not _has_estimate(comparison):
         return [_heading("Diversity versus volume"), _paragraph(
             f"The contrast diversity {MINUS} volume was not estimated: "
@@ -535,7 +567,10 @@ def _design_items(estimates: dict) -> list[str]:
                      f"volume correlate at r = {format_number(design['correlation'])} (variance "
                      f"inflation factor {format_number(design.get('vif'))}; the analysis calls "
                      f"|r| ≥ {design.get('max_correlation')} confounded).")
-    if design.get("confounded"):
+    if design.get("single_factor"):
+        items.append(f"**One factor varies:** {md_escape(_sentence(design.get('reason', '')))} "
+                     "The model has that factor's term alone.")
+    elif design.get("confounded"):
         items.append(f"**Confounded design:** {md_escape(_sentence(design.get('reason', '')))} "
                      "Add mixes that vary diversity at fixed volume (and the reverse) to separate "
                      "the two.")
@@ -582,6 +617,37 @@ def _diagnostics(result: AnalysisResult) -> list[Block]:
     return blocks
 
 
+def by_design_cell(improvement: pd.DataFrame, ranking: pd.DataFrame, level: float) -> pd.DataFrame:
+    """The improvement table with the mixes of each design cell (number of tasks and examples)
+    averaged: the mean of the mixes' means and a t interval over them (NaN for a lone mix).
+
+    ``ranking`` (:attr:`AnalysisResult.mix_ranking`) gives each mix's number of tasks and
+    examples; cells are ordered by tasks, then examples, and named like ``4 tasks, 40k``.
+    """
+    design = ranking.set_index("mix")[["n_tasks", "examples"]]
+    frame = improvement.join(design, on="mix").dropna(subset=["n_tasks"])
+    targets = list(dict.fromkeys(improvement["target_task"]))  # XTREME order, average last
+    rows = []
+    for (n_tasks, examples), cell in frame.groupby(["n_tasks", "examples"], sort=True):
+        name = (f"{float(n_tasks):g} task{'' if n_tasks == 1 else 's'}, "  # type: ignore[arg-type]
+                f"{figures.examples_label(float(examples))}")  # type: ignore[arg-type]
+        for target in targets:
+            group = cell[cell["target_task"] == target]
+            if group.empty:
+                continue
+            values = group["mean"].to_numpy(dtype=float)
+            mean = float(values.mean())
+            low = high = float("nan")
+            if len(values) > 1 and np.ptp(values) > 0:
+                low, high = stats.t.interval(level, len(values) - 1, loc=mean,
+                                             scale=stats.sem(values))
+            rows.append({"mix": name, "target_task": target, "mean": mean, "ci_low": float(low),
+                         "ci_high": float(high), "n_runs": int(group["n_runs"].sum()),
+                         "n_mixes": len(values)})
+    return pd.DataFrame(rows, columns=["mix", "target_task", "mean", "ci_low", "ci_high",
+                                       "n_runs", "n_mixes"])
+
+
 def _improvement(result: AnalysisResult) -> list[Block]:
     estimates = result.estimates
     level = _level(estimates)
@@ -592,21 +658,40 @@ def _improvement(result: AnalysisResult) -> list[Block]:
             f"runs (mix {_code('none')}) matching the mixes' targets and languages.")]
     else:
         blocks = [_heading("Improvement per mix and target")]
-        blocks.append(_table(tables.improvement_table(improvement, level)))
-        blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(improvement),
+        many = improvement["mix"].nunique() > MAX_MIXES_SHOWN and not result.mix_ranking.empty
+        shown = by_design_cell(improvement, result.mix_ranking, level) if many else improvement
+        if many:
+            blocks.append(_paragraph(
+                f"With {improvement['mix'].nunique()} mixes, the table and the heatmap show design "
+                f"cells: the mixes of the same number of members and examples averaged. Every mix "
+                f"is in {_code(IMPROVEMENT_FILE)}."))
+        rows = "design cell" if many else "mix"
+        blocks.append(_table(tables.improvement_table(shown, level, by_cell=many)))
+        blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(shown),
                               "Mean improvement over the no-intermediate baseline (points) per "
-                              "intermediate mix (rows) and target task (columns), averaged over "
+                              f"{rows} (rows) and target task (columns), averaged over "
                               "languages and seeds; Avg is the mean over targets. Blue cells beat "
                               "the baseline, red cells fall below it."))
     cells = result.interaction_table
-    if not cells.empty:
-        blocks.append(_figure("interaction", figures.interaction_plot(
-            cells, outcome_label(estimates["outcome"]), level, _words(estimates)),
-            f"{outcome_label(estimates['outcome'])} per design cell, averaged over its mixes, "
-            f"against the number of {_words(estimates).qualified_plural} (log2 axis), one line "
-            "per volume budget, "
-            f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean diversity "
-            "and volume add up without interacting."))
+    varied = estimates.get("design", {}).get("single_factor")
+    if cells.empty:
+        return blocks
+    label = outcome_label(estimates["outcome"])
+    words = _words(estimates)
+    if varied:
+        axis = (f"number of {words.qualified_plural}" if varied == "diversity"
+                else words.examples)
+        blocks.append(_figure("levels", figures.level_plot(cells, varied, label, level),
+                              f"{label} at each level of {varied}, the one factor this grid "
+                              f"varies, averaged over the mixes of the level, against the {axis} "
+                              f"(log2 axis), with {format_level(level)} intervals over those "
+                              "mixes."))
+        return blocks
+    blocks.append(_figure("interaction", figures.interaction_plot(cells, label, level, words),
+        f"{label} per design cell, averaged over its mixes, "
+        f"against the number of {words.qualified_plural} (log2 axis), one line per volume budget, "
+        f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean diversity "
+        "and volume add up without interacting."))
     return blocks
 
 
@@ -646,6 +731,19 @@ def _pairwise(result: AnalysisResult) -> list[Block]:
     omnibus = _omnibus_text(result.estimates.get("descriptives", {}).get("rm_anova"))
     if omnibus:
         blocks.append(_paragraph(omnibus))
+    ranking = result.mix_ranking
+    if result.pairwise.empty and len(ranking) > MAX_PAIRWISE_MIXES:
+        estimates = result.estimates
+        pairs = len(ranking) * (len(ranking) - 1) // 2
+        shown = ("the ten best and the ten worst are below" if len(ranking) > 20
+                 else "all are below")
+        return blocks + [_paragraph(
+            f"With {len(ranking)} mixes there would be {format_count(pairs)} pairwise tests, "
+            f"past what can be read or corrected usefully (more than {MAX_PAIRWISE_MIXES} mixes), "
+            f"so the mixes are ranked by their mean instead, each with an interval over its "
+            f"target-language pairs: {shown}, every mix in {_code(RANKING_FILE)}. The model's "
+            "effects, not the ranking, answer the question."),
+            _table(tables.mix_ranking_table(ranking, estimates["outcome"], _level(estimates)))]
     if result.pairwise.empty:
         return blocks + [_paragraph("Pairwise comparisons need at least two mixes measured on "
                                     "the same target-language pairs; there were none.")]
@@ -675,10 +773,13 @@ def _methods(estimates: dict) -> list[Block]:
         f"{bootstrap.get('seed')}). The verdict is *supported* when the interval of the difference "
         "lies above zero, *refuted* when it lies below, *inconclusive* otherwise, and *confounded* "
         "when log2 diversity and log2 volume correlate across mixes at |r| ≥ "
-        f"{design.get('max_correlation', 'the threshold')}. The minimum detectable difference is "
+        f"{design.get('max_correlation', 'the threshold')}; a grid that varies only one of them "
+        "is fitted with that term alone and gets *diversity_only* or *volume_only*, with that "
+        "effect and its interval. The minimum detectable difference is "
         "(z₁₋α/₂ + z_power) × the bootstrap standard error of the difference. Descriptive "
         "intervals in the improvement and language tables are percentile bootstrap intervals; "
-        "pairwise comparisons of mixes are paired t tests with Holm's (1979) correction. Targets "
+        "pairwise comparisons of mixes are paired t tests with Holm's (1979) correction (past "
+        f"{MAX_PAIRWISE_MIXES} mixes, the mixes are ranked with t intervals instead). Targets "
         "and languages follow XTREME (Hu et al. 2020); the improvement table follows the layout of "
         "Phang et al. (2020).")
     paragraphs = [_paragraph(text)]
@@ -791,6 +892,15 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
         written.append(name)
     (folder / "estimates.json").write_text(estimates_json(result.estimates), encoding="utf-8")
     written.append("estimates.json")
+    # Past what the report shows, every mix is in a CSV: the ranking, and the improvement table
+    # when the report shows design cells.
+    (folder / "tables").mkdir(exist_ok=True)
+    if len(result.mix_ranking) > MAX_PAIRWISE_MIXES:
+        result.mix_ranking.to_csv(folder / RANKING_FILE, index=False)
+        written.append(RANKING_FILE)
+    if result.improvement_table["mix"].nunique() > MAX_MIXES_SHOWN:
+        result.improvement_table.to_csv(folder / IMPROVEMENT_FILE, index=False)
+        written.append(IMPROVEMENT_FILE)
     if not result.problems.empty:
         write_problems([Problem(*row) for row in result.problems[["file", "location", "severity",
                                                                    "message"]].itertuples(index=False)],

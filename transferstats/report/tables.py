@@ -133,7 +133,8 @@ class Table:
         return f"tab:{self.name}"
 
 
-def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Table:
+def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
+                      by_cell: bool = False) -> Table:
     """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
 
     Parameters
@@ -144,12 +145,16 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
         order and the average comes last.
     confidence:
         Level of the intervals, for the caption.
+    by_cell:
+        The rows are design cells (mixes of the same number of tasks and examples averaged,
+        :func:`transferstats.report.render.by_design_cell`), not mixes.
 
     Returns
     -------
     Table
         Mixes as rows, targets then ``Avg`` as columns; each cell ``mean`` over ``[lo, hi]``.
     """
+    first = "Design cell" if by_cell else "Intermediate mix"
     mixes = list(dict.fromkeys(improvement["mix"]))
     targets = [t for t in dict.fromkeys(improvement["target_task"]) if t != "average"]
     if (improvement["target_task"] == "average").any():
@@ -157,7 +162,7 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
     cells = improvement.set_index(["mix", "target_task"])
     rows = []
     for mix in mixes:
-        row = {"Intermediate mix": mix}
+        row = {first: mix}
         for target in targets:
             if (mix, target) in cells.index:
                 cell = cells.loc[(mix, target)]
@@ -168,7 +173,9 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95) -> Ta
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
-    caption = (f"Improvement over the no-intermediate baseline (points), per intermediate mix and "
+    rows_are = ("design cell (the mixes of the same number of tasks and examples averaged; "
+                "intervals are t intervals over those mixes)" if by_cell else "intermediate mix")
+    caption = (f"Improvement over the no-intermediate baseline (points), per {rows_are} and "
                f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
                f"intervals underneath. Avg is the mean over targets.")
     return Table("improvement", caption, pd.DataFrame(rows))
@@ -191,7 +198,10 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         The bootstrap that made the intervals (``estimates["bootstrap"]["resampling"]``).
     """
     rows = list(effects)
-    rows.append({"term": comparison["contrast"], **comparison})
+    # A grid that varies one factor (or a confounded one) has no contrast: no empty row for it.
+    compared = not is_missing(comparison.get("estimate"))
+    if compared:
+        rows.append({"term": comparison["contrast"], **comparison})
     ci_header = f"{format_level(confidence)} CI"
     frame = pd.DataFrame([{
         "Term": term_label(row["term"]),
@@ -201,8 +211,8 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
     caption = (f"Fixed effects of the mixed model with {format_level(confidence)} {resampling} "
-               f"bootstrap intervals and likelihood-ratio-test p-values, and the contrast "
-               f"diversity {MINUS} volume.")
+               f"bootstrap intervals and likelihood-ratio-test p-values"
+               + (f", and the contrast diversity {MINUS} volume." if compared else "."))
     return Table("effects", caption, frame)
 
 
@@ -281,6 +291,31 @@ def pairwise_table(pairwise: pd.DataFrame) -> Table:
     caption = ("Pairwise comparisons of mixes (paired t tests over target-language "
                "pairs), p-values adjusted with Holm's (1979) method.")
     return Table("pairwise", caption, pd.DataFrame(columns))
+
+
+def mix_ranking_table(ranking: pd.DataFrame, outcome: str, confidence: float = 0.95,
+                      shown: int = 10) -> Table:
+    """The ``shown`` best and ``shown`` worst mixes of
+    :func:`transferstats.analysis.descriptives.mix_ranking`, with their intervals (all of them
+    when there are at most 2 x ``shown``)."""
+    ci = f"{format_level(confidence)} CI"
+    rows = ranking if len(ranking) <= 2 * shown else pd.concat([ranking.head(shown),
+                                                                ranking.tail(shown)])
+    frame = pd.DataFrame({
+        "Rank": [format_count(v) for v in rows["rank"]],
+        "Mix": rows["mix"].astype(str).to_numpy(),
+        "Tasks": [f"{v:g}" for v in rows["n_tasks"]],
+        "Examples": [format_count(v) for v in rows["examples"]],
+        outcome_label(outcome): [format_number(v) for v in rows["mean"]],
+        ci: [format_interval(low, high) for low, high in zip(rows["ci_low"], rows["ci_high"],
+                                                             strict=True)],
+    })
+    part = ("every mix" if len(ranking) <= 2 * shown
+            else f"the {shown} best and the {shown} worst of the {len(ranking)} mixes")
+    caption = (f"Mixes ranked by their mean {outcome.replace('_', ' ')}, {part}, with {ci} "
+               "(t intervals over target-language pairs); a description of each mix, not a test "
+               "between mixes.")
+    return Table("mix_ranking", caption, frame)
 
 
 def problems_table(problems: pd.DataFrame) -> Table:
@@ -446,17 +481,22 @@ def model_comparison_table(estimates: dict, confidence: float = 0.95,
                estimates["comparison"], estimates["verdict"]))
     ci = f"{format_level(confidence)} CI"
     rows = []
+    # Only the terms the models have: a grid that varies one factor has that one and no contrast.
+    shown = [t for t in ("diversity", "volume") if any(e["term"] == t for e in estimates["effects"])]
+    if not is_missing(estimates["comparison"].get("estimate")):
+        shown.append(estimates["comparison"]["contrast"])
     for name, effects, comparison, verdict in models:
         terms = {e["term"]: e for e in effects} | {comparison["contrast"]: comparison}
         row = {"Model": name}
-        for term in ("diversity", "volume", comparison["contrast"]):
+        for term in shown:
             effect = terms.get(term, {})
             row[term_label(term)] = (f"{format_number(effect.get('estimate'))}\n"
                                      f"{format_interval(effect.get('ci_low'), effect.get('ci_high'))}")
         row["Verdict"] = verdict
         rows.append(row)
-    caption = (f"Diversity and volume effects (points per doubling, {ci} underneath) and their "
-               f"difference in the plain model and in the model with {words.noun} identity effects, "
+    caption = (f"{' and '.join(term_label(t) for t in shown)} (points per doubling, {ci} "
+               f"underneath) in the plain model and in the model with {words.noun} identity "
+               "effects, "
                "whose verdict is the analysis's.")
     return Table("model_comparison", caption, pd.DataFrame(rows))
 
@@ -501,7 +541,9 @@ def per_target_table(rows: list[dict], confidence: float = 0.95,
     frame = pd.DataFrame([{"Target": target_label(target)}
                           | {term_label(term): cell(target, term) for term in terms}
                           for target in targets])
-    caption = (f"Diversity and volume effects per target task (points per doubling) and their "
-               f"difference, from one model with a diversity and a volume slope per target, with "
-               f"{format_level(confidence)} {resampling} bootstrap intervals underneath.")
+    named = " and ".join(terms[:2]) if len(terms) > 1 else terms[0]
+    caption = (f"{named.capitalize()} effects per target task (points per doubling)"
+               + (" and their difference" if len(terms) > 2 else "")
+               + f", from one model with a {named.replace(' and ', ' and a ')} slope per target, "
+               f"with {format_level(confidence)} {resampling} bootstrap intervals underneath.")
     return Table("per_target", caption, frame)

@@ -15,7 +15,8 @@ from transferstats.analysis.result import AnalysisResult
 from transferstats.report.tables import format_interval, format_number, format_p
 
 VERDICT_STYLE = {"supported": "bold green", "refuted": "bold red", "inconclusive": "bold yellow",
-                 "confounded": "bold magenta"}
+                 "confounded": "bold magenta", "diversity_only": "bold cyan",
+                 "volume_only": "bold cyan"}
 SUMMARY_WIDTH = 100
 
 
@@ -23,8 +24,9 @@ def summary(result: AnalysisResult) -> Group:
     """The summary as rich renderables: the effects table, units, verdict, key counts."""
     estimates = result.estimates
     level = estimates["bootstrap"]["level"]
-    table = Table(title=f"{estimates['outcome']} ~ diversity ({estimates['diversity_measure']}) + volume",
-                  title_justify="left")
+    terms = [e["term"] for e in estimates["effects"] if e["term"] in ("diversity", "volume")]
+    shown = [t + (f" ({estimates['diversity_measure']})" if t == "diversity" else "") for t in terms]
+    table = Table(title=f"{estimates['outcome']} ~ {' + '.join(shown)}", title_justify="left")
     table.add_column("term", no_wrap=True)
     table.add_column("estimate", justify="right")
     table.add_column(f"{round(level * 100)}% CI ({estimates['bootstrap']['method']})", justify="right")
@@ -47,7 +49,8 @@ def summary(result: AnalysisResult) -> Group:
     identity = estimates.get("identity") or {}
     if identity:
         noun = member_words(estimates.get("source_kind")).noun
-        lines.append(Text(f"{noun} identity effects: " + ("used (the model above is diversity "
+        measured = " and ".join(terms) if terms else "diversity"
+        lines.append(Text(f"{noun} identity effects: " + (f"used (the model above is {measured} "
                                                        "beyond identity)" if identity["used"]
                                                        else "not used") + f" — {identity['reason']}"))
     plain = estimates.get("plain") or {}
