@@ -90,3 +90,14 @@ def test_simulate_a_language_grid_as_a_flat_table(tmp_path):
     assert set(table["seed"]) == {1}
     truth = json.loads(out.with_suffix(".simulation.json").read_text())
     assert (truth["kind"], truth["in_mix_effect"], truth["baseline"]) == ("language", 6.0, False)
+def test_no_target_mix_reaches_the_analysis_settings():
+    import argparse
+
+    from transferstats.commands import analyze
+
+    parser = argparse.ArgumentParser()
+    analyze.add_arguments(parser)
+    args = parser.parse_args(["results", "--no-target-mix"])
+    options = {key: getattr(args, key) for key in analyze.SPEC_OPTIONS
+               if getattr(args, key) is not None}
+    assert options == {"target_mix": False}

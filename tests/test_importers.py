@@ -571,7 +571,8 @@ def test_an_unknown_language_member_is_named_in_the_manifest(tmp_path):
         read_manifest(path, reader.REQUIRED_KEYS, reader.OPTIONAL_KEYS)
     assert [str(p) for p in error.value.problems] == [
         f"error: {path}:mixes.de-fr-sw.members.xyz: unknown language code 'xyz': expected an ISO 639 "
-        "code of the IANA registry, such as 'de', 'sw' or 'yue' (no region or script)"]
+        "code of the IANA registry, such as 'de', 'sw' or 'yue' (lowercase, the two-letter code "
+        "where one exists, no region or script)"]
 
 
 # ---------------------------------------------------------------- analysed after import

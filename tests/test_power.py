@@ -101,7 +101,7 @@ def test_factorial_design_model_matches_the_pipeline():
     model = pw.analysis_model(design)
     assert model.question == pw.CONTRAST and model.correlation == pytest.approx(0, abs=1e-9)
     assert model.fixed[:3] == ("diversity", "volume", "diversity:volume")
-    assert model.random == ("target", "target_language", "mix")
+    assert model.random == ("target", "target_language", "mix", "target_mix")
     assert model.resample_failure == 0.0 and not model.blocked
 
 

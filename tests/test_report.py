@@ -318,3 +318,20 @@ def test_without_identity_the_report_says_why(tmp_path):
     assert "The primary model is the plain one: task identity effects are not estimable" in markdown
     assert "figures/identity_effects.png" not in paths and "tables/identity.tex" not in paths
     assert "figures/per_target.png" in paths
+
+
+def test_the_verdict_says_how_far_to_trust_the_interval():
+    """The coverage the study measured on a design like the analysed one follows the verdict;
+    a confounded verdict, which quotes no interval, leaves it out."""
+    coverage = {"design": "small", "mixes": 12, "languages": 4, "target_mix_sd": 0.5,
+                "target_mix_in_model": True, "bootstrap": "crossed cluster", "interval": "BCa",
+                "grids": 33, "covered": 30, "coverage": 0.909, "mc_low": 0.764, "mc_high": 0.969,
+                "width_ratio": 1.29}
+    for verdict, shown in (("inconclusive", True), ("confounded", False)):
+        result = make_result(verdict=verdict)
+        result.estimates["coverage"] = coverage
+        paragraphs = [b.text for b in render.compose(result) if b.kind == "paragraph"]
+        said = [t for t in paragraphs if t.startswith("How far to trust the interval")]
+        assert bool(said) is shown
+        if shown:
+            assert "30 of 33 simulated grids of 12 mixes with target-by-mix variation" in said[0]

@@ -7,10 +7,18 @@ the share of task ``i`` in its examples), target ``t``, language ``l`` and seed 
     improvement(m, t, l) = intercept + sum_i identity_i * p_im
                          + diversity_t * (d_m - mean d) + volume_t * (v_m - mean v)
                          + interaction * (d_m - mean d) * (v_m - mean v)
-                         + a_t + b_l + c_tl + u_m
+                         + a_t + b_l + c_tl + u_m + w_tm
     a_t ~ N(0, target_sd²), b_l ~ N(0, language_sd²), c_tl ~ N(0, target_language_sd²),
-    u_m ~ N(0, mix_sd²), e ~ N(0, seed_sd²);  the baseline (no intermediate task) has
-    improvement 0.
+    u_m ~ N(0, mix_sd²), w_tm ~ N(0, target_mix_sd²), e ~ N(0, seed_sd²);  the baseline (no
+    intermediate task) has improvement 0.
+
+``w_tm`` is the target-by-mix component: a mix helps some targets more than others (Phang et al.
+2020, Table 2, where the same intermediate task moves the nine targets by very different
+amounts). It is drawn from a generator of its own, so a grid with ``target_mix_sd = 0`` has the
+other draws of one with it. ``transferstats power`` simulates the same model
+(:mod:`transferstats.analysis.power`, with its defaults taken from :class:`SimulationSettings`):
+there the language main effect and the language-within-target effect are one component per
+(target, language) pair, and scores are neither clipped nor rounded.
 
 Means are over the mixes of the grid, so the slopes are the effects at the centre of the design,
 in points per doubling. ``identity_i`` (points at full share: the identity effect of
@@ -97,6 +105,7 @@ class SimulationSettings:
     language_sd: float = 0.8
     target_language_sd: float = 0.6
     mix_sd: float = 0.5
+    target_mix_sd: float = 0.5
     seed_sd: float = 1.0
     diversity_levels: tuple[int, ...] = (1, 2, 4, 8)
     volume_levels: tuple[int, ...] = (10_000, 40_000, 160_000)
@@ -146,7 +155,9 @@ class SimulationSettings:
                 if target not in self.targets:
                     raise ValueError(f"per-target effect for {target!r}, which is not one of the "
                                      f"targets {list(self.targets)}")
-        if min(self.identity_sd, self.target_diversity_sd, self.target_volume_sd) < 0:
+        if min(self.identity_sd, self.target_diversity_sd, self.target_volume_sd,
+               self.target_sd, self.language_sd, self.target_language_sd, self.mix_sd,
+               self.target_mix_sd, self.seed_sd) < 0:
             raise ValueError("standard deviations must not be negative")
 
     def realised(self) -> dict:
@@ -290,9 +301,12 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
     all_languages = sorted({lang for t in settings.targets for lang in _languages(t, settings)})
     language_effect = dict(zip(all_languages, rng.normal(0, settings.language_sd, len(all_languages)),
                                strict=True))
+    # A generator of its own: grids without target-by-mix variation keep their other draws.
+    target_mix_effect = np.random.default_rng([settings.random_state, 3]).normal(
+        0, settings.target_mix_sd, (len(settings.targets), len(mixes)))
     model_short = settings.model.replace("xlm-roberta", "xlmr").replace("/", "-")
     runs, scores = [], []
-    for target in settings.targets:
+    for target_index, target in enumerate(settings.targets):
         task = get_task(target)
         languages = _languages(target, settings)
         target_effect = rng.normal(0, settings.target_sd)
@@ -313,7 +327,8 @@ def simulate_scores(settings: SimulationSettings = SimulationSettings()) -> tupl
                 in_mix = settings.in_mix_effect * np.array(
                     [target_in_mix(format_mix_tasks(tasks), target, lang, settings.kind)
                      for lang in languages])
-                improvement = mix_effect[mix_index] + slopes + target_effect + shift + in_mix
+                improvement = (mix_effect[mix_index] + target_mix_effect[target_index, mix_index]
+                               + slopes + target_effect + shift + in_mix)
             for seed in settings.seeds:
                 run_id = f"{model_short}.{mix_name}.{target}.s{seed}"
                 value = np.clip(base + improvement + rng.normal(0, settings.seed_sd, len(languages)), 0, 100)

@@ -42,10 +42,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from transferstats.analysis.bootstrap import output_matrix
+from transferstats.analysis.bootstrap import output_matrix, t_widened
 from transferstats.analysis.mixed import (
     cross_products,
     fit_crossed,
@@ -93,8 +92,7 @@ class ParametricBootstrap:
             z0 = float(ndtri(share))
         quantiles = [ndtr(2 * z0 + ndtri(q)) for q in ((1 - level) / 2, (1 + level) / 2)]
         low, high = np.percentile(draws, [100 * quantiles[0], 100 * quantiles[1]])
-        widen = float(stats.t.ppf((1 + level) / 2, self.df) / stats.norm.ppf((1 + level) / 2))
-        return float(estimate - (estimate - low) * widen), float(estimate + (high - estimate) * widen)
+        return t_widened(estimate, (float(low), float(high)), level, self.df)
 
 
 @dataclass

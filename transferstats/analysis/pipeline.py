@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
+from transferstats.analysis.coverage import study_coverage
 from transferstats.analysis.derive import (
     AUTO_OUTCOME,
     BUILTIN_COVARIATES,
@@ -170,8 +171,16 @@ def _source(path: str | Path) -> dict:
     return {"path": str(path), "simulated": False}
 
 
-def _random_factors(data: pd.DataFrame, outcome: str) -> tuple[list[str], list[str]]:
-    """Random-intercept factors with at least two levels, and notes on those dropped."""
+def _random_factors(data: pd.DataFrame, outcome: str, target_mix: bool = True
+                    ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Random-intercept factors with at least two levels, and notes on those dropped.
+
+    With ``target_mix``, a random intercept per (mix, target) cell (``mix_target``) joins them
+    when there are two targets or more and the cells hold several rows (languages or seeds):
+    a mix helps some targets more than others (Phang et al. 2020), and without the term that
+    variation is counted as seed noise. With one row per cell it could not be told from the
+    residual and is left out with a note. The data gain the ``mix_target`` column.
+    """
     candidates = (["target_task", "target_language", "mix"] if outcome in ROW_OUTCOMES
                   else ["target_task", "mix"])
     kept, notes = [], []
@@ -180,7 +189,15 @@ def _random_factors(data: pd.DataFrame, outcome: str) -> tuple[list[str], list[s
             kept.append(factor)
         else:
             notes.append(f"random intercept for {factor} dropped: it has a single level")
-    return kept, notes
+    if target_mix and data["target_task"].nunique() >= 2 and data["mix"].nunique() >= 2:
+        cell = data["mix"].astype(str) + "|" + data["target_task"].astype(str)
+        if cell.nunique() < len(data):
+            data = data.assign(**{MIX_TARGET: cell})
+            kept.append(MIX_TARGET)
+        else:
+            notes.append("random intercept for target_task:mix dropped: each (mix, target) cell "
+                         "holds a single row, so it cannot be told from the residual")
+    return data, kept, notes
 
 
 def _interaction_estimable(data: pd.DataFrame) -> bool:
@@ -281,7 +298,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     single = design["single_factor"]
     data, centre = _centre(data, spec.interaction and single is None)
     design["centre_log2"] = centre
-    random, notes = _random_factors(data, spec.outcome)
+    data, random, notes = _random_factors(data, spec.outcome, spec.target_mix)
     # A grid that varies one factor on purpose estimates that factor alone: the other is a
     # constant, absorbed by the intercept.
     fixed = [single] if single else ["diversity", "volume"]
@@ -325,10 +342,14 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         contrasts |= identity_contrasts(list(shares.columns), identity["reference"],
                                         centre["diversity"] if "diversity" in fixed else None)
 
+    # Mix degrees of freedom of the plain model: the small-sample t widening of its crossed
+    # cluster intervals (docs/statistics.md, "Interval coverage").
+    plain_df = _mix_df(data, mix_terms)
+
     def fit(frame, fixed_terms, model_contrasts, label, parametric_df=None) -> FittedModel:
         return _fit_model(frame, spec, fixed_terms, random, units, model_contrasts, core,
                           tested=fixed, n_jobs=n_jobs, progress=progress,
-                          parametric_df=parametric_df,
+                          parametric_df=parametric_df, crossed_df=plain_df,
                           failure=lambda error: ResultsError(problems + [Problem(
                               loaded.source, "model", "error",
                               f"the {label} could not be fitted: {error}")]))
@@ -404,6 +425,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
                        "reml_log_likelihood": float(fitted.llf)}
         if not fitted.converged:
             problems.append(Problem(loaded.source, "model", "warning", "the REML fit did not converge"))
+    bootstrap_info = _bootstrap_info(spec, units, primary, identity, plain_df)
     improvement_table = descriptives.improvement_table(scores, spec, mixes)
     estimates = {
         "outcome": spec.outcome,
@@ -429,7 +451,8 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         "per_target": per_target,
         "heterogeneity": heterogeneity,
         "covariates": covariates,
-        "bootstrap": _bootstrap_info(spec, units, primary, identity),
+        "bootstrap": bootstrap_info,
+        "coverage": _coverage(spec, primary, random, bootstrap_info, int(data["mix"].nunique())),
         "model": model_info,
         "design": design,
         "descriptives": descriptives.omnibus(data, spec.outcome),
@@ -752,7 +775,7 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
                         | _interval_fields(name, intervals, percentile))
     cell = data["mix"].astype(str) + "|" + data["target_task"].astype(str)
     test_random = list(random)
-    if cell.nunique() < len(data):
+    if cell.nunique() < len(data) and MIX_TARGET not in test_random:
         test_random.append(MIX_TARGET)
     tested = frame.assign(**{MIX_TARGET: cell})
     test = _nested_test(tested, spec.outcome, fixed_per_target, fixed, test_random)
@@ -772,7 +795,7 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
 
 def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                units: list[str], contrasts: dict[str, dict[str, float]], n_jobs: int | None,
-               progress: bool, parametric_df: float | None
+               progress: bool, parametric_df: float | None, crossed_df: float | None = None
                ) -> BootstrapResult | ParametricBootstrap:
     """The crossed cluster bootstrap; the parametric one (with its t widening on
     ``parametric_df`` degrees of freedom) for a model with task identity effects, whose many
@@ -782,15 +805,17 @@ def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
         return parametric_bootstrap(data, spec.outcome, fixed, random, df=parametric_df,
                                     contrasts=contrasts, n_resamples=spec.resamples,
                                     seed=spec.seed, n_jobs=n_jobs)
-    return crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
+    boot = crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
                              contrasts=contrasts, n_resamples=spec.resamples, seed=spec.seed,
                              n_jobs=n_jobs, progress=progress)
+    return replace(boot, df=crossed_df)
 
 
 def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                units: list[str], contrasts: dict[str, dict[str, float]], core: list[str], *,
                tested: list[str], n_jobs: int | None, progress: bool, failure,
-               parametric_df: float | None = None) -> FittedModel:
+               parametric_df: float | None = None,
+               crossed_df: float | None = None) -> FittedModel:
     """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output.
 
     The fits run on one BLAS thread, as the bootstrap's workers do: their matrices are small
@@ -804,7 +829,7 @@ def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
     except (np.linalg.LinAlgError, ValueError) as error:
         raise failure(error) from error
     boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
-                      parametric_df)
+                      parametric_df, crossed_df)
     core = [c for c in core if c in boot.draws.columns]
     failed = boot.draws[core].isna().any(axis=1)
     boot.draws.loc[failed, core] = np.nan
@@ -905,10 +930,34 @@ def _formula(outcome: str, fixed: list[str], random: list[str], identity: dict |
     return f"{outcome} ~ {' + '.join(shown)} + " + " + ".join(f"(1 | {factor})" for factor in random)
 
 
+def _coverage(spec: AnalysisSpec, primary: FittedModel | None, random: list[str],
+              bootstrap_info: dict, n_mixes: int) -> dict | None:
+    """``estimates["coverage"]``: what the coverage study measured for the contrast's interval
+    on the design most like this one (:mod:`transferstats.analysis.coverage`); None where the
+    study does not speak to the analysis (no fit, another outcome or level, no such design)."""
+    if primary is None or spec.outcome != "improvement" or spec.level != 0.95:
+        return None
+    in_model = MIX_TARGET in random
+    variation = (not in_model or (primary.fit.variance_components[MIX_TARGET] > 0
+                                  and MIX_TARGET not in primary.fit.on_boundary))
+    return study_coverage(n_mixes, bootstrap_info["resampling"], spec.interval, in_model,
+                          variation)
+
+
+def _mix_df(data: pd.DataFrame, mix_terms: list[str]) -> int | None:
+    """Mixes minus the rank of the per-mix design ``[1, mix_terms]``: the degrees of freedom
+    left for the mix variance, which scales every mix-level effect; None when none are left."""
+    per_mix = data.drop_duplicates("mix")
+    design = np.column_stack([np.ones(len(per_mix)), per_mix[mix_terms].to_numpy(dtype=float)])
+    df = len(per_mix) - int(np.linalg.matrix_rank(design))
+    return df if df >= 1 else None
+
+
 def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel | None,
-                    identity: dict) -> dict:
+                    identity: dict, plain_df: int | None) -> dict:
     """``estimates["bootstrap"]``: how the primary model's intervals were made."""
-    crossed = "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile")
+    crossed = ("crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile")
+               + (f", t({plain_df})" if plain_df is not None else ""))
     info = {"resamples": spec.resamples, "method": crossed, "seed": spec.seed,
             "level": spec.level, "units": units,
             "replicates": "seeds resampled within (mix, target)",
@@ -921,5 +970,5 @@ def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel |
                  "replicates": "random effects and residuals redrawn from the fitted model",
                  "plain_method": crossed}
     else:
-        info["resampling"] = "crossed cluster"
+        info |= {"resampling": "crossed cluster", "t_df": plain_df}
     return info

@@ -101,6 +101,7 @@ from transferstats.analysis.mixed import (
     fit_crossed,
     fit_theta,
 )
+from transferstats.analysis.spec import AnalysisSpec
 
 try:  # one BLAS thread per process: small matrices, many processes
     from threadpoolctl import threadpool_limits
@@ -124,9 +125,9 @@ DEFAULT_SOURCES = {
     "seed": "transferstats simulate's default seed_sd (a guess)",
 }
 
-#: Whether ``analyze``'s model has ``(1 | target_task:mix)``. It does not yet; the stand-in fits
-#: the model ``analyze`` fits. Switch with the pipeline (``analysis_target_mix`` overrides).
-ANALYSIS_TARGET_MIX = False
+#: Whether ``analyze``'s model has ``(1 | target_task:mix)``: the ``target_mix`` setting's default,
+#: so the stand-in fits the model ``analyze`` fits (``analysis_target_mix`` overrides).
+ANALYSIS_TARGET_MIX = AnalysisSpec().target_mix
 
 #: How each simulated grid is analysed (see the module docstring).
 STAND_IN = ("REML fit of analyze's model (fit_crossed's solver) with the Wald standard error "
@@ -446,6 +447,8 @@ class AnalysisModel:
     blocked: str
     resample_failure: float
     notes: tuple[str, ...]
+    #: How analyze bootstraps this model: "parametric" or "crossed cluster".
+    bootstrap: str = "crossed cluster"
 
     @property
     def formula(self) -> str:
@@ -552,7 +555,8 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     return AnalysisModel(question=question, fixed=tuple(fixed), random=tuple(random),
                          weights=weights, mix_columns=mix_columns, core=core_matrix,
                          identity=identity_info, correlation=correlation, blocked=blocked,
-                         resample_failure=failure, notes=tuple(notes))
+                         resample_failure=failure, notes=tuple(notes),
+                         bootstrap="parametric" if identity_info["used"] else "crossed cluster")
 
 
 def _identity(design: GridDesign, mix_terms: list[str], columns: list[np.ndarray], mode: str,

@@ -28,6 +28,7 @@ class AnalysisSpec:
     split: str = "test"
     include_english: bool = False
     interaction: bool = True
+    target_mix: bool = True
     model: str = ""
     identity: str = "auto"
     covariates: tuple[str, ...] = ()
@@ -48,7 +49,7 @@ class AnalysisSpec:
             *((isinstance(getattr(self, key), str), key, "a string")
               for key in ("name", "metric", "split", "model")),
             *((isinstance(getattr(self, key), bool), key, "true or false")
-              for key in ("include_english", "interaction")),
+              for key in ("include_english", "interaction", "target_mix")),
             (self.outcome in (AUTO_OUTCOME, *OUTCOMES), "outcome",
              f"one of {[AUTO_OUTCOME, *OUTCOMES]}"),
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
@@ -81,7 +82,7 @@ class AnalysisSpec:
 
 _SECTIONS = {
     "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
-                 "interaction", "model", "identity", "covariates"),
+                 "interaction", "target_mix", "model", "identity", "covariates"),
     "bootstrap": ("resamples", "seed", "level", "interval", "units"),
     "verdict": ("max_correlation", "power"),
 }

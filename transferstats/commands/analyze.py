@@ -9,7 +9,7 @@ from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
-                "interval", "interaction", "include_english", "identity", "covariates")
+                "interval", "interaction", "target_mix", "include_english", "identity", "covariates")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", choices=["bca", "percentile"], help="default: bca")
     parser.add_argument("--no-interaction", dest="interaction", action="store_false", default=None,
                         help="leave the diversity x volume interaction out of the model")
+    parser.add_argument("--no-target-mix", dest="target_mix", action="store_false", default=None,
+                        help="leave the random intercept per (mix, target) out of the model")
     parser.add_argument("--include-english", dest="include_english", action="store_true", default=None,
                         help="keep English rows in row-level outcomes (not zero-shot)")
     parser.add_argument("--tasks", action="append", default=[],

@@ -77,6 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, default in (("target-sd", 1.0), ("language-sd", 0.8), ("target-language-sd", 0.6),
                           ("mix-sd", 0.5), ("seed-sd", 1.0)):
         spread.add_argument(f"--{name}", type=float, default=default, help=f"default {default}")
+    spread.add_argument("--target-mix-sd", type=float, default=0.5,
+                        help="target-by-mix: how much a mix helps some targets more than others "
+                             "(default 0.5; 0 gives every target the same mix effect)")
     grid = parser.add_argument_group("grid")
     grid.add_argument("--diversity-levels", type=_integers, default=(1, 2, 4, 8),
                       help="numbers of tasks (languages) per mix, comma-separated (default "

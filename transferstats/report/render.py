@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from transferstats import __version__
+from transferstats.analysis.coverage import coverage_sentence
 from transferstats.analysis.derive import NO_BASELINE_CHOICE
 from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES
 from transferstats.analysis.members import MemberWords, member_words
@@ -323,6 +324,9 @@ def _verdict(estimates: dict) -> list[Block]:
     if numbers and verdict == "confounded":
         blocks.append(_paragraph("The estimates below are shown for completeness; with this "
                                  "design they mix the effects of diversity and volume."))
+    coverage = coverage_sentence(estimates.get("coverage"))
+    if coverage and verdict != "confounded":
+        blocks.append(_paragraph(md_escape(coverage)))
     identity = estimates.get("identity") or {}
     plain = estimates.get("plain") or {}
     if identity.get("used") and plain.get("fitted", True) and plain.get("sentence"):

@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from transferstats.analysis.coverage import coverage_sentence
 from transferstats.analysis.derive import NO_BASELINE_CHOICE
 from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
@@ -61,6 +62,9 @@ def summary(result: AnalysisResult) -> Group:
         verb = "differ" if heterogeneity["differ"] else "do not differ detectably"
         lines.append(Text(f"per-target effects {verb} between targets: chi2({heterogeneity['df']}) = "
                           f"{heterogeneity['chi2']:.2f}, p {format_p(heterogeneity['p_value'])}"))
+    coverage = coverage_sentence(estimates.get("coverage"))
+    if coverage:
+        lines.append(Text(coverage))
     detectable = estimates["minimum_detectable_difference"]
     if detectable is not None:
         lines.append(Text(f"minimum detectable difference: {detectable:.2f} points "

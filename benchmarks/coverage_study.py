@@ -1,0 +1,299 @@
+"""Coverage of analyze's 95% intervals under the variance structure real grids have (issue 14).
+
+Simulates grids of several designs from the generative model of ``transferstats power``
+(:mod:`transferstats.analysis.power`: random intercepts for target, language within target, mix,
+target-by-mix cell and seed; every fixed effect 0, so the truth of every effect and of
+diversity - volume is 0), analyses each grid with ``analyze`` itself (``analyze_loaded``, its
+default settings but ``--resamples``; the primary model, which on the 36-mix factorial grid is
+the task-identity model with its parametric bootstrap and on the 12-mix grid the plain model with
+the crossed cluster bootstrap), once without and once with ``(1 | target_task:mix)`` in the
+model (the ``target_mix`` setting), and prints for each design, model, interval kind (BCa and
+percentile come from the same resamples) and effect:
+
+- coverage of the truth, with its 95% Wilson interval (Monte Carlo error of the study);
+- the mean interval width over 2 z_0.975 times the SD of the estimates across grids (1.0: the
+  intervals are as wide as the estimator's spread calls for; below 1: too narrow).
+
+Each finished grid is appended to ``--out`` (CSV), so a run can be stopped and summarised with
+``--table`` alone. Grids are spread over ``--jobs`` processes, interleaved across designs so that
+a partial run is balanced.
+
+Usage::
+
+    python benchmarks/coverage_study.py --grids 400 --resamples 500 --jobs 16
+    python benchmarks/coverage_study.py --grids 100 --resamples 200 --jobs 2 --out cov.csv
+    python benchmarks/coverage_study.py --table --out cov.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from transferstats.analysis import power as pw
+from transferstats.simulate import SimulationSettings, simulated_mixes
+from transferstats.tasks import get_task
+
+TERMS = ("diversity", "volume", "diversity:volume", "diversity - volume")
+MIX_SD, TARGET_MIX_SD = 0.7, 0.5
+
+#: name -> (task draws per diversity-by-volume cell, non-English languages per target, seeds,
+#: target-by-mix SD). 3 draws: the 36-mix factorial grid; 1 draw: 12 mixes.
+DESIGNS = {
+    "factorial 36 mixes, 4 languages, target x mix": (3, 4, 2, TARGET_MIX_SD),
+    "factorial 36 mixes, 4 languages, no target x mix": (3, 4, 2, 0.0),
+    "factorial 36 mixes, 12 languages, target x mix": (3, 12, 2, TARGET_MIX_SD),
+    "small 12 mixes, 4 languages, target x mix": (1, 4, 2, TARGET_MIX_SD),
+    "small 12 mixes, 4 languages, no target x mix": (1, 4, 2, 0.0),
+}
+
+
+def grid_design(name: str) -> tuple[pw.GridDesign, pw.Components]:
+    """The design's mixes (the planner's factorial draws), targets and languages, and the
+    variance components: power's defaults with mix SD 0.7 and the design's target-by-mix SD,
+    as in the issue."""
+    draws, n_languages, seeds, target_mix = DESIGNS[name]
+    settings = SimulationSettings(draws=draws)
+    mixes = tuple((mix, tuple(tasks.items())) for mix, tasks in simulated_mixes(settings))
+    languages = {t: tuple(code for code in get_task(t).languages if code != "en")[:n_languages]
+                 for t in settings.targets}
+    design = pw.GridDesign(name, mixes, languages, seeds)
+    return design, pw.default_components(mix=MIX_SD, target_mix=target_mix)
+
+
+def analyse_grid(name: str, index: int, resamples: int) -> list[dict]:
+    """One simulated grid of a design, analysed without and with ``(1 | target_task:mix)``."""
+    from transferstats import loading
+    from transferstats.analysis.pipeline import analyze_loaded
+    from transferstats.analysis.spec import AnalysisSpec
+
+    design, components = grid_design(name)
+    model = pw.analysis_model(design)
+    sim = pw._simulator(design, components, model, resamples)
+    y = pw.simulate_outcome(sim, np.random.default_rng([14, index, list(DESIGNS).index(name)]))
+    loaded = loading.load_results(pw.results_table(sim, y))
+    rows = []
+    for target_mix in (False, True):
+        spec = AnalysisSpec(resamples=resamples, seed=index, target_mix=target_mix)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimates = analyze_loaded(loaded, spec, n_jobs=1, progress=False,
+                                       companions=False).estimates
+        found = {e["term"]: e for e in estimates["effects"]} | {
+            TERMS[-1]: estimates["comparison"]}
+        for term in TERMS:
+            effect = found.get(term) or {}
+            bootstrap = estimates["bootstrap"]
+            rows.append({"design": name, "grid": index, "target_mix_in_model": target_mix,
+                         "method": bootstrap["method"], "term": term,
+                         # analyze's t widening of crossed cluster intervals, undone in the
+                         # table so that every candidate widening starts from the same interval
+                         "crossed_t_df": bootstrap.get("t_df")
+                         if bootstrap["resampling"] == "crossed cluster" else None,
+                         **{key: effect.get(key) for key in (
+                             "estimate", "ci_low", "ci_high", "percentile_ci_low",
+                             "percentile_ci_high")}})
+    return rows
+
+
+def _one_thread() -> None:
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1)
+
+
+def run(args) -> None:
+    done = set()
+    if Path(args.out).exists():
+        previous = pd.read_csv(args.out)
+        done = set(zip(previous["design"], previous["grid"], strict=True))
+    words = [w.strip() for w in args.designs.split(",") if w.strip()]
+    chosen = [name for name in DESIGNS if not words or any(w in name for w in words)]
+    jobs = [(name, i) for i in range(args.grids) for name in chosen if (name, i) not in done]
+    fields = ["design", "grid", "target_mix_in_model", "method", "term", "crossed_t_df",
+              "estimate", "ci_low", "ci_high", "percentile_ci_low", "percentile_ci_high"]
+    new_file = not Path(args.out).exists()
+    with open(args.out, "a", newline="") as handle, \
+            ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        if new_file:
+            writer.writeheader()
+        futures = [pool.submit(analyse_grid, name, i, args.resamples) for name, i in jobs]
+        for count, future in enumerate(as_completed(futures), 1):
+            writer.writerows(future.result())
+            handle.flush()
+            if count % 20 == 0:
+                print(f"{count} of {len(jobs)} grids", flush=True)
+
+
+#: Candidate small-sample widenings of the crossed cluster bootstrap's interval about the
+#: estimate, as functions of the mixes G and the rank p of the per-mix design: none; the t
+#: quantile on the mix degrees of freedom (the parametric bootstrap's widening); and that with
+#: the bootstrap variance scaled by G / (G - p) as well (cluster-robust "CR1"-style; Cameron &
+#: Miller 2015).
+WIDENINGS = {
+    "none": lambda g, p: 1.0,
+    "t(G-p)": lambda g, p: stats.t.ppf(0.975, g - p) / stats.norm.ppf(0.975),
+    "t(G-p) x sqrt(G/(G-p))": lambda g, p: (stats.t.ppf(0.975, g - p) / stats.norm.ppf(0.975)
+                                            * math.sqrt(g / (g - p))),
+}
+MIX_LEVEL_RANK = 4  # intercept, diversity, volume, diversity x volume
+
+
+def table(path: str, level: float = 0.95) -> pd.DataFrame:
+    """Coverage, its Wilson interval and the width ratio per design, model, interval, widening
+    (crossed cluster intervals only: the parametric one is widened already) and term."""
+    data = pd.concat([pd.read_csv(p) for p in path.split(",")], ignore_index=True)
+    data["bootstrap"] = data["method"].str.split(",").str[0]
+    z = stats.norm.ppf((1 + level) / 2)
+    if "crossed_t_df" not in data:  # every file written before analyze widened them
+        data["crossed_t_df"] = np.nan
+    widened = data["crossed_t_df"].notna()
+    undo = np.ones(len(data))
+    undo[widened] = stats.t.ppf((1 + level) / 2, data.loc[widened, "crossed_t_df"]) / z
+    for end in ("ci_low", "ci_high", "percentile_ci_low", "percentile_ci_high"):
+        data[end] = data["estimate"] + (data[end] - data["estimate"]) / undo
+    rows = []
+    for (design, target_mix, bootstrap, term), group in data.groupby(
+            ["design", "target_mix_in_model", "bootstrap", "term"], sort=False):
+        spread = group["estimate"].std(ddof=1)
+        crossed = bootstrap == "crossed cluster"
+        mixes = 12 * DESIGNS[design][0] if design in DESIGNS else math.nan
+        for kind, low, high in (("BCa", "ci_low", "ci_high"),
+                                ("percentile", "percentile_ci_low", "percentile_ci_high")):
+            ok = group[[low, high]].notna().all(axis=1)
+            estimate = group.loc[ok, "estimate"]
+            for widening, factor in WIDENINGS.items():
+                if widening != "none" and not crossed:
+                    continue
+                f = factor(mixes, MIX_LEVEL_RANK)
+                lower = estimate + f * (group.loc[ok, low] - estimate)
+                upper = estimate + f * (group.loc[ok, high] - estimate)
+                covered = int(((lower <= 0) & (0 <= upper)).sum())
+                n = int(ok.sum())
+                ci = pw.wilson_interval(covered, n)
+                rows.append({"design": design, "target:mix in model": bool(target_mix),
+                             "bootstrap": bootstrap,
+                             "interval": kind, "widening": widening, "term": term, "grids": n,
+                             "coverage": covered / n if n else math.nan,
+                             "MC 95% interval": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+                             "width / (2z SD)": (upper - lower).mean() / (2 * z * spread)})
+    return pd.DataFrame(rows)
+
+
+#: The widening analyze applies, by bootstrap: t on the mix degrees of freedom for the crossed
+#: cluster intervals (docs/statistics.md, "Interval coverage"); the parametric bootstrap's own.
+WIDENING_USED = {"crossed cluster": "t(G-p)", "parametric": "none"}
+#: Designs with fewer grids than this are left out of the committed summary.
+MIN_GRIDS = 30
+
+
+def analyze_bootstrap(name: str) -> str:
+    """The bootstrap analyze uses on a design ("parametric" or "crossed cluster")."""
+    design, _ = grid_design(name)
+    return pw.analysis_model(design).bootstrap
+
+
+def package_table(path: str, out: str, wald: str | None = None) -> None:
+    """Write the contrast's rows for the bootstrap analyze uses on each design (and, from
+    ``wald``, a CSV of :func:`wald_table`, the Wald t rows of the designs analyze bootstraps
+    parametrically, whose normal-theory equivalent they are) as the committed summary
+    ``transferstats/data/coverage.csv`` that the report quotes
+    (:mod:`transferstats.analysis.coverage`). Rows of fewer than ``MIN_GRIDS`` grids are left
+    out."""
+    summary = table(path)
+    used = summary["design"].map(analyze_bootstrap)
+    rows = summary[(summary["term"] == "diversity - volume") & (summary["bootstrap"] == used)
+                   & (summary["widening"] == summary["bootstrap"].map(WIDENING_USED))]
+    if wald:
+        extra = pd.read_csv(wald)
+        extra = extra[extra["design"].map(analyze_bootstrap) == "parametric"]
+        rows = pd.concat([rows, extra.assign(bootstrap="parametric", interval="Wald t")],
+                         ignore_index=True)
+    rows = rows[rows["grids"] >= MIN_GRIDS]
+    wilson = rows["MC 95% interval"].str.strip("[]").str.split(", ", expand=True).astype(float)
+    draws, languages, _, target_mix_sd = zip(*(DESIGNS[d] for d in rows["design"]), strict=True)
+    pd.DataFrame({
+        "design": rows["design"], "mixes": [12 * d for d in draws], "languages": languages,
+        "target_mix_sd": target_mix_sd, "target_mix_in_model": rows["target:mix in model"],
+        "bootstrap": rows["bootstrap"], "interval": rows["interval"], "grids": rows["grids"],
+        "covered": (rows["coverage"] * rows["grids"]).round().astype(int),
+        "coverage": rows["coverage"].round(4), "mc_low": wilson[0].round(4),
+        "mc_high": wilson[1].round(4), "width_ratio": rows["width / (2z SD)"].round(3),
+    }).to_csv(out, index=False)
+
+
+def wald_table(grids: int, words: list[str], level: float = 0.95) -> pd.DataFrame:
+    """Many more grids, cheaply: the Wald t interval of ``transferstats power``'s stand-in
+    (the REML fit of analyze's primary model, estimate +- t_nu x Wald SE, nu the mix degrees of
+    freedom), without and with ``(1 | target_task:mix)``, over the same designs. The parametric
+    bootstrap's interval is this one up to its Monte Carlo error (its draws are normal about the
+    estimate with the Wald spread); the crossed cluster bootstrap's is not."""
+    rows = []
+    for name in [n for n in DESIGNS if not words or any(w in n for w in words)]:
+        design, components = grid_design(name)
+        for target_mix in (False, True):
+            model = pw.analysis_model(design, analysis_target_mix=target_mix)
+            sims = pw.simulate_analyses(design, components, simulations=grids, seed=14,
+                                        n_jobs=1, model=model, calibration_grids=0)
+            df = model.identity.get("mix_df") if model.identity.get("used") \
+                else len(design.mixes) - 1 - model.mix_columns.shape[1]
+            t = stats.t.ppf((1 + level) / 2, df)
+            ok = np.isfinite(sims.estimate) & np.isfinite(sims.se)
+            covered = int((np.abs(sims.estimate[ok]) <= t * sims.se[ok]).sum())
+            ci = pw.wilson_interval(covered, int(ok.sum()))
+            print(f"{name}, target:mix in model {target_mix}: {covered} of {int(ok.sum())}",
+                  flush=True)
+            rows.append({"design": name, "target:mix in model": target_mix, "t df": df,
+                         "grids": int(ok.sum()), "coverage": covered / ok.sum(),
+                         "MC 95% interval": f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+                         "width / (2z SD)": (2 * t * sims.se[ok]).mean()
+                         / (2 * stats.norm.ppf((1 + level) / 2) * sims.estimate[ok].std(ddof=1))})
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--grids", type=int, default=400, help="simulated grids per design")
+    parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples per grid")
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--out", default="coverage_study.csv",
+                        help="per-grid results (CSV); --table reads several, comma-separated")
+    parser.add_argument("--designs", default="",
+                        help="comma-separated words; only designs whose name holds one of them "
+                             "(default: all)")
+    parser.add_argument("--table", action="store_true", help="only summarise --out")
+    parser.add_argument("--package-table", metavar="CSV",
+                        help="also write the contrast's summary for analyze's method here "
+                             "(transferstats/data/coverage.csv)")
+    parser.add_argument("--wald", type=int, default=0, metavar="N",
+                        help="instead: N grids per design analysed by power's Wald t stand-in")
+    parser.add_argument("--wald-out", metavar="CSV", help="where --wald writes its table; "
+                        "--package-table reads it from here")
+    args = parser.parse_args()
+    words = [w.strip() for w in args.designs.split(",") if w.strip()]
+    if args.wald:
+        result = wald_table(args.wald, words)
+        print(result.to_string(index=False, float_format="{:.3f}".format))
+        if args.wald_out:
+            result.to_csv(args.wald_out, index=False)
+        return
+    if not args.table:
+        run(args)
+    with pd.option_context("display.width", 200, "display.max_rows", 500,
+                           "display.max_colwidth", 50, "display.float_format", "{:.3f}".format):
+        print(table(args.out).to_string(index=False))
+    if args.package_table:
+        package_table(args.out, args.package_table, args.wald_out)
+
+
+if __name__ == "__main__":
+    main()
