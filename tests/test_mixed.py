@@ -132,6 +132,82 @@ def test_sparse_and_dense_blocks_agree(monkeypatch):
     np.testing.assert_allclose(results[0][1].hessian, results[1][1].hessian, rtol=1e-10)
 
 
+def grid_with_mix_target(seed, **settings):
+    """A grid with a mix-by-target random intercept: its cells are nested in the mixes."""
+    rng = np.random.default_rng(seed)
+    data = simulate_grid(rng, **settings)
+    data["mix_target"] = data["mix"].astype(str) + ":" + data["target_task"].astype(str)
+    cells = data["mix_target"].unique()
+    data["improvement"] += data["mix_target"].map(dict(zip(cells, rng.normal(0, 0.5, len(cells)),
+                                                           strict=True)))
+    return data
+
+
+MIX_TARGET = [*RANDOM, "mix_target"]
+
+
+def test_cells_nested_in_mixes_are_found():
+    data = grid_with_mix_target(21, n_mixes=16)
+    _, cp = grid_cross_products(data, random=MIX_TARGET)
+    assert RANDOM + ["mix_target"] == MIX_TARGET
+    assert cp.diagonal_factor == 3                       # mix_target has most levels
+    assert cp.blocks[2] == cp.nested                     # the mixes' rows
+    _, plain = grid_cross_products(data)
+    assert plain.diagonal_factor == 1                    # language-within-target cells...
+    assert plain.nested == plain.blocks[0]               # ...are nested in the targets
+
+
+@pytest.mark.parametrize("psi", [[0.8, 0.3, 0.5, 0.2], [0.8, 0.3, 1e-7, 0.2],
+                                 [1.2, 1e-6, 0.4, 1e-5]])
+def test_blocked_factor_of_S_agrees_with_the_dense_one(psi):
+    """With the mixes' diagonal block of S factorised apart (FactorS), the criterion, score and
+    Hessian are those of the dense Cholesky factor of S."""
+    data = grid_with_mix_target(22, n_mixes=20, missing_cells=0.2, unequal_seeds=True)
+    _, cp = grid_cross_products(data, random=MIX_TARGET)
+    dense = dataclasses.replace(cp, nested=slice(0, 0))
+    psi, beta = np.array(psi), np.array([0.3, 0.9, 0.4])
+    assert profiled_deviance(np.sqrt(psi), cp)[0] == pytest.approx(
+        profiled_deviance(np.sqrt(psi), dense)[0], rel=1e-12)
+    blocked, reference = derivatives(psi, beta, cp), derivatives(psi, beta, dense)
+    np.testing.assert_allclose(blocked.hessian, reference.hessian, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(blocked.score_psi, reference.score_psi, rtol=1e-9, atol=1e-9)
+
+
+def test_blocked_factor_of_S_inverts_S():
+    """FactorS on a matrix whose diagonal block sits between the other rows."""
+    rng = np.random.default_rng(23)
+    a, b = 30, 6
+    E = rng.normal(size=(a, b))
+    leading = np.block([[np.diag(rng.uniform(20, 30, a)), E], [E.T, 40 * np.eye(b) + 0.1]])
+    order = np.r_[a:a + 5, 0:a, a + 5:a + b]            # 5 other rows, the block, the rest
+    S = leading[np.ix_(order, order)]
+    nested, others = slice(5, 5 + a), np.r_[0:5, 5 + a:a + b]
+    factor = mixed.FactorS.of(S, nested)
+    assert factor is not None
+    S_inv = np.linalg.inv(S)
+    np.testing.assert_allclose(factor.inverse(), S_inv, rtol=1e-10, atol=1e-14)
+    assert factor.log_det() == pytest.approx(np.linalg.slogdet(S)[1], rel=1e-12)
+    x = rng.normal(size=(a + b, 2))
+    y = factor.half_solve(x)
+    np.testing.assert_allclose(y.T @ y, x.T @ S_inv @ x, rtol=1e-10)
+    M = np.diag(rng.uniform(1, 2, a + b))              # diagonal over the block, as S is
+    M[others] = rng.normal(size=(b, a + b))
+    M[:, others] = M[others].T
+    np.testing.assert_allclose(factor.product(S_inv, M), S_inv @ M, rtol=1e-10, atol=1e-12)
+    assert mixed.FactorS.of(-S, nested) is None        # not positive definite
+
+
+def test_mix_target_fit_agrees_with_statsmodels():
+    data = grid_with_mix_target(24, n_mixes=12, n_targets=3, n_languages=5)
+    fixed = ["diversity", "volume"]
+    fast = fit_crossed(data, "improvement", fixed, MIX_TARGET)
+    reference = fit_crossed_statsmodels(data, "improvement", fixed, MIX_TARGET)
+    assert_close(fast.params, reference.params)
+    assert_close(list(fast.variance_components.values()),
+                 list(reference.variance_components.values()))
+    assert_close(fast.llf, reference.llf, rtol=1e-7)
+
+
 def test_with_response_equals_the_cross_products_of_the_new_response():
     """A parametric bootstrap's shortcut: same design, another y, the same cross-products."""
     arrays, cp = grid_cross_products(simulate_grid(np.random.default_rng(16), missing_cells=0.2))
