@@ -159,7 +159,7 @@ def model_data(results: Path):
     scores, _ = select_metric(load_results(results).scores, None, "test")
     data, _ = model_frame(scores, outcome="improvement")
     data, _ = _centre(data, interaction=True)
-    random, _ = _random_factors(data, "improvement")
+    data, random, _ = _random_factors(data, "improvement")
     return data, random
 
 

@@ -22,6 +22,8 @@ Usage::
 
     python benchmarks/coverage_study.py --grids 400 --resamples 500 --jobs 16
     python benchmarks/coverage_study.py --grids 100 --resamples 200 --jobs 2 --out cov.csv
+    python benchmarks/coverage_study.py --designs "small 12 mixes, 4 languages, target x mix" \
+        --target-mix on --grids 400 --jobs 2 --out small.csv     # one design, analyze's model
     python benchmarks/coverage_study.py --table --out cov.csv
 """
 
@@ -70,7 +72,8 @@ def grid_design(name: str) -> tuple[pw.GridDesign, pw.Components]:
     return design, pw.default_components(mix=MIX_SD, target_mix=target_mix)
 
 
-def analyse_grid(name: str, index: int, resamples: int) -> list[dict]:
+def analyse_grid(name: str, index: int, resamples: int,
+                 target_mix_settings: tuple[bool, ...] = (False, True)) -> list[dict]:
     """One simulated grid of a design, analysed without and with ``(1 | target_task:mix)``."""
     from transferstats import loading
     from transferstats.analysis.pipeline import analyze_loaded
@@ -82,7 +85,7 @@ def analyse_grid(name: str, index: int, resamples: int) -> list[dict]:
     y = pw.simulate_outcome(sim, np.random.default_rng([14, index, list(DESIGNS).index(name)]))
     loaded = loading.load_results(pw.results_table(sim, y))
     rows = []
-    for target_mix in (False, True):
+    for target_mix in target_mix_settings:
         spec = AnalysisSpec(resamples=resamples, seed=index, target_mix=target_mix)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -105,6 +108,10 @@ def analyse_grid(name: str, index: int, resamples: int) -> list[dict]:
     return rows
 
 
+#: --target-mix: the model settings each grid is analysed with.
+TARGET_MIX = {"both": (False, True), "on": (True,), "off": (False,)}
+
+
 def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
     threadpool_limits(1)
@@ -115,7 +122,7 @@ def run(args) -> None:
     if Path(args.out).exists():
         previous = pd.read_csv(args.out)
         done = set(zip(previous["design"], previous["grid"], strict=True))
-    words = [w.strip() for w in args.designs.split(",") if w.strip()]
+    words = [w.strip() for w in args.designs.split("|") if w.strip()]
     chosen = [name for name in DESIGNS if not words or any(w in name for w in words)]
     jobs = [(name, i) for i in range(args.grids) for name in chosen if (name, i) not in done]
     fields = ["design", "grid", "target_mix_in_model", "method", "term", "crossed_t_df",
@@ -126,7 +133,8 @@ def run(args) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         if new_file:
             writer.writeheader()
-        futures = [pool.submit(analyse_grid, name, i, args.resamples) for name, i in jobs]
+        futures = [pool.submit(analyse_grid, name, i, args.resamples, TARGET_MIX[args.target_mix])
+                   for name, i in jobs]
         for count, future in enumerate(as_completed(futures), 1):
             writer.writerows(future.result())
             handle.flush()
@@ -268,8 +276,11 @@ def main() -> None:
     parser.add_argument("--out", default="coverage_study.csv",
                         help="per-grid results (CSV); --table reads several, comma-separated")
     parser.add_argument("--designs", default="",
-                        help="comma-separated words; only designs whose name holds one of them "
-                             "(default: all)")
+                        help="|-separated parts of names (the names hold commas); only designs "
+                             "whose name holds one of them (default: all)")
+    parser.add_argument("--target-mix", choices=list(TARGET_MIX), default="both",
+                        help="analyse each grid with and without (1 | target_task:mix) (both), "
+                             "or only with it (on: analyze's default) or without (off)")
     parser.add_argument("--table", action="store_true", help="only summarise --out")
     parser.add_argument("--package-table", metavar="CSV",
                         help="also write the contrast's summary for analyze's method here "
@@ -279,7 +290,7 @@ def main() -> None:
     parser.add_argument("--wald-out", metavar="CSV", help="where --wald writes its table; "
                         "--package-table reads it from here")
     args = parser.parse_args()
-    words = [w.strip() for w in args.designs.split(",") if w.strip()]
+    words = [w.strip() for w in args.designs.split("|") if w.strip()]
     if args.wald:
         result = wald_table(args.wald, words)
         print(result.to_string(index=False, float_format="{:.3f}".format))

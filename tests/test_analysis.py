@@ -178,6 +178,16 @@ def test_interaction_left_out_when_the_grid_cannot_estimate_it(tmp_path):
     assert result.verdict in {"supported", "refuted", "inconclusive"}
 
 
+def test_target_mix_left_out_past_its_mix_limit_with_a_note(tmp_path, monkeypatch):
+    from transferstats.analysis import pipeline
+
+    monkeypatch.setattr(pipeline, "TARGET_MIX_MAX_MIXES", 10)   # the grid has 24 mixes
+    result = _analyze(tmp_path, GRID)
+    assert "target_task:mix" not in result.estimates["model"]["formula"]
+    assert any("target_task:mix left out: the grid has 24 mixes, more than the 10" in w
+               for w in result.estimates["warnings"])
+
+
 def test_many_failed_resamples_forbid_a_directional_verdict():
     comparison = {"ci_low": 0.5, "ci_high": 1.0, "minimum_detectable_difference": 1.0}
     verdict, reason = decide(comparison, {"confounded": False}, failed_share=0.3)

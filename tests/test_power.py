@@ -304,6 +304,34 @@ def test_bad_grid_and_pilot_are_refused_clearly(tmp_path, capsys):
     assert "pilot" in capsys.readouterr().err
 
 
+def test_search_without_a_design_reaching_the_power_lists_the_simulated_ones():
+    """A cheaper design that is as powerful as the grid must not be hidden because neither
+    reaches the requested power."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from transferstats.commands.power import _print_search
+
+    def row(hours, power, mixes):
+        return {"mixes": mixes, "target_languages": 155, "seeds": 3, "gpu_hours": hours,
+                "power": power, "power_ci": (power - 0.05, power + 0.05),
+                "minimum_detectable_difference": 0.35, "languages": "grid's"}
+
+    grid = row(1222.3, 0.692, 36)
+    screened = {**row(50.0, 0.0, 12), "power": None, "power_ci": None}
+    search = SimpleNamespace(chosen=[], simulated=2,
+                             rows=[screened, row(340.0, 0.730, 24), row(210.0, 0.560, 16)])
+    result = SimpleNamespace(designs=[grid], target_power=0.8)
+    console = Console(record=True, width=200)
+    _print_search(console, search, result, {"png": "c.png", "pdf": "c.pdf"})
+    text = console.export_text()
+    assert "no searched design reaches power 0.8" in text
+    assert "the best simulated reaches 0.730" in text
+    lines = [line for line in text.splitlines() if "0.730" in line or "0.560" in line]
+    assert len(lines) == 3 and "210.0" in lines[1] and "340.0" in lines[2]   # cheapest first
+
+
 def test_search_candidates_vary_levels_draws_seeds_and_languages():
     grid = grid_from_dict(SMALL_GRID, "test")
     with task_scope(grid.tasks):

@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from transferstats.analysis.bootstrap import output_matrix, t_widened
+from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker, t_widened
 from transferstats.analysis.mixed import (
     cross_products,
     fit_crossed,
@@ -134,8 +134,7 @@ _WORKER: _Simulator | None = None
 def _init_worker(simulator: _Simulator) -> None:
     global _WORKER
     _WORKER = simulator
-    if threadpool_limits is not None:
-        threadpool_limits(1)
+    set_up_refit_worker()
 
 
 def _worker_draws(seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:

@@ -89,6 +89,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from transferstats.analysis.bootstrap import set_up_refit_worker
 from transferstats.analysis.design import (
     SEPARABLE_CORRELATION,
     diversity_volume_correlation,
@@ -828,7 +829,7 @@ _WORKER_SIMULATOR: _Simulator | None = None
 def _init_worker(sim: _Simulator) -> None:
     global _WORKER_SIMULATOR
     _WORKER_SIMULATOR = sim
-    threadpool_limits(1)
+    set_up_refit_worker()
 
 
 def _worker_chunk(jobs: Sequence[tuple]) -> list[list[float]]:

@@ -425,12 +425,18 @@ def _print_search(console, search, result, figures) -> None:
                       f"difference ({search.simulated} simulated)"
                       + (f"; the best simulated reaches {best['power']:.3f}" if best else ""),
                       highlight=False)
-    table = Table(title=f"cheapest designs reaching power {target:g} (of {len(search.rows)} "
-                        f"screened, {search.simulated} simulated)")
+    # When none reaches the power, the simulated designs are shown instead: one may still be
+    # cheaper than the grid and as powerful.
+    shown = search.chosen or sorted(
+        (r for r in search.rows if r.get("power") is not None and r is not grid_row),
+        key=lambda r: r["gpu_hours"] or 0.0)
+    title = f"cheapest designs reaching power {target:g}" if search.chosen else \
+        f"simulated designs, cheapest first (none reaches power {target:g})"
+    table = Table(title=f"{title} (of {len(search.rows)} screened, {search.simulated} simulated)")
     for column in ("design", "mixes", "target-langs", "seeds", "GPU hours", "power",
                    "95% MC interval", "MDD"):
         table.add_column(column, justify="left" if column == "design" else "right")
-    rows = [("the grid as specified", grid_row)] + [("", r) for r in search.chosen]
+    rows = [("the grid as specified", grid_row)] + [("", r) for r in shown]
     for label, row in rows:
         description = label or _describe(row)
         table.add_row(description, str(row["mixes"]), str(row["target_languages"]),
