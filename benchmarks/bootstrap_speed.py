@@ -22,7 +22,7 @@ Two kinds of case (issue 9's table):
   analysis are timed and their refits counted. statsmodels is not run on these: with one group
   ``MixedLM`` works with dense n x n matrices (35,000 rows: 9.8 GB).
 
-Wall times are for ``--jobs`` worker processes (default 2, the issue's "2 cores"). The header
+Wall times are for ``--jobs`` worker processes (default 2: two cores). The header
 names the solver (``transferstats/analysis/mixed.py``) commit measured.
 
 Usage::
@@ -30,6 +30,7 @@ Usage::
     python benchmarks/bootstrap_speed.py                   # every case, 1000 resamples
     python benchmarks/bootstrap_speed.py --sizes 20k --resamples 200 --statsmodels-refits 1
     python benchmarks/bootstrap_speed.py --sizes manymix,1m
+    python benchmarks/bootstrap_speed.py --sizes manymix --no-target-mix   # without the target-by-mix term
 """
 
 from __future__ import annotations
@@ -320,7 +321,7 @@ def flat_grid(mixes: int, targets: int, languages: int, targets_per_mix: float, 
     return table, tasks
 
 
-def _analyze_frame(name: str, resamples: int, jobs: int, queue) -> None:
+def _analyze_frame(name: str, resamples: int, jobs: int, target_mix: bool, queue) -> None:
     """In a fresh process: build the case's table, analyse it with ``ts.analyze``, and send
     back the timings, including those of each crossed bootstrap the analysis runs."""
     import traceback
@@ -348,11 +349,12 @@ def _analyze_frame(name: str, resamples: int, jobs: int, queue) -> None:
         # The progress bars of a fresh process would only clutter the benchmark's output.
         sys.stdout = sys.stderr = open(os.devnull, "w")  # closed when the process ends
         start, cpu = time.perf_counter(), cpu_seconds()
-        result = ts.analyze(table, outcome="score", tasks=tasks, resamples=resamples, jobs=jobs)
+        result = ts.analyze(table, outcome="score", tasks=tasks, resamples=resamples, jobs=jobs,
+                            target_mix=target_mix)
         queue.put({
             "grid": name, "table_rows": len(table), "mixes": table["mix"].nunique(),
             "target_languages": len(table[["target_task", "language"]].drop_duplicates()),
-            "resamples": resamples, "jobs": jobs, "build_s": built,
+            "resamples": resamples, "jobs": jobs, "build_s": built, "target_mix": target_mix,
             "analyze_s": time.perf_counter() - start, "analyze_cpu": cpu_seconds() - cpu,
             "verdict": result.verdict, "bootstraps": bootstraps,
             "main_maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
@@ -362,11 +364,11 @@ def _analyze_frame(name: str, resamples: int, jobs: int, queue) -> None:
         queue.put({"grid": name, "error": traceback.format_exc()})
 
 
-def run_frame(name: str, resamples: int, jobs: int) -> dict:
+def run_frame(name: str, resamples: int, jobs: int, target_mix: bool = True) -> dict:
     """Analyse a multi-source grid in a fresh process, sampling its process tree's memory."""
     context = multiprocessing.get_context("spawn")  # nothing inherited from this process
     queue = context.Queue()
-    process = context.Process(target=_analyze_frame, args=(name, resamples, jobs, queue))
+    process = context.Process(target=_analyze_frame, args=(name, resamples, jobs, target_mix, queue))
     process.start()
     with PeakMemory(process.pid, proportional=True) as memory:
         row = queue.get()
@@ -380,7 +382,8 @@ def report_frame(row: dict) -> None:
     case = FRAMES[row["grid"]]
     print(f"\n== grid {row['grid']}: {row['table_rows']:,} rows, {row['mixes']:,} mixes, "
           f"{row['target_languages']} target-languages, one seed, no baseline; "
-          f"{row['resamples']} resamples BCa, {row['jobs']} worker processes ==")
+          f"{row['resamples']} resamples BCa, {row['jobs']} worker processes"
+          + ("" if row["target_mix"] else ", without (1 | target_task:mix)") + " ==")
     print(f"build the DataFrame                    {row['build_s']:8.1f} s wall")
     print(f"ts.analyze(df, outcome='score')        {row['analyze_s']:8.1f} s wall, "
           f"{row['analyze_cpu']:.1f} s CPU (target < {case['target_s']} s), "
@@ -421,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statsmodels-refits", type=int, default=2)
     parser.add_argument("--statsmodels-timeout", type=float, default=600,
                         help="seconds after which a statsmodels refit is stopped (default 600)")
+    parser.add_argument("--no-target-mix", dest="target_mix", action="store_false",
+                        help="analyse the multi-source grids without (1 | target_task:mix)")
     parser.add_argument("--keep", help="write the grids and reports here instead of a temp dir")
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -432,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         for name in args.sizes.split(","):
             if name in FRAMES:
-                report_frame(run_frame(name, args.resamples, args.jobs))
+                report_frame(run_frame(name, args.resamples, args.jobs, args.target_mix))
             else:
                 report(run_size(name, workdir, args.resamples, args.jobs,
                                 args.statsmodels_refits, args.statsmodels_timeout))
