@@ -146,10 +146,12 @@ def grid_with_mix_target(seed, **settings):
 MIX_TARGET = [*RANDOM, "mix_target"]
 
 
-def test_cells_nested_in_mixes_are_found():
+@pytest.mark.parametrize("dense_share", [0.0, np.inf])   # Z_r'Z_d always dense, always sparse
+def test_cells_nested_in_mixes_are_found(monkeypatch, dense_share):
+    monkeypatch.setattr(mixed, "DENSE_SHARE", dense_share)
     data = grid_with_mix_target(21, n_mixes=16)
     _, cp = grid_cross_products(data, random=MIX_TARGET)
-    assert RANDOM + ["mix_target"] == MIX_TARGET
+    assert isinstance(cp.C_rd, np.ndarray) == (dense_share == 0.0)
     assert cp.diagonal_factor == 3                       # mix_target has most levels
     assert cp.blocks[2] == cp.nested                     # the mixes' rows
     _, plain = grid_cross_products(data)

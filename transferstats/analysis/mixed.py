@@ -304,18 +304,24 @@ def cross_products(X: np.ndarray, y: np.ndarray, codes: Sequence[np.ndarray],
             C_rr[starts[j]:starts[j + 1], block_i] = table.T
     C_rd = _cross_table([codes[k] + starts[i] for i, k in enumerate(remaining)], code_d, r, L_d)
     nested = slice(0, 0)
-    for i, k in sorted(enumerate(remaining), key=lambda item: -sizes[item[1]]):
-        if _is_nested(code_d, L_d, codes[k], int(sizes[k])):
+    for i, _k in sorted(enumerate(remaining), key=lambda item: -sizes[item[1]]):
+        if _is_nested(C_rd[starts[i]:starts[i + 1]]):
             nested = slice(int(starts[i]), int(starts[i + 1]))
             break
     return CrossProducts(len(y), sizes, Xy.T @ Xy, d, remaining, c_d, C_dx, C_rd, C_rr, C_rx,
                          nested)
 
 
-def _is_nested(code_d: np.ndarray, L_d: int, code_k: np.ndarray, L_k: int) -> bool:
-    """Whether every level of d meets at most one level of factor k (d nested in k)."""
-    pairs = np.unique(code_d.astype(np.int64) * L_k + code_k)
-    return bool(np.bincount(pairs // L_k, minlength=L_d).max(initial=0) <= 1)
+def _is_nested(C_kd: np.ndarray | scipy.sparse.csr_array) -> bool:
+    """Whether every level of d meets at most one level of factor k (d nested in k).
+
+    Read from Z_k'Z_d: at most one non-zero per column.
+    """
+    if isinstance(C_kd, np.ndarray):
+        per_level = np.count_nonzero(C_kd, axis=0)
+    else:
+        per_level = np.bincount(C_kd.indices, minlength=C_kd.shape[1])
+    return bool(per_level.max(initial=0) <= 1)
 
 
 def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
