@@ -35,10 +35,12 @@ SuiteSparse headers, and scipy has no sparse Cholesky. The limit of this design 
 factor with many thousands of levels: S is dense r x r (InstEval: r = 1,142; a 1,000,000-row
 grid of 10,000 mixes and 200 target-languages: r = 205). One such second factor is common and
 handled apart: when d is nested in it (the mix-by-target cells of ``target_mix`` in the mixes),
-S's block over its levels is diagonal and S is factorised in two blocks (:class:`FactorS`), so
-S^-1 and its one product cost O(r^2 b) with b the levels of the factors left (a grid of 1,100
-mixes and 100 target-languages: b = 105, r = 1,205; 2.5 times faster per fit than a dense
-factor of S). The r x r arrays themselves remain.
+S's block over its levels is diagonal, S is factorised in two blocks (:class:`FactorS`), and every
+r x r matrix of an evaluation is kept diagonal plus low rank over those levels
+(:mod:`transferstats.analysis.blocks`), so an evaluation costs O(r b^2) with b the levels of the
+factors left (a grid of 1,100 mixes and 100 target-languages: b = 105, r = 1,205; a Newton step's
+score and Hessian in 23 ms instead of 89 ms with dense r x r arrays, on one core). Only Z_r'Z_r is still
+stored densely.
 
 The optimum is found by projected Newton steps in theta (a variance component may be exactly
 zero) with the exact score and Hessian of the log-likelihood in the variance ratios
@@ -52,6 +54,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -59,6 +62,8 @@ import scipy.linalg
 import scipy.optimize
 import scipy.sparse
 import scipy.stats
+
+from transferstats.analysis.blocks import Blocked, RowSplit
 
 #: A factor whose relative standard deviation sigma_k / sigma is below this is reported on the
 #: boundary (its variance is below 1e-8 of the residual variance).
@@ -257,6 +262,11 @@ class CrossProducts:
         """Where each factor's levels start in a vector over all levels, in model order."""
         return np.concatenate([[0], np.cumsum(self.n_levels)])
 
+    @cached_property
+    def rd_split(self) -> RowSplit:
+        """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
+        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE)
+
     @property
     def blocks(self) -> dict[int, slice]:
         """Each remaining factor's rows in the r-indexed arrays."""
@@ -369,13 +379,6 @@ def _cross_table(rows: list[np.ndarray], code_d: np.ndarray, r: int, L_d: int
     return sparse.toarray() if sparse.nnz >= DENSE_SHARE * n_entries else sparse
 
 
-def _gram(C: np.ndarray | scipy.sparse.csr_array, weights: np.ndarray) -> np.ndarray:
-    """C diag(weights) C' as a dense array."""
-    if isinstance(C, np.ndarray):
-        return (C * weights[None, :]) @ C.T
-    return (C.multiply(weights[None, :]) @ C.T).toarray()
-
-
 # --------------------------------------------------------------------------------------------
 # The factorisation at one psi and the profiled criterion
 
@@ -396,7 +399,7 @@ class Factorisation:
     h: np.ndarray                 # 1 / (1 + psi_d c_d), over levels of d
     g: np.ndarray                 # c_d h: Z_d' V_0^-1 Z_d = diag(g)
     lam_r: np.ndarray             # sqrt(psi) over the remaining levels
-    T: np.ndarray                 # Z_r' V_0^-1 Z_r (r, r)
+    T: Blocked                    # Z_r' V_0^-1 Z_r (r, r), diagonal over the nested factor
     S_factor: FactorS             # the Cholesky factor of S
     P_rx: np.ndarray              # Z_r' V_0^-1 [X y]
     P_dx: np.ndarray              # Z_d' V_0^-1 [X y] = h C_dx
@@ -415,10 +418,9 @@ def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
     h = 1.0 / denominator
     e = psi_d * h
     lam_r = np.sqrt(np.repeat(psi[cp.remaining], cp.n_levels[cp.remaining]))
-    T = cp.C_rr - _gram(cp.C_rd, e)
-    S = lam_r[:, None] * T * lam_r[None, :]
-    S[np.diag_indices_from(S)] += 1.0
-    S_factor = FactorS.of(S, cp.nested)
+    C_rr = Blocked.from_dense(cp.C_rr, cp.nested)
+    T = C_rr - cp.rd_split.gram(e)
+    S_factor = FactorS.of(T.scaled(lam_r).plus_identity())
     if S_factor is None:
         raise np.linalg.LinAlgError(f"S is not positive definite at psi = {psi}")
     eC_dx = e[:, None] * cp.C_dx
@@ -439,9 +441,10 @@ class FactorS:
     couple: S = [[diag(a), E], [E', F]] has the factor L = [[diag(sqrt a), 0], [U' diag(sqrt a),
     L_B]] with U = diag(1/a) E and L_B the Cholesky factor of the Schur complement
     F - E' U (b x b): the next step of MixedModels.jl's blocked Cholesky, whose first block is
-    diagonal. S^-1 and the products with it then cost O(r^2 b) rather than O(r^3), which is
-    what keeps a grid of a thousand mixes with a mix-by-target term fast (r = mixes + b). With
-    no nested factor A is empty and L_B is the dense factor of S.
+    diagonal. S^-1 is then diag(1/a) + U C U' over A (C the Schur complement's inverse), kept
+    in that form (:class:`Blocked`), so that a grid of a thousand mixes with a mix-by-target
+    term costs O(mixes b^2) per evaluation. With no nested factor A is empty and L_B is the
+    dense factor of S.
     """
 
     A: slice
@@ -451,17 +454,14 @@ class FactorS:
     chol_B: np.ndarray            # lower Cholesky factor of the Schur complement over B
 
     @classmethod
-    def of(cls, S: np.ndarray, nested: slice) -> FactorS | None:
-        """Factorise S; None when S is not positive definite."""
-        r = len(S)
-        B = np.r_[0:nested.start, nested.stop:r] if nested.stop > nested.start else np.arange(r)
-        a = np.diag(S)[nested].copy()
+    def of(cls, S: Blocked) -> FactorS | None:
+        """Factorise S (exactly diagonal over A); None when S is not positive definite."""
+        a = S.diag
         if np.any(a <= 0):
             return None
-        U = S[nested][:, B] / a[:, None]
-        schur = S[np.ix_(B, B)] - S[B][:, nested] @ U
-        chol_B, info = scipy.linalg.lapack.dpotrf(schur, lower=1, clean=1)
-        return None if info != 0 else cls(nested, B, a, U, chol_B)
+        U = S.AB / a[:, None]
+        chol_B, info = scipy.linalg.lapack.dpotrf(S.BB - S.BA @ U, lower=1, clean=1)
+        return None if info != 0 else cls(S.A, S.B, a, U, chol_B)
 
     def half_solve(self, x: np.ndarray) -> np.ndarray:
         """L^-1 x, its rows in the order [A, B] (only inner products of it are used)."""
@@ -474,29 +474,11 @@ class FactorS:
         """Return log |S|."""
         return float(np.sum(np.log(self.a)) + 2 * np.sum(np.log(np.diag(self.chol_B))))
 
-    def inverse(self) -> np.ndarray:
-        """S^-1: [[diag(1/a) + U C U', -U C], [-C U', C]] with C the Schur complement's inverse."""
+    def inverse(self) -> Blocked:
+        """S^-1: [[diag(1/a) + U C U', -U C], [-C U', C]]."""
         C = _inverse(self.chol_B)
-        if self.A.stop == self.A.start:
-            return C
-        S_inv = np.empty((len(self.a) + len(self.B),) * 2)
         UC = self.U @ C
-        S_inv[self.A, self.A] = UC @ self.U.T
-        S_inv[self.A, self.A][np.diag_indices(len(self.a))] += 1 / self.a
-        S_inv[self.A, self.B] = -UC
-        S_inv[self.B, self.A] = -UC.T
-        S_inv[np.ix_(self.B, self.B)] = C
-        return S_inv
-
-    def product(self, S_inv: np.ndarray, M: np.ndarray) -> np.ndarray:
-        """S^-1 M for an M whose block over A is diagonal (as S's), in O(r^2 b)."""
-        if self.A.stop == self.A.start:
-            return S_inv @ M
-        A, B = self.A, self.B
-        out = np.empty_like(M)
-        out[:, A] = S_inv[:, A] * np.diag(M)[A][None, :] + S_inv[:, B] @ M[B][:, A]
-        out[:, B] = S_inv[:, A] @ M[A][:, B] + S_inv[:, B] @ M[B][:, B]
-        return out
+        return Blocked(self.A, self.B, 1 / self.a, self.U, UC, -UC, -UC.T, C)
 
 
 def _profile(fact: Factorisation, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray, float]:
@@ -566,9 +548,12 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
                so tr G_dd = sum(g) - tr(S^-1 M) and
                ||G_dd||_F^2 = sum(g^2) - 2 tr(K N_g) + tr(S^-1 M S^-1 M)
 
-    A call thus costs S^-1 (LAPACK potri) and one r x r product, S^-1 M, whatever the number of
-    levels of d, plus sparse products over the non-zeros of Z_r'Z_d (:func:`_remaining_blocks`
-    has the rows of a factor at or near psi = 0, where the identities divide by zero). Fisher
+    A call thus costs S^-1 (LAPACK potri) and the products S^-1 M and S^-1 M S^-1, whatever
+    the number of levels of d, plus sparse products over the non-zeros of Z_r'Z_d
+    (:func:`_remaining_blocks` has the factors at or near psi = 0, where the identities divide
+    by zero; there two more products). Every r x r matrix is kept diagonal plus low rank over
+    the factor d is nested in (:class:`~transferstats.analysis.blocks.Blocked`), so with a
+    mix-by-target term a call costs O(mixes b^2), b the levels of the other factors. Fisher
     scoring would need the same ||G_jk||^2, the costly part, so Newton steps use the exact
     Hessian.
     """
@@ -578,48 +563,50 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     f = cp.n - p if reml else cp.n
     h, g, T, C_rd = fact.h, fact.g, fact.T, cp.C_rd
     S_inv = fact.S_factor.inverse()
-    Kmat = fact.lam_r[:, None] * S_inv * fact.lam_r[None, :]
+    Kmat = S_inv.scaled(fact.lam_r)
     # Z'V^-1 [X y], then its columns recombined into [W w] with w = Z'V^-1 (y - X beta).
     coef = np.append(-beta, 1.0)
-    K_Prx = Kmat @ fact.P_rx
-    F_r = fact.P_rx - T @ K_Prx
+    K_Prx = Kmat.matmul(fact.P_rx)
+    F_r = fact.P_rx - T.matmul(K_Prx)
     F_d = fact.P_dx - h[:, None] * (C_rd.T @ K_Prx)
     F_r = np.column_stack([F_r[:, :p], F_r @ coef])
     F_d = np.column_stack([F_d[:, :p], F_d @ coef])
     A = fact.A_xy[:p, :p]
     Q = float(coef @ fact.A_xy @ coef)
 
-    N = _gram(C_rd, h ** 2)
-    M = fact.lam_r[:, None] * N * fact.lam_r[None, :]
-    S_inv_M = fact.S_factor.product(S_inv, M)      # the one r x r product of a call
+    N = cp.rd_split.gram(h ** 2)
+    M = N.scaled(fact.lam_r)
+    S_inv_M = S_inv @ M
     G_rr, G_rd_square = _remaining_blocks(fact, S_inv, S_inv_M, Kmat, N)
     PF_d = C_rd @ (h[:, None] * F_d)               # P_rd F_d
-    GF_rd = PF_d - T @ (Kmat @ PF_d)               # G_rd F_d = (I - T K) P_rd F_d
-    GF_dd = g[:, None] * F_d - h[:, None] * (C_rd.T @ (Kmat @ PF_d))
+    K_PF_d = Kmat.matmul(PF_d)
+    GF_rd = PF_d - T.matmul(K_PF_d)                # G_rd F_d = (I - T K) P_rd F_d
+    GF_dd = g[:, None] * F_d - h[:, None] * (C_rd.T @ K_PF_d)
 
     blocks = cp.blocks
     F = {k: F_d if k == d else F_r[blocks[k]] for k in range(K)}
     trace = np.empty(K)
     square = np.empty((K, K))
     FGF = {}                      # F_j' G_jk F_k for k <= j
+    G_rr_diagonal = G_rr.diagonal()
     for j in range(K):
         if j == d:
-            trace[j] = np.sum(g) - np.sum(S_inv * M)
+            trace[j] = np.sum(g) - S_inv.trace_dot(M)
         else:
-            trace[j] = np.trace(G_rr[blocks[j], blocks[j]])
+            trace[j] = np.sum(G_rr_diagonal[blocks[j]])
         for k in range(j + 1):
             if j == d and k == d:
-                square[j, k] = (np.sum(g ** 2) - 2 * np.sum(Kmat * _gram(C_rd, h ** 2 * g))
-                                + np.sum(S_inv_M * S_inv_M.T))
+                N_g = cp.rd_split.gram(h ** 2 * g)
+                square[j, k] = (np.sum(g ** 2) - 2 * Kmat.trace_dot(N_g)
+                                + S_inv_M.trace_dot(S_inv_M))
                 FGF[j, k] = F_d.T @ GF_dd
             elif d in (j, k):
                 other = k if j == d else j
                 square[j, k] = np.sum(G_rd_square[blocks[other]])
                 FGF[j, k] = F[other].T @ GF_rd[blocks[other]]
             else:
-                G_jk = G_rr[blocks[j], blocks[k]]
-                square[j, k] = np.sum(G_jk ** 2)
-                FGF[j, k] = F[j].T @ G_jk @ F[k]
+                square[j, k] = G_rr.squared_norm(blocks[j], blocks[k])
+                FGF[j, k] = G_rr.bilinear(F[j], blocks[j], F[k], blocks[k])
 
     A_inv = np.linalg.inv(A)
     FF = [F[k].T @ F[k] for k in range(K)]
@@ -646,8 +633,8 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     return Derivatives(score, H, blups)
 
 
-#: Remaining levels whose variance ratio psi is at least this use the identities of
-#: :func:`_remaining_blocks`, which divide by psi; below it their rows are computed directly.
+#: When every remaining level's variance ratio psi is at least this, :func:`_remaining_blocks`
+#: uses the identities that divide by psi; otherwise it computes the blocks directly.
 #: The identities lose digits to cancellation (1 - (S^-1)_ii with S_ii = 1 + psi_i T_ii):
 #: about eps / (psi_i T_ii) relatively, T_ii being a level's row count reduced by the
 #: elimination: 2e-10 even at T_ii = 0.01 (tests/test_mixed.py compares both ways).
@@ -664,37 +651,26 @@ def _inverse(chol: np.ndarray) -> np.ndarray:
     return np.tril(inverse) + np.tril(inverse, -1).T
 
 
-def _remaining_blocks(fact: Factorisation, S_inv: np.ndarray, S_inv_M: np.ndarray,
-                      Kmat: np.ndarray, N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _remaining_blocks(fact: Factorisation, S_inv: Blocked, S_inv_M: Blocked, Kmat: Blocked,
+                      N: Blocked) -> tuple[Blocked, np.ndarray]:
     """G_rr = Z_r'V^-1 Z_r and the squared norms of the rows of G_rd = Z_r'V^-1 Z_d.
 
     Since Lambda G_rr Lambda = I - S^-1 and Lambda G_rd = S^-1 Lambda P_rd (Woodbury with
     S = I + Lambda T Lambda), both follow from S^-1 and S^-1 M, M = Lambda N Lambda, by
-    dividing by lambda_i lambda_l: no r x r product beyond S^-1 M. Rows whose psi is below
-    IDENTITY_PSI (a factor at or near the boundary) are computed directly instead, as
-    G_rr = T - T K T and G_rd = (I - T K) P_rd, at a cost proportional to their number.
+    dividing by lambda_i lambda_l: no product beyond S^-1 M S^-1. When a remaining level's psi
+    is below IDENTITY_PSI (a factor at or near the boundary), they are computed directly instead,
+    as G_rr = T - T K T and G_rd = (I - T K) P_rd: two more products, which with no nested
+    factor are dense r x r ones (a second factor of a thousand levels at its boundary: about
+    a second per call).
     """
     psi = fact.lam_r ** 2
-    big = psi >= IDENTITY_PSI
-    small = ~big
-    if not small.any():  # the usual case, without copies of r x r blocks
-        G_rr = (np.eye(len(psi)) - S_inv) / np.outer(fact.lam_r, fact.lam_r)
-        return (G_rr + G_rr.T) / 2, np.sum(S_inv_M * S_inv, axis=1) / psi
-    G_rr = np.empty_like(S_inv)
-    row_square = np.empty(len(psi))
-    lam_big = fact.lam_r[big]
-    G_rr[np.ix_(big, big)] = ((np.eye(int(big.sum())) - S_inv[np.ix_(big, big)])
-                              / (lam_big[:, None] * lam_big[None, :]))
-    row_square[big] = np.sum(S_inv_M[big] * S_inv[big], axis=1) / psi[big]
-    if small.any():
-        T = fact.T
-        R_small = -(T[small] @ Kmat)                   # rows of R = I - T K
-        R_small[:, small] += np.eye(int(small.sum()))
-        G_small = R_small @ T                          # rows of G_rr = R T
-        G_rr[small] = G_small
-        G_rr[:, small] = G_small.T
-        row_square[small] = np.sum((R_small @ N) * R_small, axis=1)
-    return (G_rr + G_rr.T) / 2, row_square
+    if np.all(psi >= IDENTITY_PSI):
+        G_rr = S_inv.identity_minus().scaled(1 / fact.lam_r)
+        return G_rr, S_inv_M.diagonal_of_product(S_inv) / psi
+    T = fact.T
+    R = (T @ Kmat).identity_minus()                # I - T K
+    G_rr = (R @ T).symmetrised()
+    return G_rr, (R @ N).diagonal_of_product(R.transpose())
 
 
 # --------------------------------------------------------------------------------------------
