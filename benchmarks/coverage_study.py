@@ -98,8 +98,9 @@ def analyse_grid(name: str, index: int, resamples: int,
             bootstrap = estimates["bootstrap"]
             rows.append({"design": name, "grid": index, "target_mix_in_model": target_mix,
                          "method": bootstrap["method"], "term": term,
-                         # analyze's t widening of crossed cluster intervals, undone in the
-                         # table so that every candidate widening starts from the same interval
+                         # the t widening analyze once applied to crossed cluster intervals
+                         # (files of that time are read too), undone in the table so that
+                         # every candidate widening starts from the same interval
                          "crossed_t_df": bootstrap.get("t_df")
                          if bootstrap["resampling"] == "crossed cluster" else None,
                          **{key: effect.get(key) for key in (
@@ -162,7 +163,7 @@ def table(path: str, level: float = 0.95) -> pd.DataFrame:
     data = pd.concat([pd.read_csv(p) for p in path.split(",")], ignore_index=True)
     data["bootstrap"] = data["method"].str.split(",").str[0]
     z = stats.norm.ppf((1 + level) / 2)
-    if "crossed_t_df" not in data:  # every file written before analyze widened them
+    if "crossed_t_df" not in data:  # files written before analyze ever widened them
         data["crossed_t_df"] = np.nan
     widened = data["crossed_t_df"].notna()
     undo = np.ones(len(data))
@@ -197,9 +198,6 @@ def table(path: str, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-#: The widening analyze applies, by bootstrap: t on the mix degrees of freedom for the crossed
-#: cluster intervals (docs/statistics.md, "Interval coverage"); the parametric bootstrap's own.
-WIDENING_USED = {"crossed cluster": "t(G-p)", "parametric": "none"}
 #: Designs with fewer grids than this are left out of the committed summary.
 MIN_GRIDS = 30
 
@@ -220,7 +218,7 @@ def package_table(path: str, out: str, wald: str | None = None) -> None:
     summary = table(path)
     used = summary["design"].map(analyze_bootstrap)
     rows = summary[(summary["term"] == "diversity - volume") & (summary["bootstrap"] == used)
-                   & (summary["widening"] == summary["bootstrap"].map(WIDENING_USED))]
+                   & (summary["widening"] == "none")]  # analyze widens no crossed interval
     if wald:
         extra = pd.read_csv(wald)
         extra = extra[extra["design"].map(analyze_bootstrap) == "parametric"]

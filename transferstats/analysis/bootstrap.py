@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from scipy.special import ndtr, ndtri
 
 from transferstats.analysis.mixed import (
@@ -187,24 +186,6 @@ def bca_interval(estimate: float, draws: np.ndarray, jackknife_values: np.ndarra
     return float(low), float(high)
 
 
-def t_widened(estimate: float, interval: tuple[float, float], level: float,
-              df: float | None) -> tuple[float, float]:
-    """An interval widened about the estimate by t_{(1+level)/2, df} / z_{(1+level)/2}.
-
-    The small-sample correction for few clusters: a bootstrap interval's width is estimated from
-    the mixes, so with few of them its end points inherit the spread of a variance estimated on
-    ``df`` degrees of freedom; referring to t rather than z is the usual remedy for
-    cluster-robust inference with few clusters (Cameron & Miller 2015, section VI; the
-    "containment" degrees of freedom of Pinheiro & Bates 2000, section 2.4.2). ``df=None``
-    leaves the interval as it is.
-    """
-    if df is None:
-        return interval
-    widen = float(stats.t.ppf((1 + level) / 2, df) / ndtri((1 + level) / 2))
-    low, high = interval
-    return float(estimate - (estimate - low) * widen), float(estimate + (high - estimate) * widen)
-
-
 def _finite(values) -> np.ndarray:
     values = np.asarray(values, dtype=float)
     return values[np.isfinite(values)]
@@ -231,12 +212,9 @@ class BootstrapResult:
     seed: int
     resampling: str
     n_failed: int
-    #: Degrees of freedom of the small-sample t widening (:func:`t_widened`); None: none.
-    df: float | None = None
 
     def interval(self, term: str, level: float = 0.95, kind: str = "bca") -> tuple[float, float]:
-        """The ``level`` interval of one term or contrast, ``kind`` "bca" or "percentile",
-        widened by t on ``df`` degrees of freedom when ``df`` is set."""
+        """The ``level`` interval of one term or contrast, ``kind`` "bca" or "percentile"."""
         estimate = float(self.estimate[term])
         if kind == "percentile":
             interval = percentile_interval(self.draws[term].to_numpy(), level)
@@ -247,7 +225,7 @@ class BootstrapResult:
                                     sizes=self.jackknife["left_out"].map(len).to_numpy())
         else:
             raise ValueError(f"kind must be 'bca' or 'percentile', not {kind!r}")
-        return t_widened(estimate, interval, level, self.df)
+        return interval
 
     def intervals(self, level: float = 0.95, kind: str = "bca") -> pd.DataFrame:
         """One row per term and contrast: estimate, interval and bootstrap standard error."""

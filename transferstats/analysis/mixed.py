@@ -474,11 +474,42 @@ class FactorS:
         """Return log |S|."""
         return float(np.sum(np.log(self.a)) + 2 * np.sum(np.log(np.diag(self.chol_B))))
 
+    @cached_property
+    def C(self) -> np.ndarray:
+        """The inverse of the Schur complement over B (b x b)."""
+        return _inverse(self.chol_B)
+
+    @cached_property
+    def UC(self) -> np.ndarray:
+        """U C (|A| x b)."""
+        return self.U @ self.C
+
     def inverse(self) -> Blocked:
         """S^-1: [[diag(1/a) + U C U', -U C], [-C U', C]]."""
-        C = _inverse(self.chol_B)
-        UC = self.U @ C
-        return Blocked(self.A, self.B, 1 / self.a, self.U, UC, -UC, -UC.T, C)
+        return Blocked(self.A, self.B, 1 / self.a, self.U, self.UC, -self.UC, -self.UC.T, self.C)
+
+    def sandwich(self, M: Blocked) -> tuple[np.ndarray, float, float]:
+        """Return diag(S^-1 M S^-1), tr(S^-1 M S^-1 M) and tr(S^-1 M), in O(|A| b^2).
+
+        M is symmetric and exactly diagonal over A (``M.diag``); no r x r product is formed.
+
+        With E = [U; -I] (rows A, B) S^-1 = D + E C E', D = diag(1/a) on A and 0 on B, so
+        S^-1 M S^-1 = D M D + P C E' + E C P' + E C G C E' with P = D M E (zero on B; on A,
+        H / a with H = diag(m) U - M_AB) and G = E' M E = U'H - M_BA U + M_BB (b x b); then
+        tr(S^-1 M S^-1 M) = sum(m^2 / a^2) + 2 tr(C H' diag(1/a) H) + tr(C G C G) and
+        tr(S^-1 M) = sum(m / a) + tr(C G).
+        """
+        a, U, C, UC, m = self.a, self.U, self.C, self.UC, M.diag
+        H = m[:, None] * U - M.AB
+        G = U.T @ H - M.BA @ U + M.BB
+        CG = C @ G
+        diagonal = np.empty(len(a) + len(self.B))
+        diagonal[self.A] = (m / a ** 2 + 2 * np.einsum("ib,ib->i", H, UC) / a
+                            + np.einsum("ib,ib->i", UC @ G, UC))
+        diagonal[self.B] = np.einsum("bc,bc->b", CG, C)
+        square = (np.sum(m ** 2 / a ** 2) + 2 * np.sum(C * (H.T @ (H / a[:, None])))
+                  + np.sum(CG * CG.T))
+        return diagonal, float(square), float(np.sum(m / a) + np.trace(CG))
 
 
 def _profile(fact: Factorisation, cp: CrossProducts, reml: bool) -> tuple[float, np.ndarray, float]:
@@ -575,9 +606,9 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     Q = float(coef @ fact.A_xy @ coef)
 
     N = cp.rd_split.gram(h ** 2)
-    M = N.scaled(fact.lam_r)
-    S_inv_M = S_inv @ M
-    G_rr, G_rd_square = _remaining_blocks(fact, S_inv, S_inv_M, Kmat, N)
+    # diag(S^-1 M S^-1), tr(S^-1 M S^-1 M), tr(S^-1 M)
+    sandwich, trace_SMSM, trace_SM = fact.S_factor.sandwich(N.scaled(fact.lam_r))
+    G_rr, G_rd_square = _remaining_blocks(fact, S_inv, Kmat, sandwich, N)
     PF_d = C_rd @ (h[:, None] * F_d)               # P_rd F_d
     K_PF_d = Kmat.matmul(PF_d)
     GF_rd = PF_d - T.matmul(K_PF_d)                # G_rd F_d = (I - T K) P_rd F_d
@@ -591,14 +622,13 @@ def derivatives(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts, reml: bool
     G_rr_diagonal = G_rr.diagonal()
     for j in range(K):
         if j == d:
-            trace[j] = np.sum(g) - S_inv.trace_dot(M)
+            trace[j] = np.sum(g) - trace_SM
         else:
             trace[j] = np.sum(G_rr_diagonal[blocks[j]])
         for k in range(j + 1):
             if j == d and k == d:
                 N_g = cp.rd_split.gram(h ** 2 * g)
-                square[j, k] = (np.sum(g ** 2) - 2 * Kmat.trace_dot(N_g)
-                                + S_inv_M.trace_dot(S_inv_M))
+                square[j, k] = np.sum(g ** 2) - 2 * Kmat.trace_dot(N_g) + trace_SMSM
                 FGF[j, k] = F_d.T @ GF_dd
             elif d in (j, k):
                 other = k if j == d else j
@@ -651,22 +681,22 @@ def _inverse(chol: np.ndarray) -> np.ndarray:
     return np.tril(inverse) + np.tril(inverse, -1).T
 
 
-def _remaining_blocks(fact: Factorisation, S_inv: Blocked, S_inv_M: Blocked, Kmat: Blocked,
+def _remaining_blocks(fact: Factorisation, S_inv: Blocked, Kmat: Blocked, sandwich: np.ndarray,
                       N: Blocked) -> tuple[Blocked, np.ndarray]:
     """G_rr = Z_r'V^-1 Z_r and the squared norms of the rows of G_rd = Z_r'V^-1 Z_d.
 
     Since Lambda G_rr Lambda = I - S^-1 and Lambda G_rd = S^-1 Lambda P_rd (Woodbury with
-    S = I + Lambda T Lambda), both follow from S^-1 and S^-1 M, M = Lambda N Lambda, by
-    dividing by lambda_i lambda_l: no product beyond S^-1 M S^-1. When a remaining level's psi
-    is below IDENTITY_PSI (a factor at or near the boundary), they are computed directly instead,
-    as G_rr = T - T K T and G_rd = (I - T K) P_rd: two more products, which with no nested
-    factor are dense r x r ones (a second factor of a thousand levels at its boundary: about
-    a second per call).
+    S = I + Lambda T Lambda), both follow from S^-1 and ``sandwich`` = diag(S^-1 M S^-1),
+    M = Lambda N Lambda, by dividing by lambda_i lambda_l. When a remaining level's psi is
+    below IDENTITY_PSI (a factor at or near the boundary), they are computed directly instead,
+    as G_rr = T - T K T and G_rd = (I - T K) P_rd: three products, which with no nested factor
+    are dense r x r ones (a second factor of a thousand levels at its boundary: about a second
+    per call).
     """
     psi = fact.lam_r ** 2
     if np.all(psi >= IDENTITY_PSI):
         G_rr = S_inv.identity_minus().scaled(1 / fact.lam_r)
-        return G_rr, S_inv_M.diagonal_of_product(S_inv) / psi
+        return G_rr, sandwich / psi
     T = fact.T
     R = (T @ Kmat).identity_minus()                # I - T K
     G_rr = (R @ T).symmetrised()

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.special import ndtr, ndtri
 
-from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker, t_widened
+from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker
 from transferstats.analysis.mixed import (
     cross_products,
     fit_crossed,
@@ -93,6 +94,16 @@ class ParametricBootstrap:
         quantiles = [ndtr(2 * z0 + ndtri(q)) for q in ((1 - level) / 2, (1 + level) / 2)]
         low, high = np.percentile(draws, [100 * quantiles[0], 100 * quantiles[1]])
         return t_widened(estimate, (float(low), float(high)), level, self.df)
+
+
+def t_widened(estimate: float, interval: tuple[float, float], level: float,
+              df: float) -> tuple[float, float]:
+    """An interval widened about the estimate by t_{(1+level)/2, df} / z_{(1+level)/2}: a
+    normal-theory interval made a t interval on ``df`` degrees of freedom (the "containment"
+    degrees of freedom of Pinheiro & Bates 2000, section 2.4.2)."""
+    widen = float(stats.t.ppf((1 + level) / 2, df) / ndtri((1 + level) / 2))
+    low, high = interval
+    return float(estimate - (estimate - low) * widen), float(estimate + (high - estimate) * widen)
 
 
 @dataclass

@@ -172,10 +172,9 @@ def _source(path: str | Path) -> dict:
 
 
 #: Most mixes with which ``(1 | target_task:mix)`` is fitted. The mix-by-target cells are
-#: eliminated and the mixes, in which they are nested, stay in the solver's dense block
-#: (transferstats.analysis.mixed.FactorS): memory grows as mixes^2 and time as mixes^2 x the
-#: target-languages. Measured at 1,100 mixes and 100 target-languages: 0.43 CPU s per fit and
-#: 14 min for analyze with 1,000 resamples on 2 cores; at 10,000 mixes one such matrix is 0.8 GB.
+#: eliminated and the mixes, in which they are nested, stay in the solver's remaining levels
+#: (transferstats.analysis.blocks): each evaluation costs mixes x (target-languages)^2, and the
+#: cross-products Z_r'Z_r are still held densely, mixes^2 (10,000 mixes: 0.8 GB per resample).
 TARGET_MIX_MAX_MIXES = 2_000
 
 
@@ -360,14 +359,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         contrasts |= identity_contrasts(list(shares.columns), identity["reference"],
                                         centre["diversity"] if "diversity" in fixed else None)
 
-    # Mix degrees of freedom of the plain model: the small-sample t widening of its crossed
-    # cluster intervals (docs/statistics.md, "Interval coverage").
-    plain_df = _mix_df(data, mix_terms)
-
     def fit(frame, fixed_terms, model_contrasts, label, parametric_df=None) -> FittedModel:
         return _fit_model(frame, spec, fixed_terms, random, units, model_contrasts, core,
                           tested=fixed, n_jobs=n_jobs, progress=progress,
-                          parametric_df=parametric_df, crossed_df=plain_df,
+                          parametric_df=parametric_df,
                           failure=lambda error: ResultsError(problems + [Problem(
                               loaded.source, "model", "error",
                               f"the {label} could not be fitted: {error}")]))
@@ -443,7 +438,7 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
                        "reml_log_likelihood": float(fitted.llf)}
         if not fitted.converged:
             problems.append(Problem(loaded.source, "model", "warning", "the REML fit did not converge"))
-    bootstrap_info = _bootstrap_info(spec, units, primary, identity, plain_df)
+    bootstrap_info = _bootstrap_info(spec, units, primary, identity)
     improvement_table = descriptives.improvement_table(scores, spec, mixes)
     estimates = {
         "outcome": spec.outcome,
@@ -813,7 +808,7 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
 
 def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                units: list[str], contrasts: dict[str, dict[str, float]], n_jobs: int | None,
-               progress: bool, parametric_df: float | None, crossed_df: float | None = None
+               progress: bool, parametric_df: float | None
                ) -> BootstrapResult | ParametricBootstrap:
     """The crossed cluster bootstrap; the parametric one (with its t widening on
     ``parametric_df`` degrees of freedom) for a model with task identity effects, whose many
@@ -823,17 +818,15 @@ def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
         return parametric_bootstrap(data, spec.outcome, fixed, random, df=parametric_df,
                                     contrasts=contrasts, n_resamples=spec.resamples,
                                     seed=spec.seed, n_jobs=n_jobs)
-    boot = crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
+    return crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
                              contrasts=contrasts, n_resamples=spec.resamples, seed=spec.seed,
                              n_jobs=n_jobs, progress=progress)
-    return replace(boot, df=crossed_df)
 
 
 def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                units: list[str], contrasts: dict[str, dict[str, float]], core: list[str], *,
                tested: list[str], n_jobs: int | None, progress: bool, failure,
-               parametric_df: float | None = None,
-               crossed_df: float | None = None) -> FittedModel:
+               parametric_df: float | None = None) -> FittedModel:
     """REML fit, ML likelihood-ratio tests of ``tested``, bootstrap of every output.
 
     The fits run on one BLAS thread, as the bootstrap's workers do: their matrices are small
@@ -847,7 +840,7 @@ def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
     except (np.linalg.LinAlgError, ValueError) as error:
         raise failure(error) from error
     boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
-                      parametric_df, crossed_df)
+                      parametric_df)
     core = [c for c in core if c in boot.draws.columns]
     failed = boot.draws[core].isna().any(axis=1)
     boot.draws.loc[failed, core] = np.nan
@@ -962,20 +955,10 @@ def _coverage(spec: AnalysisSpec, primary: FittedModel | None, random: list[str]
                           variation)
 
 
-def _mix_df(data: pd.DataFrame, mix_terms: list[str]) -> int | None:
-    """Mixes minus the rank of the per-mix design ``[1, mix_terms]``: the degrees of freedom
-    left for the mix variance, which scales every mix-level effect; None when none are left."""
-    per_mix = data.drop_duplicates("mix")
-    design = np.column_stack([np.ones(len(per_mix)), per_mix[mix_terms].to_numpy(dtype=float)])
-    df = len(per_mix) - int(np.linalg.matrix_rank(design))
-    return df if df >= 1 else None
-
-
 def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel | None,
-                    identity: dict, plain_df: int | None) -> dict:
+                    identity: dict) -> dict:
     """``estimates["bootstrap"]``: how the primary model's intervals were made."""
-    crossed = ("crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile")
-               + (f", t({plain_df})" if plain_df is not None else ""))
+    crossed = "crossed cluster, " + ("BCa" if spec.interval == "bca" else "percentile")
     info = {"resamples": spec.resamples, "method": crossed, "seed": spec.seed,
             "level": spec.level, "units": units,
             "replicates": "seeds resampled within (mix, target)",
@@ -988,5 +971,5 @@ def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel |
                  "replicates": "random effects and residuals redrawn from the fitted model",
                  "plain_method": crossed}
     else:
-        info |= {"resampling": "crossed cluster", "t_df": plain_df}
+        info |= {"resampling": "crossed cluster"}
     return info
