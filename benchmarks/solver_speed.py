@@ -32,6 +32,8 @@ Cases:
 * ``many-mix``: a multi-source transfer grid of 35,000 rows: 1,100 mixes, each evaluated with
   one seed on all 20 languages of one or two of 5 target tasks (100 target-language pairs),
   ``score ~ diversity + volume + (1|target_task) + (1|target_language) + (1|mix)``.
+* ``many-mix-cells``: the same grid with a (mix, target) effect (SD 0.5) and ``(1|mix_target)``
+  in the model, as ``analyze`` fits it (``target_mix``): the cells are nested in the mixes.
 
 Usage::
 
@@ -60,6 +62,8 @@ CASES = {
     "insteval": ("y", ["service"], ["s", "d", "dept"]),
     "insteval-shape": ("y", ["service"], ["s", "d", "dept"]),
     "many-mix": ("score", ["diversity", "volume"], ["target_task", "target_language", "mix"]),
+    "many-mix-cells": ("score", ["diversity", "volume"],
+                       ["target_task", "target_language", "mix", "mix_target"]),
 }
 
 #: Address space allowed to the statsmodels child: its dense n x q design of InstEval alone is
@@ -120,8 +124,9 @@ def simulate_insteval_shape(rng: np.random.Generator, n_students: int = 2972,
 
 
 def simulate_many_mix(rng: np.random.Generator, n_mixes: int = 1100, n_targets: int = 5,
-                      n_languages: int = 20) -> pd.DataFrame:
-    """A multi-source transfer grid: each mix evaluated, one seed, on 1 or 2 whole targets."""
+                      n_languages: int = 20, cell_sd: float = 0.0) -> pd.DataFrame:
+    """A multi-source transfer grid: each mix evaluated, one seed, on 1 or 2 whole targets;
+    with ``cell_sd``, a random effect per (mix, target) cell too (column ``mix_target``)."""
     tasks = 2 ** rng.integers(0, 4, n_mixes)                 # 1-8 source tasks
     examples = 1000 * 2 ** rng.integers(0, 5, n_mixes)       # 1k-16k examples
     diversity = np.log2(tasks) - np.log2(tasks).mean()
@@ -133,12 +138,13 @@ def simulate_many_mix(rng: np.random.Generator, n_mixes: int = 1100, n_targets: 
     for m in range(n_mixes):
         for t in rng.choice(n_targets, 1 + int(rng.random() < 0.6), replace=False):
             lang = np.arange(n_languages)
+            cell = rng.normal(0, cell_sd) if cell_sd > 0 else 0.0
             frames.append(pd.DataFrame({
-                "mix": f"m{m:04d}", "target_task": f"t{t}",
+                "mix": f"m{m:04d}", "target_task": f"t{t}", "mix_target": f"m{m:04d}:t{t}",
                 "target_language": [f"t{t}:l{g:02d}" for g in lang],
                 "diversity": diversity[m], "volume": volume[m],
                 "score": (50 + 1.0 * diversity[m] + 0.5 * volume[m] + u_target[t] + u_language[t, lang]
-                          + u_mix[m] + rng.normal(0, 2.0, n_languages))}))
+                          + u_mix[m] + cell + rng.normal(0, 2.0, n_languages))}))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -326,7 +332,8 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 csv = folder / f"{case}.csv"
                 (simulate_insteval_shape(rng) if case == "insteval-shape"
-                 else simulate_many_mix(rng)).to_csv(csv, index=False)
+                 else simulate_many_mix(rng, cell_sd=0.5 if case == "many-mix-cells" else 0.0)
+                 ).to_csv(csv, index=False)
             data = read_case_csv(csv, random)
             levels = " x ".join(f"{data[f].nunique():,} {f}" for f in random)
             print(f"\n{case}: {len(data):,} rows; {levels}\n  {formula(outcome, fixed, random)}")

@@ -107,7 +107,7 @@ def coverage_sentence(coverage: dict | None) -> str | None:
            "(the Wald t interval that the parametric bootstrap reproduces up to Monte Carlo error)")
     return (f"How far to trust the interval: in the coverage study (docs/statistics.md), the 95% "
             f"interval of diversity \N{MINUS SIGN} volume made this way {how} held the true "
-            f"difference in {coverage['covered']} of "
-            f"{coverage['grids']} simulated grids of {coverage['mixes']} mixes {variation} "
+            f"difference in {coverage['covered']:,} of "
+            f"{coverage['grids']:,} simulated grids of {coverage['mixes']} mixes {variation} "
             f"({coverage['coverage']:.3f}; Monte Carlo 95% interval {coverage['mc_low']:.3f} to "
             f"{coverage['mc_high']:.3f}; nominal 0.95).")

@@ -38,8 +38,8 @@ handled apart: when d is nested in it (the mix-by-target cells of ``target_mix``
 S's block over its levels is diagonal, S is factorised in two blocks (:class:`FactorS`), and every
 r x r matrix of an evaluation is kept diagonal plus low rank over those levels
 (:mod:`transferstats.analysis.blocks`), so an evaluation costs O(r b^2) with b the levels of the
-factors left (a grid of 1,100 mixes and 100 target-languages: b = 105, r = 1,205; a Newton step's
-score and Hessian in 23 ms instead of 89 ms with dense r x r arrays, on one core). Only Z_r'Z_r is still
+factors left (a grid of 1,100 mixes and 100 target-languages: b = 105, r = 1,205; a Newton
+step's score and Hessian in 13 ms instead of 89 ms with dense r x r arrays). Only Z_r'Z_r is still
 stored densely.
 
 The optimum is found by projected Newton steps in theta (a variance component may be exactly
