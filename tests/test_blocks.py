@@ -75,3 +75,21 @@ def test_gram_of_rows_with_disjoint_supports(sparse, dense_share):
     gram = split.gram(w)
     np.testing.assert_allclose(gram.dense(), expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(Blocked.from_dense(expected, A).dense(), expected, atol=1e-12)
+
+
+def test_gram_by_column_groups_equals_the_direct_product():
+    """With columns grouped (by their counts), a weight per group is summed from precomputed
+    Gram matrices; weights that differ within a group fall back to the direct product."""
+    rng = np.random.default_rng(3)
+    L = 60
+    C = rng.poisson(1.0, size=(R, L)).astype(float)
+    C[A] = 0.0
+    C[A.start + rng.integers(0, A.stop - A.start, L), np.arange(L)] = 1.0
+    groups = rng.choice([20.0, 40.0, 60.0], L)
+    split = RowSplit.of(scipy.sparse.csr_array(C), A, 0.0, groups=groups)
+    assert split.group_grams is not None and split.group_grams[2].shape == (3, 7, 7)
+    for w in (1.0 / (1.0 + 0.3 * groups), rng.uniform(0.1, 1, L)):   # by group; per column
+        np.testing.assert_allclose(split.gram(w).dense(), (C * w[None, :]) @ C.T, rtol=1e-12,
+                                   atol=1e-12)
+    many = RowSplit.of(C, A, 0.0, groups=np.arange(L))                 # too many groups
+    assert many.group_grams is None

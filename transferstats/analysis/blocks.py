@@ -182,6 +182,10 @@ class Blocked:
         return F_rows.T @ self.block(rows, cols) @ F_cols
 
 
+#: Most distinct column groups for which :class:`RowSplit` precomputes one Gram matrix each.
+MAX_GROUPS = 8
+
+
 @dataclass
 class RowSplit:
     """A matrix C (r x L) whose rows over A have disjoint supports (each column meets at most
@@ -190,7 +194,11 @@ class RowSplit:
 
     The rows over A are kept sparse, with the row of each stored entry; the others dense when
     at least ``dense_share`` of their entries are non-zero (BLAS then beats sparse products),
-    sparse otherwise.
+    sparse otherwise. The likelihood's weights are functions of a column's count (rows per level
+    of d), and grids have few distinct counts (often one: every mix-by-target cell holds the
+    same languages and seeds), so when the columns fall into at most ``MAX_GROUPS`` groups, the
+    Gram matrix of each group is computed once and C diag(w) C' is their weighted sum, an
+    O(groups x r b) sum instead of a product over all L columns.
     """
 
     A: slice
@@ -199,11 +207,15 @@ class RowSplit:
     row_of_entry: np.ndarray
     C_B: np.ndarray | scipy.sparse.csr_array
     C_B_T: np.ndarray | scipy.sparse.csr_array
+    group_of: np.ndarray | None = None      # each column's group
+    first_of_group: np.ndarray | None = None
+    group_grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # diag, AB, BB stacked
 
     @classmethod
-    def of(cls, C: np.ndarray | scipy.sparse.csr_array, A: slice, dense_share: float
-           ) -> RowSplit:
-        """Split C's rows at A."""
+    def of(cls, C: np.ndarray | scipy.sparse.csr_array, A: slice, dense_share: float,
+           groups: np.ndarray | None = None) -> RowSplit:
+        """Split C's rows at A; ``groups`` (one value per column, e.g. its count) groups the
+        columns whose weights are always equal."""
         B = other_rows(A, C.shape[0])
         C_A = scipy.sparse.csr_array(C[A])
         C_B = C[B]
@@ -213,10 +225,28 @@ class RowSplit:
                 C_B = C_B.toarray()
         C_B_T = C_B.T if isinstance(C_B, np.ndarray) else scipy.sparse.csr_array(C_B.T)
         row_of_entry = np.repeat(np.arange(C_A.shape[0]), np.diff(C_A.indptr))
-        return cls(A, B, C_A, row_of_entry, C_B, C_B_T)
+        split = cls(A, B, C_A, row_of_entry, C_B, C_B_T)
+        if groups is not None:
+            _, first, group_of = np.unique(groups, return_index=True, return_inverse=True)
+            if 0 < len(first) <= MAX_GROUPS:
+                grams = [split._product((group_of == g).astype(float)) for g in range(len(first))]
+                split.group_of, split.first_of_group = group_of, first
+                diag, AB, BB = (np.array([gram[k] for gram in grams]) for k in range(3))
+                split.group_grams = (diag, AB, BB)
+        return split
 
     def gram(self, weights: np.ndarray) -> Blocked:
         """C diag(weights) C', exactly diagonal over A."""
+        if self.group_grams is not None:
+            by_group = weights[self.first_of_group]
+            if np.array_equal(weights, by_group[self.group_of]):
+                diag, AB, BB = (np.tensordot(by_group, stacked, 1)
+                                for stacked in self.group_grams)
+                return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
+        return Blocked.from_blocks(self.A, self.B, *self._product(weights))
+
+    def _product(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The diagonal over A and the blocks AB and BB of C diag(weights) C'."""
         C_A, C_B = self.C_A, self.C_B
         weighted = C_A.data * weights[C_A.indices]
         diag = np.bincount(self.row_of_entry, weighted * C_A.data, minlength=C_A.shape[0])
@@ -229,7 +259,7 @@ class RowSplit:
                                             C_B.indptr), shape=C_B.shape)
             AB = (C_A_w @ self.C_B_T).toarray()
             BB = (C_B_w @ self.C_B_T).toarray()
-        return Blocked.from_blocks(self.A, self.B, diag, np.asarray(AB), BB)
+        return diag, np.asarray(AB), BB
 
 
 def other_rows(A: slice, r: int) -> np.ndarray:

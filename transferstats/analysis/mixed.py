@@ -265,7 +265,7 @@ class CrossProducts:
     @cached_property
     def rd_split(self) -> RowSplit:
         """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
-        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE)
+        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d)
 
     @property
     def blocks(self) -> dict[int, slice]:
