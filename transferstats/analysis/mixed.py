@@ -263,6 +263,11 @@ class CrossProducts:
         return np.concatenate([[0], np.cumsum(self.n_levels)])
 
     @cached_property
+    def rr_blocked(self) -> Blocked:
+        """Z_r'Z_r in blocks around the nested factor, for every evaluation's T."""
+        return Blocked.from_dense(self.C_rr, self.nested)
+
+    @cached_property
     def rd_split(self) -> RowSplit:
         """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
         return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d)
@@ -418,8 +423,7 @@ def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
     h = 1.0 / denominator
     e = psi_d * h
     lam_r = np.sqrt(np.repeat(psi[cp.remaining], cp.n_levels[cp.remaining]))
-    C_rr = Blocked.from_dense(cp.C_rr, cp.nested)
-    T = C_rr - cp.rd_split.gram(e)
+    T = cp.rr_blocked - cp.rd_split.gram(e)
     S_factor = FactorS.of(T.scaled(lam_r).plus_identity())
     if S_factor is None:
         raise np.linalg.LinAlgError(f"S is not positive definite at psi = {psi}")
