@@ -229,7 +229,10 @@ class RowSplit:
         if groups is not None:
             _, first, group_of = np.unique(groups, return_index=True, return_inverse=True)
             if 0 < len(first) <= MAX_GROUPS:
-                grams = [split._product((group_of == g).astype(float)) for g in range(len(first))]
+                # Each group's Gram matrix from its own columns only: all of them together cost
+                # one product over the columns, not one per group.
+                grams = [split._product(np.ones(np.sum(group_of == g)), group_of == g)
+                         for g in range(len(first))]
                 split.group_of, split.first_of_group = group_of, first
                 diag, AB, BB = (np.array([gram[k] for gram in grams]) for k in range(3))
                 split.group_grams = (diag, AB, BB)
@@ -245,20 +248,25 @@ class RowSplit:
                 return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
         return Blocked.from_blocks(self.A, self.B, *self._product(weights))
 
-    def _product(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The diagonal over A and the blocks AB and BB of C diag(weights) C'."""
-        C_A, C_B = self.C_A, self.C_B
+    def _product(self, weights: np.ndarray, columns: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The diagonal over A and the blocks AB and BB of C diag(weights) C', or of
+        C[:, columns] diag(weights) C[:, columns]' for a boolean mask of ``columns``."""
+        C_A, C_B, C_B_T, row_of_entry = self.C_A, self.C_B, self.C_B_T, self.row_of_entry
+        if columns is not None:
+            C_A, C_B, C_B_T = C_A[:, columns], C_B[:, columns], C_B_T[columns]
+            row_of_entry = np.repeat(np.arange(C_A.shape[0]), np.diff(C_A.indptr))
         weighted = C_A.data * weights[C_A.indices]
-        diag = np.bincount(self.row_of_entry, weighted * C_A.data, minlength=C_A.shape[0])
+        diag = np.bincount(row_of_entry, weighted * C_A.data, minlength=C_A.shape[0])
         C_A_w = scipy.sparse.csr_array((weighted, C_A.indices, C_A.indptr), shape=C_A.shape)
         if isinstance(C_B, np.ndarray):
-            AB = C_A_w @ self.C_B_T
-            BB = (C_B * weights[None, :]) @ self.C_B_T
+            AB = C_A_w @ C_B_T
+            BB = (C_B * weights[None, :]) @ C_B_T
         else:
             C_B_w = scipy.sparse.csr_array((C_B.data * weights[C_B.indices], C_B.indices,
                                             C_B.indptr), shape=C_B.shape)
-            AB = (C_A_w @ self.C_B_T).toarray()
-            BB = (C_B_w @ self.C_B_T).toarray()
+            AB = (C_A_w @ C_B_T).toarray()
+            BB = (C_B_w @ C_B_T).toarray()
         return diag, np.asarray(AB), BB
 
 

@@ -288,7 +288,10 @@ def cross_products(X: np.ndarray, y: np.ndarray, codes: Sequence[np.ndarray],
     sparse, is assembled as a sparse matrix and densified only when dense enough to pay.
     """
     sizes = np.asarray(n_levels, dtype=np.int64)
-    Xy = np.column_stack([X, y])
+    # Column-major, so that each column np.bincount weights by is contiguous (a strided column
+    # is copied first: on a 1,000,000-row resample that doubled the time of the totals).
+    Xy = np.empty((len(y), X.shape[1] + 1), order="F")
+    Xy[:, :-1], Xy[:, -1] = X, y
     K = len(codes)
 
     def totals(code: np.ndarray, n_level: int) -> np.ndarray:  # Z_k'[X y]
@@ -368,8 +371,10 @@ def _cross_table(rows: list[np.ndarray], code_d: np.ndarray, r: int, L_d: int
     block) shares with each level of d.
     """
     n_entries = r * L_d
-    if n_entries <= max(len(code_d), 2 ** 16):
-        # No bigger than the data: counting into a dense table is cheaper than sorting.
+    if n_entries <= max(4 * len(code_d), 2 ** 16):
+        # At most a few entries per row: counting into a dense table is cheaper than sorting
+        # the pairs (a resample of a 1,000,000-row grid of 10,000 mixes: 2 million entries,
+        # 30 ms counted against 190 ms sorted).
         dense = np.zeros(n_entries)
         for row in rows:
             dense += np.bincount(row * L_d + code_d, minlength=n_entries)
