@@ -218,6 +218,14 @@ def test_with_response_equals_the_cross_products_of_the_new_response():
     for name in ("XyXy", "C_dx", "C_rx", "C_rr", "c_d"):
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
     assert not np.allclose(got.C_rx, cp.C_rx), "the original cross-products are left as they were"
+    assert got.rr_blocked is cp.rr_blocked, "the design's blocks are built once and shared"
+    np.testing.assert_allclose(got.rr_blocked.dense(), expected.rr_blocked.dense())
+    weights = np.random.default_rng(18).uniform(size=len(cp.c_d))
+    np.testing.assert_allclose(got.rd_split.gram(weights).dense(),
+                               expected.rd_split.gram(weights).dense(), rtol=1e-12)
+    psi = np.array([0.5, 0.3, 0.8])
+    assert profiled_deviance(np.sqrt(psi), got)[0] == pytest.approx(
+        profiled_deviance(np.sqrt(psi), expected)[0], rel=1e-12)
 
 
 @pytest.mark.parametrize("random", [["mix"], ["target_task", "mix"], ["target_language", "mix"]])

@@ -360,7 +360,11 @@ def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
         C_dx[:, -1] = np.bincount(codes[cp.diagonal_factor], weights=y, minlength=len(cp.c_d))
     for k, block in cp.blocks.items():
         C_rx[block, -1] = np.bincount(codes[k], weights=y, minlength=int(cp.n_levels[k]))
-    return replace(cp, XyXy=XyXy, C_dx=C_dx, C_rx=C_rx)
+    # Z_r'Z_r and Z_r'Z_d in blocks do not depend on y: built once, on cp, for every response.
+    design = {name: getattr(cp, name) for name in ("rr_blocked", "rd_split")}
+    new = replace(cp, XyXy=XyXy, C_dx=C_dx, C_rx=C_rx)
+    new.__dict__.update(design)
+    return new
 
 
 def _cross_table(rows: list[np.ndarray], code_d: np.ndarray, r: int, L_d: int
