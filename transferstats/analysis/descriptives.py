@@ -52,9 +52,11 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
                     .agg(improvement=("improvement", "mean")))
     runs = trained.groupby(["mix", "target_task"])["run_id"].nunique()
     order = mixes.sort_values(["n_tasks", "examples", "mix"])["mix"]
+    # Split once: filtering the table for each of 10,000 mixes took 20 s.
+    by_mix = dict(tuple(per_language.groupby("mix", sort=False)))
     rows = []
     for mix in order:
-        of_mix = per_language[per_language["mix"] == mix]
+        of_mix = by_mix.get(mix, per_language.iloc[:0])
         samples = []
         for target, group in of_mix.groupby("target_task", sort=True):
             values = group["improvement"].to_numpy()
