@@ -285,10 +285,9 @@ def _check_duplicates_and_mixes(runs: pd.DataFrame) -> list[Problem]:
     per_mix = runs.groupby("mix")["mix_tasks"].nunique(dropna=False)
     for mix, group in runs[runs["mix"].isin(per_mix.index[per_mix > 1])].groupby("mix"):
         compositions = group["mix_tasks"].unique()
-        if len(compositions) > 1:
-            problems.append(Problem(group["file"].iloc[0], "intermediate.tasks", "error",
-                                    f"mix {mix!r} has different task compositions in different "
-                                    f"runs: {sorted(compositions)}; give them different names"))
+        problems.append(Problem(group["file"].iloc[0], "intermediate.tasks", "error",
+                                f"mix {mix!r} has different task compositions in different "
+                                f"runs: {sorted(compositions)}; give them different names"))
     kinds = runs.dropna(subset=[SOURCE_KIND_COLUMN]).groupby(SOURCE_KIND_COLUMN)["file"].first()
     if len(kinds) > 1:
         problems.append(Problem(kinds.iloc[-1], "intermediate.kind", "error",

@@ -231,8 +231,8 @@ class RowSplit:
             if 0 < len(first) <= MAX_GROUPS:
                 # Each group's Gram matrix from its own columns only: all of them together cost
                 # one product over the columns, not one per group.
-                grams = [split._product(np.ones(np.sum(group_of == g)), group_of == g)
-                         for g in range(len(first))]
+                masks = [group_of == g for g in range(len(first))]
+                grams = [split._product(np.ones(np.sum(mask)), mask) for mask in masks]
                 split.group_of, split.first_of_group = group_of, first
                 diag, AB, BB = (np.array([gram[k] for gram in grams]) for k in range(3))
                 split.group_grams = (diag, AB, BB)
