@@ -226,6 +226,8 @@ def test_with_response_equals_the_cross_products_of_the_new_response():
     psi = np.array([0.5, 0.3, 0.8])
     assert profiled_deviance(np.sqrt(psi), got)[0] == pytest.approx(
         profiled_deviance(np.sqrt(psi), expected)[0], rel=1e-12)
+    assert got.moment_system is cp.moment_system
+    np.testing.assert_allclose(moment_start(got), moment_start(expected), rtol=1e-10)
 
 
 @pytest.mark.parametrize("random", [["mix"], ["target_task", "mix"], ["target_language", "mix"]])
@@ -256,6 +258,24 @@ def test_warm_start_reaches_the_same_optimum():
     warm = fit_crossed(data, "improvement", fixed, RANDOM,
                        start={"target_task": 3.0, "target_language": 0.1, "mix": 2.0})
     assert_close(warm.params, cold.params, rtol=1e-7)
+
+
+def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standard_errors():
+    """Bootstrap refits stop at REFIT_TOLERANCE: no more than 1e-3 standard errors away."""
+    data = simulate_grid(np.random.default_rng(21), missing_cells=0.2)
+    full = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
+    arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
+    rng = np.random.default_rng(22)
+    start = np.sqrt(np.array(list(full.variance_components.values())) / full.residual_variance)
+    for _ in range(5):   # responses drawn about the fit, started from its theta
+        y = arrays.y + rng.normal(scale=0.3 * np.sqrt(full.residual_variance), size=len(arrays.y))
+        cp = cross_products(arrays.X, y, arrays.codes, [len(v) for v in arrays.levels])
+        exact = fit_theta(cp, start=start)
+        loose = fit_theta(cp, start=start, tolerance=mixed.REFIT_TOLERANCE)
+        assert exact.converged and loose.converged
+        se = full.bse.to_numpy()
+        assert np.max(np.abs(loose.beta - exact.beta) / se) < 1e-3
+        np.testing.assert_allclose(loose.theta, exact.theta, rtol=1e-2, atol=1e-3)
 
 
 def test_summary_frame_is_a_wald_table():

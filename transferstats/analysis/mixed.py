@@ -272,6 +272,11 @@ class CrossProducts:
         """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
         return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d)
 
+    @cached_property
+    def moment_system(self) -> MomentSystem:
+        """The design side of the moment equations of :func:`moment_start`."""
+        return _moment_system(self)
+
     @property
     def blocks(self) -> dict[int, slice]:
         """Each remaining factor's rows in the r-indexed arrays."""
@@ -360,8 +365,9 @@ def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
         C_dx[:, -1] = np.bincount(codes[cp.diagonal_factor], weights=y, minlength=len(cp.c_d))
     for k, block in cp.blocks.items():
         C_rx[block, -1] = np.bincount(codes[k], weights=y, minlength=int(cp.n_levels[k]))
-    # Z_r'Z_r and Z_r'Z_d in blocks do not depend on y: built once, on cp, for every response.
-    design = {name: getattr(cp, name) for name in ("rr_blocked", "rd_split")}
+    # Z_r'Z_r and Z_r'Z_d in blocks and the moment equations' design side do not depend on y:
+    # built once, on cp, for every response.
+    design = {name: getattr(cp, name) for name in ("rr_blocked", "rd_split", "moment_system")}
     new = replace(cp, XyXy=XyXy, C_dx=C_dx, C_rx=C_rx)
     new.__dict__.update(design)
     return new
@@ -737,14 +743,31 @@ class ThetaFit:
         return self.theta ** 2
 
 
+#: Newton decrement g'(-H)^-1 g of the log-likelihood in theta below which a fit takes its last
+#: step without evaluating the derivatives again to confirm it. The decrement is the squared
+#: distance to the optimum in standard errors (the Hessian is the observed information) and a
+#: Newton step squares that distance, so the step lands at about 1e-6 standard errors.
+FIT_TOLERANCE = 1e-6
+
+#: The same for refits of bootstrap resamples and simulated draws, which need their estimates
+#: to a small fraction of the standard error the bootstrap measures, not to rounding: from 0.03
+#: standard errors away the last step lands at about 1e-3. On 36 refits of a 1,100-mix grid it
+#: saved one evaluation of the derivatives in seven, and moved the fixed effects by at most
+#: 3e-8 (benchmarks/bootstrap_speed.py's ``manymix`` shape).
+REFIT_TOLERANCE = 1e-3
+
+
 def fit_theta(cp: CrossProducts, reml: bool = True,
-              start: np.ndarray | Sequence[float] | None = None) -> ThetaFit:
+              start: np.ndarray | Sequence[float] | None = None,
+              tolerance: float = FIT_TOLERANCE) -> ThetaFit:
     """Maximise the profiled (RE)ML likelihood over theta >= 0.
 
     Projected Newton steps in the relative standard deviations theta, with the exact profiled
     score and Hessian, from ``start`` (e.g. a full-data fit's when refitting a bootstrap
     resample: then a few steps suffice) or else from :func:`moment_start`. Should that fail,
     L-BFGS-B on theta >= 0 finds the region of the optimum and Newton finishes from there.
+    ``tolerance`` is the Newton decrement below which the last step is taken unchecked
+    (``FIT_TOLERANCE``; ``REFIT_TOLERANCE`` for refits whose estimates only feed a bootstrap).
     ``attempts`` says what was tried.
     """
     K = len(cp.n_levels)
@@ -753,13 +776,13 @@ def fit_theta(cp: CrossProducts, reml: bool = True,
         deviance, beta, r2 = profiled_deviance(np.zeros(0), cp, reml)
         return ThetaFit(np.zeros(0), beta, r2 / dof, -deviance / 2, True)
     theta0 = moment_start(cp) if start is None else np.asarray(start, dtype=float)
-    theta, deviance, beta, r2, converged, attempt = _newton(theta0, cp, reml)
+    theta, deviance, beta, r2, converged, attempt = _newton(theta0, cp, reml, tolerance)
     attempts = [f"Newton from theta = {_fmt(theta0)}: {attempt}"]
     if not converged:
         restart = np.maximum(theta0, 1e-3)
         theta = _lbfgsb(restart, cp, reml)
         attempts.append(f"L-BFGS-B from theta = {_fmt(restart)} reached theta = {_fmt(theta)}")
-        theta, deviance, beta, r2, converged, attempt = _newton(theta, cp, reml)
+        theta, deviance, beta, r2, converged, attempt = _newton(theta, cp, reml, tolerance)
         attempts.append(f"Newton from there: {attempt}")
     return ThetaFit(theta, beta, r2 / dof, -deviance / 2, converged, attempts)
 
@@ -777,6 +800,15 @@ def _squares(C: np.ndarray | scipy.sparse.csr_array) -> np.ndarray | scipy.spars
     return C ** 2 if isinstance(C, np.ndarray) else C.power(2)
 
 
+@dataclass(frozen=True)
+class MomentSystem:
+    """What the moment equations of :func:`moment_start` take from the design (X and Z) alone."""
+
+    inverse_XtX: np.ndarray       # (X'X)^-1 (pseudo-inverse)
+    system: np.ndarray            # (K + 1, K + 1): expectations of [B_1 .. B_K, e'e] per variance
+    sizes: list[np.ndarray]       # rows per level, per factor (at least 1)
+
+
 def moment_start(cp: CrossProducts) -> np.ndarray:
     """Estimate a starting theta from moments of the OLS residuals.
 
@@ -792,15 +824,31 @@ def moment_start(cp: CrossProducts) -> np.ndarray:
     with M_kj = Z_k'(I - H) Z_j = C_kj - C_kX (X'X)^-1 C_Xj. Every trace is a sum over the
     non-zero cross-tabulations C_kj or a p x p product, so solving the K + 1 equations costs
     nothing next to one factorisation, and lands near the optimum, where Newton converges in a
-    few steps (InstEval: 3 steps from here, 8 from lme4's start theta = 1).
+    few steps (InstEval: 3 steps from here, 8 from lme4's start theta = 1). The expectations
+    depend on the design only (``CrossProducts.moment_system``, shared by every response
+    :func:`with_response` puts in), so for a new response the estimate costs O(levels x p).
     """
+    K, d, p = len(cp.n_levels), cp.diagonal_factor, cp.p
+    moments = cp.moment_system
+    coef = np.append(-moments.inverse_XtX @ cp.XyXy[:p, p], 1.0)
+    observed = np.empty(K + 1)
+    for k in range(K):
+        totals = cp.C_dx if k == d else cp.C_rx[cp.blocks[k]]
+        observed[k] = np.sum((totals @ coef) ** 2 / moments.sizes[k])
+    observed[K] = coef @ cp.XyXy @ coef
+    variances = np.linalg.lstsq(moments.system, observed, rcond=None)[0]
+    residual = max(variances[K], 1e-3 * observed[K] / cp.n)
+    return np.maximum(np.sqrt(np.maximum(variances[:K], 0.0) / residual), START_FLOOR)
+
+
+def _moment_system(cp: CrossProducts) -> MomentSystem:
+    """Compute the expectations in :func:`moment_start`'s equations from the design alone."""
     K, d, n, p = len(cp.n_levels), cp.diagonal_factor, cp.n, cp.p
     inverse_XtX = np.linalg.pinv(cp.XyXy[:p, :p])
-    coef = np.append(-inverse_XtX @ cp.XyXy[:p, p], 1.0)
     blocks = cp.blocks
-    totals = {k: cp.C_dx if k == d else cp.C_rx[blocks[k]] for k in range(K)}   # Z_k'[X y]
-    sizes = {k: np.maximum(cp.c_d if k == d else np.diag(cp.C_rr)[blocks[k]], 1.0)
-             for k in range(K)}
+    ZX = {k: cp.C_dx[:, :p] if k == d else cp.C_rx[blocks[k], :p] for k in range(K)}  # Z_k'X
+    sizes = [np.maximum(cp.c_d if k == d else np.diag(cp.C_rr)[blocks[k]], 1.0)
+             for k in range(K)]
 
     def table(k: int, j: int) -> np.ndarray | scipy.sparse.csr_array:  # C_kj = Z_k'Z_j, k != j
         if k == d:
@@ -808,12 +856,10 @@ def moment_start(cp: CrossProducts) -> np.ndarray:
         return cp.C_rd[blocks[k]] if j == d else cp.C_rr[blocks[k], blocks[j]]
 
     system = np.zeros((K + 1, K + 1))
-    observed = np.zeros(K + 1)
-    Q = {j: totals[j][:, :p].T @ totals[j][:, :p] for j in range(K)}          # C_Xj C_jX
+    Q = {j: ZX[j].T @ ZX[j] for j in range(K)}                                # C_Xj C_jX
     for k in range(K):
-        ZX_k, size = totals[k][:, :p], sizes[k]
+        ZX_k, size = ZX[k], sizes[k]
         P_k = ZX_k.T @ (ZX_k / size[:, None])                                 # C_Xk D_k^-1 C_kX
-        observed[k] = np.sum((totals[k] @ coef) ** 2 / size)
         system[k, K] = cp.n_levels[k] - np.trace(inverse_XtX @ P_k)
         for j in range(K):
             if j == k:
@@ -821,22 +867,20 @@ def moment_start(cp: CrossProducts) -> np.ndarray:
             else:
                 C = table(k, j)
                 first = float(np.sum(_squares(C).T @ (1.0 / size)))
-                middle = np.asarray(C @ totals[j][:, :p]) / size[:, None]
+                middle = np.asarray(C @ ZX[j]) / size[:, None]
             system[k, j] = (first - 2 * np.sum(middle * (ZX_k @ inverse_XtX))
                             + np.trace(inverse_XtX @ P_k @ inverse_XtX @ Q[j]))
     system[K, K] = n - p
     system[K, :K] = [n - np.trace(inverse_XtX @ Q[j]) for j in range(K)]
-    observed[K] = coef @ cp.XyXy @ coef
-    variances = np.linalg.lstsq(system, observed, rcond=None)[0]
-    residual = max(variances[K], 1e-3 * observed[K] / n)
-    return np.maximum(np.sqrt(np.maximum(variances[:K], 0.0) / residual), START_FLOOR)
+    return MomentSystem(inverse_XtX, system, sizes)
 
 
 def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 50):
+def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
+            max_steps: int = 50):
     """Projected Newton ascent on theta >= 0 with step halving.
 
     The steps are taken in theta, which lme4 optimises too, rather than in psi = theta^2: near
@@ -879,9 +923,9 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 5
         decrement = gradient[inner] @ step[inner]
         if is_newton and decrement < 1e-10 and not entering.any():
             return theta, deviance, beta, r2, True, f"converged in {n_steps} steps"
-        # Newton converges quadratically: once the decrement is this small, the step lands on
-        # the optimum to rounding, and checking it would cost another set of derivatives.
-        final = is_newton and decrement < 1e-6 and not entering.any()
+        # Newton converges quadratically: once the decrement is below the tolerance, the step
+        # lands close enough (FIT_TOLERANCE), and checking it would cost another evaluation.
+        final = is_newton and decrement < tolerance and not entering.any()
         for _halving in range(40):
             candidate = np.maximum(theta + step, 0.0)
             try:
@@ -897,7 +941,7 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, max_steps: int = 5
                 break
             step /= 2
         else:  # no step improves: at the optimum to rounding if the decrement is tiny
-            converged = bool(is_newton and decrement < 1e-6 and not entering.any())
+            converged = bool(is_newton and decrement < tolerance and not entering.any())
             return theta, deviance, beta, r2, converged, (
                 f"no step improved the criterion after {n_steps} steps "
                 f"(score in psi {_fmt(score)}, Newton decrement {decrement:.3g})")
