@@ -751,7 +751,7 @@ FIT_TOLERANCE = 1e-6
 
 #: The same for refits of bootstrap resamples and simulated draws, which need their estimates
 #: to a small fraction of the standard error the bootstrap measures, not to rounding: from 0.03
-#: standard errors away the last step lands at about 1e-3. On 36 refits of a 1,100-mix grid it
+#: standard errors away the last step lands at about 1e-3. On 18 refits of a 1,100-mix grid it
 #: saved one evaluation of the derivatives in seven, and moved the fixed effects by at most
 #: 3e-8 (benchmarks/bootstrap_speed.py's ``manymix`` shape).
 REFIT_TOLERANCE = 1e-3

@@ -19,7 +19,8 @@ and their Application", section 2.2; lme4's ``bootMer``, Bates et al. 2015)::
     y* = X beta_hat + sum_k Z_k u_k* + e*,   u_k* ~ N(0, sigma_k_hat^2 I),   e* ~ N(0, sigma_hat^2 I)
 
 and refits each draw by REML with the fast solver (:func:`~transferstats.analysis.mixed.fit_theta`,
-warm-started at the fitted variance ratios). Resample ``i`` uses
+warm-started at the fitted variance ratios, each scaled by how far the draw's moment estimate
+lies from the data's). Resample ``i`` uses
 ``default_rng(SeedSequence(seed).spawn(n)[i])``, so the draws depend on the seed only.
 
 Intervals (:meth:`ParametricBootstrap.interval`): percentile, or bias-corrected percentile for
