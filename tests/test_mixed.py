@@ -278,6 +278,17 @@ def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standar
         np.testing.assert_allclose(loose.theta, exact.theta, rtol=1e-2, atol=1e-3)
 
 
+def test_entering_step_is_the_optimum_of_a_balanced_one_way_layout():
+    """From psi = 0, the score and curvature of l(psi) = -a/2 log(1 + n psi) + a n B psi /
+    (2 (1 + n psi)) give its maximiser (B - 1)/n in one step; Newton's step falls short."""
+    a, n, B = 40.0, 12.0, np.array([1.3, 2.0, 5.0])
+    score = a * n * (B - 1) / 2
+    curvature = -a * n ** 2 * (2 * B - 1) / 2
+    np.testing.assert_allclose(mixed.entering_psi(score, curvature, np.full(3, a)), (B - 1) / n,
+                               rtol=1e-12)
+    assert np.all(score / -curvature < (B - 1) / n)
+
+
 def test_summary_frame_is_a_wald_table():
     data = simulate_grid(np.random.default_rng(1))
     fit = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)

@@ -879,6 +879,23 @@ def _fmt(values: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
+def entering_psi(score: np.ndarray, curvature: np.ndarray, n_levels: np.ndarray) -> np.ndarray:
+    """Variance ratios at which components at zero with a positive score re-enter.
+
+    The step is the one that is exact for a balanced one-way layout. There, a factor of ``a``
+    levels of n rows each with between-level mean square B (over the residual variance) has
+    score and Hessian in psi at 0 of s = a n (B - 1) / 2 and h = -a n^2 (2B - 1) / 2, from
+    which n = -2s/a + sqrt(4s^2/a^2 - 2h/a) and psi = (B - 1)/n = 2s / (a n^2): the optimum.
+    Newton's step in psi, s / |h| = (B - 1) / (n (2B - 1)), falls short by the factor 2B - 1,
+    which on bootstrap resamples of a target-by-mix term cost an extra Newton step in most
+    refits. Elsewhere it is a starting guess that the Newton steps after it correct.
+    """
+    a = np.asarray(n_levels, dtype=float)
+    magnitude = np.maximum(np.abs(curvature), 1e-8)
+    n = -2 * score / a + np.sqrt(4 * score ** 2 / a ** 2 + 2 * magnitude / a)
+    return 2 * score / (a * n ** 2)
+
+
 def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
             max_steps: int = 50):
     """Projected Newton ascent on theta >= 0 with step halving.
@@ -889,7 +906,7 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
     from either side. The derivatives are in psi; by the chain rule g = 2 theta s and
     H_theta = 4 (theta theta') o H_psi + 2 diag(s). The likelihood is even in each theta_k,
     so g_k = 0 at theta_k = 0: a component at zero stays there while its score in psi is not
-    positive (the boundary optimum), and re-enters with the square root of a psi step
+    positive (the boundary optimum), and re-enters at :func:`entering_psi` (its square root)
     otherwise. Converged means the Newton decrement on the other components is negligible and
     their Hessian negative definite but in flat directions (``FLAT_SLOPE``); elsewhere a
     diagonally scaled gradient step is taken instead. Returns theta, the deviance, beta, r^2,
@@ -908,7 +925,8 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
         gradient = 2 * theta * score
         H_inner = (4 * np.outer(theta, theta) * H + 2 * np.diag(score))[np.ix_(inner, inner)]
         step = np.zeros(K)
-        step[entering] = np.sqrt(score[entering] / np.maximum(np.abs(np.diag(H)[entering]), 1e-8))
+        step[entering] = np.sqrt(entering_psi(score[entering], np.diag(H)[entering],
+                                              cp.n_levels[entering]))
         # A direction along which the likelihood is flat (a variance not identifiable, e.g. a
         # mix factor whose levels the mix-level fixed effects fit exactly) has zero curvature
         # and zero slope: Newton leaves it alone rather than failing on a singular Hessian.
