@@ -267,7 +267,7 @@ def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standar
     arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
     rng = np.random.default_rng(22)
     start = np.sqrt(np.array(list(full.variance_components.values())) / full.residual_variance)
-    for _ in range(5):   # responses drawn about the fit, started from its theta
+    for _ in range(5):   # responses near the data's, refitted from the data's theta
         y = arrays.y + rng.normal(scale=0.3 * np.sqrt(full.residual_variance), size=len(arrays.y))
         cp = cross_products(arrays.X, y, arrays.codes, [len(v) for v in arrays.levels])
         exact = fit_theta(cp, start=start)

@@ -150,8 +150,9 @@ class _Simulator:
         draw's moment estimate (:func:`~transferstats.analysis.mixed.moment_start`) lies from
         the data's. A factor of few levels (five targets) varies widely from draw to draw, and
         its REML estimate follows its moment estimate closely, so the fit starts near its
-        optimum (on a 1,100-mix grid: 4.2 evaluations of the derivatives per draw instead of
-        6.3). Where either moment estimate is at its floor the ratio says nothing: 1 there."""
+        optimum (6 draws of a 1,100-mix grid's identity model: 4.2 evaluations of the
+        derivatives per draw instead of 6.3). Where either moment estimate is at its floor the
+        ratio says nothing: 1 there."""
         moments = moment_start(cp)
         informative = (moments > START_FLOOR) & (self.moments > START_FLOOR)
         ratio = np.where(informative, moments / np.where(informative, self.moments, 1.0), 1.0)
