@@ -7,6 +7,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -357,6 +358,60 @@ def test_each_distinct_run_of_a_table_is_checked_once(monkeypatch):
     assert len(calls) == runs
     assert len(problems) == len(table) * len(languages)
     assert problems[-1].location == f"row {len(table) - 1}, intermediate.tasks.hi"
+
+
+def _screened_table(typed: bool, rows: int = 600) -> pd.DataFrame:
+    """One-score runs of XNLI whose score cells are good (90%) or drawn from bad values (the
+    missing, the out-of-range, the wrong type), so that most bad rows have one bad cell.
+    ``typed`` gives each score column one dtype (floats, strings), as a CSV would."""
+    rng = np.random.default_rng(7 if typed else 8)
+    if typed:  # (good values, bad values)
+        pools = {"value": ([50.0, 0.0, 100.0], [101.0, -0.5, np.nan, np.inf]),
+                 "language": (["de", "fr", "nl"], ["", np.nan, "xq", "l001"]),
+                 "metric": (["accuracy"], ["", np.nan]), "split": (["test"], [""]),
+                 "n_examples": ([100.0, 0.0, np.nan], [2.5, -1.0])}
+    else:
+        pools = {"value": ([50.0, 0, 100, np.float64(7.5)],
+                           [101.0, -0.5, np.nan, np.inf, None, "50", True, np.int64(5)]),
+                 "language": (["de", "fr", "nl"], ["", None, 5, "xq", "l001"]),
+                 "metric": (["accuracy"], ["", None, 1.0]), "split": (["test"], ["", None]),
+                 "n_examples": ([100, 100.0, None, np.nan, True], [2.5, -1, "7", np.int64(3)])}
+
+    def cell(good: list, bad: list) -> object:
+        values = good if rng.random() < 0.9 else bad
+        return values[rng.integers(len(values))]
+
+    cells = {name: [cell(*pool) for _ in range(rows)] for name, pool in pools.items()}
+    table = pd.DataFrame({"run_id": [f"r{i}" for i in range(rows)], "model": "xlmr",
+                          "mix": "m", "mix_tasks": "mnli=1000", "target_task": "xnli",
+                          "seed": range(rows),
+                          **{name: pd.Series(values, dtype=float if name in ("value", "n_examples")
+                                             else "str") if typed else pd.Series(values, dtype=object)
+                             for name, values in cells.items()}})
+    assert table["value"].dtype == (float if typed else object)
+    return table
+
+
+@pytest.mark.parametrize("typed", [True, False])
+def test_the_column_screen_refuses_every_bad_score_with_its_words(typed):
+    """The table loader screens the score columns before checking rows one by one: each row
+    must get exactly the problems that the row-by-row check (_check_score) gives it."""
+    table = _screened_table(typed)
+    expected = []
+    for label, row in table.iterrows():
+        value = row["value"]
+        expected += loading._check_score(
+            {"language": row["language"], "metric": row["metric"], "split": row["split"],
+             "value": float(value) if loading._is_number(value) else value,
+             "n_examples": loading._count(row["n_examples"])},
+            "DataFrame", f"row {label}", "xnli")[1]
+    assert 0.2 < len({p.location for p in expected}) / len(table) < 0.6
+    problems = [p for p in validate_results(table) if p.severity == "error"]
+    assert problems == expected
+    clean = [label for label in table.index if not any(p.location == f"row {label}"
+                                                       for p in expected)]
+    loaded = load_results(table.loc[clean])
+    assert loaded.scores["run_id"].tolist() == table.loc[clean, "run_id"].tolist()
 
 
 # ---------------------------------------------------------------- mixes of languages

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from transferstats.languages import is_language_code, language_code_problem
@@ -436,7 +437,14 @@ def _table_run(row: dict, source: str) -> tuple[dict | None, list[Problem]]:
 
 
 def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
-    """Validate a table in the flat form; problems name a row by its index label."""
+    """Validate a table in the flat form; problems name a row by its index label.
+
+    The checks are a run folder's: :func:`_check_run` on each distinct run (once, its problems
+    named on each of its rows) and :func:`_check_score` on each score. Row by row the score
+    checks took a minute for a million rows, so the columns are screened first
+    (:func:`_screened_scores`) and only the rows the screen cannot clear, and the rows of runs
+    with problems, go through the row-by-row checks that word the problems.
+    """
     missing = [c for c in FLAT_COLUMNS if c not in table.columns]
     if missing:
         raise ResultsError([Problem(source, "columns", "error",
@@ -446,63 +454,156 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     run_columns = ["run_id", "model", "mix", "mix_tasks", "target_task", "seed"]
     if SOURCE_KIND_COLUMN in table.columns:
         run_columns.append(SOURCE_KIND_COLUMN)
-    score_columns = ["language", "metric", "split", "value"]
-    if "n_examples" in table.columns:
-        score_columns.append("n_examples")
-    # A run's checks are the same on each of its rows (one per score): check each distinct run
-    # once. Keyed by repr because JSON Lines cells may be lists or objects, which do not hash.
-    checked_runs: dict[str, tuple[dict | None, list[Problem]]] = {}
+    run_of_row, first_rows = _distinct_runs(table[run_columns])
+    checked = [_table_run(row, source) for row in _rows(table, run_columns, first_rows)]
+    run_ok = np.array([record is not None for record, _ in checked])[run_of_row]
+    kept = run_ok & _screened_scores(table)
     problems: list[Problem] = []
-    runs: dict[tuple, dict] = {}
-    score_rows, score_labels, score_positions = [], [], []
-    # The records of DataFrame.to_dict, built a column at a time: five times faster on the
-    # Arrow-backed string columns of pandas 3 (11 s against 2 s for 200,000 rows).
-    columns = run_columns + score_columns
-    rows = [dict(zip(columns, values, strict=True))
-            for values in zip(*(table[column].tolist() for column in columns), strict=True)]
-    for row_number, (label, row) in enumerate(zip(table.index, rows, strict=True)):
-        location = f"row {label}"
-        key = repr([row[column] for column in run_columns])
-        if key not in checked_runs:
-            checked_runs[key] = _table_run(row, source)
-        record, run_problems = checked_runs[key]
+    to_check = np.flatnonzero(~kept)
+    score_columns = ["language", "metric", "split", "value", "n_examples"]
+    for position, row in zip(to_check, _rows(table, score_columns, to_check), strict=True):
+        location = f"row {table.index[int(position)]}"
+        record, run_problems = checked[run_of_row[position]]
         problems += [Problem(source, f"{location}, {p.location}", p.severity, p.message)
                      for p in run_problems]
         if record is None:
             continue
-        value, n_examples = row["value"], row.get("n_examples")
-        if isinstance(n_examples, float) and n_examples.is_integer():
-            n_examples = int(n_examples)  # a column with missing values is read as floats
+        value = row["value"]
         score, score_problems = _check_score(
             {"language": row["language"], "metric": row["metric"], "split": row["split"],
              "value": float(value) if _is_number(value) else value,
-             "n_examples": None if _missing(n_examples) else n_examples},
+             "n_examples": _count(row["n_examples"])},
             source, location, record["target_task"])
         problems += score_problems
-        if score is None:
-            continue
-        run_fields = {k: record[k] for k in RUN_FIELDS}
+        kept[position] = score is not None
+    positions = np.flatnonzero(kept)
+    labels = table.index[positions]
+    records = [record for record, _ in checked]
+    runs: dict[tuple, dict] = {}
+    run_codes, first_kept = np.unique(run_of_row[positions], return_index=True)
+    for code, first in sorted(zip(run_codes, first_kept, strict=True), key=lambda pair: pair[1]):
+        record = records[code]
         # Keyed by the whole run, not its id, so that one run_id given to two runs is reported.
-        runs.setdefault(tuple(run_fields.values()), record | {"file": f"{source} ({location})"})
-        score_rows.append(run_fields | score)
-        score_labels.append(label)
-        score_positions.append(row_number)
+        runs.setdefault(tuple(record[k] for k in RUN_FIELDS),
+                        record | {"file": f"{source} (row {labels[int(first)]})"})
     runs_table = pd.DataFrame(list(runs.values()), columns=RUN_TABLE_COLUMNS)
-    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"])
-    extra = table.iloc[score_positions].drop(
-        columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"], errors="ignore")
+    # The kept rows' runs, one row each (column types inferred as from a folder's runs), then
+    # one row per kept score.
+    run_fields = pd.DataFrame([{k: records[code][k] for k in RUN_FIELDS} for code in run_codes],
+                              columns=RUN_FIELDS)
+    run_fields = run_fields.take(np.searchsorted(run_codes, run_of_row[positions]))
+    kept_rows = table.iloc[positions]
+    scores = pd.DataFrame({
+        **{name: run_fields[name].to_numpy() for name in RUN_FIELDS},
+        **{name: kept_rows[name].to_numpy(dtype=object) for name in ("language", "metric", "split")},
+        "value": kept_rows["value"].to_numpy(dtype=float),
+        "n_examples": (list(map(_count, kept_rows["n_examples"].tolist()))
+                       if "n_examples" in table.columns else [None] * len(positions)),
+    }, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"])
+    extra = kept_rows.drop(columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"],
+                           errors="ignore")
     covariates, covariate_problems = _covariate_columns(extra, source)
     scores = pd.concat([scores, covariates], axis=1)
     duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
     for position in duplicated.to_numpy().nonzero()[0]:
         duplicate = scores.iloc[position]
-        problems.append(Problem(source, f"row {score_labels[position]}", "error",
+        problems.append(Problem(source, f"row {labels[int(position)]}", "error",
                                 f"duplicate score for run {duplicate['run_id']!r} language "
                                 f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
     problems += _check_duplicates_and_mixes(runs_table)
     problems += outside_xtreme(scores, source)
     return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source,
                          covariate_problems=covariate_problems)
+
+
+def _distinct_runs(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's run, numbered in order of appearance, and the first row of each run.
+
+    Rows are one run when they are equal in every run column. Cells of object columns are
+    compared by their repr, as the JSON they came from would be: pandas takes 1, 1.0 and True
+    for one value (a bool seed is an error), and JSON Lines cells may be lists, which do not
+    hash.
+    """
+    key = np.zeros(len(runs), dtype=np.int64)
+    for name in runs.columns:
+        column = runs[name]
+        if column.dtype == object:
+            column = column.map(repr)
+        codes, uniques = pd.factorize(column, use_na_sentinel=False)
+        key = pd.factorize(key * len(uniques) + codes)[0]
+    return key, np.unique(key, return_index=True)[1]
+
+
+def _rows(table: pd.DataFrame, columns: list[str], positions: np.ndarray) -> list[dict]:
+    """Return the rows at ``positions`` as dicts of Python values (absent columns: None).
+
+    Built a column at a time: five times faster than ``DataFrame.to_dict`` on the Arrow-backed
+    string columns of pandas 3.
+    """
+    part = table.iloc[positions]
+    values = [part[c].tolist() if c in part.columns else [None] * len(part) for c in columns]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _count(n_examples: object) -> object:
+    """Return a score's ``n_examples`` as :func:`_check_score` takes it.
+
+    None when missing, an integer when a float column holds it (a column with missing values
+    is read as floats).
+    """
+    if _missing(n_examples):
+        return None
+    if isinstance(n_examples, float) and n_examples.is_integer():
+        return int(n_examples)
+    return n_examples
+
+
+def _screened_scores(table: pd.DataFrame) -> np.ndarray:
+    """Flag the rows whose score certainly passes :func:`_check_score`, a column at a time.
+
+    False sends a row to :func:`_check_score`, which words its problems or accepts it: the
+    screen may send it a good row (a count given as True, say), never clears a bad one
+    (tests/test_loading.py holds it to that).
+    """
+    value = table["value"]
+    if pd.api.types.is_numeric_dtype(value) and not pd.api.types.is_bool_dtype(value):
+        numbers = value.to_numpy(dtype=float, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            clean = np.isfinite(numbers) & (numbers >= 0) & (numbers <= 100)
+    else:
+        clean = np.fromiter((_is_number(v) and 0 <= v <= 100 for v in value.tolist()), bool,
+                            len(value))
+    for name in ("language", "metric", "split"):
+        column = table[name]
+        if isinstance(column.dtype, pd.StringDtype):
+            clean &= (column.notna() & column.ne("")).to_numpy(dtype=bool, na_value=False)
+        else:
+            clean &= np.fromiter((isinstance(v, str) and v != "" for v in column.tolist()), bool,
+                                 len(column))
+    if "n_examples" in table.columns:
+        clean &= np.fromiter((_countable(v) for v in table["n_examples"].tolist()), bool,
+                             len(table))
+    # A score's language is checked against its target once per distinct pair.
+    pairs = table.loc[clean, ["target_task", "language"]].drop_duplicates()
+    refused = [(target, language) for target, language in pairs.itertuples(index=False)
+               if not _language_of(target, language)]
+    if refused:
+        clean &= ~pd.MultiIndex.from_frame(table[["target_task", "language"]]).isin(refused)
+    return clean
+
+
+def _countable(n_examples: object) -> bool:
+    """Whether a raw ``n_examples`` cell certainly passes: missing or a non-negative integer."""
+    count = _count(n_examples)
+    return count is None or (type(count) is int and count >= 0)
+
+
+def _language_of(target: object, language: str) -> bool:
+    """Whether ``language`` may be scored on ``target`` (:func:`_check_score`'s rule)."""
+    if not isinstance(target, str) or not is_known(target):
+        return True
+    task = get_task(target)
+    return language in task.languages or (is_builtin(task) and is_language_code(language))
 
 
 def _covariate_columns(extra: pd.DataFrame, source: str
