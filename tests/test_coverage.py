@@ -72,7 +72,7 @@ def test_the_committed_summary_covers_both_bootstraps_and_models():
 #: primary model has task identity effects and its parametric bootstrap the lowest coverage of
 #: the study; here with four targets, three languages each and two seeds, mix SD 0.7 and
 #: target-by-mix SD 0.5.
-WORST_GRIDS, WORST_RESAMPLES = 120, 100
+WORST_GRIDS, WORST_RESAMPLES = 80, 100
 
 
 def _contrast_interval(index: int) -> tuple[float, float, str]:
@@ -108,10 +108,11 @@ def _contrast_interval(index: int) -> tuple[float, float, str]:
 @pytest.mark.slow
 def test_coverage_of_the_contrast_on_the_worst_design(capsys):
     """The 95% interval of diversity - volume (parametric bootstrap, BC, t(23)) holds the truth
-    in 93-97% of factorial grids with target-by-mix variation. With 120 grids the Monte Carlo
-    standard error is sqrt(0.95 x 0.05 / 120) = 2.0 points, so the test accepts 93-97% widened
-    by two of them, 89.0% to 100%, less the grid that would make it 100%: it fails intervals
-    that cover (almost) always or clearly less than 93%."""
+    in 93-97% of factorial grids with target-by-mix variation. With 80 grids the Monte Carlo
+    standard error is sqrt(0.95 x 0.05 / 80) = 2.4 points, so the test accepts 93-97% widened
+    by two of them, 88.1% to 100%, less the grid that would make it 100%: it fails intervals
+    that cover (almost) always or clearly less than 93% (benchmarks/coverage_study.py measures
+    the coverage on many more grids)."""
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(2) as pool:
@@ -122,4 +123,4 @@ def test_coverage_of_the_contrast_on_the_worst_design(capsys):
         print(f"\ncoverage of the 95% interval of diversity - volume ({intervals[0][2]}, 36 mixes, "
               f"target-by-mix SD 0.5): {rate:.3f} ({covered} of {WORST_GRIDS} grids)")
     assert intervals[0][2].startswith("parametric") and "t(23)" in intervals[0][2]
-    assert 0.89 <= rate < 1.0
+    assert 0.881 <= rate < 1.0

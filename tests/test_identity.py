@@ -420,7 +420,7 @@ COVERAGE_GRID = replace(SMALL, diversity_effect=0.0, volume_effect=0.5, composit
 
 def _covered(random_state: int) -> tuple[bool, bool]:
     settings = replace(COVERAGE_GRID, random_state=random_state)
-    result = analyze(settings, AnalysisSpec(resamples=200, seed=random_state), companions=False)
+    result = analyze(settings, AnalysisSpec(resamples=100, seed=random_state), companions=False)
     assert result.estimates["identity"]["used"]
     comparison = result.estimates["comparison"]
     return inside(comparison, -0.5), result.verdict == "supported"
