@@ -20,12 +20,6 @@ from transferstats.results import BASELINE_MIX
 N_RESAMPLES = 2000
 
 
-def _mean_interval(samples: list[np.ndarray], level: float, seed: int) -> tuple[float, float, float]:
-    """Mean of the per-sample means and its percentile bootstrap interval, each sample resampled
-    on its own (stratified), via :func:`scipy.stats.bootstrap`. Needs two units in every sample."""
-    return _mean_intervals([samples], level, seed)[0]
-
-
 #: Most floats one call of :func:`scipy.stats.bootstrap` resamples in :func:`_mean_intervals`
 #: (groups x N_RESAMPLES x units): 256 MiB.
 MAX_RESAMPLED = 2 ** 25
@@ -33,12 +27,14 @@ MAX_RESAMPLED = 2 ** 25
 
 def _mean_intervals(groups: list[list[np.ndarray]], level: float, seed: int
                     ) -> list[tuple[float, float, float]]:
-    """:func:`_mean_interval` of each group of samples, the groups resampled together.
+    """Per group of samples, the mean of the sample means and its percentile bootstrap interval.
 
-    scipy's bootstrap draws the same indices for every row of a batch (its leading axes), the
-    indices one call per group draws from the same seed: the groups whose samples have the same
-    sizes go in one call along a batch axis, with the same intervals as a call each. For the
-    25,000 mix-target cells of a 10,000-mix grid one call each took most of a minute.
+    Each sample is resampled on its own (stratified), by :func:`scipy.stats.bootstrap`; a group
+    with a sample of fewer than two units gets no interval (NaN). scipy draws the same indices
+    for every row of a batch (its leading axes), the indices one call per group draws from the
+    same seed: the groups whose samples have the same sizes go in one call along a batch axis,
+    with the same intervals as a call each. For the 25,000 mix-target cells of a 10,000-mix grid
+    one call each took most of a minute.
     """
     samples_of = [[np.asarray(s, dtype=float) for s in samples if len(s)] for samples in groups]
     results: list[tuple[float, float, float]] = [
