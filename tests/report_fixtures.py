@@ -274,8 +274,8 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
     if identity and verdict != "confounded":
         estimates["identity"] = _identity(data)
         estimates["plain"] = _plain(estimates["effects"], estimates["comparison"], verdict)
-        estimates["bootstrap"] |= {"method": "parametric, BC, t(11)", "resampling": "parametric",
-                                   "t_df": 11,
+        estimates["bootstrap"] |= {"method": "parametric, antithetic pairs, percentile, t(11)",
+                                   "resampling": "parametric", "t_df": 11,
                                    "plain_method": "crossed cluster, BCa"}
         estimates["effects"].append(_effect("target_in_mix", 0.9, 0.5, 0.002,
                                             "points per unit of target_in_mix (centred at its "

@@ -107,7 +107,7 @@ def _contrast_interval(index: int) -> tuple[float, float, str]:
 
 @pytest.mark.slow
 def test_coverage_of_the_contrast_on_the_worst_design(capsys):
-    """The 95% interval of diversity - volume (parametric bootstrap, BC, t(23)) holds the truth
+    """The 95% interval of diversity - volume (parametric bootstrap, t(23)) holds the truth
     in 93-97% of factorial grids with target-by-mix variation. With 80 grids the Monte Carlo
     standard error is sqrt(0.95 x 0.05 / 80) = 2.4 points, so the test accepts 93-97% widened
     by two of them, 88.1% to 100%, less the grid that would make it 100%: it fails intervals

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from transferstats.analysis.identity import identity_estimability, per_target_columns, share_table
+from transferstats.analysis.mixed import fit_crossed, model_arrays
 from transferstats.analysis.parametric import parametric_bootstrap
 from transferstats.analysis.pipeline import analyze_loaded, compare_models
 from transferstats.analysis.spec import AnalysisSpec, load_spec
@@ -271,6 +272,39 @@ def test_parametric_bootstrap_matches_the_model_standard_error(random_draws):
     again = parametric_bootstrap(frame, "improvement", fixed, result.estimates["model"]["random"],
                                  df=20, n_resamples=20, seed=4, n_jobs=2)
     pd.testing.assert_frame_equal(again.draws, boot.draws.iloc[:20])
+    # Antithetic pairs: rows 2j and 2j + 1 lie either side of the estimate, so BCa's bias
+    # correction is zero and both kinds give the same interval.
+    pairs = boot.draws.to_numpy().reshape(100, 2, -1)
+    np.testing.assert_allclose(pairs.mean(axis=1), np.broadcast_to(
+        boot.estimate.to_numpy(), (100, len(boot.estimate))), rtol=0, atol=1e-12)
+    assert (low, high) == (low_bc, high_bc)
+    assert len(parametric_bootstrap(frame, "improvement", fixed,
+                                    result.estimates["model"]["random"], df=20, n_resamples=7,
+                                    seed=4, n_jobs=1).draws) == 7
+
+
+def test_the_mirror_image_of_a_draw_refits_to_the_mirrored_estimate(random_draws):
+    """What the antithetic pairs rest on: REML is even in the residuals and translation
+    invariant, so y* = X beta_hat + delta and X beta_hat - delta have the same variance estimates
+    and fixed effects 2 beta_hat - beta* and beta*, refitted independently to full precision."""
+    result = random_draws
+    frame = result.model_data
+    fixed, random = result.estimates["model"]["fixed"], result.estimates["model"]["random"]
+    fit = fit_crossed(frame, "improvement", fixed, random)
+    rng = np.random.default_rng(11)
+    delta = rng.normal(0, np.sqrt(fit.residual_variance), len(frame))
+    for factor in random:
+        codes, levels = pd.factorize(frame[factor])
+        delta += rng.normal(0, np.sqrt(fit.variance_components[factor]), len(levels))[codes]
+    mean = model_arrays(frame, "improvement", fixed, random).X @ fit.params.to_numpy()
+    draw = fit_crossed(frame.assign(improvement=mean + delta), "improvement", fixed, random)
+    mirror = fit_crossed(frame.assign(improvement=mean - delta), "improvement", fixed, random)
+    np.testing.assert_allclose(mirror.params, 2 * fit.params - draw.params, rtol=0,
+                               atol=1e-6 * fit.bse.min())
+    for factor in random:
+        assert mirror.variance_components[factor] == pytest.approx(
+            draw.variance_components[factor], rel=1e-6, abs=1e-10)
+    assert mirror.residual_variance == pytest.approx(draw.residual_variance, rel=1e-8)
 
 
 # --- covariates ----------------------------------------------------------------------------------
@@ -420,7 +454,8 @@ COVERAGE_GRID = replace(SMALL, diversity_effect=0.0, volume_effect=0.5, composit
 
 def _covered(random_state: int) -> tuple[bool, bool]:
     settings = replace(COVERAGE_GRID, random_state=random_state)
-    result = analyze(settings, AnalysisSpec(resamples=100, seed=random_state), companions=False)
+    # 200 draws from 100 refits (antithetic pairs).
+    result = analyze(settings, AnalysisSpec(resamples=200, seed=random_state), companions=False)
     assert result.estimates["identity"]["used"]
     comparison = result.estimates["comparison"]
     return inside(comparison, -0.5), result.verdict == "supported"

@@ -302,6 +302,12 @@ def test_identity_and_per_target_sections_tell_both_stories(report, result):
     assert "| mnli | 4.10 [3.20, 5.00] |" in markdown, "identity effects sorted, with intervals"
     assert "The effects differ between targets" in markdown and "χ²(" in markdown
     assert "parametric bootstrap" in markdown and "El Karoui" in markdown
+    # The methods say how each model's intervals were made, each with its own method.
+    methods = markdown[markdown.index("## Methods"):]
+    assert ("come from a parametric bootstrap (Davison & Hinkley 1997)" in methods
+            and "antithetic pairs (Hall 1989)" in methods and "on 11 degrees of freedom" in methods)
+    assert ("The plain model's intervals come from a crossed cluster bootstrap (pigeonhole "
+            "bootstrap; Owen 2007) resampling language, mix, with BCa intervals") in methods
     assert "`target_in_mix`" in markdown, "covariates are described"
     for reference in ("Kirwan", "Connolly", "Loreau"):
         assert reference in markdown
@@ -316,6 +322,8 @@ def test_without_identity_the_report_says_why(tmp_path):
     paths = write_report(make_result(identity=False), tmp_path / "report")
     markdown = paths["report.md"].read_text()
     assert "The primary model is the plain one: task identity effects are not estimable" in markdown
+    assert ("come from a crossed cluster bootstrap (pigeonhole bootstrap; Owen 2007) resampling "
+            "language, mix") in markdown and "parametric bootstrap (Davison" not in markdown
     assert "figures/identity_effects.png" not in paths and "tables/identity.tex" not in paths
     assert "figures/per_target.png" in paths
 

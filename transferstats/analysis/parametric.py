@@ -20,18 +20,36 @@ and their Application", section 2.2; lme4's ``bootMer``, Bates et al. 2015)::
 
 and refits each draw by REML with the fast solver (:func:`~transferstats.analysis.mixed.fit_theta`,
 warm-started at the fitted variance ratios, each scaled by how far the draw's moment estimate
-lies from the data's). Resample ``i`` uses
-``default_rng(SeedSequence(seed).spawn(n)[i])``, so the draws depend on the seed only.
+lies from the data's).
 
-Intervals (:meth:`ParametricBootstrap.interval`): percentile, or bias-corrected percentile for
-``kind="bca"`` -- the acceleration is zero because in a Gaussian linear mixed model a fixed
-effect's standard error does not change with its value (Efron 1987) -- each widened by
-t_{(1+level)/2, df} / z_{(1+level)/2} about the estimate. The draws reproduce the sampling spread
-at the estimated variances, so their quantiles give a normal-theory interval; the widening turns
-it into the t interval with ``df`` = mixes minus the rank of the per-mix design, the degrees of
-freedom left for the mix variance that scales every mix-level effect (the "containment" degrees
-of freedom of mixed-model software; Pinheiro & Bates 2000, "Mixed-Effects Models in S and
-S-PLUS", section 2.4.2).
+Draws come in antithetic pairs (Hall 1989, "Antithetic resampling for the bootstrap",
+Biometrika 76(4):713-724): each refit of y* = X beta_hat + delta also gives the draw of its mirror
+image X beta_hat - delta, exactly and without a second refit. The REML criterion depends on the
+response only through its residuals from the fixed-effect fit, and is even in them, so the mirror
+image has the same variance estimates; beta is then the GLS estimate at those variances, linear
+in y, so the mirror's beta is 2 beta_hat - beta* (Kackar & Harville 1981, "Unbiasedness of
+two-stage estimation and prediction procedures for mixed linear models", Commun. Stat. Theory
+Methods 10(13):1249-1261: estimators built from even, translation-invariant variance estimates
+are symmetric about the true beta). ``n_resamples`` draws thus cost ``n_resamples / 2`` refits,
+and the draws are symmetric about the estimate by construction. For the tail quantiles an
+interval needs, n draws in n / 2 mirrored pairs are as precise as n independent draws: the
+2.5% and 97.5% quantiles of a symmetric law are minus and plus the 95% quantile of
+|beta* - beta_hat|, whose n / 2 independent values estimate it with variance
+0.95 x 0.05 / ((n / 2) (2 f)^2) = 0.0238 / (n f^2), against 0.975 x 0.025 / (n f^2) =
+0.0244 / (n f^2) for either quantile from n independent draws (f the density there). Pair ``j``
+uses ``default_rng(SeedSequence(seed).spawn(m)[j])`` (m pairs), so the draws depend on the seed
+only.
+
+Intervals (:meth:`ParametricBootstrap.interval`): percentile intervals, widened by
+t_{(1+level)/2, df} / z_{(1+level)/2} about the estimate. BCa's two corrections are both zero
+here: the bias correction because the draws are symmetric about the estimate, the acceleration
+because in a Gaussian linear mixed model a fixed effect's standard error does not change with its
+value (Efron 1987), so ``kind="bca"`` gives the percentile interval. The draws reproduce the
+sampling spread at the estimated variances, so their quantiles give a normal-theory interval; the
+widening turns it into the t interval with ``df`` = mixes minus the rank of the per-mix design,
+the degrees of freedom left for the mix variance that scales every mix-level effect (the
+"containment" degrees of freedom of mixed-model software; Pinheiro & Bates 2000, "Mixed-Effects
+Models in S and S-PLUS", section 2.4.2).
 """
 
 from __future__ import annotations
@@ -44,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import stats
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 
 from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker
 from transferstats.analysis.mixed import (
@@ -72,7 +90,8 @@ RESAMPLING = "parametric"
 class ParametricBootstrap:
     """Draws of every fixed term (the intercept left out) and every contrast.
 
-    ``draws`` has one row per resample (NaN where the refit failed, counted in ``n_failed``);
+    ``draws`` has one row per resample, in antithetic pairs (rows 2j and 2j + 1 lie either side
+    of the estimate; both NaN where the pair's refit failed, counted in ``n_failed``);
     ``df`` is the degrees of freedom of the t widening of the intervals.
     """
 
@@ -85,20 +104,13 @@ class ParametricBootstrap:
     resampling: str = RESAMPLING
 
     def interval(self, term: str, level: float = 0.95, kind: str = "bca") -> tuple[float, float]:
-        """The ``level`` interval of one term or contrast (see the module docstring)."""
+        """The ``level`` interval of one term or contrast: percentile, t-widened (``"bca"`` is
+        the same interval, its corrections being zero here; see the module docstring)."""
         if kind not in ("bca", "percentile"):
             raise ValueError(f"kind must be 'bca' or 'percentile', not {kind!r}")
         draws = self.draws[term].to_numpy(dtype=float)
-        draws = draws[np.isfinite(draws)]
-        estimate = float(self.estimate[term])
-        z0 = 0.0
-        if kind == "bca":
-            share = (np.count_nonzero(draws < estimate) + np.count_nonzero(draws <= estimate)) \
-                / (2 * len(draws))
-            z0 = float(ndtri(share))
-        quantiles = [ndtr(2 * z0 + ndtri(q)) for q in ((1 - level) / 2, (1 + level) / 2)]
-        low, high = np.percentile(draws, [100 * quantiles[0], 100 * quantiles[1]])
-        return t_widened(estimate, (float(low), float(high)), level, self.df)
+        low, high = np.percentile(draws[np.isfinite(draws)], [50 * (1 - level), 50 * (1 + level)])
+        return t_widened(float(self.estimate[term]), (float(low), float(high)), level, self.df)
 
 
 def t_widened(estimate: float, interval: tuple[float, float], level: float,
@@ -116,6 +128,7 @@ class _Simulator:
     """What a worker needs to draw and refit: compact arrays only."""
 
     X: np.ndarray
+    beta: np.ndarray              # the fitted fixed effects; mean = X beta
     mean: np.ndarray
     codes: list[np.ndarray]
     n_levels: list[int]
@@ -125,24 +138,32 @@ class _Simulator:
     theta: np.ndarray             # the fitted relative standard deviations
     moments: np.ndarray           # moment_start of the data: theta's moment estimate
 
+    def response(self, seed: np.random.SeedSequence) -> np.ndarray:
+        """One draw of y from the fitted model, minus its mean X beta_hat (the draw of a pair)."""
+        rng = np.random.default_rng(seed)
+        deviation = self.sigma * rng.standard_normal(len(self.mean))
+        for code, n_levels, sd in zip(self.codes, self.n_levels, self.sds, strict=True):
+            deviation = deviation + sd * rng.standard_normal(n_levels)[code]
+        return deviation
+
     def draws(self, seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
-        out = np.full((len(seeds), len(self.outputs)), np.nan)
+        """Two rows per seed: the outputs refitted on X beta_hat + delta and those of its mirror
+        image X beta_hat - delta, which are the estimate minus the first's deviation from it."""
+        out = np.full((2 * len(seeds), len(self.outputs)), np.nan)
+        estimate = self.outputs @ self.beta
         # The design is the same in every draw: its cross-products are computed once, and each
         # draw only puts its own response in (with_response).
         design = cross_products(self.X, self.mean, self.codes, self.n_levels)
         for i, seed in enumerate(seeds):
-            rng = np.random.default_rng(seed)
-            y = self.mean + self.sigma * rng.standard_normal(len(self.mean))
-            for code, n_levels, sd in zip(self.codes, self.n_levels, self.sds, strict=True):
-                y = y + sd * rng.standard_normal(n_levels)[code]
             try:
-                cp = with_response(design, self.X, y, self.codes)
+                cp = with_response(design, self.X, self.mean + self.response(seed), self.codes)
                 state = fit_theta(cp, reml=True, start=self.start(cp),
                                   tolerance=REFIT_TOLERANCE)
             except (np.linalg.LinAlgError, ValueError):
                 continue
             if state.converged:
-                out[i] = self.outputs @ state.beta
+                deviation = self.outputs @ state.beta - estimate
+                out[2 * i], out[2 * i + 1] = estimate + deviation, estimate - deviation
         return out
 
     def start(self, cp: CrossProducts) -> np.ndarray:
@@ -181,7 +202,9 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     """Parametric bootstrap of the fixed terms and ``contrasts`` of the crossed mixed model.
 
     ``df`` sets the t widening of the intervals (mixes minus the rank of the per-mix design).
-    The draws depend on ``seed`` only, not on ``n_jobs`` (default: the cores available).
+    The ``n_resamples`` draws come from ``n_resamples / 2`` refits, in antithetic pairs (see the
+    module docstring). They depend on ``seed`` only, not on ``n_jobs`` (default: the cores
+    available).
     """
     fixed, random = list(fixed), list(random)
     fit = fit_crossed(data, outcome, fixed, random, reml=True)
@@ -192,12 +215,13 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     sds = np.sqrt(np.array([fit.variance_components[f] for f in random]))
     n_levels = [len(levels) for levels in arrays.levels]
     moments = moment_start(cross_products(arrays.X, arrays.y, arrays.codes, n_levels))
-    simulator = _Simulator(arrays.X, arrays.X @ beta, arrays.codes, n_levels, sds, sigma,
+    simulator = _Simulator(arrays.X, beta, arrays.X @ beta, arrays.codes, n_levels, sds, sigma,
                            outputs, sds / sigma if sigma > 0 else np.ones(len(random)), moments)
-    seeds = np.random.SeedSequence(seed).spawn(n_resamples)
+    n_pairs = (n_resamples + 1) // 2
+    seeds = np.random.SeedSequence(seed).spawn(n_pairs)
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk = max(1, min(25, n_resamples // (4 * n_jobs)))
-    chunks = [seeds[i:i + chunk] for i in range(0, n_resamples, chunk)]
+    chunk = max(1, min(25, n_pairs // (4 * n_jobs)))
+    chunks = [seeds[i:i + chunk] for i in range(0, n_pairs, chunk)]
     if n_jobs == 1:
         # Multithreaded BLAS on these small matrices only oversubscribes the cores.
         if threadpool_limits is not None:
@@ -208,7 +232,8 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     else:
         with ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(simulator,)) as pool:
             parts = list(pool.map(_worker_draws, chunks))
-    draws = np.vstack(parts) if parts else np.zeros((0, len(names)))
+    # An odd number of resamples leaves the last pair's mirror image out.
+    draws = np.vstack(parts)[:n_resamples] if parts else np.zeros((0, len(names)))
     return ParametricBootstrap(
         estimate=pd.Series(outputs @ beta, index=names, name="estimate"),
         draws=pd.DataFrame(draws, columns=names), n_resamples=n_resamples, seed=seed,

@@ -966,8 +966,8 @@ def _bootstrap_info(spec: AnalysisSpec, units: list[str], primary: FittedModel |
             "failed_resamples": int(primary.n_failed) if primary is not None else None}
     if identity.get("used"):
         df = identity["estimability"]["mix_df"]
-        info |= {"method": "parametric, " + ("BC" if spec.interval == "bca" else "percentile")
-                           + f", t({df})",
+        # Both of BCa's corrections are zero for these draws: the same interval either way.
+        info |= {"method": f"parametric, antithetic pairs, percentile, t({df})",
                  "resampling": "parametric", "t_df": df,
                  "replicates": "random effects and residuals redrawn from the fitted model",
                  "plain_method": crossed}

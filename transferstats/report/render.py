@@ -110,10 +110,13 @@ REFERENCES = (
     "Connolly, J., Bell, T., Bolger, T., et al. (2013). An improved model to predict the effects "
     "of changing biodiversity levels on ecosystem function. *Journal of Ecology*, 101(2), "
     "344–355.",
+    "Davison, A. C., & Hinkley, D. V. (1997). *Bootstrap Methods and Their Application*. "
+    "Cambridge University Press.",
     "Efron, B. (1987). Better bootstrap confidence intervals. *Journal of the American "
     "Statistical Association*, 82(397), 171–185.",
     "El Karoui, N., & Purdom, E. (2018). Can we trust the bootstrap in high-dimensions? The "
     "case of linear models. *Journal of Machine Learning Research*, 19(5), 1–66.",
+    "Hall, P. (1989). Antithetic resampling for the bootstrap. *Biometrika*, 76(4), 713–724.",
     "Holm, S. (1979). A simple sequentially rejective multiple test procedure. *Scandinavian "
     "Journal of Statistics*, 6(2), 65–70.",
     "Hu, J., Ruder, S., Siddhant, A., Neubig, G., Firat, O., & Johnson, M. (2020). XTREME: A "
@@ -129,6 +132,7 @@ REFERENCES = (
     "Phang, J., Calixto, I., Htut, P. M., Pruksachatkun, Y., Liu, H., Vania, C., Kann, K., & "
     "Bowman, S. R. (2020). English intermediate-task training improves zero-shot cross-lingual "
     "transfer too. *AACL-IJCNLP 2020*. arXiv:2005.13013",
+    "Pinheiro, J. C., & Bates, D. M. (2000). *Mixed-Effects Models in S and S-PLUS*. Springer.",
 )
 
 
@@ -535,8 +539,8 @@ def _comparison(result: AnalysisResult) -> list[Block]:
     bootstrap = estimates.get("bootstrap", {})
     method = md_escape(bootstrap.get("method", "bootstrap"))
     if bootstrap.get("resampling") == "parametric":
-        kind = "bias-corrected percentile" if "BC" in method else "percentile"
-        method = (f"parametric bootstrap ({kind} intervals widened to t quantiles on "
+        method = ("parametric bootstrap (antithetic pairs; percentile intervals widened to t "
+                  "quantiles on "
                   f"{bootstrap.get('t_df')} degrees of freedom; see "
                   f"*{_words(estimates).which}*)")
     else:
@@ -754,6 +758,31 @@ def _pairwise(result: AnalysisResult) -> list[Block]:
     return blocks + [_table(tables.pairwise_table(result.pairwise))]
 
 
+def _bootstrap_methods(bootstrap: dict, units: str, level: float) -> str:
+    """The methods sentence on how the intervals were made: crossed cluster, or parametric for
+    a model with identity effects (then the plain model's crossed bootstrap too)."""
+    resamples = (f"at the {format_level(level)} level from "
+                 f"{format_count(bootstrap.get('resamples', 0))} resamples (seed "
+                 f"{bootstrap.get('seed')})")
+    crossed = (f"a crossed cluster bootstrap (pigeonhole bootstrap; Owen 2007) resampling {units}")
+    if bootstrap.get("resampling") != "parametric":
+        replicates = bootstrap.get("replicates")
+        return (f"Intervals for the effects and for the contrast diversity {MINUS} volume come "
+                f"from {crossed}" + (f" ({md_escape(replicates)})" if replicates else "")
+                + f", with {md_escape(bootstrap.get('method', 'BCa'))} intervals (Efron 1987) "
+                f"{resamples}.")
+    # "crossed cluster, BCa" -> "BCa"
+    plain_kind = bootstrap.get("plain_method", "BCa").split(", ")[-1]
+    return (f"Intervals for the effects and for the contrast diversity {MINUS} volume come from a "
+            "parametric bootstrap (Davison & Hinkley 1997): the design is kept, the random "
+            "intercepts and residuals are redrawn from the fitted model in antithetic pairs "
+            "(Hall 1989) and each draw is refitted by REML; the percentile intervals of the draws "
+            f"are widened to t quantiles on {bootstrap.get('t_df')} degrees of freedom (the mixes "
+            "minus the rank of the per-mix design; Pinheiro & Bates 2000), "
+            f"{resamples}. The plain model's intervals come from {crossed}, with "
+            f"{md_escape(plain_kind)} intervals (Efron 1987), from the same number of resamples.")
+
+
 def _methods(estimates: dict) -> list[Block]:
     model = estimates.get("model", {})
     bootstrap = estimates.get("bootstrap", {})
@@ -761,20 +790,15 @@ def _methods(estimates: dict) -> list[Block]:
     level = _level(estimates)
     random = _list(model.get("random", ["target_task", "target_language", "mix"]), code=True)
     units = _list(bootstrap.get("units", ["language", "mix"]))
-    replicates = bootstrap.get("replicates")
     text = (
         f"The outcome ({_code(estimates['outcome'])}) was modelled with the linear mixed model "
         f"{_code(model.get('formula', ''))}, fitted by restricted maximum likelihood (REML; Bates "
         f"et al. 2015), with crossed random intercepts for {random}; seeds are replicates. "
         "Diversity and volume are log2-transformed and centred at the design mean, so each main "
         "effect is the change per doubling at the centre of the design. Each fixed term was tested "
-        "by a likelihood-ratio test between maximum-likelihood fits with and without it. Intervals "
-        f"for the effects and for the contrast diversity {MINUS} volume come from a crossed cluster "
-        f"bootstrap (pigeonhole bootstrap; Owen 2007) resampling {units}"
-        + (f" ({md_escape(replicates)})" if replicates else "")
-        + f", with {md_escape(bootstrap.get('method', 'BCa'))} intervals (Efron 1987) at the "
-        f"{format_level(level)} level from {format_count(bootstrap.get('resamples', 0))} resamples (seed "
-        f"{bootstrap.get('seed')}). The verdict is *supported* when the interval of the difference "
+        "by a likelihood-ratio test between maximum-likelihood fits with and without it. "
+        + _bootstrap_methods(bootstrap, units, level)
+        + " The verdict is *supported* when the interval of the difference "
         "lies above zero, *refuted* when it lies below, *inconclusive* otherwise, and *confounded* "
         "when log2 diversity and log2 volume correlate across mixes at |r| ≥ "
         f"{design.get('max_correlation', 'the threshold')}; a grid that varies only one of them "
