@@ -14,6 +14,7 @@ from simulated_grids import RANDOM, simulate_grid
 from transferstats.analysis.blocks import Blocked
 from transferstats.analysis.mixed import (
     ConvergenceError,
+    average_information,
     cross_products,
     derivatives,
     fit_crossed,
@@ -276,6 +277,68 @@ def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standar
         se = full.bse.to_numpy()
         assert np.max(np.abs(loose.beta - exact.beta) / se) < 1e-3
         np.testing.assert_allclose(loose.theta, exact.theta, rtol=1e-2, atol=1e-3)
+
+
+def dense_average_information(arrays, psi):
+    """The average information of Gilmour, Thompson & Cullis (1995) from n x n matrices:
+    -(f/2) u_j'P u_k / Q + (f/2) (y'P u_j)(y'P u_k) / Q^2 with u_j = Z_j Z_j'P y."""
+    n, X, y = len(arrays.y), arrays.X, arrays.y
+    Z = []
+    for code, levels in zip(arrays.codes, arrays.levels, strict=True):
+        Z_k = np.zeros((n, len(levels)))
+        Z_k[np.arange(n), code] = 1.0
+        Z.append(Z_k)
+    V_inv = np.linalg.inv(np.eye(n) + sum(p_k * Z_k @ Z_k.T for p_k, Z_k in zip(psi, Z, strict=True)))
+    P = V_inv - V_inv @ X @ np.linalg.solve(X.T @ V_inv @ X, X.T @ V_inv)
+    f, Q = n - X.shape[1], y @ P @ y
+    u = [Z_k @ (Z_k.T @ (P @ y)) for Z_k in Z]
+    return np.array([[-0.5 * f * (u_j @ P @ u_k) / Q + 0.5 * f * (y @ P @ u_j) * (y @ P @ u_k) / Q ** 2
+                      for u_k in u] for u_j in u])
+
+
+@pytest.mark.parametrize(("random", "psi"), [
+    (RANDOM, [0.8, 0.3, 0.2]),
+    (RANDOM, [0.8, 0.0, 0.2]),                      # the eliminated factor at zero
+    (MIX_TARGET, [0.8, 0.3, 0.5, 0.2]),             # blocked S (cells nested in mixes)
+    (MIX_TARGET, [1.2, 0.3, 0.4, 0.0]),
+])
+def test_average_information_is_the_formula_and_the_score_is_exact(random, psi):
+    data = grid_with_mix_target(23, n_mixes=12, n_languages=4, missing_cells=0.2,
+                                unequal_seeds=True)
+    arrays, cp = grid_cross_products(data, random=random)
+    psi = np.array(psi)
+    _, beta, _ = profiled_deviance(np.sqrt(psi), cp)    # the GLS beta, so w_k = Z_k'P y
+    score, information = average_information(psi, beta, cp)
+    np.testing.assert_allclose(score, derivatives(psi, beta, cp).score_psi, rtol=1e-9, atol=1e-9)
+    reference = dense_average_information(arrays, psi)
+    np.testing.assert_allclose(information, reference, rtol=1e-9, atol=1e-9 * np.abs(reference).max())
+    assert np.linalg.eigvalsh(information).max() < 1e-9 * np.abs(reference).max(), "ascent"
+
+
+def test_average_information_is_refused_where_the_identities_divide_by_zero():
+    _, cp = grid_cross_products(simulate_grid(np.random.default_rng(24), n_mixes=8))
+    assert average_information(np.array([0.8, 0.3, 1e-6]), np.zeros(cp.p), cp) is None
+    with pytest.raises(ValueError, match="REML"):
+        fit_theta(cp, reml=False, average=True)
+
+
+@pytest.mark.parametrize("name", ["missing cells", "zero mix variance", "mix target"])
+def test_average_information_steps_reach_the_exact_optimum(name):
+    """Refits with the average information in place of the Hessian end where exact Newton does
+    (to full precision, from a start away from the optimum)."""
+    if name == "mix target":
+        data, random = grid_with_mix_target(25, n_mixes=24, missing_cells=0.2), MIX_TARGET
+    else:
+        data, random = simulate_grid(np.random.default_rng(26), **GRIDS[name]), RANDOM
+    _, cp = grid_cross_products(data, random=random)
+    exact = fit_theta(cp)
+    start = 1.5 * exact.theta + 0.1
+    average = fit_theta(cp, start=start, average=True)
+    assert exact.converged and average.converged
+    np.testing.assert_allclose(average.beta, exact.beta, rtol=1e-6, atol=1e-8)
+    # theta itself only as far as the criterion pins it (flat near a variance close to zero)
+    assert average.llf == pytest.approx(exact.llf, rel=1e-10)
+    np.testing.assert_allclose(average.theta, exact.theta, rtol=0.05, atol=1e-3)
 
 
 def test_entering_step_is_the_optimum_of_a_balanced_one_way_layout():

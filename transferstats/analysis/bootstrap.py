@@ -417,7 +417,8 @@ def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndar
         # its effect is then not estimable, and the resample counts as failed.
         if np.linalg.matrix_rank(cp.XyXy[:cp.p, :cp.p]) < cp.p:
             return np.full(len(design.outputs), np.nan)
-        state = fit_theta(cp, reml=True, start=design.start, tolerance=REFIT_TOLERANCE)
+        state = fit_theta(cp, reml=True, start=design.start, tolerance=REFIT_TOLERANCE,
+                          average=True)
     except (np.linalg.LinAlgError, ValueError):
         return np.full(len(design.outputs), np.nan)
     if not state.converged:

@@ -158,7 +158,7 @@ class _Simulator:
             try:
                 cp = with_response(design, self.X, self.mean + self.response(seed), self.codes)
                 state = fit_theta(cp, reml=True, start=self.start(cp),
-                                  tolerance=REFIT_TOLERANCE)
+                                  tolerance=REFIT_TOLERANCE, average=True)
             except (np.linalg.LinAlgError, ValueError):
                 continue
             if state.converged:
