@@ -759,7 +759,7 @@ def average_information(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts,
     the diagonal of S^-1 and tr(S^-1 M): one O(mixes b^2) product (U C) in all. Refits of
     bootstrap resamples start near their optimum, where the two Hessians nearly agree: on 170
     refits of a 1,100-mix grid's three bootstraps, 2.6 evaluations per refit against exact
-    Newton's 3.0, each a third of the cost.
+    Newton's 3.0, and 71 ms per refit against 119 ms (one thread, same run).
     """
     if fact is None:
         fact = factorise(psi, cp)
@@ -849,8 +849,9 @@ def fit_theta(cp: CrossProducts, reml: bool = True,
     ``tolerance`` is the Newton decrement below which the last step is taken unchecked
     (``FIT_TOLERANCE``; ``REFIT_TOLERANCE`` for refits whose estimates only feed a bootstrap).
     ``average=True`` (REML only; for refits, which need beta and not its covariance) steps with
-    the average information (:func:`average_information`) wherever every component is inside
-    its boundary, and with the exact Hessian elsewhere. ``attempts`` says what was tried.
+    the average information (:func:`average_information`) wherever it is defined (every
+    remaining level's psi at least ``IDENTITY_PSI``), and with the exact Hessian elsewhere.
+    ``attempts`` says what was tried.
     """
     if average and not reml:
         raise ValueError("the average information is that of the REML criterion")
@@ -996,8 +997,11 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
     their Hessian negative definite but in flat directions (``FLAT_SLOPE``); elsewhere a
     diagonally scaled gradient step is taken instead. Returns theta, the deviance, beta, r^2,
     whether it converged and a line saying how it ended (steps, the last score). With
-    ``average``, H_psi is the average information except where a component at zero re-enters
-    (its step is derived from the exact curvature).
+    ``average``, H_psi is the average information wherever :func:`average_information` gives
+    it, its curvature also setting the re-entering step: at zero it is smaller than the exact
+    one where the level means vary strongly, so the step is longer, and step halving keeps it
+    an ascent (on 170 refits of a 1,100-mix grid, 2.6 evaluations per refit against 3.3 when
+    re-entering used the exact curvature).
     """
     K = len(theta)
     theta = np.asarray(theta, dtype=float)
@@ -1006,13 +1010,11 @@ def _newton(theta: np.ndarray, cp: CrossProducts, reml: bool, tolerance: float,
     score = np.full(K, np.nan)
     for n_steps in range(max_steps):
         information = average_information(theta ** 2, beta, cp, fact) if average else None
-        if information is not None:
-            score, H = information
-            if np.any((theta == 0) & (score > 0)):   # re-entering needs the exact curvature
-                information = None
         if information is None:
             dv = derivatives(theta ** 2, beta, cp, reml, fact)
             score, H = dv.score_psi, dv.profiled(cp.p)
+        else:
+            score, H = information
         inner = theta > 0
         entering = ~inner & (score > 0)
         gradient = 2 * theta * score
