@@ -262,7 +262,8 @@ def test_warm_start_reaches_the_same_optimum():
 
 
 def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standard_errors():
-    """Bootstrap refits stop at REFIT_TOLERANCE: no more than 1e-3 standard errors away."""
+    """Bootstrap refits stop at REFIT_TOLERANCE: no more than 1e-3 standard errors away, with
+    exact or average-information steps."""
     data = simulate_grid(np.random.default_rng(21), missing_cells=0.2)
     full = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
     arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
@@ -272,11 +273,12 @@ def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standar
         y = arrays.y + rng.normal(scale=0.3 * np.sqrt(full.residual_variance), size=len(arrays.y))
         cp = cross_products(arrays.X, y, arrays.codes, [len(v) for v in arrays.levels])
         exact = fit_theta(cp, start=start)
-        loose = fit_theta(cp, start=start, tolerance=mixed.REFIT_TOLERANCE)
-        assert exact.converged and loose.converged
         se = full.bse.to_numpy()
-        assert np.max(np.abs(loose.beta - exact.beta) / se) < 1e-3
-        np.testing.assert_allclose(loose.theta, exact.theta, rtol=1e-2, atol=1e-3)
+        for average in (False, True):   # as bootstrap refits step: with the average information
+            loose = fit_theta(cp, start=start, tolerance=mixed.REFIT_TOLERANCE, average=average)
+            assert exact.converged and loose.converged
+            assert np.max(np.abs(loose.beta - exact.beta) / se) < 1e-3
+            np.testing.assert_allclose(loose.theta, exact.theta, rtol=1e-2, atol=1e-3)
 
 
 def dense_average_information(arrays, psi):
