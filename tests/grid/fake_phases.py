@@ -3,7 +3,10 @@
 ``sleep``  seconds each phase takes;
 ``ledger`` file that gets ``start``/``done`` lines per unit: worker pid, its parent's, its GPU;
 ``fail``   substrings of run ids / encoder names whose phase raises;
-``crash``  substrings whose worker process is SIGKILLed mid-phase.
+``crash``  substrings whose worker process is SIGKILLed mid-phase;
+``company`` seconds a phase waits, at most, until the ledger shows two units running at once
+           (once it has, no phase waits): a parallel executor then shows its parallelism however
+           slowly a loaded machine starts its workers, and a serial one never does.
 
 Like the real phases, they look their tasks up first, so a task the worker does not know fails
 the unit.
@@ -32,9 +35,20 @@ def _note(job_data: dict, event: str, name: str) -> None:
             os.close(fd)
 
 
+def _most_running(ledger: str) -> int:
+    running, most = 0, 0
+    for line in Path(ledger).read_text().splitlines():
+        running += 1 if line.startswith("start") else -1
+        most = max(most, running)
+    return most
+
+
 def _work(job_data: dict, name: str) -> None:
     _note(job_data, "start", name)
     time.sleep(job_data.get("sleep", 0))
+    deadline = time.time() + job_data.get("company", 0)
+    while time.time() < deadline and _most_running(job_data["ledger"]) < 2:
+        time.sleep(0.02)
     if any(part in name for part in job_data.get("crash", [])):
         os.kill(os.getpid(), signal.SIGKILL)
     if any(part in name for part in job_data.get("fail", [])):

@@ -91,9 +91,9 @@ def test_failed_encoder_fails_its_targets_with_the_reason(tmp_path):
             assert run_status(job) == "complete"
 
 
-def _start_fake_grid(results, ledger, sleep):
+def _start_fake_grid(results, ledger, sleep, company=0.0):
     return subprocess.Popen([sys.executable, str(HERE / "run_fake_grid.py"), str(results),
-                             str(ledger), str(sleep)], start_new_session=True)
+                             str(ledger), str(sleep), str(company)], start_new_session=True)
 
 
 def _wait_for(condition, timeout=60):
@@ -132,7 +132,8 @@ def test_killed_grid_rerun_completes_every_run_exactly_once(tmp_path):
 
 def test_two_workers_on_one_grid_never_run_the_same_unit(tmp_path):
     results, ledger = tmp_path / "results", tmp_path / "ledger"
-    jobs = [_start_fake_grid(results, ledger, 0.2) for _ in range(2)]
+    # Each waits for the other's company once, so both take part however slowly either starts.
+    jobs = [_start_fake_grid(results, ledger, 0.2, company=60) for _ in range(2)]
     for job in jobs:
         assert job.wait(timeout=120) == 0
     plan = small_plan(results, ledger=str(ledger))
@@ -145,7 +146,7 @@ def test_two_workers_on_one_grid_never_run_the_same_unit(tmp_path):
 
 def test_one_worker_per_gpu_in_parallel(tmp_path):
     ledger = tmp_path / "ledger"
-    plan = small_plan(tmp_path / "results", ledger=str(ledger), sleep=0.3)
+    plan = small_plan(tmp_path / "results", ledger=str(ledger), company=60)
     LocalExecutor(["0", "1"], phases=FAKE_PHASES, show_progress=False, poll_seconds=0.02).run(plan)
     _assert_all_complete_once(plan, ledger)
     lines = [line.split() for line in ledger.read_text().splitlines()]
