@@ -77,17 +77,25 @@ def test_gram_of_rows_with_disjoint_supports(sparse, dense_share):
     np.testing.assert_allclose(Blocked.from_dense(expected, A).dense(), expected, atol=1e-12)
 
 
-def test_gram_by_column_groups_equals_the_direct_product():
+@pytest.mark.parametrize(("nested", "dense_share"), [(A, 0.0), (A, 2.0), (slice(0, 0), 0.0),
+                                                    (slice(0, 0), 2.0)],
+                         ids=["dense", "sparse", "no nested rows, dense",
+                              "no nested rows, sparse"])
+def test_gram_by_column_groups_equals_the_direct_product(nested, dense_share):
     """With columns grouped (by their counts), a weight per group is summed from precomputed
     Gram matrices; weights that differ within a group fall back to the direct product."""
     rng = np.random.default_rng(3)
     L = 60
     C = rng.poisson(1.0, size=(R, L)).astype(float)
-    C[A] = 0.0
-    C[A.start + rng.integers(0, A.stop - A.start, L), np.arange(L)] = 1.0
+    C[nested] = 0.0
+    if nested.stop > nested.start:
+        C[nested.start + rng.integers(0, nested.stop - nested.start, L),
+          np.arange(L)] = rng.uniform(1, 3, L)
     groups = rng.choice([20.0, 40.0, 60.0], L)
-    split = RowSplit.of(scipy.sparse.csr_array(C), A, 0.0, groups=groups)
-    assert split.group_grams is not None and split.group_grams[2].shape == (3, 7, 7)
+    split = RowSplit.of(scipy.sparse.csr_array(C), nested, dense_share, groups=groups)
+    assert isinstance(split.C_B, np.ndarray) == (dense_share == 0.0)
+    b = R - (nested.stop - nested.start)
+    assert split.group_grams is not None and split.group_grams[2].shape == (3, b, b)
     for w in (1.0 / (1.0 + 0.3 * groups), rng.uniform(0.1, 1, L)):   # by group; per column
         np.testing.assert_allclose(split.gram(w).dense(), (C * w[None, :]) @ C.T, rtol=1e-12,
                                    atol=1e-12)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse
 
 
@@ -229,14 +230,38 @@ class RowSplit:
         if groups is not None:
             _, first, group_of = np.unique(groups, return_index=True, return_inverse=True)
             if 0 < len(first) <= MAX_GROUPS:
-                # Each group's Gram matrix from its own columns only: all of them together cost
-                # one product over the columns, not one per group.
-                masks = [group_of == g for g in range(len(first))]
-                grams = [split._product(np.ones(np.sum(mask)), mask) for mask in masks]
                 split.group_of, split.first_of_group = group_of, first
-                diag, AB, BB = (np.array([gram[k] for gram in grams]) for k in range(3))
-                split.group_grams = (diag, AB, BB)
+                split.group_grams = split._group_grams(group_of, len(first))
         return split
+
+    def _group_grams(self, group_of: np.ndarray, n_groups: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The diagonal over A and the blocks AB and BB of each group's C_g C_g' (C_g: the
+        group's columns), stacked along a first axis: all groups together cost one product
+        over the columns, not one per group."""
+        C_A, n_A, b = self.C_A, self.C_A.shape[0], len(self.B)
+        # A's rows have disjoint supports: each stored entry is one (group, row of A) pair.
+        stacked_row = group_of[C_A.indices] * n_A + self.row_of_entry
+        diag = np.bincount(stacked_row, C_A.data ** 2, minlength=n_groups * n_A)
+        C_A_by_group = scipy.sparse.csr_array((C_A.data, (stacked_row, C_A.indices)),
+                                              shape=(n_groups * n_A, C_A.shape[1]))
+        AB = C_A_by_group @ self.C_B_T
+        AB = AB if isinstance(AB, np.ndarray) else AB.toarray()
+        order = np.argsort(group_of, kind="stable")
+        bounds = np.searchsorted(group_of[order], np.arange(n_groups + 1))
+        columns = self.C_B_T[order]  # each group's columns (as rows of C_B') together
+        BB = np.zeros((n_groups, b, b))
+        for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            if b == 0:
+                break
+            if isinstance(columns, np.ndarray):
+                # A symmetric rank-k update: half the work of the general product numpy
+                # would run for C_g @ C_g.T from two arrays.
+                upper = scipy.linalg.blas.dsyrk(1.0, columns[lo:hi].T)
+                BB[g] = np.triu(upper) + np.triu(upper, 1).T
+            else:
+                BB[g] = (columns[lo:hi].T @ columns[lo:hi]).toarray()
+        return diag.reshape(n_groups, n_A), AB.reshape(n_groups, n_A, b), BB
 
     def gram(self, weights: np.ndarray) -> Blocked:
         """C diag(weights) C', exactly diagonal over A."""
@@ -248,14 +273,9 @@ class RowSplit:
                 return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
         return Blocked.from_blocks(self.A, self.B, *self._product(weights))
 
-    def _product(self, weights: np.ndarray, columns: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The diagonal over A and the blocks AB and BB of C diag(weights) C', or of
-        C[:, columns] diag(weights) C[:, columns]' for a boolean mask of ``columns``."""
+    def _product(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The diagonal over A and the blocks AB and BB of C diag(weights) C'."""
         C_A, C_B, C_B_T, row_of_entry = self.C_A, self.C_B, self.C_B_T, self.row_of_entry
-        if columns is not None:
-            C_A, C_B, C_B_T = C_A[:, columns], C_B[:, columns], C_B_T[columns]
-            row_of_entry = np.repeat(np.arange(C_A.shape[0]), np.diff(C_A.indptr))
         weighted = C_A.data * weights[C_A.indices]
         diag = np.bincount(row_of_entry, weighted * C_A.data, minlength=C_A.shape[0])
         C_A_w = scipy.sparse.csr_array((weighted, C_A.indices, C_A.indptr), shape=C_A.shape)

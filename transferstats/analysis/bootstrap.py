@@ -35,7 +35,7 @@ from scipy.special import ndtr, ndtri
 
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
-    cross_products,
+    cross_products_of,
     fit_crossed,
     fit_theta,
     model_arrays,
@@ -252,8 +252,7 @@ class ResamplingDesign:
     factors and cells.
     """
 
-    X: np.ndarray
-    y: np.ndarray
+    Xy: np.ndarray                # [X y], row-major: a resample gathers whole rows
     factor_codes: list[np.ndarray]
     unit_codes: list[np.ndarray]
     unit_n_levels: np.ndarray
@@ -264,6 +263,14 @@ class ResamplingDesign:
     cell_n_replicates: np.ndarray   # per cell; empty when replicates are not resampled
     outputs: np.ndarray           # (n_outputs, p): each term/contrast as a combination of beta
     start: np.ndarray             # relative standard deviations of the full-data fit
+
+    @property
+    def X(self) -> np.ndarray:
+        return self.Xy[:, :-1]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.Xy[:, -1]
 
 
 def _codes(column: pd.Series) -> tuple[np.ndarray, int]:
@@ -309,12 +316,15 @@ def resampling_design(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
         first_of_cell = np.searchsorted(cell_of_pair, cell_of_pair, side="left")
         position = (np.arange(len(pairs)) - first_of_cell)[pair_of_row]
         n_replicates = np.bincount(cell_of_pair, minlength=n_cells)
+        if np.all(n_replicates == 1):  # one replicate per cell: every draw keeps it
+            position, n_replicates = np.full(n, -1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     # A cell lies within one level of each unit among its columns: copies of that level are
     # copies of the cell.
     cell_units = [i for i, u in enumerate(units) if u in replicate_within]
     cell_nesting = [(u, level) for u, level in
                     _nesting(cell, n_cells, unit_codes, unit_n_levels) if u in cell_units]
-    return ResamplingDesign(arrays.X, arrays.y, arrays.codes, list(unit_codes),
+    Xy = np.ascontiguousarray(np.column_stack([arrays.X, arrays.y]))
+    return ResamplingDesign(Xy, arrays.codes, list(unit_codes),
                             np.asarray(unit_n_levels, dtype=np.int64), factor_nesting, cell,
                             cell_nesting, position, n_replicates, outputs, start)
 
@@ -411,8 +421,10 @@ def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndar
           ) -> np.ndarray:
     """The outputs (terms and contrasts) refitted on the given rows; NaN if the fit fails."""
     try:
-        cp = cross_products(design.X[rows], design.y[rows], factor_codes,
-                            [int(c.max()) + 1 for c in factor_codes])
+        # np.take gathers whole rows three times as fast as indexing (design.Xy[rows]) does
+        # on a 1,000,000-row resample.
+        cp = cross_products_of(np.take(design.Xy, rows, axis=0), factor_codes,
+                               [int(c.max()) + 1 for c in factor_codes])
         # A resample can lose a fixed term's variation (every drawn mix at one diversity):
         # its effect is then not estimable, and the resample counts as failed.
         if np.linalg.matrix_rank(cp.XyXy[:cp.p, :cp.p]) < cp.p:
