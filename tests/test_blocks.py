@@ -40,6 +40,37 @@ def test_operations_agree_with_dense_arrays(block):
     np.testing.assert_allclose(X.diagonal_of_product(Y), np.diag(x @ y), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("block", [A, slice(0, 0)], ids=["nested", "dense"])
+def test_symmetric_matrices_keep_one_off_diagonal_block(block):
+    """Arithmetic on symmetric matrices computes AB only and keeps BA its transpose (a view),
+    with the same results as the general operations."""
+    rng = np.random.default_rng(4)
+    s = np.diag(rng.uniform(1, 2, R))
+    off = rng.normal(size=(R, R))
+    s[:block.start] = off[:block.start]
+    s[block.stop:] = off[block.stop:]
+    s = (s + s.T) / 2
+    t = rng.normal(size=(R, R))
+    t = t + t.T
+    t[block, block] = np.diag(np.diag(t)[block])
+    X, Y = Blocked.from_dense(s, block), Blocked.from_dense(t, block)
+    assert X.symmetric and Y.symmetric
+    general = Blocked.from_dense(rng.normal(size=(R, R)), block)
+    assert general.symmetric == (block.stop == block.start)  # no off-diagonal blocks: trivially
+    lam = rng.uniform(0.5, 2, R)
+    results = {"scaled": (X.scaled(lam), lam[:, None] * s * lam[None, :]),
+               "identity_minus": (X.identity_minus(), np.eye(R) - s),
+               "plus_identity": (X.plus_identity(), np.eye(R) + s),
+               "difference": (X - Y, s - t),
+               "transpose": (X.transpose(), s),
+               "symmetrised": ((X @ Y).symmetrised(), (s @ t + t @ s) / 2)}
+    for name, (got, expected) in results.items():
+        assert got.symmetric, name
+        assert got.AB.size == 0 or np.shares_memory(got.AB, got.BA), name
+        np.testing.assert_allclose(got.dense(), expected, atol=1e-12, err_msg=name)
+    assert not (X @ Y).symmetric
+
+
 def test_factor_blocks_norms_and_bilinear_forms():
     """Blocks of two factors' levels, both A, A and another, two others."""
     rng = np.random.default_rng(1)

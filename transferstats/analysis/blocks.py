@@ -28,6 +28,8 @@ class Blocked:
     """An r x r matrix X with X[A, A] = diag(diag) + left @ right.T, the other blocks dense.
 
     ``A`` is a slice of the rows (one factor's levels) and ``B`` the other rows, in order.
+    ``symmetric`` marks BA as the transpose of AB (a view of it), as for the symmetric matrices
+    of the likelihood: arithmetic then computes AB only, not both (each is |A| x b).
     """
 
     A: slice
@@ -38,20 +40,22 @@ class Blocked:
     AB: np.ndarray                # X[A, B] (|A|, b)
     BA: np.ndarray                # X[B, A] (b, |A|)
     BB: np.ndarray                # X[B, B] (b, b)
+    symmetric: bool = False
 
     @classmethod
     def from_blocks(cls, A: slice, B: np.ndarray, diag: np.ndarray, AB: np.ndarray,
                     BB: np.ndarray, BA: np.ndarray | None = None) -> Blocked:
         """A matrix whose block over A is exactly diagonal (symmetric when ``BA`` is None)."""
         empty = np.zeros((len(diag), 0))
-        return cls(A, B, diag, empty, empty, AB, AB.T if BA is None else BA, BB)
+        return cls(A, B, diag, empty, empty, AB, AB.T if BA is None else BA, BB, BA is None)
 
     @classmethod
     def from_dense(cls, X: np.ndarray, A: slice) -> Blocked:
         """The form of a dense X whose block over A is diagonal (its off-diagonal is dropped)."""
         B = other_rows(A, len(X))
-        return cls.from_blocks(A, B, np.diag(X)[A].copy(), X[A][:, B], X[np.ix_(B, B)],
-                               X[B][:, A])
+        AB, BA = X[A][:, B], X[B][:, A]
+        return cls.from_blocks(A, B, np.diag(X)[A].copy(), AB, X[np.ix_(B, B)],
+                               None if np.array_equal(AB.T, BA) else BA)
 
     # -- shape and conversions ---------------------------------------------------------------
 
@@ -83,35 +87,43 @@ class Blocked:
     def scaled(self, lam: np.ndarray) -> Blocked:
         """diag(lam) X diag(lam)."""
         la, lb = lam[self.A], lam[self.B]
+        AB = la[:, None] * self.AB * lb[None, :]
+        BA = AB.T if self.symmetric else lb[:, None] * self.BA * la[None, :]
         return Blocked(self.A, self.B, la ** 2 * self.diag, la[:, None] * self.left,
-                       la[:, None] * self.right, la[:, None] * self.AB * lb[None, :],
-                       lb[:, None] * self.BA * la[None, :], lb[:, None] * self.BB * lb[None, :])
+                       la[:, None] * self.right, AB, BA, lb[:, None] * self.BB * lb[None, :],
+                       self.symmetric)
 
     def identity_minus(self) -> Blocked:
         """I - X."""
-        return Blocked(self.A, self.B, 1.0 - self.diag, -self.left, self.right, -self.AB,
-                       -self.BA, np.eye(len(self.B)) - self.BB)
+        AB = -self.AB
+        return Blocked(self.A, self.B, 1.0 - self.diag, -self.left, self.right, AB,
+                       AB.T if self.symmetric else -self.BA, np.eye(len(self.B)) - self.BB,
+                       self.symmetric)
 
     def plus_identity(self) -> Blocked:
         """X + I."""
         return Blocked(self.A, self.B, self.diag + 1.0, self.left, self.right, self.AB, self.BA,
-                       self.BB + np.eye(len(self.B)))
+                       self.BB + np.eye(len(self.B)), self.symmetric)
 
     def __sub__(self, other: Blocked) -> Blocked:
+        symmetric = self.symmetric and other.symmetric
+        AB = self.AB - other.AB
         return Blocked(self.A, self.B, self.diag - other.diag,
                        np.hstack([self.left, -other.left]), np.hstack([self.right, other.right]),
-                       self.AB - other.AB, self.BA - other.BA, self.BB - other.BB)
+                       AB, AB.T if symmetric else self.BA - other.BA, self.BB - other.BB,
+                       symmetric)
 
     def transpose(self) -> Blocked:
         """X'."""
         return Blocked(self.A, self.B, self.diag, self.right, self.left, self.BA.T, self.AB.T,
-                       self.BB.T)
+                       self.BB.T, self.symmetric)
 
     def symmetrised(self) -> Blocked:
         """(X + X') / 2."""
+        AB = (self.AB + self.BA.T) / 2
         return Blocked(self.A, self.B, self.diag, np.hstack([self.left, self.right]) / 2,
-                       np.hstack([self.right, self.left]), (self.AB + self.BA.T) / 2,
-                       (self.BA + self.AB.T) / 2, (self.BB + self.BB.T) / 2)
+                       np.hstack([self.right, self.left]), AB, AB.T, (self.BB + self.BB.T) / 2,
+                       True)
 
     def matmul(self, F: np.ndarray) -> np.ndarray:
         """X F for a dense F (r x k)."""
