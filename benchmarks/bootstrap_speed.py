@@ -190,7 +190,8 @@ def time_refits(data, random, n_fast: int, n_statsmodels: int, timeout: float, s
             break
         reference = outputs @ fe_params
         differences.append(np.max(np.abs(fast_params - reference) / np.abs(reference)))
-    return {"fast": fast_seconds, "statsmodels": float(np.mean(statsmodels_seconds)),
+    return {"fast": fast_seconds,
+            "statsmodels": float(np.mean(statsmodels_seconds)) if statsmodels_seconds else np.nan,
             "statsmodels_finished": finished,
             "max_relative_difference": float(np.max(differences)) if differences else np.nan}
 
@@ -255,6 +256,9 @@ def report(row: dict) -> None:
           f"(process tree), {row['failed']} failed resamples")
     print(f"seconds per refit, fast path           {row['fast']:8.4f} s (mean of 20 resamples, "
           "one process)")
+    if np.isnan(row["statsmodels"]):
+        print("statsmodels MixedLM                    not run (--statsmodels-refits 0)")
+        return
     bound = "" if row["statsmodels_finished"] else "> "
     note = "" if row["statsmodels_finished"] else " (stopped unfinished: lower bounds)"
     print(f"seconds per refit, statsmodels MixedLM {bound}{row['statsmodels']:.2f} s (mean of a few "
