@@ -263,9 +263,7 @@ class RowSplit:
         bounds = np.searchsorted(group_of[order], np.arange(n_groups + 1))
         columns = self.C_B_T[order]  # each group's columns (as rows of C_B') together
         BB = np.zeros((n_groups, b, b))
-        for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
-            if b == 0:
-                break
+        for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:], strict=True) if b else []):
             if isinstance(columns, np.ndarray):
                 # A symmetric rank-k update: half the work of the general product numpy
                 # would run for C_g @ C_g.T from two arrays.
