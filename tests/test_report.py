@@ -131,7 +131,7 @@ def test_latex_tables_compile_in_a_two_column_paper(report, tmp_path):
         f"\\begin{{document}}\n{inputs}\n\\end{{document}}\n")
     completed = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
                                 "paper.tex"], cwd=tmp_path, capture_output=True, text=True,
-                               timeout=120)
+                               timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:]
     assert "Overfull \\hbox" not in completed.stdout
 
@@ -204,7 +204,7 @@ window.addEventListener("load", function () {
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={work / 'profile'}", "--enable-logging=stderr",
          "--v=0", "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=600)
     found = re.search(r'<pre id="report-check">(.*?)</pre>', completed.stdout, re.S)
     assert found, f"the probe did not run; chromium said:\n{completed.stderr[-2000:]}"
     return json.loads(html.unescape(found.group(1))), completed.stderr

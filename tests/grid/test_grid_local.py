@@ -96,7 +96,7 @@ def _start_fake_grid(results, ledger, sleep, company=0.0):
                              str(ledger), str(sleep), str(company)], start_new_session=True)
 
 
-def _wait_for(condition, timeout=60):
+def _wait_for(condition, timeout=600):
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "timed out"
@@ -135,7 +135,7 @@ def test_two_workers_on_one_grid_never_run_the_same_unit(tmp_path):
     # Each waits for the other's company once, so both take part however slowly either starts.
     jobs = [_start_fake_grid(results, ledger, 0.2, company=60) for _ in range(2)]
     for job in jobs:
-        assert job.wait(timeout=120) == 0
+        assert job.wait(timeout=900) == 0
     plan = small_plan(results, ledger=str(ledger))
     _assert_all_complete_once(plan, ledger)
     starts = Counter(unit for event, unit in ledger_lines(ledger) if event == "start")
@@ -170,5 +170,5 @@ def test_target_waits_for_its_encoder_trained_by_another_worker(tmp_path):
         time.sleep(0.3)
         assert waiting.is_alive() and run_status(target) is None
         FAKE_PHASES.intermediate(encoder)
-    waiting.join(timeout=10)
+    waiting.join(timeout=300)
     assert outcome == [worker.RAN] and run_status(target) == "complete"

@@ -67,7 +67,7 @@ def test_run_killed_after_a_checkpoint_resumes_to_the_same_result(smoke, tmp_pat
     order = tmp_path / "job.pickle"
     order.write_bytes(pickle.dumps((resumed_job, 8)))
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_CHECKPOINT, str(order)],
-                            capture_output=True, text=True, timeout=120, check=False)
+                            capture_output=True, text=True, timeout=900, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     run_dir = resumed_job.results_dir / resumed_job.run_id
     checkpoint_dir = checkpoint_dir_of(run_dir)
