@@ -195,6 +195,7 @@ def test_blocked_factor_of_S_inverts_S():
     x = rng.normal(size=(a + b, 2))
     y = factor.half_solve(x)
     np.testing.assert_allclose(y.T @ y, x.T @ S_inv @ x, rtol=1e-10)
+    np.testing.assert_allclose(factor.solve(x), S_inv @ x, rtol=1e-10, atol=1e-14)
     assert mixed.FactorS.of(Blocked.from_dense(-S, nested)) is None   # not positive definite
 
 
@@ -262,8 +263,8 @@ def test_warm_start_reaches_the_same_optimum():
 
 
 def test_refit_tolerance_moves_the_estimates_by_a_tiny_fraction_of_their_standard_errors():
-    """Bootstrap refits stop at REFIT_TOLERANCE: no more than 1e-3 standard errors away, with
-    exact or average-information steps."""
+    """Bootstrap refits stop at REFIT_TOLERANCE: their fixed effects (the bootstrap's outputs) no
+    more than 1e-3 standard errors away, with exact or average-information steps."""
     data = simulate_grid(np.random.default_rng(21), missing_cells=0.2)
     full = fit_crossed(data, "improvement", ["diversity", "volume"], RANDOM)
     arrays = model_arrays(data, "improvement", ["diversity", "volume"], RANDOM)
