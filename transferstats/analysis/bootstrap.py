@@ -7,7 +7,8 @@ intervals far too narrow. :func:`crossed_bootstrap` resamples the crossed units 
 "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2):386-411), and within each resampled cell the
 seeds, the level nested in it (Field & Welsh 2007, "Bootstrapping clustered data", JRSS-B
 69(3):369-390). Each resample is refitted with the fast path of :mod:`.mixed`, warm-started from
-the full-data fit, in parallel processes that receive only compact arrays.
+a pilot resample's fit (:func:`pilot_start`), in parallel processes that receive only compact
+arrays.
 
 Intervals are percentile or BCa (bias-corrected and accelerated; Efron & Tibshirani 1993,
 "An Introduction to the Bootstrap", ch. 14; DiCiccio & Efron 1996, "Bootstrap confidence
@@ -35,6 +36,7 @@ from scipy.special import ndtr, ndtri
 
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
+    ThetaFit,
     cross_products_of,
     fit_crossed,
     fit_theta,
@@ -263,6 +265,9 @@ class ResamplingDesign:
     cell_n_replicates: np.ndarray   # per cell; empty when replicates are not resampled
     outputs: np.ndarray           # (n_outputs, p): each term/contrast as a combination of beta
     start: np.ndarray             # relative standard deviations of the full-data fit
+    #: Where resamples' refits start (jackknife refits start at ``start``): see
+    #: :func:`pilot_start`. None: at ``start``.
+    resample_start: np.ndarray | None = None
 
     @property
     def X(self) -> np.ndarray:
@@ -417,9 +422,19 @@ def _resample_replicates(design: ResamplingDesign, rng: np.random.Generator, row
     return np.repeat(rows, weight), [np.repeat(c, weight) for c in copies]
 
 
-def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndarray]
-          ) -> np.ndarray:
-    """The outputs (terms and contrasts) refitted on the given rows; NaN if the fit fails."""
+def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndarray],
+          start: np.ndarray | None = None) -> np.ndarray:
+    """The outputs (terms and contrasts) refitted on the given rows, from theta ``start``
+    (default: the full-data fit's); NaN if the fit fails."""
+    state = _fit_rows(design, rows, factor_codes, design.start if start is None else start)
+    if state is None:
+        return np.full(len(design.outputs), np.nan)
+    return design.outputs @ state.beta
+
+
+def _fit_rows(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndarray],
+              start: np.ndarray) -> ThetaFit | None:
+    """The REML fit of the model on the given rows; None if it fails or does not converge."""
     try:
         # np.take gathers whole rows three times as fast as indexing (design.Xy[rows]) does
         # on a 1,000,000-row resample.
@@ -428,14 +443,28 @@ def refit(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.ndar
         # A resample can lose a fixed term's variation (every drawn mix at one diversity):
         # its effect is then not estimable, and the resample counts as failed.
         if np.linalg.matrix_rank(cp.XyXy[:cp.p, :cp.p]) < cp.p:
-            return np.full(len(design.outputs), np.nan)
-        state = fit_theta(cp, reml=True, start=design.start, tolerance=REFIT_TOLERANCE,
-                          average=True)
+            return None
+        state = fit_theta(cp, reml=True, start=start, tolerance=REFIT_TOLERANCE, average=True)
     except (np.linalg.LinAlgError, ValueError):
-        return np.full(len(design.outputs), np.nan)
-    if not state.converged:
-        return np.full(len(design.outputs), np.nan)
-    return design.outputs @ state.beta
+        return None
+    return state if state.converged else None
+
+
+def pilot_start(design: ResamplingDesign, seed: np.random.SeedSequence) -> np.ndarray:
+    """Where to start the resamples' refits: the optimum of the resample drawn from ``seed``
+    (the data's theta if that fit fails).
+
+    A resample duplicates unit levels, and the copies of a level share their rows' residuals,
+    which the model partly reads as variation between the cells of those rows: the resamples'
+    optima lie systematically away from the data's. On a 1,100-mix grid whose mix-by-target
+    standard deviation is zero in the data it was 0.21 to 0.28 residual SDs in every resample,
+    and starting from one resample's optimum rather than the data's took 2.24 evaluations of
+    the derivatives per refit instead of 3.0 (80 resamples). One pilot, fitted before the
+    refits are shared out, keeps the draws independent of the number of workers.
+    """
+    rows, codes = resample_rows(design, np.random.default_rng(seed))
+    state = _fit_rows(design, rows, codes, design.start)
+    return design.start if state is None else state.theta
 
 
 def jackknife_groups_of(n_levels: int, n_groups: int | None, rng: np.random.Generator
@@ -466,9 +495,9 @@ def _estimates(design: ResamplingDesign, tasks: Sequence) -> np.ndarray:
     for task in tasks:
         if isinstance(task, np.random.SeedSequence):
             rows, codes = resample_rows(design, np.random.default_rng(task))
+            estimates.append(refit(design, rows, codes, design.resample_start))
         else:
-            rows, codes = leave_out_rows(design, *task)
-        estimates.append(refit(design, rows, codes))
+            estimates.append(refit(design, *leave_out_rows(design, *task)))
     return np.array(estimates).reshape(len(tasks), len(design.outputs))
 
 
@@ -573,8 +602,8 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     3. within each ``replicate_within`` cell (a mix copy and a target task) draw the
        ``replicate`` values (seeds) with replacement, keeping whole runs.
 
-    The model is refitted (REML, fast path, warm start from the full-data fit) and the fixed
-    terms and ``contrasts`` -- linear combinations such as
+    The model is refitted (REML, fast path, warm start from one pilot resample's fit) and the
+    fixed terms and ``contrasts`` -- linear combinations such as
     ``{"diversity - volume": {"diversity": 1, "volume": -1}}`` -- recorded.
 
     The BCa acceleration comes from a grouped jackknife (:func:`acceleration`): each unit's
@@ -606,6 +635,8 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     design = resampling_design(used, outcome, fixed, random, units, replicate, replicate_within,
                                outputs, start)
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
+    if seeds:
+        design.resample_start = pilot_start(design, seeds[0])
     # A stream apart from the resamples' (those are children of SeedSequence(seed)).
     partition = np.random.default_rng([seed, 1])
     unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]
