@@ -450,21 +450,30 @@ def _fit_rows(design: ResamplingDesign, rows: np.ndarray, factor_codes: list[np.
     return state if state.converged else None
 
 
-def pilot_start(design: ResamplingDesign, seed: np.random.SeedSequence) -> np.ndarray:
-    """Where to start the resamples' refits: the optimum of the resample drawn from ``seed``
-    (the data's theta if that fit fails).
+#: Resamples whose optima, component by component, give the median from which the others start.
+PILOTS = 5
+
+
+def pilot_start(design: ResamplingDesign, seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
+    """Where to start the resamples' refits: the componentwise median of the optima of the
+    resamples drawn from ``seeds`` (the data's theta if none of those fits succeeds).
 
     A resample duplicates unit levels, and the copies of a level share their rows' residuals,
     which the model partly reads as variation between the cells of those rows: the resamples'
     optima lie systematically away from the data's. On a 1,100-mix grid whose mix-by-target
-    standard deviation is zero in the data it was 0.21 to 0.28 residual SDs in every resample,
-    and starting from one resample's optimum rather than the data's took 2.24 evaluations of
-    the derivatives per refit instead of 3.0 (80 resamples). One pilot, fitted before the
-    refits are shared out, keeps the draws independent of the number of workers.
+    standard deviation is zero in the data it was 0.15 to 0.28 residual SDs in the resamples;
+    starting 100 resamples from the median of five pilots' optima rather than from the data's
+    took 2.43 evaluations of the derivatives per refit instead of 2.98 (a single pilot: from 2.43
+    to 3.0, depending on which). The pilots are fitted before the refits are shared out, so the
+    draws do not depend on the number of workers.
     """
-    rows, codes = resample_rows(design, np.random.default_rng(seed))
-    state = _fit_rows(design, rows, codes, design.start)
-    return design.start if state is None else state.theta
+    optima = []
+    for seed in seeds:
+        rows, codes = resample_rows(design, np.random.default_rng(seed))
+        state = _fit_rows(design, rows, codes, design.start)
+        if state is not None:
+            optima.append(state.theta)
+    return np.median(optima, axis=0) if optima else design.start
 
 
 def jackknife_groups_of(n_levels: int, n_groups: int | None, rng: np.random.Generator
@@ -636,7 +645,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                                outputs, start)
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
     if seeds:
-        design.resample_start = pilot_start(design, seeds[0])
+        design.resample_start = pilot_start(design, seeds[:PILOTS])
     # A stream apart from the resamples' (those are children of SeedSequence(seed)).
     partition = np.random.default_rng([seed, 1])
     unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]
