@@ -31,7 +31,6 @@ def test_operations_agree_with_dense_arrays(block):
     np.testing.assert_allclose(X.scaled(lam).dense(), lam[:, None] * x * lam[None, :],
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(X.identity_minus().dense(), np.eye(R) - x, atol=1e-12)
-    np.testing.assert_allclose(X.plus_identity().dense(), np.eye(R) + x, atol=1e-12)
     np.testing.assert_allclose((X - Y).dense(), x - y, atol=1e-12)
     np.testing.assert_allclose(X.transpose().dense(), x.T, atol=1e-12)
     np.testing.assert_allclose(X.symmetrised().dense(), (x + x.T) / 2, atol=1e-12)
@@ -60,7 +59,6 @@ def test_symmetric_matrices_keep_one_off_diagonal_block(block):
     lam = rng.uniform(0.5, 2, R)
     results = {"scaled": (X.scaled(lam), lam[:, None] * s * lam[None, :]),
                "identity_minus": (X.identity_minus(), np.eye(R) - s),
-               "plus_identity": (X.plus_identity(), np.eye(R) + s),
                "difference": (X - Y, s - t),
                "transpose": (X.transpose(), s),
                "symmetrised": ((X @ Y).symmetrised(), (s @ t + t @ s) / 2)}

@@ -187,16 +187,25 @@ def test_blocked_factor_of_S_inverts_S():
     order = np.r_[a:a + 5, 0:a, a + 5:a + b]            # 5 other rows, the block, the rest
     S = leading[np.ix_(order, order)]
     nested = slice(5, 5 + a)
-    factor = mixed.FactorS.of(Blocked.from_dense(S, nested))
+    lam = rng.uniform(0.5, 2.0, len(S))    # S = I + diag(lam) T diag(lam)
+    T = (S - np.eye(len(S))) / np.outer(lam, lam)
+    factor = mixed.FactorS.of(Blocked.from_dense(T, nested), lam)
     assert factor is not None
     S_inv = np.linalg.inv(S)
     np.testing.assert_allclose(factor.inverse().dense(), S_inv, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(factor.inverse_diagonal(), np.diag(S_inv), rtol=1e-10)
     assert factor.log_det() == pytest.approx(np.linalg.slogdet(S)[1], rel=1e-12)
     x = rng.normal(size=(a + b, 2))
     y = factor.half_solve(x)
     np.testing.assert_allclose(y.T @ y, x.T @ S_inv @ x, rtol=1e-10)
     np.testing.assert_allclose(factor.solve(x), S_inv @ x, rtol=1e-10, atol=1e-14)
-    assert mixed.FactorS.of(Blocked.from_dense(-S, nested)) is None   # not positive definite
+    N = rng.normal(size=S.shape)
+    N = N + N.T
+    N[nested, nested] = np.diag(np.diag(N)[nested])
+    assert factor.trace_inverse_times(Blocked.from_dense(N, nested), lam) == pytest.approx(
+        np.trace(S_inv @ (lam[:, None] * N * lam[None, :])), rel=1e-10)
+    negative = -(S + np.eye(len(S))) / np.outer(lam, lam)    # S = -S_0 is not positive definite
+    assert mixed.FactorS.of(Blocked.from_dense(negative, nested), lam) is None
 
 
 def test_mix_target_fit_agrees_with_statsmodels():

@@ -100,11 +100,6 @@ class Blocked:
                        AB.T if self.symmetric else -self.BA, np.eye(len(self.B)) - self.BB,
                        self.symmetric)
 
-    def plus_identity(self) -> Blocked:
-        """X + I."""
-        return Blocked(self.A, self.B, self.diag + 1.0, self.left, self.right, self.AB, self.BA,
-                       self.BB + np.eye(len(self.B)), self.symmetric)
-
     def __sub__(self, other: Blocked) -> Blocked:
         symmetric = self.symmetric and other.symmetric
         AB = self.AB - other.AB

@@ -454,7 +454,7 @@ def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
     e = psi_d * h
     lam_r = np.sqrt(np.repeat(psi[cp.remaining], cp.n_levels[cp.remaining]))
     T = cp.rr_blocked - cp.rd_split.gram(e)
-    S_factor = FactorS.of(T.scaled(lam_r).plus_identity())
+    S_factor = FactorS.of(T, lam_r)
     if S_factor is None:
         raise np.linalg.LinAlgError(f"S is not positive definite at psi = {psi}")
     eC_dx = e[:, None] * cp.C_dx
@@ -472,48 +472,64 @@ class FactorS:
 
     When d is nested in a remaining factor (``CrossProducts.nested``: mix-by-target cells in
     mixes), T, and so S, is diagonal over that factor's levels A, and only the other levels B
-    couple: S = [[diag(a), E], [E', F]] has the factor L = [[diag(sqrt a), 0], [U' diag(sqrt a),
-    L_B]] with U = diag(1/a) E and L_B the Cholesky factor of the Schur complement
-    F - E' U (b x b): the next step of MixedModels.jl's blocked Cholesky, whose first block is
-    diagonal. S^-1 is then diag(1/a) + U C U' over A (C the Schur complement's inverse), kept
-    in that form (:class:`Blocked`), so that a grid of a thousand mixes with a mix-by-target
-    term costs O(mixes b^2) per evaluation. With no nested factor A is empty and L_B is the
-    dense factor of S.
+    couple: S = [[diag(a), E], [E', F]] has the factor L = [[diag(sqrt a), 0], [W', L_B]] with
+    W = diag(1/sqrt a) E and L_B the Cholesky factor of the Schur complement F - W'W (b x b):
+    the next step of MixedModels.jl's blocked Cholesky, whose first block is diagonal. S^-1 is
+    then diag(1/a) + U C U' over A (U = diag(1/a) E, C the Schur complement's inverse), so that
+    a grid of a thousand mixes with a mix-by-target term costs O(mixes b^2) per evaluation.
+    With no nested factor A is empty and L_B is the dense factor of S.
     """
 
     A: slice
     B: np.ndarray                 # the other levels' rows in r
     a: np.ndarray                 # the diagonal of S over A
-    U: np.ndarray                 # diag(1/a) S_AB (|A|, b)
+    W: np.ndarray                 # diag(1/sqrt a) S_AB (|A|, b)
     chol_B: np.ndarray            # lower Cholesky factor of the Schur complement over B
 
     @classmethod
-    def of(cls, S: Blocked) -> FactorS | None:
-        """Factorise S (exactly diagonal over A); None when S is not positive definite."""
-        a = S.diag
+    def of(cls, T: Blocked, lam: np.ndarray) -> FactorS | None:
+        """Factorise S = I + diag(lam) T diag(lam); None when S is not positive definite.
+
+        T is symmetric and exactly diagonal over A, with no low-rank part.
+        """
+        la, lb = lam[T.A], lam[T.B]
+        a = 1.0 + la ** 2 * T.diag
         if np.any(a <= 0):
             return None
-        U = S.AB / a[:, None]
-        # S_BA U = W'W with W = diag(1/sqrt a) S_AB (S is symmetric): numpy computes the
-        # product of an array with its own transpose by a rank-k update, half the flops.
-        W = S.AB / np.sqrt(a)[:, None]
-        chol_B, info = scipy.linalg.lapack.dpotrf(S.BB - W.T @ W, lower=1, clean=1)
-        return None if info != 0 else cls(S.A, S.B, a, U, chol_B)
+        # W = diag(la / sqrt a) T_AB diag(lb) in one new array, the per-evaluation scalings
+        # fused: each pass over an |A| x b array costs as much as the Cholesky of the b x b.
+        W = T.AB * lb
+        W *= (la / np.sqrt(a))[:, None]
+        S_BB = lb[:, None] * T.BB * lb[None, :]
+        S_BB[np.diag_indices_from(S_BB)] += 1.0
+        # numpy computes the product of an array with its own transpose by a rank-k update.
+        chol_B, info = scipy.linalg.lapack.dpotrf(S_BB - W.T @ W, lower=1, clean=1)
+        return None if info != 0 else cls(T.A, T.B, a, W, chol_B)
+
+    @cached_property
+    def root_a(self) -> np.ndarray:
+        """sqrt(a)."""
+        return np.sqrt(self.a)
+
+    @cached_property
+    def U(self) -> np.ndarray:
+        """diag(1/a) S_AB = diag(1/sqrt a) W (|A| x b)."""
+        return self.W / self.root_a[:, None]
 
     def half_solve(self, x: np.ndarray) -> np.ndarray:
         """L^-1 x, its rows in the order [A, B] (only inner products of it are used)."""
-        x_A, x_B = x[self.A], x[self.B]
-        y_B = scipy.linalg.solve_triangular(self.chol_B, x_B - self.U.T @ x_A, lower=True,
+        y_A = x[self.A] / self.root_a[:, None]
+        y_B = scipy.linalg.solve_triangular(self.chol_B, x[self.B] - self.W.T @ y_A, lower=True,
                                             check_finite=False)
-        return np.concatenate([x_A / np.sqrt(self.a)[:, None], y_B])
+        return np.concatenate([y_A, y_B])
 
     def solve(self, x: np.ndarray) -> np.ndarray:
-        """S^-1 x: two passes over U, where a product with the blocked S^-1 takes four."""
-        x_A = x[self.A]
-        s_B = scipy.linalg.cho_solve((self.chol_B, True), x[self.B] - self.U.T @ x_A,
+        """S^-1 x = L^-T L^-1 x: two passes over W (a product with the blocked S^-1 takes four)."""
+        y_A = x[self.A] / self.root_a[:, None]
+        s_B = scipy.linalg.cho_solve((self.chol_B, True), x[self.B] - self.W.T @ y_A,
                                      check_finite=False)
         out = np.empty_like(x)
-        out[self.A] = x_A / self.a[:, None] - self.U @ s_B
+        out[self.A] = (y_A - self.W @ s_B) / self.root_a[:, None]
         out[self.B] = s_B
         return out
 
@@ -527,14 +543,38 @@ class FactorS:
         return _inverse(self.chol_B)
 
     @cached_property
+    def WC(self) -> np.ndarray:
+        """W C (|A| x b): the O(|A| b^2) product every use of S^-1's blocks needs."""
+        return self.W @ self.C
+
+    @cached_property
     def UC(self) -> np.ndarray:
         """U C (|A| x b)."""
-        return self.U @ self.C
+        return self.WC / self.root_a[:, None]
 
     def inverse(self) -> Blocked:
         """S^-1: [[diag(1/a) + U C U', -U C], [-C U', C]]."""
         AB = -self.UC
         return Blocked(self.A, self.B, 1 / self.a, self.U, self.UC, AB, AB.T, self.C, True)
+
+    def inverse_diagonal(self) -> np.ndarray:
+        """diag(S^-1) without S^-1's blocks: (1 + (W C)_i . W_i) / a_i over A, diag(C) over B."""
+        out = np.empty(len(self.a) + len(self.B))
+        out[self.A] = (1.0 + np.einsum("ib,ib->i", self.WC, self.W)) / self.a
+        out[self.B] = np.diag(self.C)
+        return out
+
+    def trace_inverse_times(self, N: Blocked, lam: np.ndarray) -> float:
+        """tr(S^-1 M), M = diag(lam) N diag(lam), N symmetric and exactly diagonal over A.
+
+        tr(S^-1 M) = sum(diag(S^-1)_A m) - 2 sum(U C o M_AB) + tr(C M_BB), with the scalings
+        by lam applied to vectors rather than to N's |A| x b block.
+        """
+        la, lb = lam[self.A], lam[self.B]
+        diagonal = self.inverse_diagonal()
+        off = (la / self.root_a) @ ((self.WC * N.AB) @ lb)
+        return float(diagonal[self.A] @ (la ** 2 * N.diag) - 2 * off
+                     + np.sum(self.C * (lb[:, None] * N.BB * lb[None, :])))
 
     def sandwich(self, M: Blocked) -> tuple[np.ndarray, float, float]:
         """Return diag(S^-1 M S^-1), tr(S^-1 M S^-1 M) and tr(S^-1 M), in O(|A| b^2).
@@ -798,15 +838,16 @@ def average_information(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts,
     p, K, d = cp.p, len(psi), cp.diagonal_factor
     f = cp.n - p
     h, g, T, C_rd = fact.h, fact.g, fact.T, cp.C_rd
-    S_inv = fact.S_factor.inverse()
     F_r, F_d, A, Q = _residual_products(fact, cp, beta)
     A_inv = np.linalg.inv(A)
     blocks = cp.blocks
     F = {k: F_d if k == d else F_r[blocks[k]] for k in range(K)}
     # tr G_jj: (1 - (S^-1)_ii) / psi_i over factor j's levels (Lambda G_rr Lambda = I - S^-1),
     # and sum(g) - tr(S^-1 M) for d (see derivatives).
-    G_rr_diagonal = (1 - S_inv.diagonal()) / psi_r
-    trace = np.array([np.sum(g) - S_inv.trace_dot(cp.rd_split.gram(h ** 2).scaled(fact.lam_r))
+    S_factor = fact.S_factor
+    G_rr_diagonal = (1 - S_factor.inverse_diagonal()) / psi_r
+    trace = np.array([np.sum(g) - S_factor.trace_inverse_times(cp.rd_split.gram(h ** 2),
+                                                                fact.lam_r)
                       if k == d else np.sum(G_rr_diagonal[blocks[k]]) for k in range(K)])
     w = [F[k][:, p] for k in range(K)]                   # Z_k'P y
     wtw = np.array([w_k @ w_k for w_k in w])             # y'P V_k P y
