@@ -15,7 +15,11 @@ import pytest
 
 from transferstats.analysis.identity import identity_estimability, per_target_columns, share_table
 from transferstats.analysis.mixed import fit_crossed, model_arrays
-from transferstats.analysis.parametric import parametric_bootstrap
+from transferstats.analysis.parametric import (
+    fitted_simulator,
+    moment_followers,
+    parametric_bootstrap,
+)
 from transferstats.analysis.pipeline import analyze_loaded, compare_models
 from transferstats.analysis.spec import AnalysisSpec, load_spec
 from transferstats.cli import main
@@ -281,6 +285,30 @@ def test_parametric_bootstrap_matches_the_model_standard_error(random_draws):
     assert len(parametric_bootstrap(frame, "improvement", fixed,
                                     result.estimates["model"]["random"], df=20, n_resamples=7,
                                     seed=4, n_jobs=1).draws) == 7
+
+
+def test_draws_start_from_moment_ratios_only_where_those_track_the_optimum():
+    """On a grid of many mixes run on one or two targets each, with mix-by-target cells nested
+    in the mixes, the targets' and target-languages' moment estimates follow their REML
+    optima from draw to draw and the mixes' do not (the cells blur them)."""
+    rng = np.random.default_rng(2)
+    n_mixes, n_targets, n_languages = 200, 5, 6
+    runs = 1 + rng.binomial(n_targets - 1, 0.15, n_mixes)
+    mix = np.repeat(np.arange(n_mixes), runs)
+    target = np.concatenate([rng.choice(n_targets, k, replace=False) for k in runs])
+    mix, target = np.repeat(mix, n_languages), np.repeat(target, n_languages)
+    language = np.tile(np.arange(n_languages), len(mix) // n_languages)
+    diversity = np.log2(rng.choice([1, 2, 4, 8], n_mixes))[mix]
+    frame = pd.DataFrame({
+        "improvement": (diversity + rng.normal(0, 3, n_targets)[target]
+                        + rng.normal(0, 2, (n_targets, n_languages))[target, language]
+                        + rng.normal(0, 1, n_mixes)[mix] + rng.normal(0, 1, len(mix))),
+        "diversity": diversity, "target_task": target, "target_language": target * 10 + language,
+        "mix": mix, "mix_target": mix * 10 + target})
+    random = ["target_task", "target_language", "mix", "mix_target"]
+    _, simulator = fitted_simulator(frame, "improvement", ["diversity"], random, None)
+    follows = moment_followers(simulator, np.random.SeedSequence(0).spawn(5))
+    assert list(follows[:3]) == [True, True, False]
 
 
 def test_the_mirror_image_of_a_draw_refits_to_the_mirrored_estimate(random_draws):
