@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
+from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
@@ -55,14 +56,6 @@ RESAMPLING = "crossed cluster"
 #: below the Monte Carlo error of a 2.5% quantile of 1,000 draws (~0.085 standard errors), so
 #: more groups would buy accuracy the resamples do not have.
 JACKKNIFE_GROUPS = 50
-
-try:  # caps BLAS threads per process (optional: without it refits are only slower)
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    @contextmanager
-    def threadpool_limits(limits):
-        yield
-
 
 # --------------------------------------------------------------------------------------------
 # Intervals from draws
@@ -636,16 +629,19 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     columns = list(dict.fromkeys([outcome, *fixed, *random, *units, *replicate_within,
                                   *([replicate] if replicate else [])]))
     used = data[columns].dropna(subset=[outcome, *fixed, *random, *units]).reset_index(drop=True)
-    full = fit_crossed(used, outcome, fixed, random)
-    names, outputs = output_matrix(full.terms, contrasts)
-    estimate = pd.Series(outputs @ full.params.to_numpy(), index=names, name="estimate")
-    start = np.sqrt(np.array([full.variance_components[f] for f in random])
-                    / full.residual_variance)
-    design = resampling_design(used, outcome, fixed, random, units, replicate, replicate_within,
-                               outputs, start)
     seeds = np.random.SeedSequence(seed).spawn(n_resamples)
-    if seeds:
-        design.resample_start = pilot_start(design, seeds[:PILOTS])
+    # One BLAS thread, as in the workers: several on these small matrices only wait on each
+    # other (the pilots took three times as long on two).
+    with threadpool_limits(1):
+        full = fit_crossed(used, outcome, fixed, random)
+        names, outputs = output_matrix(full.terms, contrasts)
+        start = np.sqrt(np.array([full.variance_components[f] for f in random])
+                        / full.residual_variance)
+        design = resampling_design(used, outcome, fixed, random, units, replicate,
+                                   replicate_within, outputs, start)
+        if seeds:
+            design.resample_start = pilot_start(design, seeds[:PILOTS])
+    estimate = pd.Series(outputs @ full.params.to_numpy(), index=names, name="estimate")
     # A stream apart from the resamples' (those are children of SeedSequence(seed)).
     partition = np.random.default_rng([seed, 1])
     unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]

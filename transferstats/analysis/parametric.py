@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.special import ndtri
+from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker
 from transferstats.analysis.mixed import (
@@ -76,11 +77,6 @@ from transferstats.analysis.mixed import (
     moment_start,
     with_response,
 )
-
-try:  # one BLAS thread per worker process (optional: without it refits are only slower)
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    threadpool_limits = None
 
 #: What ``estimates["bootstrap"]`` and the report call this resampling.
 RESAMPLING = "parametric"
@@ -269,22 +265,19 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     module docstring). They depend on ``seed`` only, not on ``n_jobs`` (default: the cores
     available).
     """
-    names, simulator = fitted_simulator(data, outcome, fixed, random, contrasts)
-    beta = simulator.beta
-    outputs = simulator.outputs
     n_pairs = (n_resamples + 1) // 2
     seeds = np.random.SeedSequence(seed).spawn(n_pairs)
-    # Decided before the draws are shared out, so that they do not depend on n_jobs.
-    simulator.follows_moments = moment_followers(simulator, seeds[:PILOTS])
+    with threadpool_limits(1):   # as in the workers: small matrices
+        names, simulator = fitted_simulator(data, outcome, fixed, random, contrasts)
+        # Decided before the draws are shared out, so that they do not depend on n_jobs.
+        simulator.follows_moments = moment_followers(simulator, seeds[:PILOTS])
+    beta, outputs = simulator.beta, simulator.outputs
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
     chunk = max(1, min(25, n_pairs // (4 * n_jobs)))
     chunks = [seeds[i:i + chunk] for i in range(0, n_pairs, chunk)]
     if n_jobs == 1:
         # Multithreaded BLAS on these small matrices only oversubscribes the cores.
-        if threadpool_limits is not None:
-            with threadpool_limits(1):
-                parts = [simulator.draws(part) for part in chunks]
-        else:  # pragma: no cover
+        with threadpool_limits(1):
             parts = [simulator.draws(part) for part in chunks]
     else:
         with ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(simulator,)) as pool:

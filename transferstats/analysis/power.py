@@ -88,6 +88,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.bootstrap import set_up_refit_worker
 from transferstats.analysis.design import (
@@ -103,13 +104,6 @@ from transferstats.analysis.mixed import (
     fit_theta,
 )
 from transferstats.analysis.spec import AnalysisSpec
-
-try:  # one BLAS thread per process: small matrices, many processes
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover
-    @contextmanager
-    def threadpool_limits(limits):
-        yield
 
 #: The variance components of the generative model, in this order (standard deviations, points).
 COMPONENTS = ("target", "target_language", "mix", "target_mix", "seed")
