@@ -144,6 +144,18 @@ def test_failed_refits_are_counted_not_dropped():
     assert np.isfinite(result.interval("diversity", kind="percentile")).all()
 
 
+def test_a_fit_passed_in_is_used_only_when_it_is_of_this_model():
+    data = simulate_grid(np.random.default_rng(0))
+    own = small_bootstrap(data, n_resamples=10)
+    fit = fit_crossed(data, "improvement", FIXED, RANDOM)
+    passed = small_bootstrap(data, n_resamples=10, fit=fit)
+    pd.testing.assert_frame_equal(passed.draws, own.draws)
+    other = fit_crossed(data, "improvement", ["diversity"], RANDOM)   # another model: refitted
+    assert not other.fits(FIXED, RANDOM, len(data))
+    pd.testing.assert_frame_equal(small_bootstrap(data, n_resamples=10, fit=other).draws,
+                                  own.draws)
+
+
 def test_resample_refits_agree_with_statsmodels():
     """Refits of resampled grids (duplicated levels, resampled seeds) match MixedLM REML."""
     data = simulate_grid(np.random.default_rng(8), n_mixes=8, n_targets=3, n_languages=5,

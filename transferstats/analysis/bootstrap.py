@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
+    CrossedFit,
     ThetaFit,
     cross_products_of,
     fit_crossed,
@@ -591,7 +592,8 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                       contrasts: Mapping[str, Mapping[str, float]] | None = None,
                       n_resamples: int = 1000, seed: int = 0, n_jobs: int | None = None,
                       progress: bool = True,
-                      jackknife_groups: int | None = JACKKNIFE_GROUPS) -> BootstrapResult:
+                      jackknife_groups: int | None = JACKKNIFE_GROUPS,
+                      fit: CrossedFit | None = None) -> BootstrapResult:
     """Crossed cluster bootstrap of the fixed effects (and contrasts) of the crossed mixed model.
 
     Resampling scheme (pigeonhole bootstrap, Owen 2007; cluster resampling at the top levels
@@ -617,7 +619,8 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     Resample ``i`` uses the generator ``default_rng(SeedSequence(seed).spawn(n)[i])`` and the
     jackknife groups ``default_rng([seed, 1])``, so the results depend on ``seed`` only, not on
     ``n_jobs`` (default: the cores available to this process). ``replicate=None`` (or a
-    replicate column the data lack) skips step 3.
+    replicate column the data lack) skips step 3. ``fit``: the REML fit of this model to these
+    data, if the caller has it (otherwise, or if it is of other terms or rows, it is fitted).
     """
     contrasts = dict(contrasts or {})
     units = list(units)
@@ -633,10 +636,10 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     # One BLAS thread, as in the workers: several on these small matrices only wait on each
     # other (the pilots took three times as long on two).
     with threadpool_limits(1):
-        full = fit_crossed(used, outcome, fixed, random)
+        full = (fit if fit is not None and fit.reml and fit.fits(fixed, random, len(used))
+                else fit_crossed(used, outcome, fixed, random))
         names, outputs = output_matrix(full.terms, contrasts)
-        start = np.sqrt(np.array([full.variance_components[f] for f in random])
-                        / full.residual_variance)
+        start = np.array([full.relative_sds[f] for f in random])
         design = resampling_design(used, outcome, fixed, random, units, replicate,
                                    replicate_within, outputs, start)
         if seeds:

@@ -141,6 +141,17 @@ class CrossedFit:
         return list(self.params.index)
 
     @property
+    def relative_sds(self) -> dict[str, float]:
+        """sigma_k / sigma by factor: where a fit of the same or a nearby model can start."""
+        scale = self.residual_variance if self.residual_variance > 0 else 1.0
+        return {f: float(np.sqrt(v / scale)) for f, v in self.variance_components.items()}
+
+    def fits(self, fixed: Sequence[str], random: Sequence[str], n_obs: int) -> bool:
+        """Whether this is a fit of the model with these terms to ``n_obs`` rows."""
+        return (self.terms == ["Intercept", *fixed] and list(self.variance_components) == list(random)
+                and self.n_obs == n_obs)
+
+    @property
     def bse(self) -> pd.Series:
         """Standard errors of the fixed effects."""
         return pd.Series(np.sqrt(np.diag(self.cov_params.to_numpy())), index=self.params.index,

@@ -69,6 +69,7 @@ from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
     START_FLOOR,
+    CrossedFit,
     CrossProducts,
     cross_products,
     fit_crossed,
@@ -237,12 +238,14 @@ def _worker_draws(seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
 
 
 def fitted_simulator(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
-                     random: Sequence[str], contrasts: Mapping[str, Mapping[str, float]] | None
-                     ) -> tuple[list[str], _Simulator]:
-    """The REML fit of the model as a simulator of draws, and the names of its outputs."""
+                     random: Sequence[str], contrasts: Mapping[str, Mapping[str, float]] | None,
+                     fit: CrossedFit | None = None) -> tuple[list[str], _Simulator]:
+    """The REML fit of the model (``fit`` if it is that) as a simulator of draws, and the
+    names of its outputs."""
     fixed, random = list(fixed), list(random)
-    fit = fit_crossed(data, outcome, fixed, random, reml=True)
     arrays = model_arrays(data, outcome, fixed, random)
+    if fit is None or not fit.reml or not fit.fits(fixed, random, len(arrays.y)):
+        fit = fit_crossed(data, outcome, fixed, random, reml=True)
     names, outputs = output_matrix(fit.terms, dict(contrasts or {}))
     beta = fit.params.to_numpy()
     sigma = float(np.sqrt(fit.residual_variance))
@@ -257,18 +260,19 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                          random: Sequence[str], *, df: float,
                          contrasts: Mapping[str, Mapping[str, float]] | None = None,
                          n_resamples: int = 1000, seed: int = 0,
-                         n_jobs: int | None = None) -> ParametricBootstrap:
+                         n_jobs: int | None = None,
+                         fit: CrossedFit | None = None) -> ParametricBootstrap:
     """Parametric bootstrap of the fixed terms and ``contrasts`` of the crossed mixed model.
 
     ``df`` sets the t widening of the intervals (mixes minus the rank of the per-mix design).
     The ``n_resamples`` draws come from ``n_resamples / 2`` refits, in antithetic pairs (see the
     module docstring). They depend on ``seed`` only, not on ``n_jobs`` (default: the cores
-    available).
+    available). ``fit``: the REML fit of this model to these data, if the caller has it.
     """
     n_pairs = (n_resamples + 1) // 2
     seeds = np.random.SeedSequence(seed).spawn(n_pairs)
     with threadpool_limits(1):   # as in the workers: small matrices
-        names, simulator = fitted_simulator(data, outcome, fixed, random, contrasts)
+        names, simulator = fitted_simulator(data, outcome, fixed, random, contrasts, fit)
         # Decided before the draws are shared out, so that they do not depend on n_jobs.
         simulator.follows_moments = moment_followers(simulator, seeds[:PILOTS])
     beta, outputs = simulator.beta, simulator.outputs

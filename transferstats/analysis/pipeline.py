@@ -809,19 +809,19 @@ def _per_target(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random
 
 def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
                units: list[str], contrasts: dict[str, dict[str, float]], n_jobs: int | None,
-               progress: bool, parametric_df: float | None
+               progress: bool, parametric_df: float | None, fit: CrossedFit | None = None
                ) -> BootstrapResult | ParametricBootstrap:
     """The crossed cluster bootstrap; the parametric one (with its t widening on
     ``parametric_df`` degrees of freedom) for a model with task identity effects, whose many
     mix-level coefficients make resampling mixes badly conservative
-    (:mod:`transferstats.analysis.parametric`)."""
+    (:mod:`transferstats.analysis.parametric`). ``fit``: the model's REML fit, if made."""
     if parametric_df is not None:
         return parametric_bootstrap(data, spec.outcome, fixed, random, df=parametric_df,
                                     contrasts=contrasts, n_resamples=spec.resamples,
-                                    seed=spec.seed, n_jobs=n_jobs)
+                                    seed=spec.seed, n_jobs=n_jobs, fit=fit)
     return crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
                              contrasts=contrasts, n_resamples=spec.resamples, seed=spec.seed,
-                             n_jobs=n_jobs, progress=progress)
+                             n_jobs=n_jobs, progress=progress, fit=fit)
 
 
 def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
@@ -837,11 +837,11 @@ def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
     try:
         with threadpool_limits(1):
             fit = fit_crossed(data, spec.outcome, fixed, random, reml=True)
-            tests = _term_tests(data, spec.outcome, fixed, random, tested)
+            tests = _term_tests(data, spec.outcome, fixed, random, tested, fit.relative_sds)
     except (np.linalg.LinAlgError, ValueError) as error:
         raise failure(error) from error
     boot = _bootstrap(data, spec, fixed, random, units, contrasts, n_jobs, progress,
-                      parametric_df)
+                      parametric_df, fit)
     core = [c for c in core if c in boot.draws.columns]
     failed = boot.draws[core].isna().any(axis=1)
     boot.draws.loc[failed, core] = np.nan
@@ -862,12 +862,14 @@ def _intervals(boot: BootstrapResult | ParametricBootstrap, level: float, kind: 
 
 
 def _term_tests(data: pd.DataFrame, outcome: str, fixed: list[str], random: list[str],
-                terms: list[str]) -> dict[str, dict]:
-    """ML likelihood-ratio test of each term, chi2(1): the full model is fitted once."""
-    full = fit_crossed(data, outcome, fixed, random, reml=False)
+                terms: list[str], start: dict[str, float] | None = None) -> dict[str, dict]:
+    """ML likelihood-ratio test of each term, chi2(1): the full model is fitted once, from
+    ``start`` (the REML fit's theta), and each reduced model from the full model's optimum."""
+    full = fit_crossed(data, outcome, fixed, random, reml=False, start=start)
     tests = {}
     for term in terms:
-        reduced = fit_crossed(data, outcome, [f for f in fixed if f != term], random, reml=False)
+        reduced = fit_crossed(data, outcome, [f for f in fixed if f != term], random,
+                              reml=False, start=full.relative_sds)
         chi2 = max(2 * (full.llf - reduced.llf), 0.0)
         tests[term] = {"chi2": float(chi2), "df": 1, "p_value": float(stats.chi2.sf(chi2, 1))}
     return tests
@@ -879,7 +881,8 @@ def _nested_test(data: pd.DataFrame, outcome: str, fixed: list[str], reduced: li
     BLAS thread, as in :func:`_fit_model`)."""
     with threadpool_limits(1):
         full_fit = fit_crossed(data, outcome, fixed, random, reml=False)
-        reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False)
+        reduced_fit = fit_crossed(data, outcome, reduced, random, reml=False,
+                                  start=full_fit.relative_sds)
     chi2 = max(2 * (full_fit.llf - reduced_fit.llf), 0.0)
     df = len(fixed) - len(reduced)
     return {"chi2": float(chi2), "df": int(df), "p_value": float(stats.chi2.sf(chi2, df))}
