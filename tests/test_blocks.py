@@ -121,12 +121,18 @@ def test_gram_by_column_groups_equals_the_direct_product(nested, dense_share):
         C[nested.start + rng.integers(0, nested.stop - nested.start, L),
           np.arange(L)] = rng.uniform(1, 3, L)
     groups = rng.choice([20.0, 40.0, 60.0], L)
-    split = RowSplit.of(scipy.sparse.csr_array(C), nested, dense_share, groups=groups)
+    base = rng.normal(size=(R, R))
+    base = base + base.T
+    base[nested, nested] = np.diag(np.diag(base)[nested])
+    split = RowSplit.of(scipy.sparse.csr_array(C), nested, dense_share, groups=groups,
+                        base=Blocked.from_dense(base, nested))
     assert isinstance(split.C_B, np.ndarray) == (dense_share == 0.0)
     b = R - (nested.stop - nested.start)
-    assert split.group_grams is not None and split.group_grams[2].shape == (3, b, b)
+    assert split.group_grams is not None and split.group_grams[2].shape == (1 + 3, b, b)
     for w in (1.0 / (1.0 + 0.3 * groups), rng.uniform(0.1, 1, L)):   # by group; per column
         np.testing.assert_allclose(split.gram(w).dense(), (C * w[None, :]) @ C.T, rtol=1e-12,
                                    atol=1e-12)
+        np.testing.assert_allclose(split.minus_gram(w).dense(), base - (C * w[None, :]) @ C.T,
+                                   rtol=1e-12, atol=1e-12)
     many = RowSplit.of(C, A, 0.0, groups=np.arange(L))                 # too many groups
     assert many.group_grams is None

@@ -206,7 +206,9 @@ class RowSplit:
     of d), and grids have few distinct counts (often one: every mix-by-target cell holds the
     same languages and seeds), so when the columns fall into at most ``MAX_GROUPS`` groups, the
     Gram matrix of each group is computed once and C diag(w) C' is their weighted sum, an
-    O(groups x r b) sum instead of a product over all L columns.
+    O(groups x r b) sum instead of a product over all L columns. ``base - C diag(w) C'``
+    (:meth:`minus_gram`, the likelihood's T = Z_r'Z_r - Z_r'Z_d diag(e) Z_d'Z_r) is then the
+    same sum with ``base`` as one more term, one pass instead of two.
     """
 
     A: slice
@@ -215,15 +217,18 @@ class RowSplit:
     row_of_entry: np.ndarray
     C_B: np.ndarray | scipy.sparse.csr_array
     C_B_T: np.ndarray | scipy.sparse.csr_array
+    base: Blocked | None = None              # symmetric, exactly diagonal over A
     group_of: np.ndarray | None = None      # each column's group
     first_of_group: np.ndarray | None = None
-    group_grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # diag, AB, BB stacked
+    #: diag, AB and BB of ``base`` (zero without one), then of each group's Gram, stacked
+    group_grams: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def of(cls, C: np.ndarray | scipy.sparse.csr_array, A: slice, dense_share: float,
-           groups: np.ndarray | None = None) -> RowSplit:
+           groups: np.ndarray | None = None, base: Blocked | None = None) -> RowSplit:
         """Split C's rows at A; ``groups`` (one value per column, e.g. its count) groups the
-        columns whose weights are always equal."""
+        columns whose weights are always equal; ``base`` is the matrix :meth:`minus_gram`
+        subtracts from."""
         B = other_rows(A, C.shape[0])
         C_A = scipy.sparse.csr_array(C[A])
         C_B = C[B]
@@ -233,7 +238,7 @@ class RowSplit:
                 C_B = C_B.toarray()
         C_B_T = C_B.T if isinstance(C_B, np.ndarray) else scipy.sparse.csr_array(C_B.T)
         row_of_entry = np.repeat(np.arange(C_A.shape[0]), np.diff(C_A.indptr))
-        split = cls(A, B, C_A, row_of_entry, C_B, C_B_T)
+        split = cls(A, B, C_A, row_of_entry, C_B, C_B_T, base)
         if groups is not None:
             _, first, group_of = np.unique(groups, return_index=True, return_inverse=True)
             if 0 < len(first) <= MAX_GROUPS:
@@ -266,17 +271,39 @@ class RowSplit:
                 BB[g] = np.triu(upper) + np.triu(upper, 1).T
             else:
                 BB[g] = (columns[lo:hi].T @ columns[lo:hi]).toarray()
-        return diag.reshape(n_groups, n_A), AB.reshape(n_groups, n_A, b), BB
+        base = self.base or Blocked.from_blocks(self.A, self.B, np.zeros(n_A), np.zeros((n_A, b)),
+                                                np.zeros((b, b)))
+        return (np.concatenate([base.diag[None], diag.reshape(n_groups, n_A)]),
+                np.concatenate([base.AB[None], AB.reshape(n_groups, n_A, b)]),
+                np.concatenate([base.BB[None], BB]))
+
+    def _weights_by_group(self, weights: np.ndarray) -> np.ndarray | None:
+        """One weight per group, or None if the weights differ within a group (or no groups)."""
+        if self.group_grams is None:
+            return None
+        by_group = weights[self.first_of_group]
+        return by_group if np.array_equal(weights, by_group[self.group_of]) else None
 
     def gram(self, weights: np.ndarray) -> Blocked:
         """C diag(weights) C', exactly diagonal over A."""
-        if self.group_grams is not None:
-            by_group = weights[self.first_of_group]
-            if np.array_equal(weights, by_group[self.group_of]):
-                diag, AB, BB = (np.tensordot(by_group, stacked, 1)
-                                for stacked in self.group_grams)
-                return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
+        by_group = self._weights_by_group(weights)
+        if by_group is not None:
+            diag, AB, BB = (np.tensordot(by_group, stacked[1:], 1)
+                            for stacked in self.group_grams or ())
+            return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
         return Blocked.from_blocks(self.A, self.B, *self._product(weights))
+
+    def minus_gram(self, weights: np.ndarray) -> Blocked:
+        """base - C diag(weights) C'."""
+        if self.base is None:
+            raise ValueError("minus_gram needs the base given to RowSplit.of")
+        by_group = self._weights_by_group(weights)
+        if by_group is not None:
+            coefficients = np.concatenate([[1.0], -by_group])
+            diag, AB, BB = (np.tensordot(coefficients, stacked, 1)
+                            for stacked in self.group_grams or ())
+            return Blocked.from_blocks(self.A, self.B, diag, AB, BB)
+        return self.base - self.gram(weights)
 
     def _product(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The diagonal over A and the blocks AB and BB of C diag(weights) C'."""

@@ -281,7 +281,8 @@ class CrossProducts:
     @cached_property
     def rd_split(self) -> RowSplit:
         """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
-        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d)
+        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d,
+                           base=self.rr_blocked)
 
     @cached_property
     def moment_system(self) -> MomentSystem:
@@ -466,7 +467,7 @@ def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
     h = 1.0 / denominator
     e = psi_d * h
     lam_r = np.sqrt(np.repeat(psi[cp.remaining], cp.n_levels[cp.remaining]))
-    T = cp.rr_blocked - cp.rd_split.gram(e)
+    T = cp.rd_split.minus_gram(e)                  # C_rr - C_rd diag(e) C_dr
     S_factor = FactorS.of(T, lam_r)
     if S_factor is None:
         raise np.linalg.LinAlgError(f"S is not positive definite at psi = {psi}")
