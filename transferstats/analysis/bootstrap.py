@@ -7,7 +7,7 @@ intervals far too narrow. :func:`crossed_bootstrap` resamples the crossed units 
 "The pigeonhole bootstrap", Ann. Appl. Stat. 1(2):386-411), and within each resampled cell the
 seeds, the level nested in it (Field & Welsh 2007, "Bootstrapping clustered data", JRSS-B
 69(3):369-390). Each resample is refitted with the fast path of :mod:`.mixed`, warm-started from
-a pilot resample's fit (:func:`pilot_start`), in parallel processes that receive only compact
+pilot resamples' fits (:func:`pilot_start`), in parallel processes that receive only compact
 arrays.
 
 Intervals are percentile or BCa (bias-corrected and accelerated; Efron & Tibshirani 1993,
@@ -606,7 +606,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     3. within each ``replicate_within`` cell (a mix copy and a target task) draw the
        ``replicate`` values (seeds) with replacement, keeping whole runs.
 
-    The model is refitted (REML, fast path, warm start from one pilot resample's fit) and the
+    The model is refitted (REML, fast path, warm start from five pilot resamples' fits) and the
     fixed terms and ``contrasts`` -- linear combinations such as
     ``{"diversity - volume": {"diversity": 1, "volume": -1}}`` -- recorded.
 
