@@ -193,7 +193,7 @@ def test_blocked_factor_of_S_inverts_S():
     assert factor is not None
     S_inv = np.linalg.inv(S)
     np.testing.assert_allclose(factor.inverse().dense(), S_inv, rtol=1e-10, atol=1e-14)
-    np.testing.assert_allclose(factor.inverse_diagonal(), np.diag(S_inv), rtol=1e-10)
+    np.testing.assert_allclose(factor.inverse_diagonal, np.diag(S_inv), rtol=1e-10)
     assert factor.log_det() == pytest.approx(np.linalg.slogdet(S)[1], rel=1e-12)
     x = rng.normal(size=(a + b, 2))
     y = factor.half_solve(x)

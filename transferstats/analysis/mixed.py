@@ -571,6 +571,7 @@ class FactorS:
         AB = -self.UC
         return Blocked(self.A, self.B, 1 / self.a, self.U, self.UC, AB, AB.T, self.C, True)
 
+    @cached_property
     def inverse_diagonal(self) -> np.ndarray:
         """diag(S^-1) without S^-1's blocks: (1 + (W C)_i . W_i) / a_i over A, diag(C) over B."""
         out = np.empty(len(self.a) + len(self.B))
@@ -585,7 +586,7 @@ class FactorS:
         by lam applied to vectors rather than to N's |A| x b block.
         """
         la, lb = lam[self.A], lam[self.B]
-        diagonal = self.inverse_diagonal()
+        diagonal = self.inverse_diagonal
         off = (la / self.root_a) @ ((self.WC * N.AB) @ lb)
         return float(diagonal[self.A] @ (la ** 2 * N.diag) - 2 * off
                      + np.sum(self.C * (lb[:, None] * N.BB * lb[None, :])))
@@ -859,7 +860,7 @@ def average_information(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts,
     # tr G_jj: (1 - (S^-1)_ii) / psi_i over factor j's levels (Lambda G_rr Lambda = I - S^-1),
     # and sum(g) - tr(S^-1 M) for d (see derivatives).
     S_factor = fact.S_factor
-    G_rr_diagonal = (1 - S_factor.inverse_diagonal()) / psi_r
+    G_rr_diagonal = (1 - S_factor.inverse_diagonal) / psi_r
     trace = np.array([np.sum(g) - S_factor.trace_inverse_times(cp.rd_split.gram(h ** 2),
                                                                 fact.lam_r)
                       if k == d else np.sum(G_rr_diagonal[blocks[k]]) for k in range(K)])
