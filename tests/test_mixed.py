@@ -85,6 +85,18 @@ def grid_cross_products(data, fixed=("diversity", "volume"), random=RANDOM):
     return arrays, cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
 
 
+@pytest.mark.parametrize("random", [RANDOM, ["mix", "mix_target", "target_task", "language"],
+                                    ["language", "mix_target", "mix"]])
+def test_blocked_Z_r_Z_r_is_the_dense_product(random):
+    """Z_r'Z_r, counted in blocks around the factor the cells are nested in (first, in the
+    middle or last of the remaining factors), is the dense product of the indicators."""
+    data = grid_with_mix_target(27, n_mixes=10, missing_cells=0.2, unequal_seeds=True)
+    arrays, cp = grid_cross_products(data, random=random)
+    assert (cp.nested.stop > cp.nested.start) == ("mix" in random)
+    Z_r = np.hstack([np.eye(len(arrays.levels[k]))[arrays.codes[k]] for k in cp.remaining])
+    np.testing.assert_array_equal(cp.C_rr.dense(), Z_r.T @ Z_r)
+
+
 @pytest.mark.parametrize("psi", [[0.8, 0.3, 0.2], [0.8, 1e-7, 0.2], [1e-6, 0.3, 1e-5]])
 def test_llf_and_hessian_match_statsmodels_at_the_same_parameters(psi):
     """The criterion and its derivatives are statsmodels' own, not just the same optimum.
@@ -168,7 +180,8 @@ def test_blocked_factor_of_S_agrees_with_the_dense_one(psi):
     Hessian are those of the dense Cholesky factor of S."""
     data = grid_with_mix_target(22, n_mixes=20, missing_cells=0.2, unequal_seeds=True)
     _, cp = grid_cross_products(data, random=MIX_TARGET)
-    dense = dataclasses.replace(cp, nested=slice(0, 0))
+    dense = dataclasses.replace(cp, nested=slice(0, 0),
+                                C_rr=Blocked.from_dense(cp.C_rr.dense(), slice(0, 0)))
     psi, beta = np.array(psi), np.array([0.3, 0.9, 0.4])
     assert profiled_deviance(np.sqrt(psi), cp)[0] == pytest.approx(
         profiled_deviance(np.sqrt(psi), dense)[0], rel=1e-12)
@@ -226,11 +239,11 @@ def test_with_response_equals_the_cross_products_of_the_new_response():
     sizes = [len(levels) for levels in arrays.levels]
     expected = cross_products(arrays.X, y, arrays.codes, sizes)
     got = with_response(cp, arrays.X, y, arrays.codes)
-    for name in ("XyXy", "C_dx", "C_rx", "C_rr", "c_d"):
+    for name in ("XyXy", "C_dx", "C_rx", "c_d"):
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-12)
     assert not np.allclose(got.C_rx, cp.C_rx), "the original cross-products are left as they were"
-    assert got.rr_blocked is cp.rr_blocked, "the design's blocks are built once and shared"
-    np.testing.assert_allclose(got.rr_blocked.dense(), expected.rr_blocked.dense())
+    assert got.C_rr is cp.C_rr, "the design's blocks are built once and shared"
+    np.testing.assert_allclose(got.C_rr.dense(), expected.C_rr.dense())
     weights = np.random.default_rng(18).uniform(size=len(cp.c_d))
     np.testing.assert_allclose(got.rd_split.gram(weights).dense(),
                                expected.rd_split.gram(weights).dense(), rtol=1e-12)

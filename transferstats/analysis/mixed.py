@@ -64,7 +64,7 @@ import scipy.optimize
 import scipy.sparse
 import scipy.stats
 
-from transferstats.analysis.blocks import Blocked, RowSplit
+from transferstats.analysis.blocks import Blocked, RowSplit, other_rows
 
 #: A factor whose relative standard deviation sigma_k / sigma is below this is reported on the
 #: boundary (its variance is below 1e-8 of the residual variance).
@@ -257,11 +257,11 @@ class CrossProducts:
     c_d: np.ndarray               # Z_d'Z_d = diag(c_d): rows per level of d
     C_dx: np.ndarray              # Z_d'[X y] (L_d, p + 1)
     C_rd: np.ndarray | scipy.sparse.csr_array   # Z_r'Z_d (r, L_d), dense or sparse (DENSE_SHARE)
-    C_rr: np.ndarray              # Z_r'Z_r (r, r)
+    C_rr: Blocked                 # Z_r'Z_r (r, r) in blocks around ``nested``
     C_rx: np.ndarray              # Z_r'[X y] (r, p + 1)
     #: The rows in r of the largest remaining factor within which d is nested (each level of d
     #: meets at most one of its levels, as mix-by-target cells meet one mix): S's block over
-    #: them is diagonal (:class:`FactorS`). An empty slice when there is none.
+    #: them is diagonal (:class:`FactorS`), as C_rr's is. An empty slice when there is none.
     nested: slice
 
     @property
@@ -275,15 +275,9 @@ class CrossProducts:
         return np.concatenate([[0], np.cumsum(self.n_levels)])
 
     @cached_property
-    def rr_blocked(self) -> Blocked:
-        """Z_r'Z_r in blocks around the nested factor, for every evaluation's T."""
-        return Blocked.from_dense(self.C_rr, self.nested)
-
-    @cached_property
     def rd_split(self) -> RowSplit:
         """Z_r'Z_d split at the nested factor's rows, for the Gram matrices of each evaluation."""
-        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d,
-                           base=self.rr_blocked)
+        return RowSplit.of(self.C_rd, self.nested, DENSE_SHARE, groups=self.c_d, base=self.C_rr)
 
     @cached_property
     def moment_system(self) -> MomentSystem:
@@ -332,29 +326,54 @@ def cross_products_of(Xy: np.ndarray, codes: Sequence[np.ndarray], n_levels: Seq
         c_d, C_dx = np.zeros(0), np.zeros((0, Xy.shape[1]))
     remaining = [k for k in range(K) if k != d]
     starts = np.concatenate([[0], np.cumsum(sizes[remaining])]).astype(np.int64)
-    r = int(starts[-1])
-    C_rr = np.zeros((r, r))
-    C_rx = np.empty((r, Xy.shape[1]))
-    for i, k in enumerate(remaining):
-        block_i = slice(starts[i], starts[i + 1])
-        diagonal = np.arange(starts[i], starts[i + 1])  # np.diag would build a dense block
-        C_rr[diagonal, diagonal] = np.bincount(codes[k], minlength=sizes[k])
-        C_rx[block_i] = totals(codes[k], sizes[k])
-        for j in range(i + 1, len(remaining)):
-            L_i, L_j = sizes[k], sizes[remaining[j]]
-            table = np.bincount(codes[k] * L_j + codes[remaining[j]],
-                                minlength=L_i * L_j).reshape(L_i, L_j)
-            C_rr[block_i, starts[j]:starts[j + 1]] = table
-            C_rr[starts[j]:starts[j + 1], block_i] = table.T
     C_rd, d_nested_in = _cross_table([codes[k] for k in remaining],
                                      [int(sizes[k]) for k in remaining], code_d, c_d)
-    nested = slice(0, 0)
-    for i, _k in sorted(enumerate(remaining), key=lambda item: -sizes[item[1]]):
-        if d_nested_in[i]:
-            nested = slice(int(starts[i]), int(starts[i + 1]))
-            break
+    # d is nested in the largest factor it can be.
+    nested_in = next((i for i, _k in sorted(enumerate(remaining), key=lambda item: -sizes[item[1]])
+                      if d_nested_in[i]), None)
+    C_rx = np.empty((int(starts[-1]), Xy.shape[1]))
+    for i, k in enumerate(remaining):
+        C_rx[starts[i]:starts[i + 1]] = totals(codes[k], sizes[k])
+    C_rr = _blocked_counts([codes[k] for k in remaining], sizes[remaining], nested_in)
     return CrossProducts(n, sizes, Xy.T @ Xy, d, remaining, c_d, C_dx, C_rd, C_rr, C_rx,
-                         nested)
+                         C_rr.A)
+
+
+def _blocked_counts(codes: list[np.ndarray], sizes: np.ndarray, nested_in: int | None
+                    ) -> Blocked:
+    """Z_r'Z_r of the factors with level ``codes``, in blocks around factor ``nested_in``'s rows.
+
+    A factor's block with itself is diagonal, and the blocks are counted directly rather than
+    cut from a dense r x r array (on a 1,100-mix grid's resamples, zeroing that array and
+    cutting it into blocks cost 3 of a refit's 50 ms).
+    """
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    A = slice(0, 0) if nested_in is None else slice(starts[nested_in], starts[nested_in + 1])
+    B = other_rows(A, int(starts[-1]))
+    starts_in_B = np.searchsorted(B, starts[:-1])  # of the factors other than A's
+
+    def in_B(i: int) -> slice:
+        return slice(starts_in_B[i], starts_in_B[i] + sizes[i])
+
+    diag, AB, BB = np.zeros(0), np.zeros((A.stop - A.start, len(B))), np.zeros((len(B), len(B)))
+    for i, code in enumerate(codes):
+        counts = np.bincount(code, minlength=sizes[i]).astype(float)
+        if i == nested_in:
+            diag = counts
+        else:
+            at = np.arange(in_B(i).start, in_B(i).stop)
+            BB[at, at] = counts
+        for j in range(i + 1, len(codes)):
+            table = np.bincount(code * sizes[j] + codes[j],
+                                minlength=sizes[i] * sizes[j]).reshape(sizes[i], sizes[j])
+            if i == nested_in:
+                AB[:, in_B(j)] = table
+            elif j == nested_in:
+                AB[:, in_B(i)] = table.T
+            else:
+                BB[in_B(i), in_B(j)] = table
+                BB[in_B(j), in_B(i)] = table.T
+    return Blocked.from_blocks(A, B, diag, AB, BB)
 
 
 def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
@@ -377,7 +396,7 @@ def with_response(cp: CrossProducts, X: np.ndarray, y: np.ndarray,
         C_rx[block, -1] = np.bincount(codes[k], weights=y, minlength=int(cp.n_levels[k]))
     # Z_r'Z_r and Z_r'Z_d in blocks and the moment equations' design side do not depend on y:
     # built once, on cp, for every response.
-    design = {name: getattr(cp, name) for name in ("rr_blocked", "rd_split", "moment_system")}
+    design = {name: getattr(cp, name) for name in ("rd_split", "moment_system")}
     new = replace(cp, XyXy=XyXy, C_dx=C_dx, C_rx=C_rx)
     new.__dict__.update(design)
     return new
@@ -1040,13 +1059,13 @@ def _moment_system(cp: CrossProducts) -> MomentSystem:
     inverse_XtX = np.linalg.pinv(cp.XyXy[:p, :p])
     blocks = cp.blocks
     ZX = {k: cp.C_dx[:, :p] if k == d else cp.C_rx[blocks[k], :p] for k in range(K)}  # Z_k'X
-    sizes = [np.maximum(cp.c_d if k == d else np.diag(cp.C_rr)[blocks[k]], 1.0)
-             for k in range(K)]
+    diagonal = cp.C_rr.diagonal()
+    sizes = [np.maximum(cp.c_d if k == d else diagonal[blocks[k]], 1.0) for k in range(K)]
 
     def table(k: int, j: int) -> np.ndarray | scipy.sparse.csr_array:  # C_kj = Z_k'Z_j, k != j
         if k == d:
             return cp.C_rd[blocks[j]].T
-        return cp.C_rd[blocks[k]] if j == d else cp.C_rr[blocks[k], blocks[j]]
+        return cp.C_rd[blocks[k]] if j == d else cp.C_rr.block(blocks[k], blocks[j])
 
     system = np.zeros((K + 1, K + 1))
     Q = {j: ZX[j].T @ ZX[j] for j in range(K)}                                # C_Xj C_jX
