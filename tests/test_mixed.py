@@ -212,6 +212,7 @@ def test_blocked_factor_of_S_inverts_S():
     y = factor.half_solve(x)
     np.testing.assert_allclose(y.T @ y, x.T @ S_inv @ x, rtol=1e-10)
     np.testing.assert_allclose(factor.solve(x), S_inv @ x, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(factor.back_solve(y), S_inv @ x, rtol=1e-10, atol=1e-14)
     N = rng.normal(size=S.shape)
     N = N + N.T
     N[nested, nested] = np.diag(np.diag(N)[nested])

@@ -468,12 +468,18 @@ class Factorisation:
     S_factor: FactorS             # the Cholesky factor of S
     P_rx: np.ndarray              # Z_r' V_0^-1 [X y]
     P_dx: np.ndarray              # Z_d' V_0^-1 [X y] = h C_dx
+    half_P: np.ndarray            # L^-1 Lambda_r P_rx (S = L L'), rows in FactorS's order
     A_xy: np.ndarray              # [X y]' V^-1 [X y]
     log_det: float                # log |V|
 
     def K_times(self, x: np.ndarray) -> np.ndarray:
         """K x with K = Lambda_r S^-1 Lambda_r, without forming K."""
         return self.lam_r[:, None] * self.S_factor.solve(self.lam_r[:, None] * x)
+
+    @cached_property
+    def S_inv_P(self) -> np.ndarray:
+        """S^-1 Lambda_r P_rx, from the half of the solve that the factorisation made."""
+        return self.S_factor.back_solve(self.half_P)
 
 
 def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
@@ -496,7 +502,7 @@ def factorise(psi: np.ndarray, cp: CrossProducts) -> Factorisation:
     Y = S_factor.half_solve(lam_r[:, None] * P_rx)
     A_xy = cp.XyXy - cp.C_dx.T @ eC_dx - Y.T @ Y
     log_det = float(np.sum(np.log(denominator)) + S_factor.log_det())
-    return Factorisation(h, cp.c_d * h, lam_r, T, S_factor, P_rx, h[:, None] * cp.C_dx,
+    return Factorisation(h, cp.c_d * h, lam_r, T, S_factor, P_rx, h[:, None] * cp.C_dx, Y,
                          A_xy, log_det)
 
 
@@ -556,6 +562,16 @@ class FactorS:
         y_B = scipy.linalg.solve_triangular(self.chol_B, x[self.B] - self.W.T @ y_A, lower=True,
                                             check_finite=False)
         return np.concatenate([y_A, y_B])
+
+    def back_solve(self, y: np.ndarray) -> np.ndarray:
+        """L^-T y for y in :meth:`half_solve`'s row order, in r's."""
+        n_A = len(self.a)
+        out = np.empty_like(y)
+        s_B = scipy.linalg.solve_triangular(self.chol_B, y[n_A:], lower=True, trans="T",
+                                            check_finite=False)
+        out[self.A] = (y[:n_A] - self.W @ s_B) / self.root_a[:, None]
+        out[self.B] = s_B
+        return out
 
     def solve(self, x: np.ndarray) -> np.ndarray:
         """S^-1 x = L^-T L^-1 x: two passes over W (a product with the blocked S^-1 takes four)."""
@@ -785,11 +801,16 @@ def _residual_products(fact: Factorisation, cp: CrossProducts, beta: np.ndarray
     F_r and F_d are Z'V^-1 [X, y - X beta] split at the eliminated factor; A = X'V^-1 X and
     Q = (y - X beta)'V^-1 (y - X beta).
     """
-    p, h, T = cp.p, fact.h, fact.T
+    p, h, lam = cp.p, fact.h, fact.lam_r[:, None]
     # Z'V^-1 [X y], then its columns recombined into [W w] with w = Z'V^-1 (y - X beta).
     coef = np.append(-beta, 1.0)
-    K_Prx = fact.K_times(fact.P_rx)
-    F_r = fact.P_rx - T.matmul(K_Prx)
+    K_Prx = lam * fact.S_inv_P
+    if np.all(lam ** 2 >= IDENTITY_PSI):
+        # P_rx - T K P_rx without the product with T: S = I + Lambda T Lambda gives
+        # I - T K = Lambda^-1 S^-1 Lambda, whose division by lambda IDENTITY_PSI bounds.
+        F_r = fact.S_inv_P / lam
+    else:
+        F_r = fact.P_rx - fact.T.matmul(K_Prx)
     F_d = fact.P_dx - h[:, None] * (cp.C_rd.T @ K_Prx)
     F_r = np.column_stack([F_r[:, :p], F_r @ coef])
     F_d = np.column_stack([F_d[:, :p], F_d @ coef])
@@ -909,8 +930,9 @@ def average_information(psi: np.ndarray, beta: np.ndarray, cp: CrossProducts,
         else:
             x_r[blocks[k], k] = w[k]
     z = T.matmul(x_r) + C_rd @ (h[:, None] * x_d)
-    Kz = fact.K_times(z)
-    G_r = z - T.matmul(Kz)
+    S_inv_z = S_factor.solve(fact.lam_r[:, None] * z)
+    Kz = fact.lam_r[:, None] * S_inv_z
+    G_r = S_inv_z / fact.lam_r[:, None]      # z - T K z, as I - T K = Lambda^-1 S^-1 Lambda
     G_d = h[:, None] * (C_rd.T @ (x_r - Kz)) + g[:, None] * x_d
     uVu = np.array([[w[j] @ (G_d[:, k] if j == d else G_r[blocks[j], k]) for k in range(K)]
                     for j in range(K)])
