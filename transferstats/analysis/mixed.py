@@ -472,10 +472,6 @@ class Factorisation:
     A_xy: np.ndarray              # [X y]' V^-1 [X y]
     log_det: float                # log |V|
 
-    def K_times(self, x: np.ndarray) -> np.ndarray:
-        """K x with K = Lambda_r S^-1 Lambda_r, without forming K."""
-        return self.lam_r[:, None] * self.S_factor.solve(self.lam_r[:, None] * x)
-
     @cached_property
     def S_inv_P(self) -> np.ndarray:
         """S^-1 Lambda_r P_rx, from the half of the solve that the factorisation made."""
