@@ -546,7 +546,7 @@ def run_refits(design: ResamplingDesign, tasks: list, n_jobs: int | None = None,
     Results are in task order and depend on the tasks only, never on ``n_jobs``.
     """
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk_size = max(1, min(25, len(tasks) // (4 * n_jobs)))
+    chunk_size = max(1, min(10, len(tasks) // (4 * n_jobs)))
     chunks = [(i, tasks[i:i + chunk_size]) for i in range(0, len(tasks), chunk_size)]
     estimates = np.empty((len(tasks), len(design.outputs)))
     with _progress_bar(progress, len(tasks)) as advance:

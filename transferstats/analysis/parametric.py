@@ -58,6 +58,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -138,6 +139,13 @@ class _Simulator:
     #: draws by :func:`moment_followers`).
     follows_moments: np.ndarray | None = None
 
+    @cached_property
+    def design(self) -> CrossProducts:
+        """The cross-products of the design (at y = X beta_hat). The design is the same in every
+        draw: they are computed once, and each draw only puts its own response in
+        (:func:`~transferstats.analysis.mixed.with_response`)."""
+        return cross_products(self.X, self.mean, self.codes, self.n_levels)
+
     def response(self, seed: np.random.SeedSequence) -> np.ndarray:
         """One draw of y from the fitted model, minus its mean X beta_hat (the draw of a pair)."""
         rng = np.random.default_rng(seed)
@@ -151,12 +159,10 @@ class _Simulator:
         image X beta_hat - delta, which are the estimate minus the first's deviation from it."""
         out = np.full((2 * len(seeds), len(self.outputs)), np.nan)
         estimate = self.outputs @ self.beta
-        # The design is the same in every draw: its cross-products are computed once, and each
-        # draw only puts its own response in (with_response).
-        design = cross_products(self.X, self.mean, self.codes, self.n_levels)
         for i, seed in enumerate(seeds):
             try:
-                cp = with_response(design, self.X, self.mean + self.response(seed), self.codes)
+                cp = with_response(self.design, self.X, self.mean + self.response(seed),
+                                   self.codes)
                 state = fit_theta(cp, reml=True, start=self.start(cp),
                                   tolerance=REFIT_TOLERANCE, average=True)
             except (np.linalg.LinAlgError, ValueError):
@@ -196,10 +202,9 @@ def moment_followers(simulator: _Simulator, seeds: Sequence[np.random.SeedSequen
     0.009 and 0.002 (40 draws). Starting only those from their ratios took 1.82 evaluations of
     the derivatives per draw instead of 2.30.
     """
-    design = cross_products(simulator.X, simulator.mean, simulator.codes, simulator.n_levels)
     predicted, fitted = [], []
     for seed in seeds:
-        cp = with_response(design, simulator.X, simulator.mean + simulator.response(seed),
+        cp = with_response(simulator.design, simulator.X, simulator.mean + simulator.response(seed),
                            simulator.codes)
         try:
             state = fit_theta(cp, reml=True, start=simulator.theta, tolerance=REFIT_TOLERANCE,
@@ -277,7 +282,7 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
         simulator.follows_moments = moment_followers(simulator, seeds[:PILOTS])
     beta, outputs = simulator.beta, simulator.outputs
     n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk = max(1, min(25, n_pairs // (4 * n_jobs)))
+    chunk = max(1, min(10, n_pairs // (4 * n_jobs)))
     chunks = [seeds[i:i + chunk] for i in range(0, n_pairs, chunk)]
     if n_jobs == 1:
         # Multithreaded BLAS on these small matrices only oversubscribes the cores.
