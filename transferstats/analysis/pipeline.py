@@ -173,8 +173,10 @@ def _source(path: str | Path) -> dict:
 
 #: Most mixes with which ``(1 | target_task:mix)`` is fitted. The mix-by-target cells are
 #: eliminated and the mixes, in which they are nested, stay in the solver's remaining levels
-#: (transferstats.analysis.blocks): each evaluation costs mixes x (target-languages)^2, and the
-#: cross-products Z_r'Z_r are still held densely, mixes^2 (10,000 mixes: 0.8 GB per resample).
+#: (transferstats.analysis.blocks): each evaluation of the likelihood then costs
+#: mixes x (target-languages)^2 (10,000 mixes by 200 target-languages: products of 4 x 10^8
+#: multiply-adds, several per evaluation, in each of a thousand refits), where without the term
+#: the mixes themselves are eliminated at the cost of one pass over them.
 TARGET_MIX_MAX_MIXES = 2_000
 
 
@@ -311,10 +313,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     data, random, notes = _random_factors(data, spec.outcome, target_mix)
     if spec.target_mix and not target_mix and data["target_task"].nunique() >= 2:
         note = (f"random intercept for target_task:mix left out: the grid has {n_mixes:,} mixes, "
-                f"more than the {TARGET_MIX_MAX_MIXES:,} up to which it is fitted (with it the "
-                f"solver keeps dense matrices over the mixes, {n_mixes:,} x {n_mixes:,}); the "
-                "target-by-mix variation is counted as seed noise. Analyse fewer mixes at a "
-                "time to include it")
+                f"more than the {TARGET_MIX_MAX_MIXES:,} up to which it is fitted (with it every "
+                "evaluation of the likelihood costs mixes x target-languages^2, too slow for a "
+                "thousand bootstrap refits); the target-by-mix variation is counted as seed "
+                "noise. Analyse fewer mixes at a time to include it")
         notes.append(note)
         problems.append(Problem(loaded.source, "target_mix", "warning", note))
     # A grid that varies one factor on purpose estimates that factor alone: the other is a
