@@ -803,7 +803,7 @@ def _residual_products(fact: Factorisation, cp: CrossProducts, beta: np.ndarray
     K_Prx = lam * fact.S_inv_P
     if np.all(lam ** 2 >= IDENTITY_PSI):
         # P_rx - T K P_rx without the product with T: S = I + Lambda T Lambda gives
-        # I - T K = Lambda^-1 S^-1 Lambda, whose division by lambda IDENTITY_PSI bounds.
+        # I - T K = Lambda^-1 S^-1 Lambda (dividing by lambda >= sqrt(IDENTITY_PSI)).
         F_r = fact.S_inv_P / lam
     else:
         F_r = fact.P_rx - fact.T.matmul(K_Prx)
@@ -975,7 +975,7 @@ FIT_TOLERANCE = 1e-6
 #: cost 1.96 evaluations of the derivatives and 2.96 factorisations per refit, against 2.62 and
 #: 4.27 at 1e-3 (33 against 45 ms per refit). Moving beta along its slope over the last step
 #: instead of factorising there (:func:`_newton`) saves one factorisation per refit (1.96) and
-#: left the largest error at 1.7e-4 of a standard deviation (25.4 -> 22.6 ms per refit).
+#: left the largest error at 1.7e-4 of a standard deviation (25.4 -> 22.6-24.4 ms per refit).
 REFIT_TOLERANCE = 0.1
 
 
