@@ -20,7 +20,10 @@ from transferstats.analysis.parametric import (
     moment_followers,
     parametric_bootstrap,
 )
-from transferstats.analysis.pipeline import analyze_loaded, compare_models
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.members import TASK_WORDS
+from transferstats.analysis.result import Effect, Verdict
+from transferstats.analysis.verdict import compare_models
 from transferstats.analysis.spec import AnalysisSpec, load_spec
 from transferstats.cli import main
 from transferstats.loading import load_results
@@ -234,7 +237,7 @@ def test_estimability_rule():
 
 
 def _row(term, estimate, low, high):
-    return {"term": term, "estimate": estimate, "ci_low": low, "ci_high": high}
+    return Effect(term, "points", estimate=estimate, ci_low=low, ci_high=high)
 
 
 @pytest.mark.parametrize("plain_estimate, plain_verdict, disagrees, explained, opening", [
@@ -245,18 +248,27 @@ def _row(term, estimate, low, high):
     (0.5, "supported", True, False, "The verdicts differ, but not because of composition"),
 ])
 def test_disagreement_rule(plain_estimate, plain_verdict, disagrees, explained, opening):
-    primary = [_row("diversity", 0.4, -0.2, 1.0)]
-    plain = [_row("diversity", plain_estimate, plain_estimate - 0.3, plain_estimate + 0.3)]
-    comparison = _row("diversity - volume", 0.0, -0.5, 0.5)
-    verdict = compare_models(primary, comparison, "inconclusive", plain, comparison,
-                             plain_verdict, 1.0, True)
+    primary = (_row("diversity", 0.4, -0.2, 1.0),)
+    plain = (_row("diversity", plain_estimate, plain_estimate - 0.3, plain_estimate + 0.3),)
+    verdict = compare_models(primary, Verdict("inconclusive", ""), plain,
+                             Verdict(plain_verdict, ""), 1.0, TASK_WORDS)
     assert (verdict["disagrees"], verdict["explained_by_composition"]) == (disagrees, explained)
     assert verdict["sentence"].startswith(opening)
     # For a lower-is-better outcome, benefit is a negative coefficient.
-    flipped = compare_models([_row("diversity", -0.4, -1.0, 0.2)], comparison, "inconclusive",
-                             [_row("diversity", -1.5, -1.8, -1.2)], comparison, "supported",
-                             -1.0, True)
+    flipped = compare_models((_row("diversity", -0.4, -1.0, 0.2),), Verdict("inconclusive", ""),
+                             (_row("diversity", -1.5, -1.8, -1.2),), Verdict("supported", ""),
+                             -1.0, TASK_WORDS)
     assert flipped["explained_by_composition"]
+
+
+@pytest.mark.parametrize("plain_low, plain_high, word", [(0.3, 0.7, "wider"), (-3.5, 1.6, "narrower")])
+def test_width_sentence_is_measured(plain_low, plain_high, word):
+    """'wider' only where the identity-adjusted interval is wider than the plain one."""
+    primary = (_row("diversity", 0.28, -0.10, 0.66),)
+    plain = (_row("diversity", 0.5, plain_low, plain_high),)
+    sentence = compare_models(primary, Verdict("inconclusive", ""), plain,
+                              Verdict("supported", ""), 1.0, TASK_WORDS)["sentence"]
+    assert f"which is {word}" in sentence
 
 
 def test_parametric_bootstrap_matches_the_model_standard_error(random_draws):

@@ -62,7 +62,7 @@ def test_fixed_budget_grid_gets_its_diversity_effect(tmp_path):
     assert result.estimates["comparison"]["estimate"] is None
     assert result.estimates["question"] == "diversity"
     reason = result.verdict_reason
-    assert "volume is fixed at 40,000 examples" in reason
+    assert "volume is fixed at 40,000 intermediate examples" in reason
     assert f"[{diversity['ci_low']:.2f}, {diversity['ci_high']:.2f}]" in reason
     assert "needs mixes that vary both" in reason
     assert set(result.estimates["verdict_values"]) >= {"diversity_only", "volume_only",

@@ -59,8 +59,10 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
           ``effective_tasks``.
         - ``identity`` (``"auto"``), ``covariates`` (``()``; ``"target_in_mix"`` is built in).
         - ``metric`` (``"headline"``): each target's headline metric, or a metric name.
-        - ``split`` (``"test"``), ``model`` (``""``: the only one), ``include_english``
-          (``False``), ``interaction`` (``True``).
+        - ``split`` (``"auto"``: each target's only split, else ``test``; a split name for
+          every target; or a dict ``{target: split}``), ``model`` (``""``: the only one),
+          ``include_english`` (``"auto"``: left out for task mixes, kept for language mixes;
+          ``True`` or ``False``), ``interaction`` (``True``).
         - ``resamples`` (1000), ``seed`` (0), ``level`` (0.95), ``interval`` (``"bca"`` or
           ``"percentile"``), ``units`` (``("language", "mix")``).
         - ``max_correlation`` (0.9), ``power`` (0.8).

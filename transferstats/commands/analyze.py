@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "else score)")
     parser.add_argument("--diversity", choices=list(DIVERSITY_MEASURES), help="default: n_tasks")
     parser.add_argument("--metric", help="metric to analyse (default: each target's headline metric)")
-    parser.add_argument("--split", help="default: test")
+    parser.add_argument("--split", action="append", default=None, metavar="[TARGET=]SPLIT",
+                        help="the split analysed: SPLIT for every target or TARGET=SPLIT for one; "
+                             "repeatable (default: auto, each target's only split, else test)")
     parser.add_argument("--model", help="model to analyse when the results hold several")
     parser.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
