@@ -96,12 +96,21 @@ from transferstats.analysis.design import (
     diversity_volume_correlation,
     varying_factor,
 )
+from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.mixed import (
     cross_products,
     derivatives,
     factorise,
     fit_crossed,
     fit_theta,
+)
+from transferstats.analysis.model import (
+    CONTRAST,
+    INTERACTION,
+    MIX_TARGET,
+    fixed_terms,
+    identity_plan,
+    random_factors,
 )
 from transferstats.analysis.spec import AnalysisSpec
 
@@ -138,8 +147,6 @@ RESAMPLES = 1000
 MAX_FAILED_SHARE = 0.05
 MAX_CORRELATION = 0.9
 
-CONTRAST = "diversity - volume"
-INTERACTION = "diversity:volume"
 
 
 class PowerError(ValueError):
@@ -474,28 +481,23 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     """
     d, v = design.log2_levels()
     n_mixes = len(design.mixes)
-    notes: list[str] = []
-    # The same rule as analyze's design check (a split budget's rounding is no variation).
+    per_mix = pd.DataFrame({"mix": [name for name, _ in design.mixes], "diversity": d,
+                            "volume": v})
+    # The same rules as analyze's design check (a split budget's rounding is no variation) and
+    # its model builder.
     varied = varying_factor(np.asarray(design.n_tasks, float), np.asarray(design.examples, float))
-    varies = {"diversity": varied in ("both", "diversity"), "volume": varied in ("both", "volume")}
-    if not any(varies.values()):
+    if varied == "neither":
         raise PowerError("neither diversity nor volume varies across the grid's mixes: there is "
                          "no effect to plan for")
+    fixed, notes = fixed_terms(per_mix, varied, interaction)
+    per_mix[INTERACTION] = d * v
+    columns = [per_mix[term].to_numpy() for term in fixed]
     correlation = None
     blocked = ""
-    if all(varies.values()):
+    if varied == "both":
         r = diversity_volume_correlation(design.n_tasks.tolist(), design.examples.tolist())
         correlation = None if math.isnan(r) else r
         question = CONTRAST
-        fixed = ["diversity", "volume"]
-        columns = [d, v]
-        if interaction:
-            if np.linalg.matrix_rank(np.column_stack([np.ones(n_mixes), d, v, d * v])) == 4:
-                fixed.append(INTERACTION)
-                columns.append(d * v)
-            else:
-                notes.append("the diversity x volume interaction is not estimable from these "
-                             "mixes; left out, as analyze leaves it out")
         threshold = min(max_correlation, SEPARABLE_CORRELATION)
         if n_mixes < 3:
             blocked = f"confounded: {n_mixes} mixes cannot separate diversity from volume"
@@ -504,21 +506,19 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                        f"across mixes (|r| >= {threshold})")
         separable = correlation is not None and abs(correlation) < SEPARABLE_CORRELATION
     else:
-        question = "diversity" if varies["diversity"] else "volume"
-        fixed = [question]
-        columns = [d if question == "diversity" else v]
+        question = varied
         other = "volume" if question == "diversity" else "diversity"
         level = (f"{int(design.n_tasks[0])} task(s)" if question == "volume"
                  else f"{int(design.examples[0]):,} examples")
-        notes.append(f"only {question} varies ({other} is fixed at {level}): the power is for the "
-                     f"{question} effect (points per doubling), which is what such a grid can "
-                     "answer; --difference is read as that effect")
+        notes = [f"only {question} varies ({other} is fixed at {level}): the power is for the "
+                 f"{question} effect (points per doubling), which is what such a grid can "
+                 "answer; --difference is read as that effect"]
         if n_mixes < 3:
             blocked = f"{n_mixes} mixes cannot estimate the {question} effect and its variance"
         separable = True
     mix_terms = list(fixed)
     # Task identity effects where analyze would fit them, whichever factors vary (issue 13).
-    identity_info = _identity(design, mix_terms, columns, identity, separable)
+    identity_info = _identity(design, per_mix, mix_terms, identity, separable)
     if identity_info["used"]:
         shares = design.shares()
         for task in shares.columns:
@@ -534,10 +534,7 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     else:
         weights[1] = 1.0
         core = [weights]
-    rows_levels = design_rows(design).n_levels
-    random = [c for c in ("target", "target_language", "mix") if rows_levels[c] >= 2]
-    if analysis_target_mix and rows_levels["target"] >= 2 and n_mixes >= 2:
-        random.append("target_mix")
+    random = _random(design, analysis_target_mix, notes)
     mix_columns = np.column_stack(columns)
     core_matrix = np.array(core)
     failure = resample_failure(mix_columns, core_matrix, seed=seed, draws=draws)
@@ -547,28 +544,37 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                      f"withholds the verdict when more than {MAX_FAILED_SHARE:.0%} of its "
                      f"{RESAMPLES} resamples fail")
     identity_info["mode"] = identity
-    return AnalysisModel(question=question, fixed=tuple(fixed), random=tuple(random),
+    return AnalysisModel(question=question, fixed=tuple(fixed), random=random,
                          weights=weights, mix_columns=mix_columns, core=core_matrix,
                          identity=identity_info, correlation=correlation, blocked=blocked,
                          resample_failure=failure, notes=tuple(notes),
                          bootstrap="parametric" if identity_info["used"] else "crossed cluster")
 
 
-def _identity(design: GridDesign, mix_terms: list[str], columns: list[np.ndarray], mode: str,
+def _identity(design: GridDesign, per_mix: pd.DataFrame, mix_terms: list[str], mode: str,
               separable: bool) -> dict:
     """Whether analyze's primary model would have task identity effects on this design."""
-    from transferstats.analysis.identity import identity_estimability
+    plan = identity_plan(per_mix, design.shares(), mix_terms, mode, separable, TASK_WORDS)
+    return {"used": plan.used, "reason": plan.reason, "reference": plan.reference,
+            "mix_df": plan.estimability.get("mix_df")}
 
-    if mode == "off":
-        return {"used": False, "reason": "identity effects turned off"}
-    names = [name for name, _ in design.mixes]
-    per_mix = pd.DataFrame({"mix": names, **dict(zip(mix_terms, columns, strict=True))})
-    check = identity_estimability(per_mix, design.shares(), mix_terms)
-    used = bool(check["estimable"]) and separable
-    reason = check["reason"] or (f"every task is in at least {min(check['task_mixes'].values())} "
-                                 f"mixes and {check['mix_df']} mixes remain for the mix variance")
-    return {"used": used, "reason": reason, "reference": check.get("reference"),
-            "mix_df": check.get("mix_df")}
+
+#: The solver's names of analyze's random factors (``design_rows``' codes).
+_ROW_CODES = {"target_task": "target", "target_language": "target_language", "mix": "mix",
+              MIX_TARGET: "target_mix"}
+
+
+def _random(design: GridDesign, target_mix: bool, notes: list[str]) -> tuple[str, ...]:
+    """analyze's random factors for this design (:func:`transferstats.analysis.model.random_factors`),
+    named by their row codes."""
+    levels = design_rows(design).n_levels
+    per_cell = design.seeds * max(len(v) for v in design.languages.values())
+    factors, factor_notes, warnings = random_factors(
+        {"target_task": levels["target"], "target_language": levels["target_language"],
+         "mix": levels["mix"]}, row_outcome=True, target_mix=target_mix,
+        cells_replicated=per_cell > 1)
+    notes += warnings
+    return tuple(_ROW_CODES[f] for f in factors)
 
 
 def _estimable(gram: np.ndarray, outputs: np.ndarray, tolerance: float = 1e-10) -> np.ndarray:
