@@ -295,7 +295,8 @@ def resolve_splits(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
     ``test`` (said as a warning)."""
     given = dict(spec.target_splits)
     errors, splits = [], []
-    for target, group in scores.groupby("target_task", sort=True):
+    for key, group in scores.groupby("target_task", sort=True):
+        target = str(key)
         available = tuple(sorted(str(s) for s in group["split"].unique()))
         if target in given:
             split, reason = given[target], "given for this target"
@@ -319,7 +320,7 @@ def resolve_splits(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
             errors.append(Problem(source, f"split.{target}", "error",
                                   f"split {split!r} given for target {target}, whose runs hold "
                                   f"{', '.join(available)}"))
-        splits.append(TargetSplit(str(target), split, available, reason))
+        splits.append(TargetSplit(target, split, available, reason))
     unknown = sorted(set(given) - set(scores["target_task"].unique()))
     if unknown:
         errors.append(Problem(source, "split", "error",
@@ -397,7 +398,8 @@ def _seeds_per_cell(data: pd.DataFrame) -> tuple[int, int]:
 def _replicated_mixes(data: pd.DataFrame) -> tuple[str, ...]:
     """Mixes trained with more than one seed (on some target)."""
     counts = data.groupby(["mix", "target_task"])["seed"].nunique()
-    return tuple(sorted({str(mix) for (mix, _), n in counts.items() if n > 1}))
+    replicated = counts[counts > 1].index.get_level_values("mix")
+    return tuple(sorted({str(mix) for mix in replicated}))
 
 
 def _source(path: str | Path) -> Source:

@@ -160,7 +160,9 @@ def random_factors(levels: Mapping[str, int], *, row_outcome: bool, target_mix: 
     counted as seed noise. With one row per cell it could not be told from the residual.
     """
     candidates = ["target_task", "target_language", "mix"] if row_outcome else ["target_task", "mix"]
-    kept, notes, warnings = [], [], []
+    kept: list[str] = []
+    notes: list[str] = []
+    warnings: list[str] = []
     for factor in candidates:
         if levels[factor] >= 2:
             kept.append(factor)

@@ -29,7 +29,7 @@ def per_target(data: pd.DataFrame, structure: ModelStructure, settings: Bootstra
     targets = sorted(data["target_task"].unique())
     if len(targets) < 2:
         return empty, Heterogeneity(False, "a single target task: nothing to compare")
-    terms = [t for t in ("diversity", "volume") if t in structure.mix_terms]
+    terms: list[str] = [t for t in ("diversity", "volume") if t in structure.mix_terms]
     fixed = structure.primary_fixed
     frame, slopes = per_target_columns(data, terms)
     fixed_per_target = slopes + [f for f in fixed if f not in terms]

@@ -317,17 +317,19 @@ def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
     """How the primary model's intervals were made."""
     crossed = "crossed cluster, " + ("BCa" if settings.interval == "bca" else "percentile")
     failed = int(primary.n_failed) if primary is not None else None
-    common = dict(resamples=settings.resamples, seed=settings.seed, level=settings.level,
-                  units=settings.units, failed_resamples=failed)
-    if structure.identity.used:
-        df = structure.identity.mix_df
-        # Both of BCa's corrections are zero for these draws: the same interval either way.
-        return IntervalMethod(resampling="parametric",
-                              method=f"parametric, antithetic pairs, percentile, t({df})",
-                              replicates="random effects and residuals redrawn from the fitted "
-                                         "model", t_df=df, plain_method=crossed, **common)
-    return IntervalMethod(resampling="crossed cluster", method=crossed,
-                          replicates="seeds resampled within (mix, target)", **common)
+    method = IntervalMethod(resampling="crossed cluster", method=crossed,
+                            resamples=settings.resamples, seed=settings.seed,
+                            level=settings.level, units=settings.units,
+                            replicates="seeds resampled within (mix, target)",
+                            failed_resamples=failed)
+    if not structure.identity.used:
+        return method
+    df = structure.identity.mix_df
+    # Both of BCa's corrections are zero for these draws: the same interval either way.
+    return replace(method, resampling="parametric",
+                   method=f"parametric, antithetic pairs, percentile, t({df})",
+                   replicates="random effects and residuals redrawn from the fitted model",
+                   t_df=df, plain_method=crossed)
 
 
 def _coverage(spec: AnalysisSpec, primary: FittedModel | None, structure: ModelStructure,

@@ -21,6 +21,7 @@ import pandas as pd
 from transferstats.analysis.description import Description
 from transferstats.analysis.model import CONTRAST, IdentityPlan, ModelStructure
 from transferstats.analysis.spec import AnalysisSpec
+from transferstats.problems import Problem
 from transferstats.tasks import task_scope
 
 __all__ = ["CONTRAST", "AnalysisResult", "Comparison", "Effect", "FitSummary", "Heterogeneity",
@@ -265,8 +266,8 @@ class AnalysisResult:
     def warnings(self) -> list[str]:
         """Every warning, one string each (the count the terminal prints is their number)."""
         rows = self.problems[self.problems["severity"] == "warning"]
-        return [f"{row.file}: {row.location}: {row.message}" if row.location
-                else f"{row.file}: {row.message}" for row in rows.itertuples(index=False)]
+        return [str(Problem(*row)) for row in
+                rows[["file", "location", "severity", "message"]].itertuples(index=False)]
 
     def term(self, name: str) -> Effect | None:
         """Return the :class:`Effect` of one term, or None when it is not in the model."""
@@ -277,7 +278,7 @@ class AnalysisResult:
         from transferstats.analysis.verdict import VERDICTS
 
         d = self.description
-        return {
+        return _lists({
             "description": d.to_dict(),
             "outcome": d.outcome, "outcome_description": d.outcome_description,
             "outcome_choice": d.outcome_reason, "source_kind": d.kind,
@@ -301,7 +302,7 @@ class AnalysisResult:
                         | {"tasks": [task.id for task in self.settings.tasks]},
             "runs": {"complete": d.runs_complete, "failed": d.runs_failed},
             "warnings": self.warnings, "source": asdict(d.source),
-        }
+        })
 
     @cached_property
     def estimates(self) -> dict:
@@ -416,6 +417,15 @@ class AnalysisResult:
         d = self.description
         return (f"<AnalysisResult {d.outcome}: verdict {self.verdict!r}, "
                 f"{d.n_runs} runs, {len(d.mixes)} mixes>")
+
+
+def _lists(value):
+    """``value`` with every tuple a list, as JSON has them."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
 
 
 def _effect_frame(effects: tuple[Effect, ...], comparison: Comparison) -> pd.DataFrame:

@@ -134,7 +134,8 @@ def compare_models(primary: tuple[Effect, ...], verdict: Verdict, plain: tuple[E
     else:
         sentence = (f"The verdicts differ, but not because of composition: {numbers}; the plain "
                     "estimate lies inside the identity-adjusted interval"
-                    + _width_clause(high - low, float(other.ci_high) - float(other.ci_low)) + ".")
+                    + _width_clause(high - low, float(other.ci_high)  # type: ignore[arg-type]
+                                    - float(other.ci_low)) + ".")  # type: ignore[arg-type]
     return {"disagrees": disagrees, "explained_by_composition": bool(explained),
             "disagreement_rule": DISAGREEMENT_RULE.replace("diversity", term),
             "sentence": sentence}

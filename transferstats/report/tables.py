@@ -134,7 +134,7 @@ class Table:
 
 
 def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
-                      by_cell: bool = False) -> Table:
+                      by_cell: bool = False, words: MemberWords = TASK_WORDS) -> Table:
     """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
 
     Parameters
@@ -154,7 +154,7 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
     Table
         Mixes as rows, targets then ``Avg`` as columns; each cell ``mean`` over ``[lo, hi]``.
     """
-    first = "Design cell" if by_cell else "Intermediate mix"
+    first = "Design cell" if by_cell else f"Mix of {words.qualified_plural}"
     mixes = list(dict.fromkeys(improvement["mix"]))
     targets = [t for t in dict.fromkeys(improvement["target_task"]) if t != "average"]
     if (improvement["target_task"] == "average").any():
@@ -173,9 +173,9 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
-    rows_are = ("design cell (the mixes of the same number of tasks and examples averaged; "
-                "intervals are t intervals over those mixes)" if by_cell else "intermediate mix")
-    caption = (f"Improvement over the no-intermediate baseline (points), per {rows_are} and "
+    rows_are = (f"design cell (the mixes of the same number of {words.plural} and examples "
+                "averaged; intervals are t intervals over those mixes)" if by_cell else "mix")
+    caption = (f"Improvement over the baseline (mix none, points), per {rows_are} and "
                f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
                f"intervals underneath. Avg is the mean over targets.")
     return Table("improvement", caption, pd.DataFrame(rows))
@@ -470,21 +470,17 @@ def to_html(table: Table) -> str:
             f"<tbody>\n{body}</tbody>\n</table>")
 
 
-def model_comparison_table(estimates: dict, confidence: float = 0.95,
+def model_comparison_table(models: Sequence[tuple[str, Sequence[dict], dict, str]],
+                           shown: Sequence[str], confidence: float = 0.95,
                            words: MemberWords = TASK_WORDS) -> Table:
-    """The plain model (no task identity) beside the primary model with identity effects:
-    diversity, volume, their difference and the verdict."""
-    plain = estimates["plain"]
-    models = ((f"Plain (no {words.noun} identity)", plain["effects"], plain["comparison"],
-               plain["verdict"]),
-              (f"With {words.noun} identity (primary)", estimates["effects"],
-               estimates["comparison"], estimates["verdict"]))
+    """The plain model (no identity effects) beside the primary model with identity effects.
+
+    ``models`` holds, per model, its name, its effects, its comparison (dicts as
+    :meth:`~transferstats.analysis.result.Effect.to_dict` gives them) and its verdict;
+    ``shown`` the terms (and the contrast) to show.
+    """
     ci = f"{format_level(confidence)} CI"
     rows = []
-    # Only the terms the models have: a grid that varies one factor has that one and no contrast.
-    shown = [t for t in ("diversity", "volume") if any(e["term"] == t for e in estimates["effects"])]
-    if not is_missing(estimates["comparison"].get("estimate")):
-        shown.append(estimates["comparison"]["contrast"])
     for name, effects, comparison, verdict in models:
         terms = {e["term"]: e for e in effects} | {comparison["contrast"]: comparison}
         row = {"Model": name}
@@ -496,8 +492,7 @@ def model_comparison_table(estimates: dict, confidence: float = 0.95,
         rows.append(row)
     caption = (f"{' and '.join(term_label(t) for t in shown)} (points per doubling, {ci} "
                f"underneath) in the plain model and in the model with {words.noun} identity "
-               "effects, "
-               "whose verdict is the analysis's.")
+               "effects, whose verdict is the analysis's.")
     return Table("model_comparison", caption, pd.DataFrame(rows))
 
 
