@@ -88,9 +88,12 @@ def target_language_in_mix(mix_tasks: str, target: str, language: str,
     """1.0 when a language mix holds the evaluated ``language`` (codes compared once normalised),
     else 0.0: the 0/1 form of :func:`target_in_mix`.
 
-    At a fixed budget the share of a mix of ``n`` equal parts is ``1/n``, so ``target_in_mix``
-    partly encodes diversity; whether the language was trained on at all does not. Task mixes
-    are refused: their members are English tasks, so the indicator would only mark English.
+    At a fixed budget the share of a language held by a mix of ``n`` equal parts is ``1/n``: the
+    share is this indicator times ``2^-diversity``, mixing whether the language was trained on
+    with how many languages split the budget. The indicator keeps the first alone (it can still
+    correlate with diversity, as bigger mixes hold more of the evaluated languages:
+    :func:`transferstats.analysis.diagnostics.variance_inflation` measures both). Task mixes are
+    refused: their members are English tasks, so the indicator would only mark English.
     """
     if kind != "language":
         raise ValueError("target_language_in_mix is defined for language mixes only; for task "
