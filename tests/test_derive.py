@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import LANGUAGE_SMALL
 from transferstats.analysis.derive import (
     add_improvement,
     builtin_covariate_values,
@@ -16,8 +17,11 @@ from transferstats.analysis.derive import (
     target_in_mix,
     target_language_in_mix,
 )
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.spec import AnalysisSpec
 from transferstats.languages import is_language_code
 from transferstats.loading import load_results
+from transferstats.simulate import flat_table, simulate_scores
 
 
 def test_effective_number_of_tasks():
@@ -127,3 +131,13 @@ def test_target_language_in_mix_separates_from_diversity_at_a_fixed_budget():
     rows = pd.DataFrame({"mix_tasks": mixes, "target_task": "xnli", "language": "de"})
     assert builtin_covariate_values(rows, "target_in_mix", "language").tolist() == [1, 0.5, 0.25]
     assert builtin_covariate_values(rows, "target_language_in_mix", "language").tolist() == [1] * 3
+
+
+@pytest.mark.xfail(strict=True, reason="analysis/pipeline.py derives every built-in covariate "
+                   "with target_in_mix; it must call builtin_covariate_values (issue 25). Remove "
+                   "this mark when it does.")
+def test_the_analysis_models_target_language_in_mix_as_zero_one():
+    loaded = load_results(flat_table(*simulate_scores(LANGUAGE_SMALL)))
+    spec = AnalysisSpec(resamples=50, seed=1, covariates=("target_language_in_mix",))
+    result = analyze_loaded(loaded, spec, n_jobs=1, progress=False, companions=False)
+    assert result.model_data["target_language_in_mix"].nunique() == 2, "0/1, centred"
