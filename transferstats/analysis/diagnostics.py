@@ -237,49 +237,60 @@ def _spread_cause(factor: str, n_values: int, share: float, unit: str) -> str:
 
 
 def _monte_carlo(data: pd.DataFrame, unit_columns: Sequence[str], factor_columns: Sequence[str],
-                 n_resamples: int, seed: int, batch: int = 100) -> tuple[pd.Series, float]:
+                 n_resamples: int, seed: int, batch: int = 200) -> tuple[pd.Series, float]:
     """Simulated resamples: the share in which each factor is constant, and the share in which
-    the centred factors are not of full column rank.
+    the factors are not of full column rank once centred (with the intercept, the design).
 
     Only which unit levels are drawn matters (copies repeat rows, which changes neither), so the
-    rows are reduced to their distinct (unit levels, factor values) combinations first.
+    distinct rows are summed into a table indexed by the unit levels holding, per combination,
+    the row count, the factors' sums and their cross-products. A resample's kept rows are the
+    combinations of drawn levels, so its moments are that table contracted with the 0/1 drawn
+    indicators unit by unit: matrix products, not a pass over rows per resample.
     """
-    codes = np.column_stack([pd.factorize(data[u], sort=True)[0] for u in unit_columns])
+    codes = [pd.factorize(data[u], sort=True)[0] for u in unit_columns]
     sizes = [int(data[u].nunique()) for u in unit_columns]
     values = data[list(factor_columns)].to_numpy(float)
-    _, index = np.unique(np.column_stack([codes, values]), axis=0, return_index=True)
-    codes, values = codes[index], values[index]
+    _, index = np.unique(np.column_stack([*codes, values]), axis=0, return_index=True)
     scale = values.std(axis=0)
-    standard = (values - values.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    # Standardised over the data, so 1e-9 below is a tolerance relative to each factor's spread.
+    standard = ((values - values.mean(axis=0)) / np.where(scale > 0, scale, 1.0))[index]
+    p = standard.shape[1]
+    moments = np.column_stack([np.ones(len(standard)), standard,
+                               (standard[:, :, None] * standard[:, None, :]).reshape(-1, p * p)])
+    table = np.zeros((*sizes, moments.shape[1]))
+    np.add.at(table, tuple(c[index] for c in codes), moments)
     rng = np.random.default_rng(seed)
-    constant = np.zeros(len(factor_columns))
+    constant = np.zeros(p)
     deficient = 0
     for start in range(0, n_resamples, batch):
         b = min(batch, n_resamples - start)
-        kept = np.ones((b, len(codes)), dtype=bool)
-        for u, n in enumerate(sizes):
-            drawn = np.zeros((b, n), dtype=bool)
-            np.put_along_axis(drawn, rng.integers(n, size=(b, n)), True, axis=1)
-            kept &= drawn[:, codes[:, u]]
-        low = np.where(kept[:, :, None], values[None], np.inf).min(axis=1)
-        high = np.where(kept[:, :, None], values[None], -np.inf).max(axis=1)
-        constant += (high <= low).sum(axis=0)
-        deficient += _rank_deficient(kept, standard).sum()
+        summed = _contract(table, [_drawn(rng, b, n) for n in sizes])
+        count = np.maximum(summed[:, 0], 1.0)
+        mean = summed[:, 1:p + 1] / count[:, None]
+        covariance = (summed[:, p + 1:].reshape(b, p, p) / count[:, None, None]
+                      - mean[:, :, None] * mean[:, None, :])
+        constant += (np.diagonal(covariance, axis1=1, axis2=2) < 1e-9).sum(axis=0)
+        smallest = np.linalg.eigvalsh(covariance)[:, 0]
+        deficient += int(((smallest < 1e-9) | (summed[:, 0] < p + 1)).sum())
     return (pd.Series(constant / n_resamples, index=list(factor_columns)),
             deficient / n_resamples)
 
 
-def _rank_deficient(kept: np.ndarray, standard: np.ndarray) -> np.ndarray:
-    """Per resample: whether the kept rows' centred factors are of less than full column rank,
-    from the smallest eigenvalue of their covariance (the factors are standardised over the
-    full data, so 1e-9 is a relative tolerance)."""
-    weight = kept.astype(float)
-    count = weight.sum(axis=1)
-    mean = weight @ standard / np.maximum(count, 1)[:, None]
-    second = np.einsum("bc,cp,cq->bpq", weight, standard, standard) / np.maximum(count, 1)[:, None, None]
-    covariance = second - mean[:, :, None] * mean[:, None, :]
-    smallest = np.linalg.eigvalsh(covariance)[:, 0]
-    return (smallest < 1e-9) | (count < standard.shape[1] + 1)
+def _drawn(rng: np.random.Generator, n_resamples: int, n_levels: int) -> np.ndarray:
+    """Per resample, 1.0 for each level drawn at least once in ``n_levels`` draws."""
+    drawn = np.zeros((n_resamples, n_levels))
+    np.put_along_axis(drawn, rng.integers(n_levels, size=(n_resamples, n_levels)), 1.0, axis=1)
+    return drawn
+
+
+def _contract(table: np.ndarray, drawn: list[np.ndarray]) -> np.ndarray:
+    """Sum ``table`` (unit levels..., moments) over the drawn levels of every unit, per
+    resample: (resamples, moments)."""
+    first, *rest = drawn
+    summed = (first @ table.reshape(table.shape[0], -1)).reshape(len(first), *table.shape[1:])
+    for indicator in rest:
+        summed = np.einsum("bi,bi...->b...", indicator, summed)
+    return summed
 
 
 @dataclass(frozen=True)
@@ -305,7 +316,9 @@ def variance_inflation(data: pd.DataFrame, terms: Sequence[str], *,
     intercept: how much collinearity inflates its variance (Belsley, Kuh & Welsch 1980; Kutner et
     al. 2005, section 10.5). Computed by statsmodels' ``variance_inflation_factor`` on the
     design with a constant. A term ``a:b`` that is not a column is the product of ``a`` and
-    ``b``, as in the model.
+    ``b``, as in the model: pass the columns centred as the model has them (the analysis centres
+    diversity and volume at their mean over the mixes), since a product's VIF against its
+    factors depends on where they are centred, the main effects' VIFs do not.
 
     Parameters
     ----------
