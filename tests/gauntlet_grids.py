@@ -343,6 +343,26 @@ def realistic_slopes_grid(root: Path, *, random_state: int = 0) -> GauntletGrid:
         notes="slope SDs 5.9 and 3.1 per doubling, correlation -0.98, drawn uncentred")
 
 
+# --- (vii) the bundled factorial grid ---------------------------------------------------------
+
+def bundled_factorial_grid(root: Path) -> GauntletGrid:
+    """The grid of the README's first command, ``transferstats simulate examples/results``: every
+    default (nine XTREME targets, 36 task mixes of a diversity-by-volume factorial, baselines,
+    three seeds, ``xlm-roberta-large``). A results folder with ``simulation.json``."""
+    settings = SimulationSettings()
+    folder = simulate_results(root / "results", settings)
+    runs, scores = simulate_scores(settings)
+    modelled, baseline_rows, split, dropped = _account(
+        flat_table(runs, scores), settings.model, _metrics(settings.targets), drop_english=True)
+    return GauntletGrid(
+        "bundled factorial grid", folder, "folder", "task", "both", settings.model,
+        (settings.model,), settings.targets, 36, len(runs), modelled, True, True, split,
+        dropped, baseline_rows=baseline_rows,
+        truth={"diversity_effect": settings.diversity_effect,
+               "volume_effect": settings.volume_effect},
+        notes="the bundled example: the design every text was first written for")
+
+
 #: Every builder, by a short name (for parametrised tests).
 BUILDERS: dict[str, Callable[[Path], GauntletGrid]] = {
     "fixed_budget_language": fixed_budget_language_grid,
@@ -351,4 +371,5 @@ BUILDERS: dict[str, Callable[[Path], GauntletGrid]] = {
     "english_kept": english_kept_task_grid,
     "two_by_three": two_targets_three_mixes,
     "realistic_slopes": realistic_slopes_grid,
+    "bundled_factorial": bundled_factorial_grid,
 }

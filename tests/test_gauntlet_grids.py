@@ -25,7 +25,12 @@ def fixed_budget(tmp_path_factory) -> GauntletGrid:
     return fixed_budget_language_grid(tmp_path_factory.mktemp("fixed_budget"))
 
 
-@pytest.mark.parametrize("name", list(BUILDERS))
+#: Writing the bundled grid's 999 run folders and reading them back takes ~13 s.
+SLOW_GRIDS = {"bundled_factorial"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow)
+                                  if name in SLOW_GRIDS else name for name in BUILDERS])
 def test_grid_loads_and_matches_its_description(name, tmp_path, fixed_budget):
     grid = fixed_budget if name == "fixed_budget_language" else BUILDERS[name](tmp_path)
     loaded = ts.load_results(grid.path, tasks=grid.analyze_options.get("tasks"), strict=False)
