@@ -144,3 +144,14 @@ def test_which_form_of_the_in_mix_covariate_is_collinear_depends_on_the_design()
     assert indicator.warning is not None and "target_language_in_mix (" in indicator.warning
     with pytest.raises(ValueError, match="no column 'size'"):
         variance_inflation(data, ["diversity", "diversity:size"])
+
+
+def test_an_even_split_is_described_by_its_spread_not_by_levels():
+    data = pd.DataFrame({"mix": list("abcd") * 3, "language": np.repeat(["x", "y", "z"], 4),
+                         "diversity": [0.0, 0.0, 1.0, 1.0] * 3})
+    prediction = predict_resample_failures(data, ("language", "mix"), ("diversity",),
+                                           n_monte_carlo=0)
+    assert prediction.failure_share("diversity") == pytest.approx(2 * 0.5 ** 4)
+    assert prediction.cause("diversity") == (
+        "diversity takes 2 values over the mixes; a resample holds only one of them in 12% of "
+        "resamples")

@@ -153,37 +153,41 @@ def predict_resample_failures(data: pd.DataFrame, unit_columns: Sequence[str] = 
     used = data[[*unit_columns, *factor_columns]].dropna().reset_index(drop=True)
     labels = dict(value_labels or {})
     crossed = _fully_crossed(used, unit_columns)
-    rows, monte_carlo = [], None
-    if n_monte_carlo:
-        monte_carlo = _monte_carlo(used, unit_columns, factor_columns, n_monte_carlo, seed)
+    monte_carlo = (_monte_carlo(used, unit_columns, factor_columns, n_monte_carlo, seed)
+                   if n_monte_carlo else None)
+    rows = []
     for factor in factor_columns:
-        owner = _owning_unit(used, unit_columns, factor)
-        label = labels.get(factor, _default_label(factor))
-        if used[factor].nunique() <= 1:
-            rows.append({"factor": factor, "unit": None, "method": "exact", "failure_share": 1.0,
-                         "n_levels": None, "n_values": int(used[factor].nunique()),
-                         "cause": f"{factor} does not vary in the data"
-                                  + (f" ({label(float(used[factor].iloc[0]))} in every row)"
-                                     if len(used) else "")})
-            continue
-        if owner is not None and crossed:
-            per_level = used.groupby(owner, sort=True)[factor].first()
-            rows.append({"factor": factor, "unit": owner, "method": "exact",
-                         **_exact(per_level, factor, owner, label)})
-            continue
-        share = float(monte_carlo[0][factor]) if monte_carlo is not None else float("nan")
-        n_values = int(used[factor].nunique())
-        cause = (_simulated_cause(factor, n_values, share, n_monte_carlo) if owner is None
-                 else _spread_cause(factor, n_values, share, owner)
-                 + " (simulated: not every combination of the units has rows)")
-        rows.append({"factor": factor, "unit": owner, "method": "monte carlo",
-                     "failure_share": share,
-                     "n_levels": None if owner is None else int(used[owner].nunique()),
-                     "n_values": n_values, "cause": cause})
+        simulated = float(monte_carlo[0][factor]) if monte_carlo is not None else float("nan")
+        rows.append(_factor_row(used, unit_columns, factor, crossed, simulated, n_monte_carlo,
+                                labels.get(factor, _default_label(factor))))
     table = pd.DataFrame(rows, columns=["factor", "unit", "method", "failure_share", "n_levels",
                                         "n_values", "cause"])
     joint = float(monte_carlo[1]) if monte_carlo is not None else float("nan")
     return ResampleFailurePrediction(table, joint, n_monte_carlo, tuple(unit_columns))
+
+
+def _factor_row(used: pd.DataFrame, unit_columns: Sequence[str], factor: str, crossed: bool,
+                simulated: float, n_monte_carlo: int, label: ValueLabel) -> dict:
+    """One row of the prediction: exact where the factor is constant or a property of one unit
+    of a fully crossed design, else the simulated share."""
+    n_values = int(used[factor].nunique())
+    if n_values <= 1:
+        where = f" ({label(float(used[factor].iloc[0]))} in every row)" if len(used) else ""
+        return {"factor": factor, "unit": None, "method": "exact", "failure_share": 1.0,
+                "n_levels": None, "n_values": n_values,
+                "cause": f"{factor} does not vary in the data{where}"}
+    owner = _owning_unit(used, unit_columns, factor)
+    if owner is not None and crossed:
+        per_level = used.groupby(owner, sort=True)[factor].first()
+        return {"factor": factor, "unit": owner, "method": "exact",
+                **_exact(per_level, factor, owner, label)}
+    cause = (_simulated_cause(factor, n_values, simulated, n_monte_carlo) if owner is None
+             else _spread_cause(factor, n_values, simulated, owner)
+             + " (simulated: not every combination of the units has rows)")
+    return {"factor": factor, "unit": owner, "method": "monte carlo",
+            "failure_share": simulated,
+            "n_levels": None if owner is None else int(used[owner].nunique()),
+            "n_values": n_values, "cause": cause}
 
 
 def _fully_crossed(data: pd.DataFrame, unit_columns: Sequence[str]) -> bool:
@@ -207,9 +211,11 @@ def _exact(per_level: pd.Series, factor: str, unit: str, label: ValueLabel) -> d
     majority = float(counts.index[0])
     others = per_level[per_level.round(12) != majority]
     m = len(others)
-    if m > NAMED_LEVELS:
-        return result | {"cause": _spread_cause(factor, len(counts), share, unit)}
     left_out = ((n - m) / n) ** n
+    # Name the levels only when leaving them all out is most of the failures (not when, say,
+    # two values split the levels evenly and either can be drawn alone).
+    if m > NAMED_LEVELS or left_out < 0.9 * share:
+        return result | {"cause": _spread_cause(factor, len(counts), share, unit)}
     if m == 1:
         level, value = others.index[0], float(others.iloc[0])
         cause = (f"the only {unit.replace('_', ' ')} with {label(value)} ({level!r}) is left out "
