@@ -116,3 +116,9 @@ def test_realistic_preset_on_the_command_line(tmp_path):
     assert truth["kind"] == "language" and truth["seed_sd"] == 2.5
     assert truth["target_slope_correlation"] == -0.98 and truth["target_sd"] == 5.6
     assert truth["centre_target_slopes"] is False
+
+
+def test_the_realistic_preset_of_a_task_grid_keeps_the_task_defaults():
+    settings = SimulationSettings.realistic(kind="task")
+    assert settings.intermediate_tasks == SimulationSettings().intermediate_tasks
+    assert settings.baseline and settings.target_diversity_sd == 5.9

@@ -245,9 +245,11 @@ class SimulationSettings:
     @classmethod
     def realistic(cls, **changes) -> SimulationSettings:
         """Settings with the variance components of :data:`REALISTIC_COMPONENTS` (a public
-        1,079-mix language grid), for a language grid unless ``changes`` say otherwise; the
-        other fields keep their defaults or take ``changes``."""
-        values: dict[str, Any] = {**LANGUAGE_GRID, **REALISTIC_COMPONENTS, **changes}
+        1,079-mix language grid), for a language grid (:data:`LANGUAGE_GRID`) unless
+        ``changes`` ask for ``kind="task"``; the other fields keep their defaults or take
+        ``changes``."""
+        grid = LANGUAGE_GRID if changes.get("kind", "language") == "language" else {}
+        values: dict[str, Any] = {**grid, **REALISTIC_COMPONENTS, **changes}
         return cls(**values)
 
     def truth(self) -> dict:
