@@ -56,10 +56,11 @@ def test_grid_loads_and_matches_its_description(name, tmp_path, fixed_budget):
     assert varying == ({"diversity", "volume"} if grid.varies == "both" else {grid.varies})
 
 
-def test_the_fixed_budget_grid_validates_with_its_tasks_file(fixed_budget, capsys):
+def test_the_fixed_budget_grid_validates_with_its_tasks_file(fixed_budget, tmp_path, capsys):
     grid = fixed_budget
-    assert main(["validate", str(grid.path), "--tasks", str(grid.tasks_file)]) == 0
-    assert main(["validate", str(grid.path)]) == 1, "its targets are not built in"
+    problems = ["--problems-file", str(tmp_path / "problems.tsv")]
+    assert main(["validate", str(grid.path), "--tasks", str(grid.tasks_file), *problems]) == 0
+    assert main(["validate", str(grid.path), *problems]) == 1, "its targets are not built in"
     capsys.readouterr()
 
 
