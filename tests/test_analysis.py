@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from transferstats.analysis.description import DesignCheck
 from transferstats.analysis.design import design_check
 from transferstats.analysis.pipeline import analyze_loaded
-from transferstats.analysis.description import DesignCheck
 from transferstats.analysis.result import Comparison
-from transferstats.analysis.verdict import decide, minimum_detectable_difference
 from transferstats.analysis.spec import AnalysisSpec, default_spec_text, load_spec
+from transferstats.analysis.verdict import decide, minimum_detectable_difference
 from transferstats.loading import load_results
 from transferstats.problems import ResultsError
 from transferstats.simulate import SimulationSettings, simulate_results

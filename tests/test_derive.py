@@ -133,9 +133,6 @@ def test_target_language_in_mix_separates_from_diversity_at_a_fixed_budget():
     assert builtin_covariate_values(rows, "target_language_in_mix", "language").tolist() == [1] * 3
 
 
-@pytest.mark.xfail(strict=True, reason="analysis/pipeline.py derives every built-in covariate "
-                   "with target_in_mix; it must call builtin_covariate_values (issue 25). Remove "
-                   "this mark when it does.")
 def test_the_analysis_models_target_language_in_mix_as_zero_one():
     loaded = load_results(flat_table(*simulate_scores(LANGUAGE_SMALL)))
     spec = AnalysisSpec(resamples=50, seed=1, covariates=("target_language_in_mix",))

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from transferstats.analysis.identity import identity_estimability, per_target_columns, share_table
+from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.mixed import fit_crossed, model_arrays
 from transferstats.analysis.parametric import (
     fitted_simulator,
@@ -21,10 +22,9 @@ from transferstats.analysis.parametric import (
     parametric_bootstrap,
 )
 from transferstats.analysis.pipeline import analyze_loaded
-from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.result import Effect, Verdict
-from transferstats.analysis.verdict import compare_models
 from transferstats.analysis.spec import AnalysisSpec, load_spec
+from transferstats.analysis.verdict import compare_models
 from transferstats.cli import main
 from transferstats.loading import load_results
 from transferstats.problems import ResultsError

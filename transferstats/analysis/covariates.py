@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from transferstats.analysis.derive import BUILTIN_COVARIATES, OUTCOMES, ROW_OUTCOMES, target_in_mix
+from transferstats.analysis.derive import (
+    BUILTIN_COVARIATES,
+    OUTCOMES,
+    ROW_OUTCOMES,
+    builtin_covariate_values,
+)
 from transferstats.loading import LoadedResults
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import BASELINE_MIX, SOURCE_KIND_COLUMN
@@ -60,11 +65,10 @@ def add_covariate_columns(scores: pd.DataFrame, loaded: LoadedResults, names: Se
                                       f"the results have a column {name!r}, which is also a "
                                       "built-in covariate; rename the column"))
             else:
-                scores = scores.assign(**{name: [
-                    target_in_mix(mix_tasks, target, language, kind)
-                    for mix_tasks, target, language in zip(
-                        scores["mix_tasks"], scores["target_task"], scores["language"],
-                        strict=True)]})
+                try:
+                    scores = scores.assign(**{name: builtin_covariate_values(scores, name, kind)})
+                except ValueError as error:
+                    errors.append(Problem(loaded.source, f"covariates.{name}", "error", str(error)))
         elif name not in available:
             errors.append(Problem(loaded.source, f"covariates.{name}", "error",
                                   f"no covariate {name!r}: expected a numeric column of the flat "
