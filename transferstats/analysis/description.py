@@ -203,7 +203,7 @@ def describe(loaded: LoadedResults, spec: AnalysisSpec) -> Described:
     scores = loaded.scores.assign(score_row=np.arange(len(loaded.scores)))
     models = tuple(sorted(str(m) for m in scores["model"].unique()))
     model = _choose_model(models, spec, loaded.source)
-    scores = log.keep(scores, scores["model"] == model, "other model",
+    scores = log.keep(scores, scores["model"] == model, "other models",
                       lambda rows: f"model {', '.join(sorted(rows['model'].unique()))}")
     kind = source_kind(scores)
     _check_measure(kind, spec, loaded.source, problems)

@@ -105,8 +105,8 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float,
         check |= {"correlation": None, "vif": None, "confounded": False,
                   "single_factor": varied, "fixed_at": fixed_at,
                   "reason": (f"only {varied} varies across the {len(mixes)} mixes; {other} is "
-                             f"fixed at {fixed_at}, so the grid estimates the {varied} effect and "
-                             f"cannot compare it with the {other} effect")}
+                             f"fixed at {fixed_at}, so the grid estimates the {varied} effect "
+                             f"alone; comparing it with {other} needs mixes that vary both")}
         return check
     r = diversity_volume_correlation(counts, examples)
     vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")

@@ -460,7 +460,8 @@ def _effects(result: AnalysisResult) -> list[Block]:
     if covariates:
         blocks.append(_paragraph(
             "Covariates (fixed effects, centred at their mean so that the other effects hold at "
-            "the average covariate value; never part of the contrast): "
+            "the average covariate value"
+            + ("; never part of the contrast" if result.description.compared else "") + "): "
             + "; ".join(f"{_code(c.name)} ({md_escape(c.source)}; mean "
                         f"{format_number(c.mean, 3)}, range {format_number(c.min, 3)} to "
                         f"{format_number(c.max, 3)})" for c in covariates) + "."))
@@ -890,8 +891,8 @@ def _methods(result: AnalysisResult) -> list[Block]:
             "(El Karoui & Purdom 2018). Per-target effects come from a model with one slope per "
             "target for each varied factor; their heterogeneity is tested by a likelihood-ratio "
             "test against common slopes, with a random intercept per (mix, target) cell in both "
-            "models when the cells hold several rows. Covariates are centred fixed effects and "
-            "never enter the contrast."))
+            "models when the cells hold several rows. Covariates are centred fixed effects"
+            + (" and never enter the contrast." if result.description.compared else ".")))
     return [_heading("Methods"), *paragraphs, _heading("References", 3),
             _bullets(REFERENCES)]
 
