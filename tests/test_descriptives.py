@@ -155,3 +155,36 @@ def test_past_the_pairwise_limit_the_pairwise_tests_are_left_out_with_the_reason
     assert [test.to_dict() for test in comparisons.skipped] == [{
         "test": "pairwise_mixes",
         "reason": "more than 3 mixes: the mixes are ranked with intervals instead"}]
+
+
+def test_the_improvement_table_carries_the_scores_mean_standard_error():
+    """Per (mix, target) the mean of the trained scores' ``stderr`` (NaN where none is given),
+    and per mix the mean over all its scores; the baseline's are not the mix's."""
+    rows = []
+    for mix, tasks in (("none", ""), ("a", "mnli=1000"), ("b", "qqp=1000")):
+        for target in ("xnli", "pawsx"):
+            for language, stderr in (("de", 1.0), ("fr", 3.0)):
+                given = None if mix == "b" and target == "pawsx" else (
+                    stderr * (10 if mix == "none" else 1) * (2 if target == "pawsx" else 1))
+                rows.append({"run_id": f"{mix}.{target}", "model": "m", "mix": mix,
+                             "mix_tasks": tasks, "target_task": target, "seed": 1,
+                             "language": language, "metric": "accuracy", "split": "test",
+                             "value": 50.0 + len(rows), "stderr": given})
+    scores = pd.DataFrame(rows)
+    mixes = pd.DataFrame({"mix": ["a", "b"], "n_tasks": [1, 1], "examples": [1000, 1000]})
+    table = descriptives.improvement_table(
+        scores, SimpleNamespace(include_english=False, level=0.9, seed=1), mixes)
+    stderr = table.set_index(["mix", "target_task"])["score_stderr"]
+    assert stderr[("a", "xnli")] == 2.0 and stderr[("a", "pawsx")] == 4.0
+    assert stderr[("a", "average")] == 3.0
+    assert stderr[("b", "xnli")] == 2.0 and np.isnan(stderr[("b", "pawsx")])
+    assert stderr[("b", "average")] == 2.0
+    without = descriptives.improvement_table(scores.drop(columns="stderr"), SimpleNamespace(
+        include_english=False, level=0.9, seed=1), mixes)
+    assert without["score_stderr"].isna().all()
+
+    from transferstats.report import tables
+    shown = tables.improvement_table(table)
+    assert shown.frame["Score SE"].tolist() == ["3.0", "2.0"]
+    assert "Score SE is the mean standard error of the scores" in shown.caption
+    assert "Score SE" not in tables.improvement_table(without).frame

@@ -314,8 +314,9 @@ def test_the_manifest_gives_a_split_per_target(tmp_path):
     path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'split = {xnly = "test", '
                                                             'pawsx = 1}\n')
     assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "out2") == [
-        f"{path}:runs[0].split.xnly: unknown target task 'xnly': the table gives the split of "
-        "each target task id (--tasks FILE.toml registers your own, docs/tasks.md)",
+        f"{path}:runs[0].split.xnly: unknown task id 'xnly' (closest known target tasks: "
+        "'xnli'); register your own with a [tasks.xnly] table in a TOML file given as --tasks "
+        "FILE.toml (docs/tasks.md) (the table gives the split of each target task id)",
         f"{path}:runs[0].split.pawsx: expected a non-empty string, got 1"]
 
 
@@ -537,8 +538,10 @@ target_task = "xnli"
     assert refused("lm-eval", tmp_path, path, out) == [
         f"{path}:mixes.bad.members.mnli: expected a positive whole number of examples, got 0",
         f"{path}:mixes.bad.members.xnli: 'xnli' is a target task, not an intermediate task",
-        f"{path}:mixes.bad.members.nosuchtask: unknown task id 'nosuchtask'; register it first "
-        "(--tasks FILE.toml)",
+        f"{path}:mixes.bad.members.nosuchtask: unknown task id 'nosuchtask' (known intermediate "
+        "tasks: anli, ccg, commonsenseqa, cosmosqa, hellaswag, mnli, qqp, squad_v1, squad_v2, "
+        "sst2); register your own with a [tasks.nosuchtask] table in a TOML file given as "
+        "--tasks FILE.toml (docs/tasks.md)",
         f"{path}:defaults.target_task: 'target_task' is not a key of this format: it takes "
         "metrics, mix, model, model_short, scale, seed, skip_tasks, split, targets",
     ]
@@ -548,12 +551,17 @@ def test_an_unknown_target_is_named_with_its_manifest_key(tmp_path):
     path = manifest(tmp_path / "m.toml", TRAINER_MANIFEST.replace('target_task = "pawsx"',
                                                                  'target_task = "pawsx2"'))
     assert refused("hf-trainer", tmp_path, path, tmp_path / "results") == [
-        f"{path}:runs[0].target_task: unknown target task 'pawsx2'; register it first "
-        "(--tasks FILE.toml)"]
+        f"{path}:runs[0].target_task: unknown task id 'pawsx2' (closest known target tasks: "
+        "'pawsx', 'panx'); register your own with a [tasks.pawsx2] table in a TOML file given as "
+        "--tasks FILE.toml (docs/tasks.md)"]
     path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'targets = {myxnli = "xnli2"}\n')
     assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "results") == [
-        f"{path}:runs[0].targets: 'xnli2' is not a target task id; register it first "
-        "(--tasks FILE.toml)"]
+        f"{path}:runs[0].targets: unknown task id 'xnli2' (closest known target tasks: 'xnli'); "
+        "register your own with a [tasks.xnli2] table in a TOML file given as --tasks "
+        "FILE.toml (docs/tasks.md)"]
+    path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'targets = {myxnli = "mnli"}\n')
+    assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "results") == [
+        f"{path}:runs[0].targets: 'mnli' is an intermediate task, not a target task"]
     assert nothing_written(tmp_path / "results")
 
 

@@ -100,8 +100,11 @@ def test_unknown_task_ids(small_results):
     (run_dir / "run.json").write_text(json.dumps(run))
     problems = validate_results(small_results)
     locations = {p.location: p.message for p in problems}
-    assert "unknown task id 'xnli2'" in locations["target_task"]
-    assert "unknown task id 'nosuchtask'" in locations["intermediate.tasks.nosuchtask"]
+    assert locations["target_task"] == (
+        "unknown task id 'xnli2' (closest known target tasks: 'xnli'); register your own with a "
+        "[tasks.xnli2] table in a TOML file given as --tasks FILE.toml (docs/tasks.md)")
+    assert locations["intermediate.tasks.nosuchtask"].startswith(
+        "unknown task id 'nosuchtask' (known intermediate tasks: anli, ccg, ")
 
 
 def test_a_language_code_outside_xtremes_list_is_one_warning(small_results):
@@ -125,6 +128,7 @@ def test_a_language_code_outside_xtremes_list_is_one_warning(small_results):
     errors = [p for p in validate_results(small_results) if p.severity == "error"]
     assert [(p.file, p.location) for p in errors] == [(str(scores), f"line {line}")]
     assert "'xx' is not a language of xnli (expected an ISO 639 language code" in errors[0].message
+    assert errors[0].message.endswith("any code of the IANA registry is taken)")
 
 
 def test_a_target_with_its_own_language_list_is_strict(small_results):
@@ -139,8 +143,23 @@ def test_a_target_with_its_own_language_list_is_strict(small_results):
         problems = validate_results(small_results)
     finally:
         register_task(builtin, replace=True)
-    assert any("'ja' is not a language of xnli (expected one of en, ar, de)" in p.message
-               for p in problems)
+    assert [p.message for p in problems if "'ja'" in p.message] == [
+        "language 'ja' is not a language of xnli (expected one of en, ar, de, the languages xnli "
+        "was registered with (docs/tasks.md))"]
+
+
+@pytest.mark.parametrize(("written", "meant"), [("deu", "de"), ("DE", "de"), ("pt-BR", "pt"),
+                                                ("German", "de")])
+def test_a_language_in_another_spelling_is_answered_with_its_code(small_results, written, meant):
+    scores = _a_run(small_results) / "scores.jsonl"
+    with scores.open("a") as handle:
+        handle.write(json.dumps({"language": written, "metric": "accuracy", "split": "test",
+                                 "value": 50}) + "\n")
+    (problem,) = validate_results(small_results)
+    assert problem.message == (
+        f"language {written!r} is not a language of xnli (expected an ISO 639 language code such "
+        f"as {', '.join(get_task('xnli').languages[:5])}; any code of the IANA registry is "
+        f"taken); did you mean {meant!r}?")
 
 
 def test_duplicate_runs_are_refused(small_results):

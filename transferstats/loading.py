@@ -7,6 +7,7 @@ reported and the runs concerned are left out, visibly.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transferstats.languages import is_language_code, language_code_problem
+from transferstats.languages import closest_language_code, is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import (
     BASELINE_MIX,
@@ -30,7 +31,7 @@ from transferstats.results import (
     format_mix_tasks,
     parse_mix_tasks,
 )
-from transferstats.tasks import get_task, is_builtin, is_known
+from transferstats.tasks import Task, get_task, is_builtin, is_known, unknown_task_message
 
 
 @dataclass
@@ -97,7 +98,7 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
         error("seed", f"expected an integer, got {run['seed']!r}")
     if isinstance(run["target_task"], str) and run["target_task"]:
         if not is_known(run["target_task"]):
-            error("target_task", f"unknown task id {run['target_task']!r}; register it first")
+            error("target_task", unknown_task_message(run["target_task"], "target"))
         elif get_task(run["target_task"]).role != "target":
             error("target_task", f"{run['target_task']!r} is an intermediate task, not a target")
     mix_name: str | None = BASELINE_MIX
@@ -162,7 +163,7 @@ def _member_problem(member: str, kind: str) -> str:
     if kind == "language":
         return "" if is_language_code(member) else language_code_problem(member)
     if not is_known(member):
-        return f"unknown task id {member!r}; register it first"
+        return unknown_task_message(member, "intermediate")
     if get_task(member).role != "intermediate":
         return f"{member!r} is a target task, not an intermediate task"
     return ""
@@ -201,15 +202,33 @@ def _check_score(score: object, file: str, location: str,
         # whole load (outside_xtreme); a user's target keeps to its own list.
         if score["language"] not in task.languages and not (
                 is_builtin(task) and is_language_code(score["language"])):
-            expected = (f"an ISO 639 language code such as {', '.join(task.languages[:5])}"
-                        if is_builtin(task) else f"one of {', '.join(task.languages)}")
             problems.append(Problem(file, location, "error",
-                                    f"language {score['language']!r} is not a language of "
-                                    f"{target_task} (expected {expected})"))
+                                    _not_a_language_of(score["language"], task)))
     if problems:
         return None, problems
     return {k: score[k] for k in ("language", "metric", "split", "value")} | {
         "n_examples": n_examples, "stderr": stderr}, []
+
+
+def _not_a_language_of(language: object, task: Task) -> str:
+    """Say why a score's ``language`` is refused for ``task``.
+
+    The message names the codes the target takes and the closest one to what was written: the
+    registry's reading of it, or a close code of the target's own list.
+    """
+    if is_builtin(task):
+        expected = (f"an ISO 639 language code such as {', '.join(task.languages[:5])}; any "
+                    "code of the IANA registry is taken")
+        suggestion = closest_language_code(language) if isinstance(language, str) else None
+    else:
+        expected = (f"one of {', '.join(task.languages)}, the languages {task.id} was "
+                    "registered with (docs/tasks.md)")
+        read = closest_language_code(language) if isinstance(language, str) else None
+        close = difflib.get_close_matches(language, task.languages, n=1) \
+            if isinstance(language, str) else []
+        suggestion = read if read in task.languages else (close[0] if close else None)
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    return (f"language {language!r} is not a language of {task.id} (expected {expected}){hint}")
 
 
 def _read_scores(path: Path, target_task: str) -> tuple[list[dict], list[Problem]]:

@@ -68,8 +68,11 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
     """Mean improvement over the baseline per (mix, target) with a 95% interval over languages, and
     each mix's average over targets (languages resampled within each target).
 
-    Long form: ``mix, target_task, mean, ci_low, ci_high, n_runs, n_languages``; rows ordered by
-    number of tasks, then volume, then name; ``target_task == "average"`` closes each mix.
+    Long form: ``mix, target_task, mean, ci_low, ci_high, n_runs, n_languages, score_stderr``;
+    rows ordered by number of tasks, then volume, then name; ``target_task == "average"`` closes
+    each mix. ``score_stderr`` is the mean standard error of the cell's scores as the evaluation
+    tool reported them (the contract's optional ``stderr``; NaN where none is given): the noise of
+    the evaluation sets, not of the improvement.
     """
     trained, _ = add_improvement(scores)
     if not spec.include_english:
@@ -77,6 +80,9 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
     per_language = (trained.groupby(["mix", "target_task", "language"], as_index=False)
                     .agg(improvement=("improvement", "mean")))
     runs = trained.groupby(["mix", "target_task"])["run_id"].nunique()
+    stderr = trained["stderr"] if "stderr" in trained else pd.Series(np.nan, trained.index)
+    stderr_of_cell = stderr.groupby([trained["mix"], trained["target_task"]]).mean()
+    stderr_of_mix = stderr.groupby(trained["mix"]).mean()
     order = mixes.sort_values(["n_tasks", "examples", "mix"])["mix"]
     # Split once: filtering the table for each of 10,000 mixes took 20 s.
     by_mix = dict(tuple(per_language.groupby("mix", sort=False)))
@@ -89,16 +95,18 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
             samples.append(values)
             groups.append([values])
             rows.append({"mix": mix, "target_task": target,
-                         "n_runs": int(runs.get((mix, target), 0)), "n_languages": len(values)})
+                         "n_runs": int(runs.get((mix, target), 0)), "n_languages": len(values),
+                         "score_stderr": float(stderr_of_cell.get((mix, target), np.nan))})
         if samples:
             groups.append(samples)
             rows.append({"mix": mix, "target_task": "average", "n_runs": int(runs.loc[mix].sum()),
-                         "n_languages": int(sum(len(s) for s in samples))})
+                         "n_languages": int(sum(len(s) for s in samples)),
+                         "score_stderr": float(stderr_of_mix.get(mix, np.nan))})
     for row, (mean, low, high) in zip(rows, _mean_intervals(groups, spec.level, spec.seed),
                                       strict=True):
         row.update(mean=mean, ci_low=low, ci_high=high)
     return pd.DataFrame(rows, columns=["mix", "target_task", "mean", "ci_low", "ci_high", "n_runs",
-                                       "n_languages"])
+                                       "n_languages", "score_stderr"])
 
 
 def language_table(data: pd.DataFrame, spec) -> pd.DataFrame:

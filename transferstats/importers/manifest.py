@@ -36,7 +36,7 @@ from transferstats.importers.common import DEFAULT_METRICS, DEFAULT_TARGETS, SCA
 from transferstats.languages import is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import BASELINE_MIX
-from transferstats.tasks import get_task, is_known
+from transferstats.tasks import get_task, is_known, unknown_task_message
 
 #: Keys of a ``[[runs]]`` entry; which ones a format requires or accepts is its own
 #: ``REQUIRED_KEYS`` / ``OPTIONAL_KEYS``. One of the format's ``SELECTORS`` (of these) selects
@@ -243,8 +243,7 @@ def _check_members(members: dict, kind: str, where: str, report: Report) -> bool
             report(f"{where}.{member}", language_code_problem(member))
             ok = False
         elif kind == "task" and not is_known(member):
-            report(f"{where}.{member}", f"unknown task id {member!r}; register it first "
-                                        "(--tasks FILE.toml)")
+            report(f"{where}.{member}", unknown_task_message(member, "intermediate"))
             ok = False
         elif kind == "task" and get_task(member).role != "intermediate":
             report(f"{where}.{member}", f"{member!r} is a target task, not an intermediate task")
@@ -293,16 +292,14 @@ def _check_value(key: str, value: object, mixes: dict[str, Mix | None], place: s
             if not bad:
                 return value
             for target in bad:
-                report(place, f"{target!r} is not a target task id; register it first "
-                              "(--tasks FILE.toml)")
+                report(place, _not_a_target(target))
         else:
             return value
     elif key == "split" and isinstance(value, dict):
         bad = [target for target in value if not _is_target(target)]
         for target in bad:
-            report(f"{place}.{target}", f"unknown target task {target!r}: the table gives the "
-                                        "split of each target task id (--tasks FILE.toml "
-                                        "registers your own, docs/tasks.md)")
+            report(f"{place}.{target}", f"{_not_a_target(target)} (the table gives the split "
+                                        "of each target task id)")
         for target, split in value.items():
             if not isinstance(split, str) or not split:
                 report(f"{place}.{target}", f"expected a non-empty string, got {split!r}")
@@ -320,7 +317,7 @@ def _check_value(key: str, value: object, mixes: dict[str, Mix | None], place: s
     elif key == "model_short" and not _SAFE_NAME.match(value):
         report(place, f"{value!r} must be letters, digits, '_' or '-' (it names the run folders)")
     elif key == "target_task" and not _is_target(value):
-        report(place, f"unknown target task {value!r}; register it first (--tasks FILE.toml)")
+        report(place, _not_a_target(value))
     elif key == "scale" and value not in SCALES:
         report(place, f"must be one of {', '.join(SCALES)}, got {value!r}")
     else:
@@ -330,6 +327,13 @@ def _check_value(key: str, value: object, mixes: dict[str, Mix | None], place: s
 
 def _is_target(task_id: str) -> bool:
     return is_known(task_id) and get_task(task_id).role == "target"
+
+
+def _not_a_target(task_id: str) -> str:
+    """Why ``task_id`` is no target task: an intermediate task, or unknown."""
+    if is_known(task_id):
+        return f"{task_id!r} is an intermediate task, not a target task"
+    return unknown_task_message(task_id, "target")
 
 
 def _read_entry(index: int, table: dict, default_keys: set[str], defaults: dict,
