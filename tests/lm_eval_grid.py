@@ -22,8 +22,10 @@ the harness recorded (``model_name``), and imports it with ``transferstats impor
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +52,8 @@ WORDS = {"en": "the dog cat sleeps eats runs house is old rain sun book reads",
          "fr": "le chien chat dort mange court maison est vieille pluie soleil livre lit",
          "es": "el perro gato duerme come corre casa es vieja lluvia sol libro lee",
          "ru": "собака кошка спит ест бежит дом старый дождь солнце книга читает он она"}
-#: The prompt's question word and the three answers (entailment, neutral, contradiction).
-PROMPTS = {"en": ("right", "yes", "also", "no"), "de": ("richtig", "ja", "auch", "nein"),
-           "fr": ("vrai", "oui", "aussi", "non"), "es": ("verdad", "sí", "también", "no"),
-           "ru": ("верно", "да", "также", "нет")}
+#: The prompt's question word per language.
+QUESTIONS = {"en": "right", "de": "richtig", "fr": "vrai", "es": "verdad", "ru": "верно"}
 
 
 OUTPUT = "output"
@@ -106,31 +106,37 @@ def build_lm_eval_grid(workdir: Path) -> Path:
 # ---------------------------------------------------------------- in the child process
 
 def _write_tasks(workdir: Path) -> list[str]:
-    """The data files and task YAML files; returns the words of the data, for the tokenizer."""
+    """The data files and task YAML files; returns the words of the data, for the tokenizer.
+
+    Each document's answer candidates are words of its language drawn for that document, so
+    that a random model's preferences among words give accuracies that differ between models
+    and languages (with the same answers everywhere, each model picks one and every accuracy
+    is the share of its label).
+    """
     data, tasks = workdir / "data", workdir / "tasks"
     data.mkdir(parents=True, exist_ok=True)
     tasks.mkdir(parents=True, exist_ok=True)
-    words: list[str] = []
+    draw = random.Random(0)
+    words: list[str] = [",", "?"]
     for prefix, group, split, languages in TARGETS.values():
+        n_choices = 3 if prefix == "xnli" else 2
         for language in languages:
             vocabulary = WORDS[language].split()
-            rows = [{"first": " ".join(vocabulary[(i + k) % len(vocabulary)] for k in range(3)),
-                     "second": " ".join(vocabulary[(2 * i + k) % len(vocabulary)]
-                                        for k in range(2)),
-                     "label": i % (3 if prefix == "xnli" else 2)} for i in range(ROWS)]
+            words += [*vocabulary, QUESTIONS[language]]
+            rows = [{"first": " ".join(draw.choices(vocabulary, k=3)),
+                     "second": " ".join(draw.choices(vocabulary, k=2)),
+                     "choices": draw.sample(vocabulary, n_choices),
+                     "label": draw.randrange(n_choices)} for _ in range(ROWS)]
             name = f"{prefix}_{language}"
             (data / f"{name}.jsonl").write_text(
                 "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
                 encoding="utf-8")
-            question, *answers = PROMPTS[language]
-            answers = answers if prefix == "xnli" else [answers[2], answers[0]]
-            choices = ", ".join(f'first+" , {question} ? {answer} , "+second' for answer in answers)
-            words += vocabulary + [question, *answers, ",", "?"]
             (tasks / f"{name}.yaml").write_text(
                 f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
                 f"    {split}: {(data / f'{name}.jsonl').as_posix()}\n{split}_split: {split}\n"
-                "output_type: multiple_choice\ndoc_to_text: ''\ndoc_to_target: label\n"
-                f"doc_to_choice: '{{{{[{choices}]}}}}'\n"
+                "output_type: multiple_choice\n"
+                f"doc_to_text: '{{{{first}}}} , {{{{second}}}} , {QUESTIONS[language]} ?'\n"
+                "doc_to_target: label\ndoc_to_choice: choices\n"
                 "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
                 "metadata:\n  version: 1.0\n", encoding="utf-8")
         members = "".join(f"  - {prefix}_{language}\n" for language in languages)
@@ -168,10 +174,16 @@ def _save_models(workdir: Path, words: list[str]) -> list[Path]:
 
 def _evaluate(workdir: Path) -> None:
     """Evaluate every model and write its results file as ``lm_eval --output_path`` does."""
+    import torch.utils.collect_env
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.tasks import TaskManager
 
+    # The harness records torch's description of the environment in every results file; it is
+    # the same for every model, and collecting it (pip, compilers, GPUs) took most of the time
+    # of an evaluation. The files still hold it, collected once.
+    collect_env = torch.utils.collect_env
+    collect_env.get_pretty_env_info = functools.cache(collect_env.get_pretty_env_info)
     folders = _save_models(workdir, _write_tasks(workdir))
     for folder in folders:
         arguments = {"pretrained": folder.as_posix(), "dtype": "float32"}
