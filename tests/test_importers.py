@@ -765,3 +765,27 @@ def test_imported_grids_validate_and_are_analysed(format, tmp_path, request):
     result = ts.analyze(out, split=split, **QUICK)
     assert {"diversity", "volume"} <= set(result.effects["term"])
     assert result.design["n_mixes"] == len(GRID_MIXES)
+
+
+def test_a_long_list_of_what_exists_is_cut(tmp_path, monkeypatch):
+    """Past LISTED_NAMES names the message counts the rest; a file recording no model name is
+    listed as "(none)"."""
+    import transferstats.importers as importers
+
+    monkeypatch.setattr(importers, "LISTED_NAMES", 2)
+    source = tmp_path / "source"
+    for name in ("a", "b", "c"):
+        shutil.copytree(HARNESS_SOURCE / "tiny-gpt2", source / name)
+    for file in source.glob("c/results_*.json"):
+        document = json.loads(file.read_text(encoding="utf-8"))
+        del document["model_name"], document["config"]["model_args"]
+        file.write_text(json.dumps(document), encoding="utf-8")
+    text = HARNESS_MANIFEST.replace('files = "tiny-gpt2/results_*.json"', 'run = "d"')
+    path = manifest(tmp_path / "m.toml", text)
+    assert refused("lm-eval", source, path, tmp_path / "results")[-1] == (
+        f"{path}:runs[0]: selects no source run in {source} (run = 'd'); the run folders there: "
+        "'a', 'b' and 1 more")
+    path = manifest(tmp_path / "m.toml", text.replace('run = "d"', 'model_name = "d"'))
+    assert refused("lm-eval", source, path, tmp_path / "results")[-1] == (
+        f"{path}:runs[0]: selects no source run in {source} (model_name = 'd'); the model names "
+        "recorded there: 'tiny-gpt2', (none)")

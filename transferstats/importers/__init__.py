@@ -174,14 +174,15 @@ LISTED_NAMES = 12
 def _what_exists(entry: Entry, source_runs: list[SourceRun]) -> str:
     """The names an entry's selector could have matched: result files for ``files``, folders
     for ``run``, recorded model names for ``model_name``."""
+    names: list[str | None]
     if entry.files is not None:
         what, names = "result files", [label for run in source_runs for label in run.labels]
     elif entry.model_name is not None:
-        what, names = "model names recorded", [run.model_name or "(none)" for run in source_runs]
+        what, names = "model names recorded", [run.model_name for run in source_runs]
     else:
         what, names = "run folders", [run.name for run in source_runs]
     names = list(dict.fromkeys(names))
-    shown = ", ".join(repr(name) for name in names[:LISTED_NAMES])
+    shown = ", ".join("(none)" if name is None else repr(name) for name in names[:LISTED_NAMES])
     more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
     return f"the {what} there: {shown}{more}"
 
