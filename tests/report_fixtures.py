@@ -18,6 +18,7 @@ import pingouin as pg
 
 from transferstats.analysis.covariates import Covariate
 from transferstats.analysis.description import Description, DesignCheck, LanguageRule, Source
+from transferstats.analysis.descriptives import MixComparisons, RmAnova
 from transferstats.analysis.filters import Dropped, TargetSplit
 from transferstats.analysis.model import IdentityPlan, ModelStructure
 from transferstats.analysis.result import (
@@ -336,15 +337,16 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
     pairwise = pg.pairwise_tests(subject_means, dv="improvement", within="mix",
                                  subject="target_language", padjust="holm", effsize="hedges")
     problems = pd.DataFrame(PROBLEMS, columns=["file", "location", "severity", "message"])
-    omnibus = {"rm_anova": {"subjects": "target_language", "n_subjects": 160, "F": 210.4,
-                            "ddof1": 8.0, "ddof2": 1272.0, "p_unc": 1e-150, "p_gg": 1e-120,
-                            "ng2": 0.31, "eps": 0.82}}
+    comparisons = MixComparisons(
+        rm_anova=RmAnova(subjects="target_language", n_subjects=160, F=210.4, ddof1=8.0,
+                         ddof2=1272.0, p_unc=1e-150, p_gg=1e-120, ng2=0.31, eps=0.82),
+        pairwise=pairwise, skipped=())
     return AnalysisResult(
         description=description, structure=structure, terms=terms, comparison=comparison,
         decision=decision, intervals=intervals, fit=fit, identity=identity_result, plain=plain,
-        heterogeneity=heterogeneity, coverage=None, omnibus=omnibus, model_data=data,
+        heterogeneity=heterogeneity, coverage=None, comparisons=comparisons, model_data=data,
         bootstrap_draws=draws, improvement_table=_improvement_table(data),
-        language_table=languages, pairwise=pairwise, interaction_table=interaction_table,
+        language_table=languages, interaction_table=interaction_table,
         problems=problems,
         identity_table=pd.DataFrame(list(identity_result.tasks), columns=list(IDENTITY_COLUMNS)),
         per_target_table=per_target)

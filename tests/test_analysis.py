@@ -231,7 +231,7 @@ def test_pairwise_comparisons_match_pingouin():
     import pandas as pd
     import pingouin as pg
 
-    from transferstats.analysis.descriptives import pairwise_mixes
+    from transferstats.analysis.descriptives import pairwise_tests
 
     rng = np.random.default_rng(0)
     data = pd.DataFrame([{"target_language": f"t{i}", "mix": f"m{j}", "seed": seed,
@@ -240,7 +240,8 @@ def test_pairwise_comparisons_match_pingouin():
     means = data.groupby(["target_language", "mix"], as_index=False)["improvement"].mean()
     expected = pg.pairwise_tests(data=means, dv="improvement", within="mix",
                                  subject="target_language", padjust="holm", effsize="hedges")
-    ours = pairwise_mixes(data, "improvement")
+    ours = pairwise_tests(data, "improvement")
+    assert isinstance(ours, pd.DataFrame)
     assert ours[["A", "B"]].values.tolist() == expected[["A", "B"]].values.tolist()
     for column in ("T", "dof", "p_unc", "p_corr", "hedges"):
         np.testing.assert_allclose(ours[column].astype(float), expected[column].astype(float),

@@ -169,7 +169,8 @@ def test_many_mixes_are_shown_by_design_cell():
 
 def test_past_36_mixes_the_report_ranks_the_mixes(single_source):
     ranking = descriptives.mix_ranking(many_mix_data(), "score", 0.95)
-    result = replace(single_source, pairwise=pd.DataFrame(), mix_ranking=ranking)
+    result = replace(single_source, mix_ranking=ranking,
+                     comparisons=replace(single_source.comparisons, pairwise=pd.DataFrame()))
     blocks = render._pairwise(result)
     text = " ".join(block.text for block in blocks)
     assert "With 60 mixes there would be 1,770 pairwise tests" in text

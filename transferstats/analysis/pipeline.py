@@ -193,7 +193,7 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
             False, "the model was not fitted" if fits.primary is None
             else "not fitted (companions=False)"),
         coverage=_coverage(spec, fits.primary, structure, description),
-        omnibus=descriptives.omnibus(data, description.outcome),
+        comparisons=descriptives.compare_mixes(data, description.outcome),
         model_data=data.drop(columns="score_row", errors="ignore"), bootstrap_draws=draws,
         problems=pd.DataFrame([vars(p) for p in problems], columns=PROBLEM_COLUMNS),
         settings=spec, per_target_table=(fits.per_target_table if fits.per_target_table is not None
@@ -208,9 +208,6 @@ def _descriptive_tables(described: Described, data: pd.DataFrame, spec: Analysis
         "improvement_table": descriptives.improvement_table(described.scores, spec,
                                                             described.mixes),
         "language_table": descriptives.language_table(data, spec),
-        "pairwise": (descriptives.pairwise_mixes(data, outcome)
-                     if data["mix"].nunique() <= descriptives.MAX_PAIRWISE_MIXES
-                     else pd.DataFrame()),
         "mix_ranking": descriptives.mix_ranking(data, outcome, spec.level),
         "interaction_table": descriptives.interaction_table(data, spec,
                                                             described.description.single_factor),

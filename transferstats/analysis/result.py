@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from transferstats.analysis.description import Description
+from transferstats.analysis.descriptives import MixComparisons
 from transferstats.analysis.model import CONTRAST, IdentityPlan, ModelStructure
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.problems import Problem
@@ -217,15 +218,16 @@ class AnalysisResult:
         per-target effects.
     coverage : dict or None
         What the coverage study measured for a design like this one.
-    omnibus : dict
-        The repeated-measures ANOVA across mixes, or why it was left out.
+    comparisons : MixComparisons
+        The repeated-measures ANOVA and the pairwise tests of the mixes, and those the design
+        left out with their reason (:func:`transferstats.analysis.descriptives.compare_mixes`).
     model_data : pandas.DataFrame
         One row per observation that entered the model, with ``fitted`` and ``residual``;
         ``diversity`` and ``volume`` are log2 values centred at the design centre, covariates
         centred at their mean; with identity effects ``share[<member>]`` holds each share.
     bootstrap_draws : pandas.DataFrame
         One row per bootstrap resample of the primary model, one column per output.
-    improvement_table, language_table, pairwise, interaction_table, mix_ranking
+    improvement_table, language_table, interaction_table, mix_ranking
         Descriptive tables (see :mod:`transferstats.analysis.descriptives`).
     problems : pandas.DataFrame
         Every warning met while loading and analysing (``file, location, severity, message``).
@@ -246,12 +248,11 @@ class AnalysisResult:
     plain: PlainModel
     heterogeneity: Heterogeneity
     coverage: dict | None
-    omnibus: dict
+    comparisons: MixComparisons
     model_data: pd.DataFrame
     bootstrap_draws: pd.DataFrame
     improvement_table: pd.DataFrame
     language_table: pd.DataFrame
-    pairwise: pd.DataFrame
     interaction_table: pd.DataFrame
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     settings: AnalysisSpec = field(default_factory=AnalysisSpec)
@@ -261,6 +262,11 @@ class AnalysisResult:
         default_factory=lambda: pd.DataFrame(columns=PER_TARGET_COLUMNS))
     mix_ranking: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=RANKING_COLUMNS))
+
+    @property
+    def pairwise(self) -> pd.DataFrame:
+        """Holm-corrected paired t tests between every two mixes (empty where left out)."""
+        return self.comparisons.pairwise
 
     @property
     def warnings(self) -> list[str]:
@@ -296,7 +302,7 @@ class AnalysisResult:
             "heterogeneity": asdict(self.heterogeneity),
             "covariates": [asdict(c) | {"unit": c.unit} for c in d.covariates],
             "bootstrap": asdict(self.intervals), "coverage": self.coverage,
-            "model": self._model_dict(), "design": asdict(d.check), "descriptives": self.omnibus,
+            "model": self._model_dict(), "design": asdict(d.check), "descriptives": self.comparisons.to_dict(),
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(self.settings).items() if k != "tasks"}
                         | {"tasks": [task.id for task in self.settings.tasks]},

@@ -38,7 +38,7 @@ from scipy import stats
 from transferstats import __version__
 from transferstats.analysis.coverage import coverage_sentence
 from transferstats.analysis.derive import NO_BASELINE_CHOICE
-from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES
+from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES, RmAnova
 from transferstats.analysis.members import MemberWords
 from transferstats.analysis.result import CONTRAST, AnalysisResult
 from transferstats.problems import Problem, write_problems
@@ -754,17 +754,14 @@ def _languages(result: AnalysisResult) -> list[Block]:
     ]
 
 
-def _omnibus_text(omnibus: dict) -> str | None:
-    if omnibus and omnibus.get("skipped"):
-        return f"The repeated-measures ANOVA across mixes was left out: {md_escape(omnibus['skipped'])}."
-    if not omnibus or is_missing(omnibus.get("F")):
+def _omnibus_text(anova: RmAnova | None) -> str | None:
+    if anova is None or is_missing(anova.F):
         return None
-    p_value = omnibus.get("p_gg", omnibus.get("p_unc"))
-    return (f"Repeated-measures ANOVA across mixes ({md_escape(omnibus['subjects'])} as subjects, "
-            f"n = {omnibus['n_subjects']}): F({format_dof(omnibus['ddof1'])}, "
-            f"{format_dof(omnibus['ddof2'])}) = {format_number(omnibus['F'])}, "
-            f"p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, generalised η² = "
-            f"{format_number(omnibus.get('ng2'))}.")
+    p_value = anova.p_gg if not is_missing(anova.p_gg) else anova.p_unc
+    return (f"Repeated-measures ANOVA across mixes ({md_escape(anova.subjects)} as subjects, "
+            f"n = {anova.n_subjects}): F({format_dof(anova.ddof1)}, {format_dof(anova.ddof2)}) = "
+            f"{format_number(anova.F)}, p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, "
+            f"generalised η² = {format_number(anova.ng2)}.")
 
 
 def _p_phrase(p_value) -> str:
@@ -774,9 +771,15 @@ def _p_phrase(p_value) -> str:
 
 def _pairwise(result: AnalysisResult) -> list[Block]:
     blocks = [_heading("Pairwise comparisons of mixes")]
-    omnibus = _omnibus_text(result.omnibus.get("rm_anova") or {})
+    comparisons = result.comparisons
+    omnibus = _omnibus_text(comparisons.rm_anova)
     if omnibus:
         blocks.append(_paragraph(omnibus))
+    names = {"rm_anova": "The repeated-measures ANOVA across mixes",
+             "pairwise_mixes": "The pairwise tests of the mixes"}
+    blocks += [_paragraph(f"{names.get(s.test, s.test)} was left out: "
+                          f"{md_escape(s.reason.rstrip('.'))}.") for s in comparisons.skipped
+               if s.test != "pairwise_mixes" or len(result.mix_ranking) <= MAX_PAIRWISE_MIXES]
     ranking = result.mix_ranking
     if result.pairwise.empty and len(ranking) > MAX_PAIRWISE_MIXES:
         pairs = len(ranking) * (len(ranking) - 1) // 2

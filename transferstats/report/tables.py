@@ -142,7 +142,10 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
     improvement:
         Long form ``mix, target_task, mean, ci_low, ci_high, n_runs``; ``target_task ==
         "average"`` holds each mix's average. Row order is kept; targets keep their first-seen
-        order and the average comes last.
+        order and the average comes last. An optional ``score_stderr`` (the mean standard error
+        of the scores, :func:`transferstats.analysis.descriptives.improvement_table`) adds a
+        column ``Score SE`` per row where any is given: the average row's, else the mean of the
+        row's cells.
     confidence:
         Level of the intervals, for the caption.
     by_cell:
@@ -173,12 +176,26 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
+    with_stderr = "score_stderr" in improvement and improvement["score_stderr"].notna().any()
+    if with_stderr:
+        for row, mix in zip(rows, mixes, strict=True):
+            row["Score SE"] = format_number(_row_stderr(improvement[improvement["mix"] == mix]), 1)
     rows_are = (f"design cell (the mixes of the same number of {words.plural} and examples "
                 "averaged; intervals are t intervals over those mixes)" if by_cell else "mix")
     caption = (f"Improvement over the baseline (mix none, points), per {rows_are} and "
                f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
                f"intervals underneath. Avg is the mean over targets.")
+    if with_stderr:
+        caption += (" Score SE is the mean standard error of the scores as the evaluation tool "
+                    "reported it, where it did: the noise of the evaluation sets, not of the "
+                    "improvement.")
     return Table("improvement", caption, pd.DataFrame(rows))
+
+
+def _row_stderr(cells: pd.DataFrame) -> float:
+    """A row's mean score standard error: its average cell's, else the mean of its cells'."""
+    average = cells.loc[cells["target_task"] == "average", "score_stderr"]
+    return float(average.iloc[0]) if len(average) else float(cells["score_stderr"].mean())
 
 
 def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95,
