@@ -302,7 +302,8 @@ class AnalysisResult:
             "heterogeneity": asdict(self.heterogeneity),
             "covariates": [asdict(c) | {"unit": c.unit} for c in d.covariates],
             "bootstrap": asdict(self.intervals), "coverage": self.coverage,
-            "model": self._model_dict(), "design": asdict(d.check), "descriptives": self.comparisons.to_dict(),
+            "model": self._model_dict(), "design": asdict(d.check),
+            "descriptives": self.comparisons.to_dict(),
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(self.settings).items() if k != "tasks"}
                         | {"tasks": [task.id for task in self.settings.tasks]},
