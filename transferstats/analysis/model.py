@@ -134,8 +134,7 @@ def fixed_terms(per_mix: pd.DataFrame, varies: str, interaction: bool) -> tuple[
     independent across mixes).
     """
     if varies in ("diversity", "volume"):
-        return [varies], [f"only {varies} varies, so the model has the {varies} term alone; "
-                          "diversity - volume is not estimable"]
+        return [varies], [f"only {varies} varies, so the model has the {varies} term alone"]
     terms, notes = ["diversity", "volume"], []
     if interaction:
         d, v = per_mix["diversity"].to_numpy(float), per_mix["volume"].to_numpy(float)

@@ -334,7 +334,8 @@ def _coverage(spec: AnalysisSpec, primary: FittedModel | None, structure: ModelS
     """What the coverage study measured for the contrast's interval on the design most like this
     one (:mod:`transferstats.analysis.coverage`); None where the study does not speak to the
     analysis (no fit, another outcome or level, no such design)."""
-    if primary is None or description.outcome != "improvement" or spec.level != 0.95:
+    if (primary is None or not description.compared or description.outcome != "improvement"
+            or spec.level != 0.95):
         return None
     in_model = MIX_TARGET in structure.random
     variation = (not in_model or (primary.fit.variance_components[MIX_TARGET] > 0
