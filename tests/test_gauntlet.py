@@ -88,3 +88,26 @@ def test_grid_is_analysed_in_its_own_words(name, tmp_path):
     estimates = result.to_dict()
     assert estimates["description"]["model"] == grid.model
     assert len(estimates["dropped"]) == len(description.dropped)
+
+
+@pytest.mark.slow
+def test_real_lm_eval_output_is_analysed_on_each_targets_split(lm_eval_grid, tmp_path):
+    """Real lm-evaluation-harness output whose targets sit on different splits: both targets are
+    analysed, each on the only split its runs hold, for every outcome, without a traceback."""
+    for outcome in ("auto", "transfer_gap", "worst_language"):
+        result = ts.analyze(lm_eval_grid, outcome=outcome, resamples=RESAMPLES, jobs=1)
+        splits = {s.target: s.split for s in result.description.splits}
+        assert len(set(splits.values())) == 2, "validation for one target, test for the other"
+        dropped = result.description.dropped
+        assert not [x for x in dropped if x.reason == "split"]
+        # A run-level outcome a target cannot give (no English score for the gap) leaves that
+        # target's runs out, counted; every other target is analysed.
+        lost = {x.target for x in dropped if x.reason == "no outcome"}
+        assert set(result.description.targets) | lost == set(splits)
+        terminal = summary_text(result)
+        _check_warnings(result, terminal)
+        assert "intermediate task" not in terminal.lower()
+    paths = result.write_report(tmp_path / "report")
+    report = paths["report.md"].read_text(encoding="utf-8")
+    assert "intermediate task" not in report.lower()
+    assert result.description.model in report
