@@ -157,27 +157,6 @@ def mix_table(scores: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([mixes, described], axis=1).reset_index(drop=True)
 
 
-def select_metric(scores: pd.DataFrame, metric: str | None, split: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """Keep one metric per target: its headline metric (``metric=None``) or the one named.
-
-    Targets that lack the named metric are left out with a warning naming them.
-    """
-    problems = []
-    kept = []
-    for target, group in scores[scores["split"] == split].groupby("target_task", sort=True):
-        wanted = metric or get_task(str(target)).metric
-        chosen = group[group["metric"] == wanted]
-        if chosen.empty:
-            problems.append(Problem(str(target), "metric", "warning",
-                                    f"no {wanted!r} scores on split {split!r} for target {target} "
-                                    f"(it has {sorted(group['metric'].unique())}); target left out"))
-            continue
-        kept.append(chosen)
-    if not kept:
-        return scores.iloc[0:0], problems
-    return pd.concat(kept, ignore_index=True), problems
-
-
 def add_improvement(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:
     """Add ``baseline`` (mean over the baseline's seeds) and ``improvement`` columns to the
     intermediate-trained rows; rows without a matching baseline are left out with a warning."""

@@ -106,6 +106,7 @@ from transferstats.analysis.mixed import (
 )
 from transferstats.analysis.model import (
     CONTRAST,
+    FACTOR_NOTATION,
     INTERACTION,
     MIX_TARGET,
     fixed_terms,
@@ -347,52 +348,17 @@ def pilot_components(results, *, model: str | None = None) -> Components:
         It loads but holds nothing to estimate from (no baseline, fewer than two mixes).
     """
     from transferstats import loading
-    from transferstats.analysis.derive import model_frame, select_metric
-    from transferstats.results import BASELINE_MIX
 
-    loaded = loading.load_results(results)
-    scores = loaded.scores
-    models = sorted(scores["model"].unique())
-    if model is not None:
-        if model not in models:
-            raise PowerError(f"pilot: model {model!r} not in the results ({', '.join(models)})")
-        scores = scores[scores["model"] == model]
-    elif len(models) > 1:
-        raise PowerError(f"pilot: the results hold several models ({', '.join(models)}); pick one")
-    scores, _ = select_metric(scores, None, "test")
-    if not (scores["mix"] == BASELINE_MIX).any():
-        raise PowerError("pilot: no baseline runs (mix 'none'), so the improvement the analysis "
-                         "models cannot be computed")
-    data, _ = model_frame(scores, outcome="improvement")
-    if data.empty or data["mix"].nunique() < 2:
-        raise PowerError("pilot: fewer than two intermediate mixes with usable scores; the mix "
-                         "components cannot be estimated")
-    data = data.assign(target_mix=data["target_task"] + "|" + data["mix"])
-    per_mix = data.drop_duplicates("mix")
-    fixed = [term for term in ("diversity", "volume") if per_mix[term].nunique() >= 2]
-    for term in fixed:
-        data[term] = data[term] - per_mix[term].mean()
-    if len(fixed) == 2:
-        data[INTERACTION] = data["diversity"] * data["volume"]
-        mix_design = np.column_stack([np.ones(len(per_mix)), per_mix["diversity"],
-                                      per_mix["volume"], per_mix["diversity"] * per_mix["volume"]])
-        if np.linalg.matrix_rank(mix_design) == 4:
-            fixed.append(INTERACTION)
-    factor_of = {"target": "target_task", "target_language": "target_language", "mix": "mix",
-                 "target_mix": "target_mix"}
+    data, fixed, random = _pilot_model(loading.load_results(results), model)
     notes, sources, sd = [], {}, dict(DEFAULT_SD)
-    random = []
-    for component, column in factor_of.items():
-        if data[column].nunique() >= 2 and not (component == "target_mix"
-                                                and data["target_task"].nunique() < 2):
-            random.append(column)
-        else:
-            notes.append(f"the pilot cannot estimate the {component} SD (a single level): the "
-                         f"default {DEFAULT_SD[component]} is used (a guess)")
+    for component, column in PILOT_FACTORS.items():
+        if column not in random:
+            notes.append(f"the pilot cannot estimate the {component} SD (a single level, or one "
+                         f"row per cell): the default {DEFAULT_SD[component]} is used (a guess)")
             sources[component] = DEFAULT_SOURCES[component]
     with threadpool_limits(1):
         fit = fit_crossed(data, "improvement", fixed, random, reml=True)
-    for component, column in factor_of.items():
+    for component, column in PILOT_FACTORS.items():
         if column in random:
             sd[component] = float(math.sqrt(max(fit.variance_components[column], 0.0)))
             sources[component] = "pilot (REML, fit_crossed)"
@@ -415,11 +381,40 @@ def pilot_components(results, *, model: str | None = None) -> Components:
              "targets": sorted(data["target_task"].unique()),
              "n_target_languages": int(data["target_language"].nunique()),
              "formula": "improvement ~ " + " + ".join(fixed or ["1"]) + " + "
-                        + " + ".join(f"(1 | {f})" for f in random),
+                        + " + ".join(f"(1 | {FACTOR_NOTATION[f]})" for f in random),
              "fixed_effects": {t: {"estimate": summary[t][0], "se": summary[t][1]} for t in fixed},
              "method": fit.method, "converged": bool(fit.converged),
              "on_boundary": list(fit.on_boundary)}
     return Components(sd=sd, source="pilot", sources=sources, notes=tuple(notes), pilot=pilot)
+
+
+#: Variance components the pilot estimates -> the analysis's random factor of each.
+PILOT_FACTORS = {"target": "target_task", "target_language": "target_language", "mix": "mix",
+                 "target_mix": MIX_TARGET}
+
+
+def _pilot_model(loaded, model: str | None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The pilot's rows, fixed terms and random factors, described and built as ``analyze``
+    builds its plain model of the improvement (no identity effects)."""
+    from transferstats.analysis.description import describe
+    from transferstats.analysis.model import build_model
+    from transferstats.problems import ResultsError
+    from transferstats.results import BASELINE_MIX
+
+    if not (loaded.scores["mix"] == BASELINE_MIX).any():
+        raise PowerError("pilot: no baseline runs (mix 'none'), so the improvement the analysis "
+                         "models cannot be computed")
+    spec = AnalysisSpec(outcome="improvement", model=model or "", identity="off")
+    try:
+        described = describe(loaded, spec)
+        data, structure = build_model(described.description, described.data, described.mixes,
+                                      interaction=True, target_mix=True, identity="off")
+    except (ResultsError, ValueError) as error:
+        problems = getattr(error, "problems", None)
+        message = next((p.message for p in problems if p.severity == "error"), str(error)) \
+            if problems else str(error)
+        raise PowerError(f"pilot: {message}") from None
+    return data, structure.fixed, list(structure.random)
 
 
 # --------------------------------------------------------------------------------------------
