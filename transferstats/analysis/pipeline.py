@@ -820,10 +820,11 @@ def _bootstrap(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random:
     if parametric_df is not None:
         return parametric_bootstrap(data, spec.outcome, fixed, random, df=parametric_df,
                                     contrasts=contrasts, n_resamples=spec.resamples,
-                                    seed=spec.seed, n_jobs=n_jobs, fit=fit)
+                                    seed=spec.seed, n_jobs=n_jobs, fit=fit,
+                                    progress=progress, scheduler=spec.scheduler)
     return crossed_bootstrap(data, spec.outcome, fixed, random, units=tuple(units),
                              contrasts=contrasts, n_resamples=spec.resamples, seed=spec.seed,
-                             n_jobs=n_jobs, progress=progress, fit=fit)
+                             n_jobs=n_jobs, progress=progress, fit=fit, scheduler=spec.scheduler)
 
 
 def _fit_model(data: pd.DataFrame, spec: AnalysisSpec, fixed: list[str], random: list[str],
