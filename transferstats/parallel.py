@@ -124,6 +124,24 @@ def _chunks(n_tasks: int, workers: int, largest: int, alone: int) -> list[range]
         range(i, min(i + size, n_tasks)) for i in range(alone, n_tasks, size)]
 
 
+#: Order of the dense matrices of a fit from which BLAS keeps its own thread count; below it
+#: one thread. Threads only wait on each other over small matrices: a REML fit of lme4's
+#: InstEval (dense order 1,142) and of a 1,100-mix grid (105) each ran several times faster on
+#: one thread than on two of two cores (CHANGELOG.md gives the figures).
+SMALL_MATRIX_ORDER = 2000
+
+
+@contextmanager
+def blas_threads_for(order: int) -> Iterator[None]:
+    """One BLAS thread for work on dense matrices of order below ``SMALL_MATRIX_ORDER``;
+    BLAS's own setting (one thread per core, or a caller's limit) for larger ones."""
+    if order >= SMALL_MATRIX_ORDER:
+        yield
+        return
+    with threadpool_limits(1):
+        yield
+
+
 # --------------------------------------------------------------------------------------------
 # Local processes
 
