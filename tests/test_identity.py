@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
@@ -27,6 +26,7 @@ from transferstats.analysis.spec import AnalysisSpec, load_spec
 from transferstats.analysis.verdict import compare_models
 from transferstats.cli import main
 from transferstats.loading import load_results
+from transferstats.parallel import available_cpus
 from transferstats.problems import ResultsError
 from transferstats.results import format_mix_tasks
 from transferstats.simulate import SimulationSettings, simulate_results, simulate_scores
@@ -510,7 +510,7 @@ def test_coverage_of_the_primary_contrast(capsys):
     probability 0.77 only; the band is widened by two standard errors to 89.6-99.5%, which still
     fails the crossed cluster bootstrap's 100% (160 of 160) and a 90% or a 99.9% interval."""
     n_grids = 160
-    workers = max(1, len(os.sched_getaffinity(0)))
+    workers = available_cpus()
     with ProcessPoolExecutor(workers) as pool:
         outcomes = list(pool.map(_covered, range(1000, 1000 + n_grids)))
     coverage = np.mean([covered for covered, _ in outcomes])

@@ -64,7 +64,14 @@ __all__ = [
 ]
 
 
+#: Names served from their own module rather than the API's, so that a first ``ts.fit_crossed``
+#: imports the solver alone, not the whole analysis pipeline and its plotting libraries.
+_SOLVER = ("CrossedFit", "fit_crossed", "likelihood_ratio_test")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SOLVER:
+        return getattr(importlib.import_module("transferstats.analysis.mixed"), name)
     if name in __all__:
         return getattr(importlib.import_module("transferstats.api"), name)
     raise AttributeError(f"module 'transferstats' has no attribute {name!r}")

@@ -36,6 +36,7 @@ class BootstrapSettings:
     units: tuple[str, ...]
     n_jobs: int | None = None
     progress: bool = True
+    scheduler: str = ""
 
 
 @dataclass
@@ -73,11 +74,13 @@ def bootstrap(data: pd.DataFrame, settings: BootstrapSettings, fixed: Sequence[s
     if parametric_df is not None:
         return parametric_bootstrap(data, settings.outcome, fixed, random, df=parametric_df,
                                     contrasts=contrasts, n_resamples=settings.resamples,
-                                    seed=settings.seed, n_jobs=settings.n_jobs, fit=fit)
+                                    seed=settings.seed, n_jobs=settings.n_jobs, fit=fit,
+                                    progress=settings.progress, scheduler=settings.scheduler)
     return crossed_bootstrap(data, settings.outcome, fixed, random, units=settings.units,
                              contrasts=contrasts, n_resamples=settings.resamples,
                              seed=settings.seed, n_jobs=settings.n_jobs,
-                             progress=settings.progress, fit=fit)
+                             progress=settings.progress, fit=fit,
+                             scheduler=settings.scheduler)
 
 
 def fit_model(data: pd.DataFrame, settings: BootstrapSettings, fixed: list[str],

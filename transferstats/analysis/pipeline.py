@@ -91,7 +91,8 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     data, structure = _build(described, spec)
     problems += [Problem(loaded.source, "model", "warning", w) for w in structure.warnings]
     settings = BootstrapSettings(structure.outcome, spec.resamples, spec.seed, spec.level,
-                                 spec.interval, _units(data, spec), n_jobs, progress)
+                                 spec.interval, _units(data, spec), n_jobs, progress,
+                                 spec.scheduler)
     fits = _fit_all(data, structure, settings, companions, described, problems)
     return _result(described, structure, fits, data, settings, spec, problems)
 

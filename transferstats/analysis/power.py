@@ -77,10 +77,7 @@ JASA 22(158), 209-212. (The Monte Carlo interval of a rejection rate.)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +87,6 @@ import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from transferstats.analysis.bootstrap import set_up_refit_worker
 from transferstats.analysis.design import (
     SEPARABLE_CORRELATION,
     diversity_volume_correlation,
@@ -114,6 +110,7 @@ from transferstats.analysis.model import (
     random_factors,
 )
 from transferstats.analysis.spec import AnalysisSpec
+from transferstats.parallel import LOCAL, parallel_map
 
 #: The variance components of the generative model, in this order (standard deviations, points).
 COMPONENTS = ("target", "target_language", "mix", "target_mix", "seed")
@@ -787,7 +784,9 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = loading.load_results(results_table(sim, y))
-            spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity)
+            # Already on a worker: its bootstrap runs right there.
+            spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity,
+                                scheduler=LOCAL)
             result = analyze_loaded(loaded, spec,
                                     n_jobs=1, progress=False, companions=False)
     except (ResultsError, np.linalg.LinAlgError, ValueError):
@@ -808,69 +807,10 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
 
 
 def _do(sim: _Simulator, job: tuple) -> list[float]:
+    """One job: a simulated grid analysed by the stand-in, or a calibration grid by analyze."""
     if job[0] == "simulate":
         return _one(sim, job[1])
     return _calibrate_one(sim, job[1], job[2], job[3])
-
-
-def _chunk(sim: _Simulator, jobs: Sequence[tuple]) -> list[list[float]]:
-    with threadpool_limits(1):
-        return [_do(sim, job) for job in jobs]
-
-
-_WORKER_SIMULATOR: _Simulator | None = None
-
-
-def _init_worker(sim: _Simulator) -> None:
-    global _WORKER_SIMULATOR
-    _WORKER_SIMULATOR = sim
-    set_up_refit_worker()
-
-
-def _worker_chunk(jobs: Sequence[tuple]) -> list[list[float]]:
-    assert _WORKER_SIMULATOR is not None, "set by _init_worker"
-    return _chunk(_WORKER_SIMULATOR, jobs)
-
-
-def _run(sim: _Simulator, jobs: list[tuple], n_jobs: int, progress: bool, label: str
-         ) -> list[list[float]]:
-    """Run the jobs over ``n_jobs`` processes; results in job order, independent of ``n_jobs``.
-    Calibration jobs (a whole bootstrap each) go one per chunk, first."""
-    chunks: list[tuple[int, list[tuple]]] = []
-    simulate = [i for i, job in enumerate(jobs) if job[0] == "simulate"]
-    for i, job in enumerate(jobs):
-        if job[0] != "simulate":
-            chunks.append((i, [job]))
-    size = max(1, min(25, len(simulate) // (4 * n_jobs)))
-    for start in range(0, len(simulate), size):
-        chunks.append((simulate[start], [jobs[i] for i in simulate[start:start + size]]))
-    out: list[list[float]] = [[] for _ in jobs]
-    with _progress_bar(progress, len(jobs), label) as advance:
-        if n_jobs == 1:
-            for start, chunk in chunks:
-                out[start:start + len(chunk)] = _chunk(sim, chunk)
-                advance(len(chunk))
-        else:
-            with ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(sim,)) as pool:
-                futures = {pool.submit(_worker_chunk, chunk): (start, len(chunk))
-                           for start, chunk in chunks}
-                for future in as_completed(futures):
-                    start, count = futures[future]
-                    out[start:start + count] = future.result()
-                    advance(count)
-    return out
-
-
-@contextmanager
-def _progress_bar(show: bool, total: int, label: str):
-    if not show:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1077,14 +1017,16 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
                       model: AnalysisModel | None = None, resamples: int = RESAMPLES,
                       level: float = LEVEL, calibration_grids: int = CALIBRATION_GRIDS,
                       calibration_resamples: int = CALIBRATION_RESAMPLES,
-                      label: str = "power simulations") -> Simulations:
+                      label: str = "power simulations", scheduler: str | None = None
+                      ) -> Simulations:
     """Simulate ``simulations`` grids of this design and analyse each with the stand-in,
     calibrated on ``calibration_grids`` further simulated grids analysed by ``analyze`` itself
     (0: no calibration, plain Wald z intervals).
 
     Simulation ``i`` uses ``default_rng(SeedSequence(seed).spawn(simulations)[i])``, calibration
     grid ``k`` ``SeedSequence([seed, 1]).spawn(...)[k]``: the result depends on ``seed`` only,
-    never on ``n_jobs`` (default: every core available).
+    never on ``n_jobs`` (default: every core available) nor on ``scheduler`` (a Dask
+    scheduler's address: :func:`transferstats.parallel.parallel_map`).
     """
     if simulations < 10:
         raise PowerError(f"simulations must be at least 10, got {simulations}")
@@ -1095,12 +1037,14 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
         return Simulations(nan, nan, np.zeros(simulations), np.full(simulations, z),
                            np.full(simulations, z), resamples, level, model.blocked)
     sim = _simulator(design, components, model, resamples, level)
-    n_jobs = max(1, min(n_jobs or len(os.sched_getaffinity(0)), simulations))
     calibration_seeds = np.random.SeedSequence([seed, 1]).spawn(calibration_grids)
     jobs: list[tuple] = [("calibrate", s, k, calibration_resamples)
                          for k, s in enumerate(calibration_seeds)]
     jobs += [("simulate", s) for s in np.random.SeedSequence(seed).spawn(simulations)]
-    out = np.array(_run(sim, jobs, n_jobs, progress, label), dtype=object)
+    # A calibration job is a whole bootstrap: one per chunk, first.
+    out = np.array(parallel_map(_do, jobs, sim, jobs=n_jobs, scheduler=scheduler,
+                                largest_chunk=25, alone=calibration_grids, progress=progress,
+                                label=label), dtype=object)
     main = np.array([list(r) for r in out[calibration_grids:]], dtype=float)
     result = Simulations(main[:, 0], main[:, 1], main[:, 2], np.full(simulations, z),
                          np.full(simulations, z), resamples, level)
@@ -1279,7 +1223,8 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
                    calibration_grids: int = CALIBRATION_GRIDS,
                    calibration_resamples: int = CALIBRATION_RESAMPLES,
                    identity: str = "auto",
-                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX) -> PowerResult:
+                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
+                   scheduler: str | None = None) -> PowerResult:
     """Power of the design to give the verdict ``supported`` at a true ``difference``.
 
     Parameters
@@ -1308,6 +1253,10 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
         As analyze's setting: whether the analysed model has task identity effects.
     analysis_target_mix : bool
         Whether the analysed model has ``(1 | target_task:mix)`` (default: as ``analyze``).
+    scheduler : str, optional
+        A Dask scheduler's address to run the simulations on (``"local"``: local processes;
+        default: dask's ``scheduler-address`` if set, else local processes). The result is the
+        same wherever they run.
 
     Returns
     -------
@@ -1325,7 +1274,7 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
     sims = simulate_analyses(design, components, simulations=simulations, seed=seed,
                              n_jobs=n_jobs, progress=progress, model=model,
                              calibration_grids=calibration_grids,
-                             calibration_resamples=calibration_resamples)
+                             calibration_resamples=calibration_resamples, scheduler=scheduler)
     expected = expected_standard_error(design, components, model)
     curve = sims.curve(curve_differences(difference, sims, power))
     result = PowerResult(design=design, model=model, components=components,
@@ -1366,7 +1315,8 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
                    inflation_identity: bool | None = None,
                    calibration_grids: int = 8,
                    calibration_resamples: int = CALIBRATION_RESAMPLES, identity: str = "auto",
-                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX) -> SearchResult:
+                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
+                   scheduler: str | None = None) -> SearchResult:
     """The cheapest designs that reach ``power``.
 
     Every candidate (each with ``gpu_hours``) is screened by :func:`approximate_power` from its
@@ -1376,7 +1326,8 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
     candidates whose screen is within ``margin`` of ``power`` are then simulated and calibrated
     like the grid, cheapest first, until ``top`` of them reach ``power`` in simulation or
     ``max_simulated`` have been simulated. Every simulation uses the same ``seed`` (common random
-    numbers across designs).
+    numbers across designs). ``n_jobs`` and ``scheduler``: where the simulations run, as in
+    :func:`power_analysis`.
     """
     rows: list[dict[str, Any]] = []
     for design in candidates:
@@ -1401,7 +1352,7 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
                                  n_jobs=n_jobs, progress=progress, model=model,
                                  calibration_grids=calibration_grids,
                                  calibration_resamples=calibration_resamples,
-                                 label=f"design {simulated}")
+                                 label=f"design {simulated}", scheduler=scheduler)
         row["result"] = design_row(row["design"], sims, difference, power, "candidate",
                                    row["screen"], model)
         if row["result"]["reaches_power"]:

@@ -38,6 +38,7 @@ class AnalysisSpec:
     level: float = 0.95
     interval: str = "bca"
     units: tuple[str, ...] = ("language", "mix")
+    scheduler: str = ""
     max_correlation: float = 0.9
     power: float = 0.8
     tasks: tuple[Task, ...] = ()
@@ -48,7 +49,7 @@ class AnalysisSpec:
 
         checks = [
             *((isinstance(getattr(self, key), str), key, "a string")
-              for key in ("name", "metric", "split", "model")),
+              for key in ("name", "metric", "split", "model", "scheduler")),
             *((isinstance(getattr(self, key), bool), key, "true or false")
               for key in ("interaction", "target_mix")),
             (self.include_english in (True, False, "auto"), "include_english",
@@ -90,7 +91,7 @@ class AnalysisSpec:
 _SECTIONS = {
     "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
                  "interaction", "target_mix", "model", "identity", "covariates"),
-    "bootstrap": ("resamples", "seed", "level", "interval", "units"),
+    "bootstrap": ("resamples", "seed", "level", "interval", "units", "scheduler"),
     "verdict": ("max_correlation", "power"),
 }
 

@@ -9,7 +9,8 @@ from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
-                "interval", "interaction", "target_mix", "include_english", "identity", "covariates")
+                "interval", "interaction", "target_mix", "include_english", "identity", "covariates",
+                "scheduler")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "target_in_mix; repeatable")
     parser.add_argument("--jobs", type=int, default=None,
                         help="bootstrap worker processes (default: all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="refit the resamples on this Dask scheduler (tcp://host:8786; needs "
+                             "the dask extra; default: DASK_SCHEDULER_ADDRESS if set, else local "
+                             "processes; 'local': local processes)")
 
 
 def run(args: argparse.Namespace) -> int:
