@@ -344,7 +344,8 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
     return AnalysisResult(
         description=description, structure=structure, terms=terms, comparison=comparison,
         decision=decision, intervals=intervals, fit=fit, identity=identity_result, plain=plain,
-        heterogeneity=heterogeneity, coverage=None, comparisons=comparisons, model_data=data,
+        heterogeneity=heterogeneity, coverage=None, comparisons=comparisons, collinearity=None,
+        model_data=data,
         bootstrap_draws=draws, improvement_table=_improvement_table(data),
         language_table=languages, interaction_table=interaction_table,
         problems=problems,

@@ -348,8 +348,9 @@ def language_rule(scores: pd.DataFrame, kind: str, include_english: bool | str) 
         return LanguageRule(False, True, "English rows left out (include_english = false)")
     if kind == "language":
         return LanguageRule(True, True, "every evaluated language is kept for mixes of languages "
-                                        "(the target_in_mix covariates say whether the mix "
-                                        "trained on it)")
+                                        "(the covariate target_in_mix or "
+                                        "target_language_in_mix carries whether the mix trained "
+                                        "on it)")
     return LanguageRule(False, True, "English is the language of the intermediate tasks, so its "
                                      "rows measure no cross-lingual transfer; left out "
                                      "(include_english = true keeps them)")

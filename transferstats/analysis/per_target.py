@@ -22,9 +22,11 @@ from transferstats.analysis.model import CONTRAST, FACTOR_NOTATION, MIX_TARGET, 
 from transferstats.analysis.result import PER_TARGET_COLUMNS, Heterogeneity
 
 
-def per_target(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings
-               ) -> tuple[pd.DataFrame, Heterogeneity]:
-    """Per-target effects (one row per target and term) and the heterogeneity test."""
+def per_target(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings,
+               parametric_df: float | None) -> tuple[pd.DataFrame, Heterogeneity]:
+    """Per-target effects (one row per target and term) and the heterogeneity test; the
+    bootstrap is the primary model's (parametric on ``parametric_df`` degrees of freedom, or
+    crossed cluster when None)."""
     empty = pd.DataFrame(columns=PER_TARGET_COLUMNS)
     targets = sorted(data["target_task"].unique())
     if len(targets) < 2:
@@ -43,7 +45,7 @@ def per_target(data: pd.DataFrame, structure: ModelStructure, settings: Bootstra
                                              target_column("volume", t): -direction}
                  for t in targets} if compared else {}
     boot = bootstrap(frame, settings, fixed_per_target, list(structure.random), contrasts,
-                     structure.identity.mix_df)
+                     parametric_df)
     outputs = [*slopes, *contrasts]
     failed = boot.draws[outputs].isna().any(axis=1)
     boot.draws.loc[failed, outputs] = np.nan

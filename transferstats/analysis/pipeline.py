@@ -33,10 +33,12 @@ import pandas as pd
 from transferstats.analysis import descriptives
 from transferstats.analysis.coverage import study_coverage
 from transferstats.analysis.description import Described, Description, describe
+from transferstats.analysis.diagnostics import VarianceInflation, variance_inflation
 from transferstats.analysis.fitting import BootstrapSettings, FittedModel, Intervals, fit_model, nested_test
 from transferstats.analysis.identity import identity_output, relative_output, share_table
 from transferstats.analysis.model import CONTRAST, INTERACTION, MIX_TARGET, ModelStructure, build_model
 from transferstats.analysis.per_target import per_target
+from transferstats.analysis.resampling import ResamplingPlan, resampling_plan
 from transferstats.analysis.result import (
     IDENTITY_COLUMNS,
     PER_TARGET_COLUMNS,
@@ -93,8 +95,25 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     settings = BootstrapSettings(structure.outcome, spec.resamples, spec.seed, spec.level,
                                  spec.interval, _units(data, spec), n_jobs, progress,
                                  spec.scheduler)
-    fits = _fit_all(data, structure, settings, companions, described, problems)
-    return _result(described, structure, fits, data, settings, spec, problems)
+    plan = resampling_plan(data, structure, described.description, settings.units)
+    if plan.why:
+        problems.append(Problem(loaded.source, "bootstrap", "warning", plan.why))
+    collinearity = _collinearity(data, structure, problems, loaded.source)
+    fits = _fit_all(data, structure, settings, plan, companions, described, problems)
+    return _result(described, structure, fits, data, settings, spec, problems,
+                   _interval_method(settings, structure, fits.primary, plan),
+                   collinearity)
+
+
+def _collinearity(data: pd.DataFrame, structure: ModelStructure, problems: list[Problem],
+                  source: str) -> VarianceInflation | None:
+    """Variance inflation of the fixed effects, a warning past the limit."""
+    if len(structure.fixed) < 2 or structure.blocked:
+        return None
+    vif = variance_inflation(data, structure.fixed)
+    if vif.warning:
+        problems.append(Problem(source, "model", "warning", vif.warning))
+    return vif
 
 
 def _build(described: Described, spec: AnalysisSpec) -> tuple[pd.DataFrame, ModelStructure]:
@@ -114,7 +133,8 @@ def _units(data: pd.DataFrame, spec: AnalysisSpec) -> tuple[str, ...]:
 
 
 def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings,
-             companions: bool, described: Described, problems: list[Problem]) -> Fits:
+             plan: ResamplingPlan, companions: bool, described: Described,
+             problems: list[Problem]) -> Fits:
     """The primary model, and with ``companions`` the plain model beside identity effects and
     the per-target model; every failed resample counted in ``problems``."""
     if structure.blocked:
@@ -122,15 +142,17 @@ def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapS
     source = described.description.source.path
     words = described.description.words
     fits = Fits(primary=_fit(data, structure, structure.primary_fixed, structure.contrasts,
-                             settings, "mixed model", structure.identity.mix_df, problems, source))
+                             settings, "mixed model", plan.primary_df, problems, source))
     fits.plain = fits.primary if not structure.identity.used else None
     if companions and structure.identity.used:
         fits.plain = _fit(data, structure, structure.fixed, structure.plain_contrasts, settings,
-                          f"plain mixed model (no {words.noun} identity)", None, problems, source)
+                          f"plain mixed model (no {words.noun} identity)", plan.plain_df, problems,
+                          source)
         fits.identity_test = nested_test(data, structure.outcome, structure.primary_fixed,
                                          structure.fixed, list(structure.random))
     if companions:
-        fits.per_target_table, fits.heterogeneity = per_target(data, structure, settings)
+        fits.per_target_table, fits.heterogeneity = per_target(data, structure, settings,
+                                                               plan.primary_df)
     _note_failures(fits, settings, problems, source)
     return fits
 
@@ -164,8 +186,8 @@ def _note_failures(fits: Fits, settings: BootstrapSettings, problems: list[Probl
 
 
 def _result(described: Described, structure: ModelStructure, fits: Fits, data: pd.DataFrame,
-            settings: BootstrapSettings, spec: AnalysisSpec, problems: list[Problem]
-            ) -> AnalysisResult:
+            settings: BootstrapSettings, spec: AnalysisSpec, problems: list[Problem],
+            intervals: IntervalMethod, collinearity: VarianceInflation | None) -> AnalysisResult:
     """Wrap the fits in the typed result, with the descriptive tables."""
     description = described.description
     units = _unit_texts(description)
@@ -188,7 +210,7 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
     identity = _identity(fits, structure, described)
     return AnalysisResult(
         description=description, structure=structure, terms=terms, comparison=comparison,
-        decision=verdict, intervals=_interval_method(settings, structure, fits.primary),
+        decision=verdict, intervals=intervals, collinearity=collinearity,
         fit=_fit_summary(fits.primary), identity=identity,
         plain=plain, heterogeneity=fits.heterogeneity or Heterogeneity(
             False, "the model was not fitted" if fits.primary is None
@@ -311,8 +333,8 @@ def _fit_summary(model: FittedModel | None) -> FitSummary | None:
 
 
 def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
-                     primary: FittedModel | None) -> IntervalMethod:
-    """How the primary model's intervals were made."""
+                     primary: FittedModel | None, plan: ResamplingPlan) -> IntervalMethod:
+    """How the primary model's intervals were made, and why that way."""
     crossed = "crossed cluster, " + ("BCa" if settings.interval == "bca" else "percentile")
     failed = int(primary.n_failed) if primary is not None else None
     method = IntervalMethod(resampling="crossed cluster", method=crossed,
@@ -320,14 +342,19 @@ def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
                             level=settings.level, units=settings.units,
                             replicates="seeds resampled within (mix, target)",
                             failed_resamples=failed)
-    if not structure.identity.used:
+    if plan.primary_df is None:
         return method
-    df = structure.identity.mix_df
+    df = plan.primary_df
+    plain = (crossed if plan.plain_df is None
+             else f"parametric, antithetic pairs, percentile, t({plan.plain_df:g})")
     # Both of BCa's corrections are zero for these draws: the same interval either way.
     return replace(method, resampling="parametric",
-                   method=f"parametric, antithetic pairs, percentile, t({df})",
+                   method=f"parametric, antithetic pairs, percentile, t({df:g})",
                    replicates="random effects and residuals redrawn from the fitted model",
-                   t_df=df, plain_method=crossed)
+                   t_df=df, plain_method=plain if structure.identity.used else None,
+                   why=plan.why or ("the model has identity effects: resampling mixes "
+                                    "overstates the uncertainty of a model with a coefficient "
+                                    "per member (El Karoui & Purdom 2018)"))
 
 
 def _coverage(spec: AnalysisSpec, primary: FittedModel | None, structure: ModelStructure,

@@ -20,6 +20,7 @@ import pandas as pd
 
 from transferstats.analysis.description import Description
 from transferstats.analysis.descriptives import MixComparisons
+from transferstats.analysis.diagnostics import VarianceInflation
 from transferstats.analysis.model import CONTRAST, IdentityPlan, ModelStructure
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.problems import Problem
@@ -133,8 +134,9 @@ class IntervalMethod:
     units: tuple[str, ...]
     replicates: str
     failed_resamples: int | None
-    t_df: int | None = None
+    t_df: float | None = None
     plain_method: str | None = None
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,8 @@ class AnalysisResult:
         per-target effects.
     coverage : dict or None
         What the coverage study measured for a design like this one.
+    collinearity : VarianceInflation or None
+        Variance inflation factors of the fixed effects (None with fewer than two terms).
     comparisons : MixComparisons
         The repeated-measures ANOVA and the pairwise tests of the mixes, and those the design
         left out with their reason (:func:`transferstats.analysis.descriptives.compare_mixes`).
@@ -249,6 +253,7 @@ class AnalysisResult:
     heterogeneity: Heterogeneity
     coverage: dict | None
     comparisons: MixComparisons
+    collinearity: VarianceInflation | None
     model_data: pd.DataFrame
     bootstrap_draws: pd.DataFrame
     improvement_table: pd.DataFrame
@@ -304,6 +309,9 @@ class AnalysisResult:
             "bootstrap": asdict(self.intervals), "coverage": self.coverage,
             "model": self._model_dict(), "design": asdict(d.check),
             "descriptives": self.comparisons.to_dict(),
+            "collinearity": None if self.collinearity is None else {
+                "vif": self.collinearity.table.to_dict("records"),
+                "limit": self.collinearity.limit, "warning": self.collinearity.warning},
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
                          for k, v in vars(self.settings).items() if k != "tasks"}
                         | {"tasks": [task.id for task in self.settings.tasks]},

@@ -41,6 +41,7 @@ from transferstats.analysis.derive import NO_BASELINE_CHOICE
 from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES, RmAnova
 from transferstats.analysis.members import MemberWords
 from transferstats.analysis.result import CONTRAST, AnalysisResult
+from transferstats.analysis.verdict import MAX_FAILED_SHARE
 from transferstats.problems import Problem, write_problems
 from transferstats.report import figures, tables
 from transferstats.report.tables import (
@@ -639,7 +640,16 @@ def _diagnostics(result: AnalysisResult) -> list[Block]:
     items += [md_escape(_sentence(note)) for note in structure.notes]
     failed = result.intervals.failed_resamples
     if failed:
-        items.append(f"{failed} bootstrap resamples failed to fit and are not in the intervals.")
+        share = failed / result.intervals.resamples
+        items.append(f"{failed} bootstrap resamples ({share:.0%}) failed to fit and are not in "
+                     "the intervals" + (f"; past {MAX_FAILED_SHARE:.0%} the intervals rest on the "
+                                        "resamples that happened to keep the design's variation "
+                                        "and are not trustworthy." if share > MAX_FAILED_SHARE
+                                        else "."))
+    if result.intervals.why:
+        items.append(f"Intervals: {md_escape(_sentence(result.intervals.why))}")
+    if result.collinearity is not None and result.collinearity.warning:
+        items.append(f"**Collinearity:** {md_escape(_sentence(result.collinearity.warning))}")
     items += _design_items(result)
     blocks = [_heading("Model diagnostics"), _bullets(items)]
     if fit is not None:
@@ -812,6 +822,11 @@ def _bootstrap_methods(result: AnalysisResult) -> str:
         return (f"Intervals for {what} come from {crossed} ({md_escape(intervals.replicates)}), "
                 f"with {md_escape(intervals.method.split(', ')[-1])} intervals (Efron 1987) "
                 f"{resamples}.")
+    if not result.structure.identity.used:
+        return (f"Intervals for {what} come from a parametric bootstrap (Davison & Hinkley 1997), "
+                f"because {md_escape(intervals.why)}: the random intercepts and residuals are "
+                "redrawn from the fitted model in antithetic pairs (Hall 1989) and each draw is "
+                f"refitted by REML, {resamples}.")
     plain_kind = (intervals.plain_method or "BCa").split(", ")[-1]
     return (f"Intervals for {what} come from a parametric bootstrap (Davison & Hinkley 1997): the "
             "design is kept, the random intercepts and residuals are redrawn from the fitted model "
