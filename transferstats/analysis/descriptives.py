@@ -75,10 +75,21 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
     the evaluation sets, not of the improvement.
     """
     trained, _ = add_improvement(scores)
+    return mix_target_table(trained, "improvement", spec, mixes)
+
+
+def score_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.DataFrame:
+    """:func:`improvement_table` of the score itself, for grids without baseline runs."""
+    trained = scores[scores["mix"] != BASELINE_MIX].assign(score=scores["value"])
+    return mix_target_table(trained, "score", spec, mixes)
+
+
+def mix_target_table(trained: pd.DataFrame, value: str, spec, mixes: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``value`` per (mix, target) and per mix, as :func:`improvement_table` describes."""
     if not spec.include_english:
         trained = trained[trained["language"] != "en"]
     per_language = (trained.groupby(["mix", "target_task", "language"], as_index=False)
-                    .agg(improvement=("improvement", "mean")))
+                    .agg(improvement=(value, "mean")))
     runs = trained.groupby(["mix", "target_task"])["run_id"].nunique()
     stderr = trained["stderr"] if "stderr" in trained else pd.Series(np.nan, trained.index)
     stderr_of_cell = stderr.groupby([trained["mix"], trained["target_task"]]).mean()

@@ -228,7 +228,8 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
 def _descriptive_tables(described: Described, data: pd.DataFrame, spec: AnalysisSpec) -> dict:
     outcome = spec.outcome
     return {
-        "improvement_table": descriptives.improvement_table(described.scores, spec,
+        "improvement_table": (descriptives.improvement_table if described.description.has_baselines
+                              else descriptives.score_table)(described.scores, spec,
                                                             described.mixes),
         "language_table": descriptives.language_table(data, spec),
         "mix_ranking": descriptives.mix_ranking(data, outcome, spec.level),

@@ -698,35 +698,38 @@ def by_design_cell(improvement: pd.DataFrame, ranking: pd.DataFrame, level: floa
 
 
 def _improvement_table(result: AnalysisResult) -> list[Block]:
-    """The Phang et al. (2020) table of improvement over the baseline, where there are baselines."""
+    """The Phang et al. (2020) table of improvement over the baseline per mix and target; of the
+    score where the grid has no baselines."""
     level, words = _level(result), _words(result)
+    baseline = result.description.has_baselines
     improvement = result.improvement_table
     if improvement.empty:
-        return [_paragraph(f"The results hold no baseline runs (mix {_code('none')}) matching the "
-                           "mixes' targets and languages, so there is no table of improvement "
-                           "over a baseline.")]
+        return []
     many = improvement["mix"].nunique() > MAX_MIXES_SHOWN and not result.mix_ranking.empty
     shown = by_design_cell(improvement, result.mix_ranking, level) if many else improvement
     blocks = []
     if many:
         blocks.append(_paragraph(
-            f"With {improvement['mix'].nunique()} mixes, the table and the heatmap show design "
-            f"cells: the mixes of the same number of {words.plural} and examples averaged. Every "
-            f"mix is in {_code(IMPROVEMENT_FILE)}."))
+            f"With {improvement['mix'].nunique()} mixes, the table "
+            + ("and the heatmap show" if baseline else "shows")
+            + f" design cells: the mixes of the same number of {words.plural} and examples "
+            f"averaged. Every mix is in {_code(IMPROVEMENT_FILE)}."))
     rows = "design cell" if many else "mix"
-    blocks.append(_table(tables.improvement_table(shown, level, by_cell=many, words=words)))
-    blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(shown),
-                          f"Mean improvement over the baseline (points) per {rows} (rows) and "
-                          "target task (columns), averaged over languages and seeds; Avg is the "
-                          "mean over targets. Blue cells beat the baseline, red cells fall below "
-                          "it."))
+    blocks.append(_table(tables.improvement_table(shown, level, by_cell=many, words=words,
+                                                  baseline=baseline)))
+    if baseline:
+        blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(shown),
+                              f"Mean improvement over the baseline (points) per {rows} (rows) and "
+                              "target task (columns), averaged over languages and seeds; Avg is "
+                              "the mean over targets. Blue cells beat the baseline, red cells "
+                              "fall below it."))
     return blocks
 
 
 def _improvement(result: AnalysisResult) -> list[Block]:
     d = result.description
     level, words = _level(result), d.words
-    heading = "Improvement per mix and target" if d.has_baselines else "Per design cell"
+    heading = ("Improvement" if d.has_baselines else "Score") + " per mix and target"
     blocks = [_heading(heading), *_improvement_table(result)]
     cells = result.interaction_table
     if cells.empty:

@@ -134,8 +134,10 @@ class Table:
 
 
 def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
-                      by_cell: bool = False, words: MemberWords = TASK_WORDS) -> Table:
-    """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
+                      by_cell: bool = False, words: MemberWords = TASK_WORDS,
+                      baseline: bool = True) -> Table:
+    """Improvement over the baseline per mix and target, Phang et al. (2020) layout; the score
+    itself where the grid has no baseline (``baseline=False``).
 
     Parameters
     ----------
@@ -182,14 +184,15 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
             row["Score SE"] = format_number(_row_stderr(improvement[improvement["mix"] == mix]), 1)
     rows_are = (f"design cell (the mixes of the same number of {words.plural} and examples "
                 "averaged; intervals are t intervals over those mixes)" if by_cell else "mix")
-    caption = (f"Improvement over the baseline (mix none, points), per {rows_are} and "
-               f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
-               f"intervals underneath. Avg is the mean over targets.")
+    what = "Improvement over the baseline (mix none, points)" if baseline else "Score (points)"
+    caption = (f"{what}, per {rows_are} and target task, averaged over languages and seeds, with "
+               f"{format_level(confidence)} confidence intervals underneath. Avg is the mean over "
+               "targets.")
     if with_stderr:
         caption += (" Score SE is the mean standard error of the scores as the evaluation tool "
-                    "reported it, where it did: the noise of the evaluation sets, not of the "
-                    "improvement.")
-    return Table("improvement", caption, pd.DataFrame(rows))
+                    "reported it, where it did: the noise of the evaluation sets"
+                    + (", not of the improvement." if baseline else "."))
+    return Table("improvement" if baseline else "scores", caption, pd.DataFrame(rows))
 
 
 def _row_stderr(cells: pd.DataFrame) -> float:
