@@ -130,7 +130,7 @@ def test_analyze_under_spawn_gives_the_serial_numbers(spawn_without_affinity, fe
     assert pooled.verdict == serial.verdict
 
 
-def test_bootstraps_under_spawn_give_the_serial_numbers(spawn_without_affinity):
+def test_parametric_bootstrap_under_spawn_gives_the_serial_numbers(spawn_without_affinity):
     data = grid()
     close(parametric(data, n_jobs=2).draws, parametric(data, n_jobs=1).draws)
 
@@ -159,8 +159,10 @@ def _sleep_then_index(state: str, task: tuple[int, float]) -> str:
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded Dask workers in this process; their web servers (which start even
-    with the dashboard off) listen on the loopback address only."""
-    distributed = pytest.importorskip("distributed")
+    with the dashboard off) listen on the loopback address only. Dask is in the test extra: a
+    missing install fails here rather than skipping the comparison."""
+    import distributed
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address="127.0.0.1:0",
                                   worker_dashboard_address="127.0.0.1:0") as local, \
