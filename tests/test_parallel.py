@@ -197,6 +197,7 @@ def test_analyze_runs_on_the_scheduler_dask_is_configured_with(cluster, few_mixe
         with distributed.get_task_stream(client) as stream:
             on_dask = ts.analyze(few_mixes, resamples=50, seed=2)
         assert any("_dask_chunk" in task["key"] for task in stream.data)
+        assert "scheduler" not in on_dask.estimates["settings"]   # an address is no result
     finally:
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
         dask.config.refresh()
@@ -222,6 +223,9 @@ def test_without_dask_local_processes_serve_and_a_scheduler_asks_for_the_extra(
     with pytest.raises(ValueError, match=r"transferstats\[dask\]"):
         ts.analyze(small_results, resamples=50, scheduler="tcp://cluster:8786")
     assert main(["analyze", str(small_results), "--scheduler", "tcp://cluster:8786"]) == 2
+    assert install in capsys.readouterr().err.replace("\n", "")
+    assert main(["power", "runners/smoke.toml", "--difference", "1", "--simulations", "100",
+                 "--calibration", "0", "--scheduler", "tcp://cluster:8786"]) == 2
     assert install in capsys.readouterr().err.replace("\n", "")
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://cluster:8786")
     with pytest.raises(parallel.SchedulerError, match="DASK_SCHEDULER_ADDRESS.*not installed"):

@@ -472,8 +472,9 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
         "model": model_info,
         "design": design,
         "descriptives": descriptives.omnibus(data, spec.outcome),
+        # Where the refits ran (a scheduler's address) changes no number: not a setting to report.
         "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(spec).items()
-                     if k != "tasks"} | {"tasks": [task.id for task in spec.tasks]},
+                     if k not in ("tasks", "scheduler")} | {"tasks": [task.id for task in spec.tasks]},
         "runs": {"complete": int((loaded.runs["status"] == "complete").sum()),
                  "failed": int((loaded.runs["status"] == "failed").sum())},
         "warnings": [str(p) for p in problems if p.severity == "warning"],
