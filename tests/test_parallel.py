@@ -130,7 +130,7 @@ def test_analyze_under_spawn_gives_the_serial_numbers(spawn_without_affinity, fe
     assert pooled.verdict == serial.verdict
 
 
-def test_bootstraps_under_spawn_give_the_serial_numbers(spawn_without_affinity):
+def test_parametric_bootstrap_under_spawn_gives_the_serial_numbers(spawn_without_affinity):
     data = grid()
     close(parametric(data, n_jobs=2).draws, parametric(data, n_jobs=1).draws)
 
@@ -159,8 +159,10 @@ def _sleep_then_index(state: str, task: tuple[int, float]) -> str:
 @pytest.fixture(scope="module")
 def cluster():
     """Two single-threaded Dask workers in this process; their web servers (which start even
-    with the dashboard off) listen on the loopback address only."""
-    distributed = pytest.importorskip("distributed")
+    with the dashboard off) listen on the loopback address only. Dask is in the test extra: a
+    missing install fails here rather than skipping the comparison."""
+    import distributed
+
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address="127.0.0.1:0",
                                   worker_dashboard_address="127.0.0.1:0") as local, \
@@ -195,6 +197,7 @@ def test_analyze_runs_on_the_scheduler_dask_is_configured_with(cluster, few_mixe
         with distributed.get_task_stream(client) as stream:
             on_dask = ts.analyze(few_mixes, resamples=50, seed=2)
         assert any("_dask_chunk" in task["key"] for task in stream.data)
+        assert "scheduler" not in on_dask.estimates["settings"]   # an address is no result
     finally:
         monkeypatch.delenv("DASK_SCHEDULER_ADDRESS")
         dask.config.refresh()
@@ -220,6 +223,9 @@ def test_without_dask_local_processes_serve_and_a_scheduler_asks_for_the_extra(
     with pytest.raises(ValueError, match=r"transferstats\[dask\]"):
         ts.analyze(small_results, resamples=50, scheduler="tcp://cluster:8786")
     assert main(["analyze", str(small_results), "--scheduler", "tcp://cluster:8786"]) == 2
+    assert install in capsys.readouterr().err.replace("\n", "")
+    assert main(["power", "runners/smoke.toml", "--difference", "1", "--simulations", "100",
+                 "--calibration", "0", "--scheduler", "tcp://cluster:8786"]) == 2
     assert install in capsys.readouterr().err.replace("\n", "")
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://cluster:8786")
     with pytest.raises(parallel.SchedulerError, match="DASK_SCHEDULER_ADDRESS.*not installed"):

@@ -313,7 +313,9 @@ class AnalysisResult:
                 "vif": self.collinearity.table.to_dict("records"),
                 "limit": self.collinearity.limit, "warning": self.collinearity.warning},
             "settings": {k: (list(v) if isinstance(v, tuple) else v)
-                         for k, v in vars(self.settings).items() if k != "tasks"}
+                         for k, v in vars(self.settings).items()
+                         # An address changes no number: the same seed gives the same draws.
+                         if k not in ("tasks", "scheduler")}
                         | {"tasks": [task.id for task in self.settings.tasks]},
             "runs": {"complete": d.runs_complete, "failed": d.runs_failed},
             "warnings": self.warnings, "source": asdict(d.source),
