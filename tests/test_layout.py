@@ -10,11 +10,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "transferstats"
 # What the analysis (and its report) may import from the package: itself, the contract (writer
-# and reader), the problem list, the task registry and the language codes (members of language
-# mixes).
+# and reader), the problem list, the task registry, the language codes (members of language
+# mixes) and the parallel layer every bootstrap and simulation runs on.
 ANALYSIS_MAY_IMPORT = ("transferstats.analysis", "transferstats.report", "transferstats.results",
                        "transferstats.loading", "transferstats.problems", "transferstats.tasks",
-                       "transferstats.languages")
+                       "transferstats.languages", "transferstats.parallel")
 
 
 def _package_imports(path: Path) -> set[str]:

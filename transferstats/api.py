@@ -70,7 +70,8 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
         - ``split`` (``"auto"``: each target's only split, else ``test``; a split name for
           every target; or a dict ``{target: split}``), ``model`` (``""``: the only one),
           ``include_english`` (``"auto"``: left out for task mixes, kept for language mixes;
-          ``True`` or ``False``), ``interaction`` (``True``).
+          ``True`` or ``False``), ``interaction`` (``True``), ``target_mix`` (``True``: a random
+          intercept per (mix, target) cell where the cells hold several rows).
         - ``resamples`` (1000), ``seed`` (0), ``level`` (0.95), ``interval`` (``"bca"`` or
           ``"percentile"``), ``units`` (``("language", "mix")``).
         - ``max_correlation`` (0.9), ``power`` (0.8).

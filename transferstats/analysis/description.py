@@ -212,7 +212,7 @@ def describe(loaded: LoadedResults, spec: AnalysisSpec) -> Described:
     splits = resolve_splits(scores, spec, loaded.source, problems)
     scores = filters.select_splits(scores, splits, log)
     scores = filters.select_metric(scores, spec.headline_metric, log, problems)
-    rule = language_rule(scores, kind, spec.include_english)
+    rule = language_rule(scores, kind, spec.include_english, outcome, spec.covariates)
     if outcome in ROW_OUTCOMES and not rule.english_kept:
         scores = log.keep(scores, scores["language"] != "en", "English",
                           lambda rows: rule.reason)
@@ -302,6 +302,11 @@ def resolve_splits(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
             split, reason = given[target], "given for this target"
         elif spec.split != "auto":
             split, reason = spec.split, "given for every target"
+            if split not in available:
+                problems.append(Problem(source, f"split.{target}", "warning",
+                                        f"target {target} has no scores on split {split!r} (its "
+                                        f"runs hold {', '.join(available)}): the whole target is "
+                                        "left out"))
         elif len(available) == 1:
             split, reason = available[0], "the only split its runs hold"
         elif DEFAULT_SPLIT in available:
@@ -331,26 +336,32 @@ def resolve_splits(scores: pd.DataFrame, spec: AnalysisSpec, source: str,
     return tuple(splits)
 
 
-def language_rule(scores: pd.DataFrame, kind: str, include_english: bool | str) -> LanguageRule:
+def language_rule(scores: pd.DataFrame, kind: str, include_english: bool | str,
+                  outcome: str = "score", covariates: tuple[str, ...] = ()) -> LanguageRule:
     """Whether English rows are modelled.
 
     For mixes of tasks the intermediate tasks are English, so English is the source language
     and its rows measure no transfer: left out unless ``include_english``. For mixes of
     languages every evaluated language is kept (``target_in_mix`` carries whether the mix
-    trained on it), unless ``include_english = false`` is set.
+    trained on it), unless ``include_english = false`` is set. A run-level outcome uses English
+    as its definition says.
     """
     evaluated = bool((scores["language"] == "en").any())
     if not evaluated:
         return LanguageRule(False, False, "no English scores were evaluated")
+    if outcome not in ROW_OUTCOMES:
+        return LanguageRule(False, True, f"the run-level outcome {outcome} uses English as it is "
+                                         f"defined: {OUTCOMES[outcome]}")
     if include_english is True:
         return LanguageRule(True, True, "English rows kept (include_english = true)")
     if include_english is False and kind == "language":
         return LanguageRule(False, True, "English rows left out (include_english = false)")
     if kind == "language":
+        modelled = [c for c in covariates if c in ("target_in_mix", "target_language_in_mix")]
+        carried = (f"the covariate {modelled[0]} carries whether the mix trained on it" if modelled
+                   else "--covariate target_in_mix would model whether the mix trained on it")
         return LanguageRule(True, True, "every evaluated language is kept for mixes of languages "
-                                        "(the covariate target_in_mix or "
-                                        "target_language_in_mix carries whether the mix trained "
-                                        "on it)")
+                                        f"({carried})")
     return LanguageRule(False, True, "English is the language of the intermediate tasks, so its "
                                      "rows measure no cross-lingual transfer; left out "
                                      "(include_english = true keeps them)")

@@ -346,12 +346,12 @@ def pilot_components(results, *, model: str | None = None) -> Components:
     """
     from transferstats import loading
 
-    data, fixed, random = _pilot_model(loading.load_results(results), model)
-    notes, sources, sd = [], {}, dict(DEFAULT_SD)
+    data, fixed, random, model_notes = _pilot_model(loading.load_results(results), model)
+    notes, sources, sd = list(model_notes), {}, dict(DEFAULT_SD)
     for component, column in PILOT_FACTORS.items():
         if column not in random:
-            notes.append(f"the pilot cannot estimate the {component} SD (a single level, or one "
-                         f"row per cell): the default {DEFAULT_SD[component]} is used (a guess)")
+            notes.append(f"the pilot's model has no {component} variance (see the notes above): "
+                         f"the default SD {DEFAULT_SD[component]} is used (a guess)")
             sources[component] = DEFAULT_SOURCES[component]
     with threadpool_limits(1):
         fit = fit_crossed(data, "improvement", fixed, random, reml=True)
@@ -390,7 +390,8 @@ PILOT_FACTORS = {"target": "target_task", "target_language": "target_language", 
                  "target_mix": MIX_TARGET}
 
 
-def _pilot_model(loaded, model: str | None) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _pilot_model(loaded, model: str | None
+                 ) -> tuple[pd.DataFrame, list[str], list[str], tuple[str, ...]]:
     """The pilot's rows, fixed terms and random factors, described and built as ``analyze``
     builds its plain model of the improvement (no identity effects)."""
     from transferstats.analysis.description import describe
@@ -411,7 +412,7 @@ def _pilot_model(loaded, model: str | None) -> tuple[pd.DataFrame, list[str], li
         message = next((p.message for p in problems if p.severity == "error"), str(error)) \
             if problems else str(error)
         raise PowerError(f"pilot: {message}") from None
-    return data, structure.fixed, list(structure.random)
+    return data, structure.fixed, list(structure.random), structure.notes
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-target-mix", dest="target_mix", action="store_false", default=None,
                         help="leave the random intercept per (mix, target) out of the model")
     parser.add_argument("--include-english", dest="include_english", action="store_true", default=None,
-                        help="keep English rows in row-level outcomes (not zero-shot)")
+                        help="keep English rows in row-level outcomes (not zero-shot); default: "
+                             "auto (left out for task mixes, kept for language mixes)")
+    parser.add_argument("--exclude-english", dest="include_english", action="store_false",
+                        help="leave English rows out of row-level outcomes, whatever the mixes")
     parser.add_argument("--tasks", action="append", default=[],
                         help="TOML file registering your own tasks ([tasks.<id>] tables); repeatable")
     parser.add_argument("--problems-file", default=PROBLEMS_FILE,
