@@ -1,0 +1,75 @@
+"""Random-slope fits agree with lme4 reference fits committed as fixtures.
+
+The data and lme4's estimates are in tests/fixtures/lme4/ (written by
+benchmarks/lme4/make_slope_fixtures.R, which needs R with lme4; these tests do not): lme4's
+``sleepstudy`` with correlated and uncorrelated slopes of Days by subject, and a simulated
+transfer grid (5 targets x 8 languages x 30 mixes) with slopes of diversity and volume by target.
+The references were fitted with BOBYQA run to rhoend = 1e-12, so they are converged far beyond
+the tolerances here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferstats.analysis.lmm import fit_formula
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lme4"
+GRID = "y ~ div * vol + (1 + div + vol {bar} target_task) + (1 | target_task:language) + (1 | mix)"
+CASES = {  # fixture: (data file, formula)
+    "sleepstudy_correlated": ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+    "sleepstudy_uncorrelated": ("sleepstudy", "Reaction ~ Days + (Days || Subject)"),
+    "slope_grid_correlated": ("slope_grid", GRID.format(bar="|")),
+    "slope_grid_uncorrelated": ("slope_grid", GRID.format(bar="||")),
+}
+
+
+def lme4_reference(name: str) -> dict[str, dict[str, float]]:
+    table = pd.read_csv(FIXTURES / f"{name}_lme4.csv", dtype=str, keep_default_na=False)
+    reference: dict[str, dict[str, float]] = {}
+    for kind, rows in table[table["kind"] != "version"].groupby("kind"):
+        # lme4 names the crossing of an uncorrelated model's factors "a.b" in VarCorr.
+        names = rows["name"].str.replace("target_task.language", "target_task:language")
+        reference[str(kind)] = {n: float(v) for n, v in zip(names, rows["value"], strict=True)}
+    return reference
+
+
+def fitted(name: str):
+    data_file, formula = CASES[name]
+    data = pd.read_csv(FIXTURES / f"{data_file}.csv")
+    return data, fit_formula(formula, data)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def case(request):
+    return request.param, lme4_reference(request.param), fitted(request.param)[1]
+
+
+def test_criterion_and_fixed_effects_agree_with_lme4(case):
+    _, reference, fit = case
+    assert fit.converged and not fit.is_singular
+    assert bool(reference["singular"]["isSingular"]) is fit.is_singular
+    assert fit.criterion == pytest.approx(reference["criterion"]["REML"], rel=1e-9)
+    terms = list(reference["fixef"])
+    np.testing.assert_allclose(fit.params[terms], list(reference["fixef"].values()), rtol=1e-6)
+
+
+def test_variance_components_agree_with_lme4(case):
+    _, reference, fit = case
+    ours = {f"{g}|{v1}|{v2}": (vc, sc) for g, v1, v2, vc, sc in fit.var_corr.itertuples(index=False)}
+    assert set(ours) == set(reference["varcorr"])
+    for key, value in reference["varcorr"].items():
+        assert ours[key][0] == pytest.approx(value, rel=1e-4), key
+        assert ours[key][1] == pytest.approx(reference["sdcor"][key], rel=1e-4), key
+
+
+def test_vcov_agrees_with_lme4(case):
+    _, reference, fit = case
+    for key, value in reference["vcov"].items():
+        row, column = key.split("|")
+        assert fit.vcov.loc[row, column] == pytest.approx(value, rel=1e-4, abs=1e-8), key
+    np.testing.assert_allclose(fit.bse, np.sqrt(np.diag(fit.vcov)))

@@ -1,0 +1,688 @@
+"""Linear mixed models with random slopes: lme4's profiled (RE)ML, one large factor eliminated.
+
+The model is lme4's
+
+    y = X beta + Z b + e,    b ~ N(0, sigma^2 Lambda Lambda'),    e ~ N(0, sigma^2 I),
+
+with one term per :class:`~transferstats.analysis.formula.RandomTerm`: a grouping factor g with
+L levels and k columns (an intercept, slopes), whose k x k covariance sigma^2 T T' is shared by
+the levels (T lower triangular; Lambda is block diagonal with a block T per level). theta lists
+the lower triangles of the T's, column by column, as lme4's ``getME(fit, "theta")``. For fixed
+theta, beta and sigma^2 have closed forms and the (RE)ML criterion is lme4's profiled deviance
+(Bates, Maechler, Bolker & Walker 2015, section 3), minimised over theta by L-BFGS-B with its
+exact gradient (:func:`criterion_and_gradient`), the diagonal of each T bounded below by 0.
+
+Speed on transfer grids comes, as in :mod:`transferstats.analysis.mixed`, from eliminating the
+intercept-only term with most levels (the mixes) analytically: each row has one level of it, so
+V_0 = I + theta_d^2 Z_d Z_d' has an explicit inverse, and everything else is an r x r problem
+over the columns of the other terms (slopes by target and target-languages: r of a few hundred),
+written with the metric V_0^-1 (:class:`Products`, :func:`evaluate`). A criterion and its
+gradient then cost O(r^3) plus sparse products linear in the number of mixes. The intercept-only
+models of :func:`~transferstats.analysis.mixed.fit_crossed` keep that module's own Newton solver.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.sparse
+from scipy.linalg.lapack import dtrtrs
+from threadpoolctl import threadpool_limits
+
+from transferstats.analysis.formula import INTERCEPT, RandomTerm, parse_formula
+
+#: lme4's ``isSingular`` tolerance: a diagonal element of a relative covariance factor T below
+#: this makes the fit singular (a variance at zero, or a correlation at +-1).
+SINGULAR_TOL = 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# Data -> design
+
+
+def _column(data: pd.DataFrame, name: str) -> np.ndarray:
+    """A numeric column, or the product of the columns of ``"a:b"``."""
+    values = np.ones(len(data))
+    for part in name.split(":"):
+        if part not in data.columns:
+            raise ValueError(f"column {part!r} (in {name!r}) is not in the data; it has "
+                             f"{list(data.columns)}")
+        if not pd.api.types.is_numeric_dtype(data[part]):
+            raise ValueError(f"column {part!r} (in {name!r}) must be numeric, not "
+                             f"{data[part].dtype}; a categorical predictor needs its own 0/1 columns")
+        values = values * data[part].to_numpy(dtype=float)
+    return values
+
+
+def _factor_codes(data: pd.DataFrame, factor: str) -> tuple[np.ndarray, np.ndarray]:
+    parts = factor.split(":")
+    missing = [part for part in parts if part not in data.columns]
+    if missing:
+        raise ValueError(f"grouping factor {factor!r}: columns {missing} are not in the data")
+    keys = data[parts[0]].astype(str) if len(parts) == 1 else \
+        data[parts].astype(str).agg(":".join, axis=1)
+    codes, levels = pd.factorize(keys, sort=True)
+    return codes.astype(np.int64), np.asarray(levels)
+
+
+@dataclass
+class Design:
+    """The model's arrays: y, X, and for each random term its level codes and columns."""
+
+    y: np.ndarray
+    X: np.ndarray
+    fixed: list[str]
+    terms: list[RandomTerm]
+    codes: list[np.ndarray]
+    levels: list[np.ndarray]
+    columns: list[np.ndarray]          # per term, (n, k) values of its columns
+    row_index: pd.Index
+
+    @property
+    def n_levels(self) -> list[int]:
+        return [len(levels) for levels in self.levels]
+
+
+def design(data: pd.DataFrame, outcome: str, fixed: Sequence[str], terms: Sequence[RandomTerm],
+           intercept: bool = True) -> Design:
+    """Rows with a missing value in any column used are left out, as lme4 does."""
+    used_columns = {outcome, *(p for name in fixed for p in name.split(":"))}
+    for term in terms:
+        used_columns |= set(term.factor.split(":"))
+        used_columns |= {p for c in term.columns if c != INTERCEPT for p in c.split(":")}
+    absent = sorted(c for c in used_columns if c not in data.columns)
+    if absent:
+        raise ValueError(f"columns {absent} are not in the data; it has {list(data.columns)}")
+    used = data[sorted(used_columns)].dropna()
+    names = ([INTERCEPT] if intercept else []) + list(fixed)
+    X = np.column_stack([np.ones(len(used)) if name == INTERCEPT else _column(used, name)
+                         for name in names])
+    codes, levels, columns = [], [], []
+    for term in terms:
+        code, level = _factor_codes(used, term.factor)
+        codes.append(code)
+        levels.append(level)
+        columns.append(np.column_stack([np.ones(len(used)) if c == INTERCEPT else _column(used, c)
+                                        for c in term.columns]))
+    return Design(used[outcome].to_numpy(dtype=float), X, names, list(terms), codes, levels,
+                  columns, used.index)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-products, blocked around the eliminated term
+
+
+def _theta_layout(terms: Sequence[RandomTerm]) -> list[tuple[int, int, int]]:
+    """(term, row, column) of each theta in T, lme4's order: lower triangle column by column."""
+    return [(t, i, j) for t, term in enumerate(terms)
+            for j in range(term.size) for i in range(j, term.size)]
+
+
+def eliminated_term(terms: Sequence[RandomTerm], n_levels: Sequence[int]) -> int | None:
+    """The intercept-only term with most levels (its Z'Z block is diagonal), if any."""
+    scalar = [t for t, term in enumerate(terms) if term.columns == (INTERCEPT,)]
+    return max(scalar, key=lambda t: n_levels[t]) if scalar else None
+
+
+@dataclass
+class Products:
+    """What the criterion needs, computed once: cross-products of [X y] and Z.
+
+    ``d`` is the eliminated term (None: nothing eliminated), ``D`` its level counts, ``C`` the
+    sparse Z_r'Z_d, ``ZrZr`` the dense Z_r'Z_r over the r columns of the other terms, ``ZdM``,
+    ``ZrM`` and ``MM`` the products with M = [X y]. ``lambda_rows``/``lambda_cols`` give, for
+    each theta of a term in r, its positions in the r x r Lambda_r.
+    """
+
+    n: int
+    p: int
+    terms: list[RandomTerm]
+    d: int | None
+    D: np.ndarray
+    C: scipy.sparse.csr_array
+    ZrZr: np.ndarray
+    ZdM: np.ndarray
+    ZrM: np.ndarray
+    MM: np.ndarray
+    Zr: scipy.sparse.csr_array
+    codes_d: np.ndarray
+    r_offsets: dict[int, int]
+    layout: list[tuple[int, int, int]]
+    lambda_rows: list[np.ndarray] = field(default_factory=list)
+    lambda_cols: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def r(self) -> int:
+        return self.ZrZr.shape[0]
+
+    @property
+    def lower_bounds(self) -> np.ndarray:
+        return np.array([0.0 if i == j else -np.inf for _, i, j in self.layout])
+
+    def lambda_r(self, theta: np.ndarray) -> np.ndarray:
+        Lam = np.zeros((self.r, self.r))
+        for value, rows, cols in zip(theta, self.lambda_rows, self.lambda_cols, strict=True):
+            Lam[rows, cols] = value
+        return Lam
+
+    def theta_d(self, theta: np.ndarray) -> float:
+        if self.d is None:
+            return 0.0
+        return float(theta[next(k for k, (t, _, _) in enumerate(self.layout) if t == self.d)])
+
+
+def _term_block(codes: np.ndarray, columns: np.ndarray, n_levels: int) -> scipy.sparse.csr_array:
+    """Z of one term: n x (levels x k), the k columns of a level next to each other (lme4)."""
+    n, k = columns.shape
+    cols = (codes[:, None] * k + np.arange(k)[None, :]).ravel()
+    rows = np.repeat(np.arange(n), k)
+    return scipy.sparse.csr_array((columns.ravel(), (rows, cols)), shape=(n, n_levels * k))
+
+
+def products(des: Design) -> Products:
+    """Cross-products of the design, the term with most levels eliminated (module docstring)."""
+    n, p = des.X.shape
+    M = np.column_stack([des.X, des.y])
+    d = eliminated_term(des.terms, des.n_levels)
+    others = [t for t in range(len(des.terms)) if t != d]
+    blocks = [_term_block(des.codes[t], des.columns[t], des.n_levels[t]) for t in others]
+    Zr = scipy.sparse.hstack(blocks, format="csr") if blocks else scipy.sparse.csr_array((n, 0))
+    Zr = scipy.sparse.csr_array(Zr)
+    if d is None:
+        codes_d, L_d = np.zeros(n, dtype=np.int64), 0
+        Zd = scipy.sparse.csr_array((n, 0))
+    else:
+        codes_d, L_d = des.codes[d], des.n_levels[d]
+        Zd = scipy.sparse.csr_array((np.ones(n), (np.arange(n), codes_d)), shape=(n, L_d))
+    ZdM = np.asarray(Zd.T @ M)
+    offsets, start = {}, 0
+    for t, block in zip(others, blocks, strict=True):
+        offsets[t] = start
+        start += block.shape[1]
+    cp = Products(n, p, des.terms, d, np.asarray(Zd.sum(axis=0)).ravel(),
+                  scipy.sparse.csr_array(Zr.T @ Zd), np.asarray((Zr.T @ Zr).toarray()), ZdM,
+                  np.asarray(Zr.T @ M), M.T @ M, Zr, codes_d, offsets, _theta_layout(des.terms))
+    for t, i, j in cp.layout:
+        if t == d:
+            cp.lambda_rows.append(np.empty(0, dtype=np.int64))
+            cp.lambda_cols.append(np.empty(0, dtype=np.int64))
+            continue
+        k = des.terms[t].size
+        base = offsets[t] + k * np.arange(des.n_levels[t])
+        cp.lambda_rows.append(base + i)
+        cp.lambda_cols.append(base + j)
+    return cp
+
+
+# --------------------------------------------------------------------------------------------
+# The profiled criterion
+
+
+def _solve_lower(L: np.ndarray, B: np.ndarray, transpose: bool = False) -> np.ndarray:
+    """L^-1 B (or L'^-1 B) by LAPACK directly: scipy 1.17's ``solve_triangular`` spends
+    milliseconds on input checks, which dominate a criterion of r x r arrays (r ~ 50)."""
+    x, info = dtrtrs(L, B, lower=1, trans=int(transpose))
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK info {info})")
+    return np.asarray(x)
+
+
+def _chol_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """(L L')^-1 B."""
+    return _solve_lower(L, _solve_lower(L, B), transpose=True)
+
+
+class Evaluation(NamedTuple):
+    """One evaluation at theta: the pieces of the criterion and of its derivatives."""
+
+    theta: np.ndarray
+    log_det_V: float       # log det(I + Z Lambda Lambda' Z') = lme4's ldL2
+    XVX: np.ndarray        # X' V^-1 X (V relative to sigma^2): lme4's RX'RX
+    beta: np.ndarray
+    pwrss: float           # (y - X beta)' V^-1 (y - X beta): lme4's penalised residual SS
+    weights: np.ndarray    # 1 / (1 + theta_d^2 D), by level of the eliminated term
+    T: np.ndarray          # Z_r' V_0^-1 Z_r
+    Lam: np.ndarray        # Lambda_r
+    chol: np.ndarray       # lower Cholesky factor of I + Lambda_r' T Lambda_r
+    ZrVM: np.ndarray       # Z_r' V_0^-1 [X y]
+
+
+def evaluate(theta: np.ndarray, cp: Products) -> Evaluation:
+    """beta, the penalised residual sum of squares and the log determinants at theta."""
+    psi = cp.theta_d(theta) ** 2
+    weights = 1.0 / (1.0 + psi * cp.D)
+    e = psi * weights
+    T = cp.ZrZr - (cp.C @ scipy.sparse.diags_array(e) @ cp.C.T).toarray()
+    ZrVM = cp.ZrM - cp.C @ (e[:, None] * cp.ZdM)
+    MVM = cp.MM - cp.ZdM.T @ (e[:, None] * cp.ZdM)
+    Lam = cp.lambda_r(theta)
+    chol = np.linalg.cholesky(Lam.T @ T @ Lam + np.eye(cp.r))
+    W = _solve_lower(chol, Lam.T @ ZrVM)
+    MViM = MVM - W.T @ W
+    p = cp.p
+    XVX = MViM[:p, :p]
+    beta = _chol_solve(np.linalg.cholesky(XVX), MViM[:p, p])
+    pwrss = float(MViM[p, p] - MViM[:p, p] @ beta)
+    log_det_V = float(np.sum(np.log1p(psi * cp.D)) + 2 * np.sum(np.log(np.diag(chol))))
+    return Evaluation(theta, log_det_V, XVX, beta, pwrss, weights, T, Lam, chol, ZrVM)
+
+
+def _log_det(matrix: np.ndarray) -> float:
+    return float(np.linalg.slogdet(matrix)[1])
+
+
+def criterion(ev: Evaluation, n: int, reml: bool) -> float:
+    """lme4's REML criterion (``REMLcrit``) or deviance at this theta, sigma profiled out."""
+    p = ev.XVX.shape[0]
+    dof = n - p if reml else n
+    value = ev.log_det_V + dof * (1 + np.log(2 * np.pi * ev.pwrss / dof))
+    return float(value + (_log_det(ev.XVX) if reml else 0.0))
+
+
+class Conditional(NamedTuple):
+    """Z'V^-1 products at an evaluation (Z_r and Z_d blocks): the gradient's and BLUPs' input."""
+
+    ZrViM: np.ndarray      # Z_r' V^-1 [X y]
+    ZrViZr: np.ndarray     # Z_r' V^-1 Z_r
+    ZdViM: np.ndarray      # Z_d' V^-1 [X y]
+    ZdViZd: np.ndarray     # diag(Z_d' V^-1 Z_d)
+
+
+def conditional(ev: Evaluation, cp: Products) -> Conditional:
+    """The products with V^-1 = V_0^-1 - V_0^-1 Z_r Lambda A^-1 Lambda' Z_r' V_0^-1 (Woodbury)."""
+    chol, Lam = ev.chol, ev.Lam
+    A_inv_LtZVM = _chol_solve(chol, Lam.T @ ev.ZrVM)
+    ZrViM = ev.ZrVM - ev.T @ (Lam @ A_inv_LtZVM)
+    H = _solve_lower(chol, Lam.T @ ev.T)
+    ZrViZr = ev.T - H.T @ H
+    Ft = (cp.C @ scipy.sparse.diags_array(ev.weights)).toarray()  # (Z_d' V_0^-1 Z_r)'
+    K = _solve_lower(chol, Lam.T @ Ft)
+    ZdViZd = cp.D * ev.weights - np.sum(K * K, axis=0)
+    ZdViM = ev.weights[:, None] * cp.ZdM - Ft.T @ (Lam @ A_inv_LtZVM)
+    return Conditional(ZrViM, ZrViZr, ZdViM, ZdViZd)
+
+
+def criterion_and_gradient(theta: np.ndarray, cp: Products, reml: bool) -> tuple[float, np.ndarray]:
+    """The profiled criterion and its exact gradient in theta.
+
+    With V = I + Z Lambda Lambda' Z' and P = V^-1 - V^-1 X (X'V^-1X)^-1 X'V^-1, the derivative
+    along dV is tr(P dV) - (n - p) y'P dV P y / pwrss for REML (tr(V^-1 dV) and n for ML);
+    dV = Z (E Lambda' + Lambda E') Z' for a theta of Lambda_r (E its 0/1 pattern), and
+    2 theta_d Z_d Z_d' for the eliminated term's.
+    """
+    ev = evaluate(theta, cp)
+    cond = conditional(ev, cp)
+    p, n = cp.p, cp.n
+    coef = np.append(-ev.beta, 1.0)
+    XVX_inv = np.linalg.inv(ev.XVX)
+    dof = n - p if reml else n
+    Q_r, Q_d = cond.ZrViZr, cond.ZdViZd
+    if reml:
+        ZrViX, ZdViX = cond.ZrViM[:, :p], cond.ZdViM[:, :p]
+        Q_r = Q_r - ZrViX @ XVX_inv @ ZrViX.T
+        Q_d = Q_d - np.sum((ZdViX @ XVX_inv) * ZdViX, axis=1)
+    u_r, u_d = cond.ZrViM @ coef, cond.ZdViM @ coef
+    LtQ, Ltu = ev.Lam.T @ Q_r, ev.Lam.T @ u_r
+    gradient = np.empty(len(theta))
+    for k, (t, _, _) in enumerate(cp.layout):
+        if t == cp.d:
+            gradient[k] = 2 * theta[k] * (Q_d.sum() - dof / ev.pwrss * u_d @ u_d)
+        else:
+            rows, cols = cp.lambda_rows[k], cp.lambda_cols[k]
+            gradient[k] = 2 * (LtQ[cols, rows].sum() - dof / ev.pwrss * u_r[rows] @ Ltu[cols])
+    return criterion(ev, n, reml), gradient
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting
+
+
+def _start(cp: Products) -> np.ndarray:
+    """lme4's start: every T the identity."""
+    return np.array([1.0 if i == j else 0.0 for _, i, j in cp.layout])
+
+
+def _gradient_jacobian(theta: np.ndarray, cp: Products, reml: bool, free: np.ndarray) -> np.ndarray:
+    """Hessian of the criterion in the free thetas, central differences of the exact gradient."""
+    steps = 1e-5 * np.maximum(1.0, np.abs(theta))
+    columns = []
+    for k in np.flatnonzero(free):
+        up, down = theta.copy(), theta.copy()
+        up[k] += steps[k]
+        down[k] -= steps[k]
+        columns.append((criterion_and_gradient(up, cp, reml)[1]
+                        - criterion_and_gradient(down, cp, reml)[1])[free] / (2 * steps[k]))
+    H = np.column_stack(columns)
+    return (H + H.T) / 2
+
+
+def _polish(theta: np.ndarray, cp: Products, reml: bool, steps: int = 6) -> tuple[np.ndarray, bool]:
+    """Newton steps on the thetas off their bounds, to lme4's precision and beyond.
+
+    L-BFGS-B stops on the relative change of the criterion, near 1e-6 relative in theta on flat
+    criteria; a few Newton steps (exact gradient, Hessian by differences of it) make the
+    optimum tight enough to compare with lme4 to 1e-6. Converged: the Newton step is below
+    1e-7 in every free theta.
+    """
+    lower = cp.lower_bounds
+    value, gradient = criterion_and_gradient(theta, cp, reml)
+    for _ in range(steps):
+        free = ~((lower == 0) & (theta <= 1e-8) & (gradient >= 0))
+        if not free.any():
+            return theta, True
+        try:
+            step = np.linalg.solve(_gradient_jacobian(theta, cp, reml, free), gradient[free])
+        except np.linalg.LinAlgError:
+            return theta, False
+        candidate = theta.copy()
+        candidate[free] -= step
+        candidate = np.maximum(candidate, lower)
+        new_value, new_gradient = criterion_and_gradient(candidate, cp, reml)
+        if new_value > value + 1e-10 * abs(value):
+            return theta, bool(np.max(np.abs(step)) < 1e-7)
+        theta, value, gradient = candidate, new_value, new_gradient
+        if np.max(np.abs(step)) < 1e-7:
+            return theta, True
+    return theta, False
+
+
+def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """The theta minimising the profiled criterion (T's diagonal >= 0), and whether it converged.
+
+    L-BFGS-B with the exact gradient, then Newton polishing (:func:`_polish`). BLAS runs on one
+    thread: the arrays are small (r x r with r of tens to hundreds), and on a busy machine
+    OpenBLAS's threads make each triangular solve 100 times slower.
+    """
+    theta = _start(cp) if start is None else np.asarray(start, dtype=float)
+    bounds = scipy.optimize.Bounds(cp.lower_bounds, np.full(len(theta), np.inf))
+    with threadpool_limits(1):
+        result = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml), jac=True,
+                                         method="L-BFGS-B", bounds=bounds,
+                                         options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 5000})
+        return _polish(result.x, cp, reml)
+
+
+@dataclass(frozen=True)
+class SingularComponent:
+    """A part of a random term's covariance matrix on the boundary of the parameter space."""
+
+    factor: str
+    column: str
+    kind: str        # "zero variance" or "correlation at +-1"
+
+    def __str__(self) -> str:
+        what = "variance at zero" if self.kind == "zero variance" else \
+            "correlated at +-1 with the term's other effects"
+        return f"{self.column} by {self.factor}: {what}"
+
+
+def _relative_factor(term: RandomTerm, t: int, theta: np.ndarray,
+                     layout: Sequence[tuple[int, int, int]]) -> np.ndarray:
+    T = np.zeros((term.size, term.size))
+    for value, (u, i, j) in zip(theta, layout, strict=True):
+        if u == t:
+            T[i, j] = value
+    return T
+
+
+def singular_components(terms: Sequence[RandomTerm], theta: np.ndarray,
+                        tol: float = SINGULAR_TOL) -> list[SingularComponent]:
+    """lme4's ``isSingular`` by component: where a diagonal element of a T is below ``tol``.
+
+    Row j of T gives the relative SD of column j (its norm); when that is itself below ``tol``
+    the column's variance is at zero, otherwise the covariance matrix is rank-deficient with a
+    non-zero variance: column j is a linear function of the term's earlier columns, a
+    correlation at +-1.
+    """
+    layout = _theta_layout(terms)
+    found = []
+    for t, term in enumerate(terms):
+        T = _relative_factor(term, t, theta, layout)
+        for j, column in enumerate(term.columns):
+            if T[j, j] < tol:
+                kind = "zero variance" if np.linalg.norm(T[j]) < tol else "correlation at +-1"
+                found.append(SingularComponent(term.factor, column, kind))
+    return found
+
+
+def _var_corr(terms: Sequence[RandomTerm], theta: np.ndarray, sigma: float) -> pd.DataFrame:
+    layout = _theta_layout(terms)
+    rows: list[tuple[str, str, str, float, float]] = []
+    for t, term in enumerate(terms):
+        T = _relative_factor(term, t, theta, layout)
+        cov = sigma**2 * T @ T.T
+        sd = np.sqrt(np.diag(cov))
+        rows.extend((term.factor, c, "", cov[j, j], sd[j]) for j, c in enumerate(term.columns))
+        for j, i in itertools.combinations(range(term.size), 2):
+            cor = cov[i, j] / (sd[i] * sd[j]) if sd[i] * sd[j] > 0 else np.nan
+            rows.append((term.factor, term.columns[j], term.columns[i], cov[i, j], cor))
+    rows.append(("Residual", "", "", sigma**2, sigma))
+    return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+
+def theta_names(terms: Sequence[RandomTerm]) -> list[str]:
+    """lme4's names of theta: ``"g.x"`` on the diagonal, ``"g.x.z"`` below it."""
+    names = []
+    for t, i, j in _theta_layout(terms):
+        term = terms[t]
+        names.append(f"{term.factor}.{term.columns[i]}" if i == j else
+                     f"{term.factor}.{term.columns[i]}.{term.columns[j]}")
+    return names
+
+
+@dataclass
+class MixedFit:
+    """A linear mixed model with random slopes fitted by :func:`fit_lmm` (lme4's model).
+
+    Attributes
+    ----------
+    params : pandas.Series
+        Fixed effects, indexed by term (``"Intercept"`` first when there is one).
+    vcov : pandas.DataFrame
+        lme4's ``vcov(fit)``: sigma^2 (X' V^-1 X)^-1 at the estimates, conditional on theta
+        (it ignores the uncertainty of the variance parameters). ``bse`` and ``cov_params`` are
+        this matrix too. This is not the meaning of ``CrossedFit.cov_params`` (statsmodels':
+        the inverse of the whole observed information in beta and the variance ratios, a few
+        percent wider); statsmodels has no crossed random-slope model to follow here.
+    theta : pandas.Series
+        The relative covariance factors, in lme4's order and names (``getME(fit, "theta")``).
+    sigma : float
+        Residual standard deviation.
+    criterion : float
+        lme4's ``REMLcrit(fit)`` (REML) or ``deviance(fit)`` (ML): -2 x the (RE)ML
+        log-likelihood on lme4's scale. ``llf`` is -criterion / 2.
+    var_corr : pandas.DataFrame
+        lme4's ``as.data.frame(VarCorr(fit))``: group, var1, var2, vcov (variance or
+        covariance) and sdcor (standard deviation or correlation), the residual last.
+    singular : list of SingularComponent
+        Components at zero variance or at correlation +-1 (lme4's ``isSingular``, tolerance
+        ``SINGULAR_TOL`` on theta's diagonal); ``is_singular`` says whether there is any.
+    random_effects : dict of str to pandas.DataFrame
+        Conditional modes (BLUPs) of each term, a row per level, a column per effect, keyed by
+        the term's label.
+    fitted, residuals : numpy.ndarray
+        X beta + Z b and y minus it, in the order of the rows that entered the model.
+    """
+
+    params: pd.Series
+    vcov: pd.DataFrame
+    theta: pd.Series
+    sigma: float
+    criterion: float
+    reml: bool
+    var_corr: pd.DataFrame
+    singular: list[SingularComponent]
+    terms: list[RandomTerm]
+    converged: bool
+    n_obs: int
+    fitted: np.ndarray
+    residuals: np.ndarray
+    random_effects: dict[str, pd.DataFrame]
+    products: Products = field(repr=False)
+    method: str = "lmm"
+
+    @property
+    def llf(self) -> float:
+        """(RE)ML log-likelihood: -criterion / 2."""
+        return -self.criterion / 2
+
+    @property
+    def residual_variance(self) -> float:
+        """sigma^2."""
+        return self.sigma**2
+
+    @property
+    def is_singular(self) -> bool:
+        """lme4's ``isSingular(fit)``."""
+        return bool(self.singular)
+
+    @property
+    def cov_params(self) -> pd.DataFrame:
+        """lme4's ``vcov`` (see the class docstring for how it differs from ``CrossedFit``'s)."""
+        return self.vcov
+
+    @property
+    def bse(self) -> pd.Series:
+        """lme4's standard errors, sqrt(diag(vcov)), conditional on theta."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.params.index, name="se")
+
+    def covariance(self, factor: str) -> pd.DataFrame:
+        """The covariance matrix of the random effects by ``factor`` (its terms together)."""
+        rows = self.var_corr[self.var_corr["group"] == factor]
+        if rows.empty:
+            raise KeyError(f"no random term on {factor!r}; the groups are "
+                           f"{sorted(set(self.var_corr['group']) - {'Residual'})}")
+        names = list(dict.fromkeys(rows["var1"]))
+        cov = pd.DataFrame(0.0, index=names, columns=names)
+        for var1, var2, value in zip(rows["var1"], rows["var2"], rows["vcov"], strict=True):
+            cov.loc[var1, var2 or var1] = cov.loc[var2 or var1, var1] = value
+        return cov
+
+    def summary(self) -> str:
+        """The fit as text: random effects as lme4's ``VarCorr``, fixed effects with lme4's SEs."""
+        crit = "REML criterion" if self.reml else "deviance"
+        random = self.var_corr.to_string(index=False, float_format=lambda v: f"{v:.6g}")
+        fixed = pd.DataFrame({"estimate": self.params, "se": self.bse})
+        lines = [f"Linear mixed model, {'REML' if self.reml else 'ML'}: "
+                 + " + ".join(term.label for term in self.terms),
+                 f"observations: {self.n_obs}   {crit}: {self.criterion:.4f}   converged: "
+                 f"{'yes' if self.converged else 'no'}", "", "random effects:", random, "",
+                 "fixed effects (lme4's standard errors, conditional on theta):",
+                 fixed.to_string(float_format=lambda v: f"{v:.6g}")]
+        if self.singular:
+            lines += ["", "singular fit: " + "; ".join(str(s) for s in self.singular)]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _blups(des: Design, cp: Products, ev: Evaluation) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
+    """Conditional modes b = Lambda Lambda' Z'V^-1 (y - X beta), by term, and Z b."""
+    cond = conditional(ev, cp)
+    coef = np.append(-ev.beta, 1.0)
+    b_r = ev.Lam @ (ev.Lam.T @ (cond.ZrViM @ coef))
+    Zb = cp.Zr @ b_r
+    effects = {}
+    for t, term in enumerate(des.terms):
+        if t == cp.d:
+            values = (cp.theta_d(ev.theta) ** 2 * (cond.ZdViM @ coef))[:, None]
+            Zb = Zb + values[cp.codes_d, 0]
+        else:
+            start = cp.r_offsets[t]
+            values = b_r[start:start + des.n_levels[t] * term.size].reshape(-1, term.size)
+        effects[term.label] = pd.DataFrame(values, index=des.levels[t], columns=list(term.columns))
+    return effects, Zb
+
+
+def _check_identifiable(des: Design) -> None:
+    for term, n_levels in zip(des.terms, des.n_levels, strict=True):
+        if n_levels < 2:
+            raise ValueError(f"random term {term.label}: {term.factor!r} has {n_levels} level; a "
+                             "variance between levels needs at least 2")
+    if np.linalg.matrix_rank(des.X) < des.X.shape[1]:
+        raise ValueError(f"the fixed effects {des.fixed} are linearly dependent in these rows "
+                         "(a predictor constant or a combination of others)")
+    if len(des.y) <= des.X.shape[1]:
+        raise ValueError(f"{len(des.y)} rows for {des.X.shape[1]} fixed effects")
+
+
+def fit_lmm(data: pd.DataFrame, outcome: str, fixed: Sequence[str], terms: Sequence[RandomTerm],
+            *, reml: bool = True, intercept: bool = True,
+            start: Sequence[float] | None = None) -> MixedFit:
+    """Fit a linear mixed model with random intercepts and slopes, as lme4's ``lmer`` does.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per observation; rows with a missing value in a column used are left out.
+    outcome : str
+        The response column.
+    fixed : sequence of str
+        Numeric predictor columns; ``"a:b"`` enters the product of ``a`` and ``b``.
+    terms : sequence of RandomTerm
+        The random terms (:func:`~transferstats.analysis.formula.random_terms` builds them from
+        factors and slopes; :func:`fit_formula` from a formula).
+    reml : bool, default True
+        REML (lme4's default) or maximum likelihood.
+    intercept : bool, default True
+        Whether the fixed part has an intercept.
+    start : sequence of float, optional
+        Starting theta in lme4's order (e.g. a nearby fit's ``theta``); lme4's default otherwise.
+
+    Returns
+    -------
+    MixedFit
+
+    References
+    ----------
+    .. [1] Bates, D., Maechler, M., Bolker, B. & Walker, S. (2015). Fitting linear mixed-effects
+       models using lme4. Journal of Statistical Software 67(1), 1-48.
+    """
+    des = design(data, outcome, fixed, terms, intercept)
+    _check_identifiable(des)
+    cp = products(des)
+    theta, converged = optimise(cp, reml, None if start is None else np.asarray(start, dtype=float))
+    ev = evaluate(theta, cp)
+    n, p = des.X.shape
+    sigma = float(np.sqrt(ev.pwrss / (n - p if reml else n)))
+    effects, Zb = _blups(des, cp, ev)
+    fitted = des.X @ ev.beta + Zb
+    return MixedFit(
+        params=pd.Series(ev.beta, index=des.fixed, name="estimate"),
+        vcov=pd.DataFrame(sigma**2 * np.linalg.inv(ev.XVX), index=des.fixed, columns=des.fixed),
+        theta=pd.Series(theta, index=theta_names(des.terms), name="theta"), sigma=sigma,
+        criterion=criterion(ev, n, reml), reml=reml,
+        var_corr=_var_corr(des.terms, theta, sigma), singular=singular_components(des.terms, theta),
+        terms=list(des.terms), converged=converged, n_obs=n, fitted=fitted,
+        residuals=des.y - fitted, random_effects=effects, products=cp)
+
+
+def fit_formula(formula: str, data: pd.DataFrame, *, reml: bool = True,
+                start: Sequence[float] | None = None) -> MixedFit:
+    """Fit a model written in lme4's notation, e.g. ``"Reaction ~ Days + (Days | Subject)"``.
+
+    Supports fixed effects ``a + b``, ``a * b`` and ``a:b`` of numeric columns, and random terms
+    ``(1 | g)``, ``(1 | g:h)``, ``(1 + x + z | g)`` (correlated), ``(1 + x || g)``
+    (uncorrelated) and ``(0 + x | g)`` (see :mod:`transferstats.analysis.formula`).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(1)
+    >>> g = np.repeat(np.arange(12), 20)
+    >>> x = np.tile(np.linspace(-1, 1, 20), 12)
+    >>> y = 1 + 2 * x + rng.normal(0, 1, 12)[g] + rng.normal(0, 0.5, 12)[g] * x + rng.normal(0, 0.3, 240)
+    >>> fit = fit_formula("y ~ x + (1 + x | g)", pd.DataFrame({"y": y, "x": x, "g": g}))
+    >>> round(float(fit.params["x"]))
+    2
+    """
+    parsed = parse_formula(formula)
+    return fit_lmm(data, parsed.outcome, parsed.fixed, parsed.random, reml=reml,
+                   intercept=parsed.intercept, start=start)
