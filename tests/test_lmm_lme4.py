@@ -3,7 +3,8 @@
 The data and lme4's estimates are in tests/fixtures/lme4/ (written by
 benchmarks/lme4/make_slope_fixtures.R, which needs R with lme4; these tests do not): lme4's
 ``sleepstudy`` with correlated and uncorrelated slopes of Days by subject, and a simulated
-transfer grid (5 targets x 8 languages x 30 mixes) with slopes of diversity and volume by target.
+transfer grid (5 targets x 8 languages x 30 mixes) with slopes of diversity and volume by target,
+and both with rows left out at random (unbalanced).
 The references were fitted with BOBYQA run to rhoend = 1e-12, so they are converged far beyond
 the tolerances here.
 """
@@ -25,6 +26,8 @@ CASES = {  # fixture: (data file, formula)
     "sleepstudy_uncorrelated": ("sleepstudy", "Reaction ~ Days + (Days || Subject)"),
     "slope_grid_correlated": ("slope_grid", GRID.format(bar="|")),
     "slope_grid_uncorrelated": ("slope_grid", GRID.format(bar="||")),
+    "sleepstudy_unbalanced_correlated": ("sleepstudy_unbalanced", "Reaction ~ Days + (Days | Subject)"),
+    "slope_grid_unbalanced_correlated": ("slope_grid_unbalanced", GRID.format(bar="|")),
 }
 
 

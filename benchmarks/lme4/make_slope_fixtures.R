@@ -113,3 +113,16 @@ write_fit("slope_grid_correlated",
 write_fit("slope_grid_uncorrelated",
           y ~ div * vol + (1 + div + vol || target_task) + (1 | target_task:language) + (1 | mix),
           grid, grid_contrasts, TRUE)
+
+# (c) Unbalanced versions, where Kenward-Roger's adjustment of the covariance is not zero: a
+# sixth of sleepstudy's rows and 40% of the grid's rows left out at random.
+set.seed(20251)
+sleep_unbalanced <- sleepstudy[sort(sample(nrow(sleepstudy), 150)), ]
+write.csv(sleep_unbalanced, file.path(out, "sleepstudy_unbalanced.csv"), row.names = FALSE)
+write_fit("sleepstudy_unbalanced_correlated", Reaction ~ Days + (Days | Subject), sleep_unbalanced,
+          sleep_contrasts, TRUE)
+grid_unbalanced <- grid[sort(sample(nrow(grid), 720)), ]
+write.csv(grid_unbalanced, file.path(out, "slope_grid_unbalanced.csv"), row.names = FALSE)
+write_fit("slope_grid_unbalanced_correlated",
+          y ~ div * vol + (1 + div + vol | target_task) + (1 | target_task:language) + (1 | mix),
+          grid_unbalanced, grid_contrasts, TRUE)

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import scipy.optimize
 import scipy.sparse
 from scipy.linalg.lapack import dtrtrs
@@ -151,6 +152,7 @@ class Products:
     ZrM: np.ndarray
     MM: np.ndarray
     Zr: scipy.sparse.csr_array
+    Ct: scipy.sparse.csr_array | np.ndarray   # Z_d'Z_r, dense when DENSE_SHARE of it is non-zero
     codes_d: np.ndarray
     r_offsets: dict[int, int]
     layout: list[tuple[int, int, int]]
@@ -175,6 +177,17 @@ class Products:
         if self.d is None:
             return 0.0
         return float(theta[next(k for k, (t, _, _) in enumerate(self.layout) if t == self.d)])
+
+
+#: Z_d'Z_r is kept dense when at least this share of it is non-zero: its weighted Gram matrix
+#: is then a BLAS product, faster than the sparse one (as DENSE_SHARE in
+#: :mod:`transferstats.analysis.mixed`; a 1,100-mix grid with slopes by target: 30% non-zero,
+#: 4 ms dense against 15 ms sparse).
+DENSE_SHARE = 0.125
+
+
+def _sparse_or_dense(A: scipy.sparse.csr_array) -> scipy.sparse.csr_array | np.ndarray:
+    return A.toarray() if A.nnz >= DENSE_SHARE * A.shape[0] * A.shape[1] else A
 
 
 def _term_block(codes: np.ndarray, columns: np.ndarray, n_levels: int) -> scipy.sparse.csr_array:
@@ -205,9 +218,11 @@ def products(des: Design) -> Products:
     for t, block in zip(others, blocks, strict=True):
         offsets[t] = start
         start += block.shape[1]
-    cp = Products(n, p, des.terms, d, np.asarray(Zd.sum(axis=0)).ravel(),
-                  scipy.sparse.csr_array(Zr.T @ Zd), np.asarray((Zr.T @ Zr).toarray()), ZdM,
-                  np.asarray(Zr.T @ M), M.T @ M, Zr, codes_d, offsets, _theta_layout(des.terms))
+    C = scipy.sparse.csr_array(Zr.T @ Zd)
+    cp = Products(n, p, des.terms, d, np.asarray(Zd.sum(axis=0)).ravel(), C,
+                  np.asarray((Zr.T @ Zr).toarray()), ZdM, np.asarray(Zr.T @ M), M.T @ M, Zr,
+                  _sparse_or_dense(scipy.sparse.csr_array(C.T)), codes_d, offsets,
+                  _theta_layout(des.terms))
     for t, i, j in cp.layout:
         if t == d:
             cp.lambda_rows.append(np.empty(0, dtype=np.int64))
@@ -231,6 +246,19 @@ def _solve_lower(L: np.ndarray, B: np.ndarray, transpose: bool = False) -> np.nd
     if info != 0:
         raise np.linalg.LinAlgError(f"triangular solve failed (LAPACK info {info})")
     return np.asarray(x)
+
+
+def _scale_rows(A: scipy.sparse.csr_array | np.ndarray, scale: np.ndarray
+                ) -> scipy.sparse.csr_array | np.ndarray:
+    """diag(scale) A, on A's stored values (no sparse product)."""
+    if isinstance(A, np.ndarray):
+        return A * scale[:, None]
+    return scipy.sparse.csr_array((A.data * np.repeat(scale, np.diff(A.indptr)), A.indices, A.indptr),
+                                  shape=A.shape)
+
+
+def _dense(A: scipy.sparse.csr_array | np.ndarray) -> np.ndarray:
+    return A if isinstance(A, np.ndarray) else A.toarray()
 
 
 def _chol_solve(L: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -258,7 +286,7 @@ def evaluate(theta: np.ndarray, cp: Products) -> Evaluation:
     psi = cp.theta_d(theta) ** 2
     weights = 1.0 / (1.0 + psi * cp.D)
     e = psi * weights
-    T = cp.ZrZr - (cp.C @ scipy.sparse.diags_array(e) @ cp.C.T).toarray()
+    T = cp.ZrZr - _dense(_scale_rows(cp.Ct, e).T @ cp.Ct)
     ZrVM = cp.ZrM - cp.C @ (e[:, None] * cp.ZdM)
     MVM = cp.MM - cp.ZdM.T @ (e[:, None] * cp.ZdM)
     Lam = cp.lambda_r(theta)
@@ -295,48 +323,59 @@ class Conditional(NamedTuple):
 
 
 def conditional(ev: Evaluation, cp: Products) -> Conditional:
-    """The products with V^-1 = V_0^-1 - V_0^-1 Z_r Lambda A^-1 Lambda' Z_r' V_0^-1 (Woodbury)."""
-    chol, Lam = ev.chol, ev.Lam
-    A_inv_LtZVM = _chol_solve(chol, Lam.T @ ev.ZrVM)
-    ZrViM = ev.ZrVM - ev.T @ (Lam @ A_inv_LtZVM)
-    H = _solve_lower(chol, Lam.T @ ev.T)
-    ZrViZr = ev.T - H.T @ H
-    Ft = (cp.C @ scipy.sparse.diags_array(ev.weights)).toarray()  # (Z_d' V_0^-1 Z_r)'
-    K = _solve_lower(chol, Lam.T @ Ft)
-    ZdViZd = cp.D * ev.weights - np.sum(K * K, axis=0)
-    ZdViM = ev.weights[:, None] * cp.ZdM - Ft.T @ (Lam @ A_inv_LtZVM)
+    """The products with V^-1 = V_0^-1 - V_0^-1 Z_r Lambda A^-1 Lambda' Z_r' V_0^-1 (Woodbury).
+
+    With G = Lambda A^-1 Lambda' (r x r) and F = Z_d'V_0^-1 Z_r = diag(w) Z_d'Z_r (sparse),
+    diag(Z_d'V^-1Z_d) = D w - rowsums(F * (F G)): sparse products, linear in the mixes.
+    """
+    Lam = ev.Lam
+    G = Lam @ _chol_solve(ev.chol, Lam.T)
+    G_ZrVM = G @ ev.ZrVM
+    ZrViM = ev.ZrVM - ev.T @ G_ZrVM
+    ZrViZr = ev.T - ev.T @ G @ ev.T
+    F = _scale_rows(cp.Ct, ev.weights)
+    FG_on_F = F * (F @ G) if isinstance(F, np.ndarray) else F.multiply(F @ G)
+    ZdViZd = cp.D * ev.weights - np.asarray(FG_on_F.sum(axis=1)).ravel()
+    ZdViM = ev.weights[:, None] * cp.ZdM - F @ G_ZrVM
     return Conditional(ZrViM, ZrViZr, ZdViM, ZdViZd)
 
 
-def criterion_and_gradient(theta: np.ndarray, cp: Products, reml: bool) -> tuple[float, np.ndarray]:
-    """The profiled criterion and its exact gradient in theta.
+def derivative_parts(ev: Evaluation, cp: Products, reml: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of the criterion's derivatives in theta: tr(P dV) and y'P dV P y.
 
-    With V = I + Z Lambda Lambda' Z' and P = V^-1 - V^-1 X (X'V^-1X)^-1 X'V^-1, the derivative
-    along dV is tr(P dV) - (n - p) y'P dV P y / pwrss for REML (tr(V^-1 dV) and n for ML);
-    dV = Z (E Lambda' + Lambda E') Z' for a theta of Lambda_r (E its 0/1 pattern), and
-    2 theta_d Z_d Z_d' for the eliminated term's.
+    With V = I + Z Lambda Lambda' Z' and P = V^-1 - V^-1 X (X'V^-1X)^-1 X'V^-1 (REML; V^-1
+    for ML), dV = Z (E Lambda' + Lambda E') Z' for a theta of Lambda_r (E its 0/1 pattern), and
+    2 theta_d Z_d Z_d' for the eliminated term's. The profiled criterion's gradient is
+    trace - dof / pwrss x quadratic; lmerTest's deviance at a given sigma has
+    trace - quadratic / sigma^2.
     """
-    ev = evaluate(theta, cp)
     cond = conditional(ev, cp)
-    p, n = cp.p, cp.n
-    coef = np.append(-ev.beta, 1.0)
-    XVX_inv = np.linalg.inv(ev.XVX)
-    dof = n - p if reml else n
+    p, theta = cp.p, ev.theta
     Q_r, Q_d = cond.ZrViZr, cond.ZdViZd
     if reml:
+        XVX_inv = np.linalg.inv(ev.XVX)
         ZrViX, ZdViX = cond.ZrViM[:, :p], cond.ZdViM[:, :p]
         Q_r = Q_r - ZrViX @ XVX_inv @ ZrViX.T
         Q_d = Q_d - np.sum((ZdViX @ XVX_inv) * ZdViX, axis=1)
+    coef = np.append(-ev.beta, 1.0)
     u_r, u_d = cond.ZrViM @ coef, cond.ZdViM @ coef
     LtQ, Ltu = ev.Lam.T @ Q_r, ev.Lam.T @ u_r
-    gradient = np.empty(len(theta))
+    trace, quadratic = np.empty(len(theta)), np.empty(len(theta))
     for k, (t, _, _) in enumerate(cp.layout):
         if t == cp.d:
-            gradient[k] = 2 * theta[k] * (Q_d.sum() - dof / ev.pwrss * u_d @ u_d)
+            trace[k], quadratic[k] = 2 * theta[k] * Q_d.sum(), 2 * theta[k] * (u_d @ u_d)
         else:
             rows, cols = cp.lambda_rows[k], cp.lambda_cols[k]
-            gradient[k] = 2 * (LtQ[cols, rows].sum() - dof / ev.pwrss * u_r[rows] @ Ltu[cols])
-    return criterion(ev, n, reml), gradient
+            trace[k], quadratic[k] = 2 * LtQ[cols, rows].sum(), 2 * (u_r[rows] @ Ltu[cols])
+    return trace, quadratic
+
+
+def criterion_and_gradient(theta: np.ndarray, cp: Products, reml: bool) -> tuple[float, np.ndarray]:
+    """The profiled criterion and its exact gradient in theta (:func:`derivative_parts`)."""
+    ev = evaluate(theta, cp)
+    trace, quadratic = derivative_parts(ev, cp, reml)
+    dof = cp.n - cp.p if reml else cp.n
+    return criterion(ev, cp.n, reml), trace - dof / ev.pwrss * quadratic
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,38 +387,38 @@ def _start(cp: Products) -> np.ndarray:
     return np.array([1.0 if i == j else 0.0 for _, i, j in cp.layout])
 
 
-def _gradient_jacobian(theta: np.ndarray, cp: Products, reml: bool, free: np.ndarray) -> np.ndarray:
-    """Hessian of the criterion in the free thetas, central differences of the exact gradient."""
-    steps = 1e-5 * np.maximum(1.0, np.abs(theta))
+def _gradient_jacobian(theta: np.ndarray, gradient: np.ndarray, cp: Products, reml: bool,
+                       free: np.ndarray) -> np.ndarray:
+    """Hessian of the criterion in the free thetas, forward differences of the exact gradient."""
+    steps = 1e-6 * np.maximum(1.0, np.abs(theta))
     columns = []
     for k in np.flatnonzero(free):
-        up, down = theta.copy(), theta.copy()
-        up[k] += steps[k]
-        down[k] -= steps[k]
-        columns.append((criterion_and_gradient(up, cp, reml)[1]
-                        - criterion_and_gradient(down, cp, reml)[1])[free] / (2 * steps[k]))
+        shifted = theta.copy()
+        shifted[k] += steps[k]
+        columns.append((criterion_and_gradient(shifted, cp, reml)[1] - gradient)[free] / steps[k])
     H = np.column_stack(columns)
     return (H + H.T) / 2
 
 
-def _polish(theta: np.ndarray, cp: Products, reml: bool, steps: int = 6) -> tuple[np.ndarray, bool]:
+def _polish(theta: np.ndarray, cp: Products, reml: bool, steps: int = 8) -> tuple[np.ndarray, bool]:
     """Newton steps on the thetas off their bounds, to lme4's precision and beyond.
 
     L-BFGS-B stops on the relative change of the criterion, near 1e-6 relative in theta on flat
-    criteria; a few Newton steps (exact gradient, Hessian by differences of it) make the
-    optimum tight enough to compare with lme4 to 1e-6. Converged: the Newton step is below
-    1e-7 in every free theta.
+    criteria; Newton steps with the exact gradient and one Hessian (differences of the gradient,
+    kept for all steps: the optimum is near) make it tight enough to compare with lme4 to 1e-6.
+    Converged: the step is below 1e-7 in every free theta.
     """
     lower = cp.lower_bounds
     value, gradient = criterion_and_gradient(theta, cp, reml)
+    free = ~((lower == 0) & (theta <= 1e-8) & (gradient >= 0))
+    if not free.any():
+        return theta, True
+    try:
+        factor = scipy.linalg.cho_factor(_gradient_jacobian(theta, gradient, cp, reml, free))
+    except np.linalg.LinAlgError:
+        return theta, False
     for _ in range(steps):
-        free = ~((lower == 0) & (theta <= 1e-8) & (gradient >= 0))
-        if not free.any():
-            return theta, True
-        try:
-            step = np.linalg.solve(_gradient_jacobian(theta, cp, reml, free), gradient[free])
-        except np.linalg.LinAlgError:
-            return theta, False
+        step = scipy.linalg.cho_solve(factor, gradient[free])
         candidate = theta.copy()
         candidate[free] -= step
         candidate = np.maximum(candidate, lower)
@@ -404,7 +443,7 @@ def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple
     with threadpool_limits(1):
         result = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml), jac=True,
                                          method="L-BFGS-B", bounds=bounds,
-                                         options={"ftol": 1e-13, "gtol": 1e-8, "maxiter": 5000})
+                                         options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000})
         return _polish(result.x, cp, reml)
 
 

@@ -1,0 +1,79 @@
+"""The random-slope structure is reduced only where the fit is singular, in the order
+correlated -> uncorrelated -> zero-variance slopes dropped; likelihood-ratio pruning only on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from transferstats.analysis.slope_reduction import reduce_slopes
+
+
+def grid(slope_sds, proportional=False, n_groups=12, per_group=60, mix_sd=0.5, noise=0.3, seed=0):
+    """y = 1 + x + z + a_g + b_g x + c_g z + m_mix + e, the group effects independent, or the x
+    slope proportional to the intercept (a correlation of exactly 1)."""
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), per_group)
+    mix = rng.integers(0, 20, len(g))
+    x, z = rng.normal(size=len(g)), rng.normal(size=len(g))
+    a = rng.normal(0, 1, n_groups)
+    b = 0.7 * a if proportional else rng.normal(0, slope_sds[0], n_groups)
+    c = rng.normal(0, slope_sds[1], n_groups)
+    y = (1 + x + z + a[g] + b[g] * x + c[g] * z + rng.normal(0, mix_sd, 20)[mix]
+         + rng.normal(0, noise, len(g)))
+    return pd.DataFrame({"y": y, "x": x, "z": z, "g": g, "mix": mix})
+
+
+def reduced(data, **kwargs):
+    return reduce_slopes(data, "y", ["x", "z"], ["g", "mix"], {"g": ["x", "z"]}, **kwargs)
+
+
+def test_slopes_that_vary_keep_the_correlated_structure():
+    result = reduced(grid([0.8, 0.6]))
+    assert result.structure == "(1 + x + z | g) + (1 | mix)"
+    assert len(result.steps) == 1 and not result.fit.is_singular
+
+
+def test_a_correlation_at_one_leads_to_uncorrelated_slopes():
+    result = reduced(grid([None, 0.6], proportional=True))
+    assert [s.singular[0].kind for s in result.steps[:1]] == ["correlation at +-1"]
+    assert result.structure == "(1 | g) + (0 + x | g) + (0 + z | g) + (1 | mix)"
+    assert "refitted uncorrelated" in result.steps[0].decision
+    assert not result.fit.is_singular
+
+
+def test_a_slope_without_variance_is_dropped_after_the_uncorrelated_fit():
+    # A slope SD of 0 is estimated at exactly 0 in about half of such grids; this is one.
+    result = reduced(grid([0.0, 0.6], seed=1))
+    assert result.structure == "(1 | g) + (0 + z | g) + (1 | mix)"
+    assert [step.decision.split(";")[-1].strip() for step in result.steps] == [
+        "refitted uncorrelated", "dropped the slopes at zero variance: x by g", "kept"]
+    assert "x by g: variance at zero" in result.describe()
+
+
+def test_a_zero_variance_intercept_factor_does_not_reduce_the_slopes():
+    result = reduced(grid([0.8, 0.6], mix_sd=0.0))
+    assert result.structure == "(1 + x + z | g) + (1 | mix)"
+    assert result.fit.is_singular  # (1 | mix) at zero, as in the intercept-only model
+
+
+def test_likelihood_ratio_pruning_only_on_request():
+    data = grid([0.8, 0.2], per_group=15, noise=1.0, seed=2)  # z's slope SD small against its SE
+    assert reduced(data).structure == "(1 + x + z | g) + (1 | mix)"
+    pruned = reduced(data, prune_alpha=0.2)
+    assert pruned.structure == "(1 + x | g) + (1 | mix)"
+    assert "likelihood ratio chi2(3)" in pruned.steps[-1].decision
+
+
+def test_steps_frame_lists_each_fit():
+    frame = reduced(grid([0.0, 0.6], seed=1)).steps_frame()
+    assert list(frame.columns) == ["structure", "singular", "decision"]
+    assert frame["structure"].iloc[0] == "(1 + x + z | g) + (1 | mix)"
+    assert frame["singular"].iloc[-1] == ""
+
+
+@pytest.mark.parametrize("slopes", [{"mix": ["x"]}])
+def test_unknown_slope_factor_is_refused(slopes):
+    with pytest.raises(ValueError, match="not among the random factors"):
+        reduce_slopes(grid([0.5, 0.5]), "y", ["x"], ["g"], slopes)
