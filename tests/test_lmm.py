@@ -22,6 +22,18 @@ from transferstats.analysis.mixed import fit_crossed
 FIXTURES = Path(__file__).parent / "fixtures" / "lme4"
 
 
+def orthogonal_noise(groups, columns, sd, rng):
+    """Noise orthogonal, within each group, to [1, columns]: each group's least-squares intercept
+    and slopes are then exactly the signal's, so the group effects' covariance is estimated
+    on its boundary when the signal's is singular (a sample of noise would not be)."""
+    noise = rng.normal(0, sd, len(groups))
+    for level in np.unique(groups):
+        rows = groups == level
+        basis = np.column_stack([np.ones(rows.sum()), *(c[rows] for c in columns)])
+        noise[rows] -= basis @ np.linalg.lstsq(basis, noise[rows], rcond=None)[0]
+    return noise
+
+
 def simulated(n_groups=40, per_group=30, slope_sd=0.5, corr=0.5, seed=0, scale=1.0):
     """y = 1 + 2 x + a_g + b_g x + e with (a_g, b_g) ~ N(0, [[1, c s], [c s, s^2]])."""
     rng = np.random.default_rng(seed)
@@ -117,8 +129,11 @@ def test_fit_crossed_with_slopes_is_the_formula_fit():
 
 
 def test_a_slope_without_variation_is_singular_at_zero_variance():
-    data, _ = simulated(n_groups=12, per_group=30, slope_sd=0.0, corr=0.0, seed=5)
-    fit = fit_formula("y ~ x + (1 + x || g)", data)
+    rng = np.random.default_rng(5)
+    g = np.repeat(np.arange(12), 30)
+    x = rng.normal(size=len(g))
+    y = 1 + 2 * x + rng.normal(0, 1, 12)[g] + orthogonal_noise(g, [x], 0.5, rng)
+    fit = fit_formula("y ~ x + (1 + x || g)", pd.DataFrame({"y": y, "x": x, "g": g}))
     assert fit.is_singular
     assert [(s.factor, s.column, s.kind) for s in fit.singular] == [("g", "x", "zero variance")]
     assert fit.covariance("g").loc["x", "x"] < 1e-8
@@ -129,7 +144,7 @@ def test_slopes_proportional_to_intercepts_are_singular_at_correlation_one():
     a = rng.normal(0, 1, 15)
     g = np.repeat(np.arange(15), 40)
     x = rng.normal(size=len(g))
-    y = a[g] + 0.8 * a[g] * x + x + rng.normal(0, 0.2, len(g))
+    y = a[g] + 0.8 * a[g] * x + x + orthogonal_noise(g, [x], 0.2, rng)
     fit = fit_formula("y ~ x + (1 + x | g)", pd.DataFrame({"y": y, "x": x, "g": g}))
     assert fit.is_singular
     assert [(s.column, s.kind) for s in fit.singular] == [("x", "correlation at +-1")]

@@ -76,3 +76,14 @@ def test_vcov_agrees_with_lme4(case):
         row, column = key.split("|")
         assert fit.vcov.loc[row, column] == pytest.approx(value, rel=1e-4, abs=1e-8), key
     np.testing.assert_allclose(fit.bse, np.sqrt(np.diag(fit.vcov)))
+
+
+def test_a_variance_started_at_zero_leaves_the_boundary():
+    """At theta = 0 the gradient in theta is 0 (the variance is its square): started there, the
+    mix variance must still reach lme4's optimum, not stay at the stationary point."""
+    reference = lme4_reference("slope_grid_correlated")
+    data = pd.read_csv(FIXTURES / "slope_grid.csv")
+    start = [1, 0, 0, 1, 0, 1, 1, 0]  # target_task's T, target_task:language, mix
+    fit = fit_formula(GRID.format(bar="|"), data, start=start)
+    assert list(fit.theta.index)[-1] == "mix.Intercept"
+    assert fit.criterion == pytest.approx(reference["criterion"]["REML"], rel=1e-9)

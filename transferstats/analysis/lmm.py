@@ -431,19 +431,44 @@ def _polish(theta: np.ndarray, cp: Products, reml: bool, steps: int = 8) -> tupl
     return theta, False
 
 
+def _off_the_boundary(theta: np.ndarray, cp: Products, reml: bool) -> np.ndarray | None:
+    """A better theta with a diagonal element moved off 0, or None if there is none.
+
+    At a diagonal element of 0 the criterion's gradient in it is 0 whatever the data (the
+    variance is its square), so a gradient method that lands on the bound stays there even when
+    the variance is not zero at the optimum; lme4's BOBYQA, without gradients, does not have
+    this trap. Each such element is tried at a few positive values.
+    """
+    value = criterion(evaluate(theta, cp), cp.n, reml)
+    best, best_value = None, value - 1e-8 * abs(value)
+    for k in np.flatnonzero((cp.lower_bounds == 0) & (theta <= 0)):
+        for trial in (0.01, 0.1, 0.5):
+            candidate = theta.copy()
+            candidate[k] = trial
+            trial_value = criterion(evaluate(candidate, cp), cp.n, reml)
+            if trial_value < best_value:
+                best, best_value = candidate, trial_value
+    return best
+
+
 def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """The theta minimising the profiled criterion (T's diagonal >= 0), and whether it converged.
 
-    L-BFGS-B with the exact gradient, then Newton polishing (:func:`_polish`). BLAS runs on one
+    L-BFGS-B with the exact gradient, restarted from any better point off the bounds
+    (:func:`_off_the_boundary`), then Newton polishing (:func:`_polish`). BLAS runs on one
     thread: the arrays are small (r x r with r of tens to hundreds), and on a busy machine
     OpenBLAS's threads make each triangular solve 100 times slower.
     """
-    theta = _start(cp) if start is None else np.asarray(start, dtype=float)
-    bounds = scipy.optimize.Bounds(cp.lower_bounds, np.full(len(theta), np.inf))
+    theta: np.ndarray | None = _start(cp) if start is None else np.asarray(start, dtype=float)
+    bounds = scipy.optimize.Bounds(cp.lower_bounds, np.full(len(cp.layout), np.inf))
     with threadpool_limits(1):
-        result = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml), jac=True,
-                                         method="L-BFGS-B", bounds=bounds,
-                                         options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000})
+        for _ in range(len(cp.layout) + 1):
+            result = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml),
+                                             jac=True, method="L-BFGS-B", bounds=bounds,
+                                             options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000})
+            theta = _off_the_boundary(result.x, cp, reml)
+            if theta is None:
+                break
         return _polish(result.x, cp, reml)
 
 
