@@ -7,7 +7,8 @@
 #
 # Writes tests/fixtures/lme4/varied_grids.csv (all grids, a column "grid") and
 # varied_grids_lme4.csv: for each grid and each of the correlated ("|") and uncorrelated ("||")
-# models, lme4's REML criterion, isSingular and the fixed effects of div and vol.
+# models, without and with a target-by-mix intercept (1 | target_task:mix), lme4's REML
+# criterion, isSingular and the fixed effects of div and vol.
 
 suppressMessages(library(lme4))
 out <- file.path("tests", "fixtures", "lme4")
@@ -41,13 +42,14 @@ simulate_grid <- function(k) {
 grids <- do.call(rbind, lapply(0:11, simulate_grid))
 write.csv(grids, file.path(out, "varied_grids.csv"), row.names = FALSE)
 results <- list()
-for (k in 0:11) for (bar in c("|", "||")) {
+for (k in 0:11) for (bar in c("|", "||")) for (target_mix in c("", " + (1 | target_task:mix)")) {
   f <- as.formula(sprintf(
-    "y ~ div * vol + (1 + div + vol %s target_task) + (1 | target_task:language) + (1 | mix)", bar))
+    "y ~ div * vol + (1 + div + vol %s target_task) + (1 | target_task:language) + (1 | mix)%s",
+    bar, target_mix))
   fit <- suppressMessages(suppressWarnings(lmer(f, data = grids[grids$grid == k, ], REML = TRUE,
                                                 control = control)))
   results[[length(results) + 1]] <- data.frame(
-    grid = k, bar = bar, criterion = format(REMLcrit(fit), digits = 17),
+    grid = k, bar = bar, target_mix = as.integer(target_mix != ""), criterion = format(REMLcrit(fit), digits = 17),
     singular = as.integer(isSingular(fit)), div = format(fixef(fit)[["div"]], digits = 17),
     vol = format(fixef(fit)[["vol"]], digits = 17))
 }
