@@ -4,12 +4,14 @@ next to lme4 + lmerTest on the same rows when R is installed.
 The grid has the size of the public multi-source grid of issue 25: 1,100 mixes of 1 to 33 of 40
 languages, 5 target tasks evaluated in 9 to 40 of the languages, each mix on one or two targets
 (about 35,000 rows), with correlated target-specific slopes of diversity and volume at the
-magnitudes lme4 estimated there. The model is
+magnitudes lme4 estimated there. The models are
 
     y ~ diversity * volume + (1 + diversity + volume | target_task)
         + (1 | target_task:language) + (1 | mix)
 
-Run from the repository root (about a minute with R):
+and the same with the analysis's target-by-mix intercept, + (1 | target_task:mix).
+
+Run from the repository root (a few minutes with R):
 
     python benchmarks/slopes_speed.py [--no-r] [--seed N]
 """
@@ -36,14 +38,19 @@ CONTRAST = {"diversity - volume": {"diversity": 1.0, "volume": -1.0}}
 R_SCRIPT = """
 suppressMessages({library(lme4); library(lmerTest)})
 grid <- read.csv(commandArgs(TRUE)[1])
-start <- proc.time()[["elapsed"]]
-fit <- lmer(y ~ diversity * volume + (1 + diversity + volume | target_task) +
-              (1 | target_task:language) + (1 | mix), data = grid, REML = TRUE)
-fitted <- proc.time()[["elapsed"]]
-res <- contest(fit, c(0, 1, -1, 0), joint = FALSE, ddf = "Satterthwaite", confint = TRUE)
-done <- proc.time()[["elapsed"]]
-cat(sprintf("lme4 fit %.2f s; lmerTest Satterthwaite %.2f s; REML %.4f; contrast %.4f se %.4f df %.3f\\n",
-            fitted - start, done - fitted, REMLcrit(fit), res$Estimate, res[["Std. Error"]], res$df))
+for (target_mix in c(FALSE, TRUE)) {
+  formula <- y ~ diversity * volume + (1 + diversity + volume | target_task) +
+    (1 | target_task:language) + (1 | mix)
+  if (target_mix) formula <- update(formula, . ~ . + (1 | target_task:mix))
+  start <- proc.time()[["elapsed"]]
+  fit <- lmer(formula, data = grid, REML = TRUE)  # lmerTest's lmer: its Hessian is computed here
+  fitted <- proc.time()[["elapsed"]]
+  res <- contest(fit, c(0, 1, -1, 0), joint = FALSE, ddf = "Satterthwaite", confint = TRUE)
+  done <- proc.time()[["elapsed"]]
+  cat(sprintf("lme4%s: lmer + lmerTest %.2f s, contest %.2f s; REML %.4f; contrast %.4f se %.4f df %.3f\\n",
+              if (target_mix) " with target_task:mix" else "", fitted - start, done - fitted,
+              REMLcrit(fit), res$Estimate, res[["Std. Error"]], res$df))
+}
 """
 
 
@@ -73,21 +80,22 @@ def simulate_grid(seed: int) -> pd.DataFrame:
     grid = pd.concat(frames, ignore_index=True)
     grid["diversity:volume"] = grid["diversity"] * grid["volume"]
     grid["target_language"] = grid["target_task"] + ":" + grid["language"]
+    grid["target_mix"] = grid["target_task"] + ":" + grid["mix"]
     return grid
 
 
-def time_python(grid: pd.DataFrame) -> None:
+def time_python(grid: pd.DataFrame, target_mix: bool) -> None:
+    random = ["target_task", "target_language", "mix"] + (["target_mix"] if target_mix else [])
     start = time.perf_counter()
-    fit = fit_crossed(grid, "y", ["diversity", "volume", "diversity:volume"],
-                      ["target_task", "target_language", "mix"],
+    fit = fit_crossed(grid, "y", ["diversity", "volume", "diversity:volume"], random,
                       slopes={"target_task": ["diversity", "volume"]})
     fitted = time.perf_counter()
     table = satterthwaite(fit, CONTRAST)
     done = time.perf_counter()
     row = table.iloc[0]
-    print(f"transferstats fit {fitted - start:.2f} s; Satterthwaite {done - fitted:.2f} s; "
-          f"REML {fit.criterion:.4f}; contrast {row['estimate']:.4f} se {row['se']:.4f} "
-          f"df {row['df']:.3f} (converged: {fit.converged})")
+    print(f"transferstats{' with target_task:mix' if target_mix else ''}: fit {fitted - start:.2f} s, "
+          f"Satterthwaite {done - fitted:.2f} s; REML {fit.criterion:.4f}; contrast "
+          f"{row['estimate']:.4f} se {row['se']:.4f} df {row['df']:.3f} (converged: {fit.converged})")
     affordable, reason = kenward_roger_affordable(fit)
     if affordable:
         start = time.perf_counter()
@@ -104,7 +112,7 @@ def time_r(grid: pd.DataFrame) -> None:
         return
     with tempfile.TemporaryDirectory() as folder:
         data, script = Path(folder) / "grid.csv", Path(folder) / "time.R"
-        grid.rename(columns={"target_language": "tl"}).to_csv(data, index=False)
+        grid.drop(columns=["target_language", "target_mix"]).to_csv(data, index=False)
         script.write_text(R_SCRIPT)
         result = subprocess.run(["Rscript", str(script), str(data)], capture_output=True, text=True,
                                 check=False)
@@ -119,7 +127,8 @@ def main() -> None:
     grid = simulate_grid(args.seed)
     print(f"grid: {len(grid):,} rows, {grid['mix'].nunique():,} mixes, "
           f"{grid['target_language'].nunique()} target-languages, {grid['target_task'].nunique()} targets")
-    time_python(grid)
+    for target_mix in (False, True):
+        time_python(grid, target_mix)
     if not args.no_r:
         time_r(grid)
 

@@ -8,11 +8,14 @@ at random) unbalanced, where Kenward-Roger's adjustment of the covariance is not
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from test_lmm_lme4 import CASES, fitted, lme4_reference
+from transferstats.analysis.formula import parse_formula
 from transferstats.analysis.inference import (
     contrast_matrix,
     satterthwaite,
@@ -20,7 +23,7 @@ from transferstats.analysis.inference import (
     vcov_jacobian,
 )
 from transferstats.analysis.kenward_roger import kenward_roger, kenward_roger_affordable, vcov_adjusted
-from transferstats.analysis.lmm import MixedFit, evaluate, fit_formula
+from transferstats.analysis.lmm import MixedFit, design, evaluate, fit_formula, products
 
 STATISTICS = {"estimate": "estimate", "se": "se", "df": "df", "t": "t", "p": "p_value",
               "lower": "ci_low", "upper": "ci_high"}
@@ -114,3 +117,19 @@ def test_kenward_roger_refuses_ml_fits_and_large_models():
     _, fit = fitted("sleepstudy_correlated")
     affordable, reason = kenward_roger_affordable(fit, max_random_effects=30)
     assert not affordable and "36 x 36" in reason
+
+
+def test_inference_is_the_same_with_the_nesting_mixes_eliminated():
+    data = pd.read_csv("tests/fixtures/lme4/slope_grid.csv")
+    formula = ("y ~ div * vol + (1 + div + vol | target_task) + (1 | target_task:language)"
+               " + (1 | mix) + (1 | target_task:mix)")
+    fit = fit_formula(formula, data)
+    assert fit.products.h is not None
+    parsed = parse_formula(formula)
+    flat = dataclasses.replace(fit, products=products(
+        design(data, parsed.outcome, parsed.fixed, parsed.random), nested=False))
+    contrasts = {"div - vol": {"div": 1.0, "vol": -1.0}}
+    for method in (satterthwaite, kenward_roger):
+        ours, reference = method(fit, contrasts), method(flat, contrasts)
+        np.testing.assert_allclose(ours[["se", "df", "ci_low"]], reference[["se", "df", "ci_low"]],
+                                   rtol=1e-6)

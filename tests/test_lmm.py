@@ -160,3 +160,31 @@ def test_bad_input_names_the_column():
         fit_formula("y ~ g + (1 | g)", data)
     with pytest.raises(ValueError, match="at least 2"):
         fit_formula("y ~ x + (1 | one)", data.assign(one="a"))
+
+
+@pytest.fixture(scope="module")
+def target_mix_grid():
+    data = pd.read_csv(FIXTURES / "slope_grid.csv")
+    parsed = parse_formula("y ~ div * vol + (1 + div + vol | target_task) + (1 | target_task:language)"
+                           " + (1 | mix) + (1 | target_task:mix)")
+    return design(data, parsed.outcome, parsed.fixed, parsed.random)
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_eliminating_the_nesting_mixes_changes_nothing(target_mix_grid, reml):
+    """target_task:mix is eliminated first and the mixes, in which it is nested, next: the
+    criterion and its gradient equal those with the mixes among the dense terms."""
+    nested, flat = products(target_mix_grid), products(target_mix_grid, nested=False)
+    terms = target_mix_grid.terms
+    assert terms[nested.d].factor == "target_task:mix" and terms[nested.h].factor == "mix"
+    assert flat.h is None and flat.b == nested.b + 30
+    theta = np.random.default_rng(2).uniform(0.2, 1.5, len(nested.layout))
+    value, gradient = criterion_and_gradient(theta, nested, reml)
+    flat_value, flat_gradient = criterion_and_gradient(theta, flat, reml)
+    assert value == pytest.approx(flat_value, rel=1e-12)
+    np.testing.assert_allclose(gradient, flat_gradient, rtol=1e-8, atol=1e-8)
+    h = 1e-5
+    numeric = [(criterion_and_gradient(theta + h * e, nested, reml)[0]
+                - criterion_and_gradient(theta - h * e, nested, reml)[0]) / (2 * h)
+               for e in np.eye(len(theta))]
+    np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-4)

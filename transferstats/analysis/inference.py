@@ -127,15 +127,16 @@ def vcov_jacobian(fit: MixedFit, ev: Evaluation) -> np.ndarray:
     """
     cp, p, sigma = fit.products, fit.products.p, fit.sigma
     cond = conditional(ev, cp)
-    ZrViX, ZdViX = cond.ZrViM[:, :p], cond.ZdViM[:, :p]
-    LtZrViX = ev.Lam.T @ ZrViX
+    ZbViX, ZhViX, ZdViX = cond.ZbViM[:, :p], cond.ZhViM[:, :p], cond.ZdViM[:, :p]
+    LtZbViX = ev.Lam.T @ ZbViX
     C0 = np.linalg.inv(ev.XVX)
     jacobian = np.empty((p, p, len(cp.layout) + 1))
     for k, (t, _, _) in enumerate(cp.layout):
-        if t == cp.d:
-            dXVX = -2 * ev.theta[k] * ZdViX.T @ ZdViX
+        if t in (cp.d, cp.h):
+            ZkViX = ZdViX if t == cp.d else ZhViX
+            dXVX = -2 * ev.theta[k] * ZkViX.T @ ZkViX
         else:
-            B = ZrViX[cp.lambda_rows[k]].T @ LtZrViX[cp.lambda_cols[k]]
+            B = ZbViX[cp.lambda_rows[k]].T @ LtZbViX[cp.lambda_cols[k]]
             dXVX = -(B + B.T)
         jacobian[:, :, k] = -sigma**2 * C0 @ dXVX @ C0
     jacobian[:, :, -1] = 2 * sigma * C0

@@ -21,7 +21,7 @@ import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.inference import Contrast, contrast_matrix, wald_table
-from transferstats.analysis.lmm import MixedFit, Products
+from transferstats.analysis.lmm import MixedFit, Products, as_dense
 
 #: Most random effects q for which :func:`kenward_roger_affordable` accepts a model: the dense
 #: q x q products cost about 10 q^3 flops and 8 q^2 bytes each (q = 2,500: tens of seconds on a
@@ -36,7 +36,7 @@ def kenward_roger_affordable(fit: MixedFit, max_random_effects: int = KR_MAX_RAN
     Its cost is in dense q x q matrices over all q random effects (levels x columns of every
     term); Satterthwaite's is that of a few criterion evaluations.
     """
-    q = fit.products.r + len(fit.products.D)
+    q = fit.products.q
     if not fit.reml:
         return False, "Kenward-Roger is defined for REML fits; this fit is ML"
     if q > max_random_effects:
@@ -47,26 +47,32 @@ def kenward_roger_affordable(fit: MixedFit, max_random_effects: int = KR_MAX_RAN
 
 
 def _full_design(cp: Products, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Z'Z, Z'X and Lambda over all q random effects, the eliminated term's first."""
-    L_d, p = len(cp.D), cp.p
-    ZtZ = np.block([[np.diag(cp.D), cp.C.T.toarray()], [cp.C.toarray(), cp.ZrZr]])
-    ZtX = np.vstack([cp.ZdM[:, :p], cp.ZrM[:, :p]])
+    """Z'Z, Z'X and Lambda over all q random effects: d's, h's, then the others'."""
+    L_d, L_h, p = len(cp.D), len(cp.Dh), cp.p
+    Ct_h, Ct_b = cp.Ct_h.toarray(), as_dense(cp.Ct_b)
+    ZtZ = np.block([[np.diag(cp.D), Ct_h, Ct_b],
+                    [Ct_h.T, np.diag(cp.Dh), cp.ZhZb],
+                    [Ct_b.T, cp.ZhZb.T, cp.ZbZb]])
+    ZtX = np.vstack([cp.ZdM[:, :p], cp.ZhM[:, :p], cp.ZbM[:, :p]])
     Lam = np.zeros_like(ZtZ)
-    Lam[:L_d, :L_d] = np.eye(L_d) * cp.theta_d(theta)
-    Lam[L_d:, L_d:] = cp.lambda_r(theta)
+    Lam[:L_d, :L_d] = np.eye(L_d) * cp.theta_of(cp.d, theta)
+    Lam[L_d:L_d + L_h, L_d:L_d + L_h] = np.eye(L_h) * cp.theta_of(cp.h, theta)
+    Lam[L_d + L_h:, L_d + L_h:] = cp.lambda_b(theta)
     return ZtZ, ZtX, Lam
 
 
 def _patterns(cp: Products) -> list[scipy.sparse.csr_array]:
     """E_i for each variance or covariance (theta's layout): q x q, symmetric 0/1."""
-    L_d = len(cp.D)
-    q = L_d + cp.r
+    L_d, L_h = len(cp.D), len(cp.Dh)
+    q = cp.q
     patterns = []
     for k, (t, i, j) in enumerate(cp.layout):
         if t == cp.d:
             rows = cols = np.arange(L_d)
+        elif t == cp.h:
+            rows = cols = L_d + np.arange(L_h)
         else:
-            rows, cols = cp.lambda_rows[k] + L_d, cp.lambda_cols[k] + L_d
+            rows, cols = cp.lambda_rows[k] + L_d + L_h, cp.lambda_cols[k] + L_d + L_h
             if i != j:
                 rows, cols = np.concatenate([rows, cols]), np.concatenate([cols, rows])
         patterns.append(scipy.sparse.csr_array((np.ones(len(rows)), (rows, cols)), shape=(q, q)))
