@@ -23,7 +23,8 @@ from transferstats.analysis.inference import (
     vcov_jacobian,
 )
 from transferstats.analysis.kenward_roger import kenward_roger, kenward_roger_affordable, vcov_adjusted
-from transferstats.analysis.lmm import MixedFit, design, evaluate, fit_formula, products
+from transferstats.analysis.lmm import MixedFit, fit_formula
+from transferstats.analysis.profiled import design, evaluate, products
 
 STATISTICS = {"estimate": "estimate", "se": "se", "df": "df", "t": "t", "p": "p_value",
               "lower": "ci_low", "upper": "ci_high"}

@@ -10,14 +10,9 @@ import pandas as pd
 import pytest
 
 from transferstats.analysis.formula import INTERCEPT, RandomTerm, parse_formula, random_terms
-from transferstats.analysis.lmm import (
-    criterion_and_gradient,
-    design,
-    fit_formula,
-    fit_lmm,
-    products,
-)
+from transferstats.analysis.lmm import fit_formula, fit_lmm
 from transferstats.analysis.mixed import fit_crossed
+from transferstats.analysis.profiled import criterion_and_gradient, design, products
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lme4"
 

@@ -89,6 +89,7 @@ def test_a_variance_started_at_zero_leaves_the_boundary():
     assert fit.criterion == pytest.approx(reference["criterion"]["REML"], rel=1e-9)
 
 
+@pytest.mark.slow  # 48 fits, about 15 s
 def test_varied_grids_reach_lme4s_optimum_and_singularity():
     """Twelve grids (3-9 targets, 20-80 mixes, slope SDs 0 to 3, correlations 0 to -0.95, mix
     SDs 0 to 1), correlated and uncorrelated, without and with (1 | target_task:mix) (nested in

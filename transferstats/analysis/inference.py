@@ -25,7 +25,8 @@ import pandas as pd
 import scipy.stats
 from threadpoolctl import threadpool_limits
 
-from transferstats.analysis.lmm import Evaluation, MixedFit, Products, conditional, derivative_parts, evaluate
+from transferstats.analysis.lmm import MixedFit
+from transferstats.analysis.profiled import Evaluation, Products, conditional, derivative_parts, evaluate
 
 #: A contrast: weights by fixed-effect term (missing terms weigh 0), or one weight per term.
 Contrast = Mapping[str, float] | Sequence[float]

@@ -21,7 +21,8 @@ import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.inference import Contrast, contrast_matrix, wald_table
-from transferstats.analysis.lmm import MixedFit, Products, as_dense
+from transferstats.analysis.lmm import MixedFit
+from transferstats.analysis.profiled import Products, as_dense
 
 #: Most random effects q for which :func:`kenward_roger_affordable` accepts a model: the dense
 #: q x q products cost about 10 q^3 flops and 8 q^2 bytes each (q = 2,500: tens of seconds on a
