@@ -12,7 +12,13 @@ import pytest
 from transferstats.analysis.formula import INTERCEPT, RandomTerm, parse_formula, random_terms
 from transferstats.analysis.lmm import fit_formula, fit_lmm
 from transferstats.analysis.mixed import fit_crossed
-from transferstats.analysis.profiled import criterion_and_gradient, design, products
+from transferstats.analysis.profiled import (
+    criterion_and_gradient,
+    design,
+    evaluate,
+    products,
+    variance_slopes,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lme4"
 
@@ -183,3 +189,23 @@ def test_eliminating_the_nesting_mixes_changes_nothing(target_mix_grid, reml):
                 - criterion_and_gradient(theta - h * e, nested, reml)[0]) / (2 * h)
                for e in np.eye(len(theta))]
     np.testing.assert_allclose(gradient, numeric, rtol=1e-5, atol=1e-4)
+
+
+def test_variance_slopes_are_the_derivatives_in_the_variance_ratios(target_mix_grid):
+    """At theta_k = 0 the derivative in theta_k is 0, the one in psi_k = theta_k^2 is not."""
+    cp = products(target_mix_grid)
+    theta = np.random.default_rng(3).uniform(0.2, 1.5, len(cp.layout))
+    scalar = [k for k, (t, _, _) in enumerate(cp.layout) if cp.terms[t].size == 1]
+    assert len(scalar) == 3  # target_task:language, mix, target_task:mix
+    for k in scalar:
+        at_zero = theta.copy()
+        at_zero[k] = 0.0
+        slopes = variance_slopes(evaluate(at_zero, cp), cp, True)
+        assert criterion_and_gradient(at_zero, cp, True)[1][k] == 0.0
+        h = 1e-7
+        shifted = at_zero.copy()
+        shifted[k] = np.sqrt(h)
+        numeric = (criterion_and_gradient(shifted, cp, True)[0]
+                   - criterion_and_gradient(at_zero, cp, True)[0]) / h
+        assert slopes[k] == pytest.approx(numeric, rel=1e-3)
+    assert np.isnan(variance_slopes(evaluate(theta, cp), cp, True)[0])  # the slope term's

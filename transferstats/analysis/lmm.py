@@ -33,6 +33,7 @@ from transferstats.analysis.profiled import (
     evaluate,
     products,
     theta_layout,
+    variance_slopes,
 )
 
 #: lme4's ``isSingular`` tolerance: a diagonal element of a relative covariance factor T below
@@ -99,16 +100,22 @@ def _off_the_boundary(theta: np.ndarray, cp: Products, reml: bool) -> np.ndarray
     At a diagonal element of 0 the criterion's gradient in it is 0 whatever the data (the
     variance is its square), so a gradient method that lands on the bound stays there even when
     the variance is not zero at the optimum; lme4's BOBYQA, without gradients, does not have
-    this trap. Each such element is tried at a few positive values.
+    this trap. A one-column term is moved off 0 where the derivative in its variance is
+    negative (:func:`~transferstats.analysis.profiled.variance_slopes`); the diagonal of a
+    larger term is tried at a few positive values.
     """
-    value = criterion(evaluate(theta, cp), cp.n, reml)
-    best, best_value = None, value - 1e-8 * abs(value)
+    ev = evaluate(theta, cp)
+    value, slopes = criterion(ev, cp.n, reml), variance_slopes(ev, cp, reml)
+    best, best_value = None, value
     for k in np.flatnonzero((cp.lower_bounds == 0) & (theta <= 0)):
-        for trial in (0.01, 0.1, 0.5):
+        if slopes[k] >= 0:
+            continue
+        threshold = value if slopes[k] < 0 else value - 1e-8 * abs(value)
+        for trial in (1e-3, 0.01, 0.1, 0.5):
             candidate = theta.copy()
             candidate[k] = trial
             trial_value = criterion(evaluate(candidate, cp), cp.n, reml)
-            if trial_value < best_value:
+            if trial_value < min(best_value, threshold):
                 best, best_value = candidate, trial_value
     return best
 

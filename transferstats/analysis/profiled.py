@@ -396,17 +396,21 @@ def conditional(ev: Evaluation, cp: Products) -> Conditional:
         ZdViM=ZdV1M - F_db @ G_ZbVM, ZdViZd=ZdV1Zd - _diagonal_of_sandwich(F_db, G))
 
 
-def derivative_parts(ev: Evaluation, cp: Products, reml: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The two parts of the criterion's derivatives in theta: tr(P dV) and y'P dV P y.
+class Projections(NamedTuple):
+    """Z'PZ (its needed blocks) and Z'Py at an evaluation: what every derivative is made of."""
 
-    With V = I + Z Lambda Lambda' Z' and P = V^-1 - V^-1 X (X'V^-1X)^-1 X'V^-1 (REML; V^-1
-    for ML), dV = Z_b (E Lambda_b' + Lambda_b E') Z_b' for a theta of Lambda_b (E its 0/1
-    pattern), and 2 theta_k Z_k Z_k' for the eliminated terms k = d, h. The profiled
-    criterion's gradient is trace - dof / pwrss x quadratic; lmerTest's deviance at a given
-    sigma has trace - quadratic / sigma^2.
-    """
+    Q_b: np.ndarray        # Z_b' P Z_b
+    Q_h: np.ndarray        # diag(Z_h' P Z_h)
+    Q_d: np.ndarray        # diag(Z_d' P Z_d)
+    u_b: np.ndarray        # Z_b' P y, and likewise for h and d
+    u_h: np.ndarray
+    u_d: np.ndarray
+
+
+def projections(ev: Evaluation, cp: Products, reml: bool) -> Projections:
+    """With P = V^-1 - V^-1 X (X'V^-1X)^-1 X'V^-1 for REML, V^-1 for ML."""
     cond = conditional(ev, cp)
-    p, theta = cp.p, ev.theta
+    p = cp.p
     Q_b, Q_h, Q_d = cond.ZbViZb, cond.ZhViZh, cond.ZdViZd
     if reml:
         XVX_inv = np.linalg.inv(ev.XVX)
@@ -415,18 +419,48 @@ def derivative_parts(ev: Evaluation, cp: Products, reml: bool) -> tuple[np.ndarr
         Q_h = Q_h - np.sum((cond.ZhViM[:, :p] @ XVX_inv) * cond.ZhViM[:, :p], axis=1)
         Q_d = Q_d - np.sum((cond.ZdViM[:, :p] @ XVX_inv) * cond.ZdViM[:, :p], axis=1)
     coef = np.append(-ev.beta, 1.0)
-    u_b, u_h, u_d = cond.ZbViM @ coef, cond.ZhViM @ coef, cond.ZdViM @ coef
-    LtQ, Ltu = ev.Lam.T @ Q_b, ev.Lam.T @ u_b
+    return Projections(Q_b, Q_h, Q_d, cond.ZbViM @ coef, cond.ZhViM @ coef, cond.ZdViM @ coef)
+
+
+def derivative_parts(ev: Evaluation, cp: Products, reml: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The two parts of the criterion's derivatives in theta: tr(P dV) and y'P dV P y.
+
+    With V = I + Z Lambda Lambda' Z' and P as in :func:`projections`, dV = Z_b (E Lambda_b' +
+    Lambda_b E') Z_b' for a theta of Lambda_b (E its 0/1 pattern), and 2 theta_k Z_k Z_k' for
+    the eliminated terms k = d, h. The profiled criterion's gradient is trace - dof / pwrss x
+    quadratic; lmerTest's deviance at a given sigma has trace - quadratic / sigma^2.
+    """
+    pr = projections(ev, cp, reml)
+    theta = ev.theta
+    LtQ, Ltu = ev.Lam.T @ pr.Q_b, ev.Lam.T @ pr.u_b
     trace, quadratic = np.empty(len(theta)), np.empty(len(theta))
     for k, (t, _, _) in enumerate(cp.layout):
         if t == cp.d:
-            trace[k], quadratic[k] = 2 * theta[k] * Q_d.sum(), 2 * theta[k] * (u_d @ u_d)
+            trace[k], quadratic[k] = 2 * theta[k] * pr.Q_d.sum(), 2 * theta[k] * (pr.u_d @ pr.u_d)
         elif t == cp.h:
-            trace[k], quadratic[k] = 2 * theta[k] * Q_h.sum(), 2 * theta[k] * (u_h @ u_h)
+            trace[k], quadratic[k] = 2 * theta[k] * pr.Q_h.sum(), 2 * theta[k] * (pr.u_h @ pr.u_h)
         else:
             rows, cols = cp.lambda_rows[k], cp.lambda_cols[k]
-            trace[k], quadratic[k] = 2 * LtQ[cols, rows].sum(), 2 * (u_b[rows] @ Ltu[cols])
+            trace[k], quadratic[k] = 2 * LtQ[cols, rows].sum(), 2 * (pr.u_b[rows] @ Ltu[cols])
     return trace, quadratic
+
+
+def variance_slopes(ev: Evaluation, cp: Products, reml: bool) -> np.ndarray:
+    """The criterion's derivative in the variance ratio psi = theta^2 of each one-column term
+    (NaN for the thetas of larger terms). Unlike the derivative in theta it is not 0 at
+    theta = 0: negative there, the variance is not at zero at the optimum."""
+    pr = projections(ev, cp, reml)
+    weight = (cp.n - cp.p if reml else cp.n) / ev.pwrss
+    slopes = np.full(len(ev.theta), np.nan)
+    for k, (t, _, _) in enumerate(cp.layout):
+        if t == cp.d:
+            slopes[k] = pr.Q_d.sum() - weight * (pr.u_d @ pr.u_d)
+        elif t == cp.h:
+            slopes[k] = pr.Q_h.sum() - weight * (pr.u_h @ pr.u_h)
+        elif cp.terms[t].size == 1:
+            rows = cp.lambda_rows[k]
+            slopes[k] = pr.Q_b[rows, rows].sum() - weight * (pr.u_b[rows] @ pr.u_b[rows])
+    return slopes
 
 
 def criterion_and_gradient(theta: np.ndarray, cp: Products, reml: bool) -> tuple[float, np.ndarray]:
