@@ -209,3 +209,14 @@ def test_variance_slopes_are_the_derivatives_in_the_variance_ratios(target_mix_g
                    - criterion_and_gradient(at_zero, cp, True)[0]) / h
         assert slopes[k] == pytest.approx(numeric, rel=1e-3)
     assert np.isnan(variance_slopes(evaluate(theta, cp), cp, True)[0])  # the slope term's
+
+
+def test_coef_adds_each_levels_random_effects_to_the_fixed_effects():
+    data, effects = simulated(n_groups=30, per_group=200, slope_sd=1.0, corr=0.0, seed=3)
+    fit = fit_formula("y ~ x + (1 + x || g)", data)
+    coef = fit.coef("g")
+    assert list(coef.columns) == ["Intercept", "x"] and len(coef) == 30
+    np.testing.assert_allclose(coef["x"], fit.params["x"] + fit.random_effects["(0 + x | g)"]["x"])
+    np.testing.assert_allclose(coef["x"], 2 + effects[:, 1], atol=0.1)  # each group's own slope
+    with pytest.raises(KeyError, match="no random term on 'h'"):
+        fit.coef("h")

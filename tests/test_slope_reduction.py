@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from test_lmm import orthogonal_noise
-from transferstats.analysis.slope_reduction import reduce_slopes
+from transferstats.analysis.slope_reduction import eligible_slopes, reduce_slopes
 
 
 def grid(slope_sds, proportional=False, n_groups=12, per_group=60, mix_sd=0.5, noise=0.3, seed=0,
@@ -85,3 +85,17 @@ def test_steps_frame_lists_each_fit():
 def test_unknown_slope_factor_is_refused(slopes):
     with pytest.raises(ValueError, match="not among the random factors"):
         reduce_slopes(grid([0.5, 0.5]), "y", ["x"], ["g"], slopes)
+
+
+def test_eligible_slopes_need_three_levels_and_variation_within_them():
+    data = grid([0.8, 0.6])
+    assert eligible_slopes(data, {"g": ["x", "z"]}).slopes == {"g": ("x", "z")}
+    two = data[data["g"] < 2]
+    result = eligible_slopes(two, {"g": ["x"]})
+    assert result.slopes == {} and result.reasons == (
+        "no slopes by g: it has 2 levels in the data, and slopes between levels need at least 3",)
+    constant = data.assign(w=data["g"] * 1.0)  # constant within each level of g
+    result = eligible_slopes(constant, {"g": ["x", "w"]})
+    assert result.slopes == {"g": ("x",)}
+    assert result.reasons == ("no slope of w by g: it varies within 0 of the 12 levels, and a "
+                              "slope needs variation within at least 3",)

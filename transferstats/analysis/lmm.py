@@ -297,6 +297,24 @@ class MixedFit:
             cov.loc[var1, var2 or var1] = cov.loc[var2 or var1, var1] = value
         return cov
 
+    def coef(self, factor: str) -> pd.DataFrame:
+        """Each level's coefficients, fixed effects plus its random effects (lme4's ``coef``).
+
+        One row per level of ``factor``, one column per fixed effect; e.g. each target's own
+        slopes of diversity and volume, to show beside their average (``params``).
+        """
+        effects = [self.random_effects[term.label] for term in self.terms if term.factor == factor]
+        if not effects:
+            raise KeyError(f"no random term on {factor!r}; the terms are "
+                           f"{[term.label for term in self.terms]}")
+        levels = effects[0].index
+        table = pd.DataFrame(np.tile(self.params.to_numpy(), (len(levels), 1)), index=levels,
+                             columns=self.params.index)
+        for frame in effects:
+            for column in frame.columns:
+                table[column] = table.get(column, 0.0) + frame[column].to_numpy()
+        return table
+
     def summary(self) -> str:
         """The fit as text: random effects as lme4's ``VarCorr``, fixed effects with lme4's SEs."""
         crit = "REML criterion" if self.reml else "deviance"

@@ -60,6 +60,63 @@ class Reduction:
                              "decision": [s.decision for s in self.steps]})
 
 
+#: Fewest levels of a factor for slopes between them: with two, a slope variance (and its
+#: correlation with the intercept) rests on one difference.
+MIN_SLOPE_LEVELS = 3
+
+
+@dataclass(frozen=True)
+class SlopeEligibility:
+    """Which requested slopes the design allows, and why the others are not given."""
+
+    slopes: dict[str, tuple[str, ...]]
+    reasons: tuple[str, ...]
+
+
+def eligible_slopes(data: pd.DataFrame, requested: Mapping[str, Sequence[str]],
+                    min_levels: int = MIN_SLOPE_LEVELS) -> SlopeEligibility:
+    """The slopes a design allows: a factor with at least ``min_levels`` levels, and a
+    predictor that varies within at least ``min_levels`` of them (else its slope is not
+    separable from the factor's intercepts).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        The rows to be fitted (missing values left out as the fit would).
+    requested : mapping of str to sequence of str
+        Factor -> predictors, e.g. ``{"target_task": ["diversity", "volume"]}``.
+    min_levels : int, default 3
+        Fewest levels for slopes.
+
+    Returns
+    -------
+    SlopeEligibility
+        ``slopes`` (factor -> the predictors allowed; a factor with none is left out) and
+        ``reasons``, one sentence per slope not given.
+    """
+    slopes: dict[str, tuple[str, ...]] = {}
+    reasons: list[str] = []
+    for factor, predictors in requested.items():
+        rows = data[[factor, *predictors]].dropna()
+        n_levels = rows[factor].nunique()
+        if n_levels < min_levels:
+            reasons.append(f"no slopes by {factor}: it has {n_levels} level{'s' * (n_levels != 1)} "
+                           f"in the data, and slopes between levels need at least {min_levels}")
+            continue
+        allowed = []
+        for predictor in predictors:
+            varying = int((rows.groupby(factor)[predictor].nunique() > 1).sum())
+            if varying >= min_levels:
+                allowed.append(predictor)
+            else:
+                reasons.append(f"no slope of {predictor} by {factor}: it varies within {varying} of "
+                               f"the {n_levels} levels, and a slope needs variation within at "
+                               f"least {min_levels}")
+        if allowed:
+            slopes[factor] = tuple(allowed)
+    return SlopeEligibility(slopes, tuple(reasons))
+
+
 def _structure(terms: Sequence[RandomTerm]) -> str:
     return " + ".join(term.label for term in terms)
 
