@@ -124,21 +124,23 @@ def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple
     """The theta minimising the profiled criterion (T's diagonal >= 0), and whether it converged.
 
     L-BFGS-B with the exact gradient, restarted from any better point off the bounds
-    (:func:`_off_the_boundary`), then Newton polishing (:func:`_polish`). BLAS runs on one
-    thread: the arrays are small (r x r with r of tens to hundreds), and on a busy machine
-    OpenBLAS's threads make each triangular solve 100 times slower.
+    (:func:`_off_the_boundary`; each restart lowers the criterion, at most one per theta), then
+    Newton polishing (:func:`_polish`). BLAS runs on one thread: the arrays are small (b x b
+    with b of tens to hundreds), and on a busy machine OpenBLAS's threads make each triangular
+    solve 100 times slower.
     """
-    theta: np.ndarray | None = _start(cp) if start is None else np.asarray(start, dtype=float)
+    theta = _start(cp) if start is None else np.asarray(start, dtype=float)
     bounds = scipy.optimize.Bounds(cp.lower_bounds, np.full(len(cp.layout), np.inf))
     with threadpool_limits(1):
         for _ in range(len(cp.layout) + 1):
-            result = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml),
-                                             jac=True, method="L-BFGS-B", bounds=bounds,
-                                             options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000})
-            theta = _off_the_boundary(result.x, cp, reml)
-            if theta is None:
+            theta = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml),
+                                            jac=True, method="L-BFGS-B", bounds=bounds,
+                                            options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000}).x
+            better = _off_the_boundary(theta, cp, reml)
+            if better is None:
                 break
-        return _polish(result.x, cp, reml)
+            theta = better
+        return _polish(theta, cp, reml)
 
 
 @dataclass(frozen=True)
@@ -341,9 +343,11 @@ def _blups(des: Design, cp: Products, ev: Evaluation) -> tuple[dict[str, pd.Data
     b_b = ev.Lam @ (ev.Lam.T @ (cond.ZbViM @ coef))
     b_d = cp.theta_of(cp.d, ev.theta) ** 2 * (cond.ZdViM @ coef)
     b_h = cp.theta_of(cp.h, ev.theta) ** 2 * (cond.ZhViM @ coef)
-    Zb = cp.Zb @ b_b + b_d[cp.codes_d] if cp.d is not None else cp.Zb @ b_b
+    Z_times_b = cp.Zb @ b_b
+    if cp.d is not None:
+        Z_times_b = Z_times_b + b_d[cp.codes_d]
     if cp.h is not None:
-        Zb = Zb + b_h[cp.codes_h]
+        Z_times_b = Z_times_b + b_h[cp.codes_h]
     effects = {}
     for t, term in enumerate(des.terms):
         if t in (cp.d, cp.h):
@@ -352,7 +356,7 @@ def _blups(des: Design, cp: Products, ev: Evaluation) -> tuple[dict[str, pd.Data
             start = cp.b_offsets[t]
             values = b_b[start:start + des.n_levels[t] * term.size].reshape(-1, term.size)
         effects[term.label] = pd.DataFrame(values, index=des.levels[t], columns=list(term.columns))
-    return effects, Zb
+    return effects, Z_times_b
 
 
 def _check_identifiable(des: Design) -> None:
