@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_lmm_lme4 import CASES, fitted, lme4_reference
+from test_lmm_lme4 import CASES, GRID, fitted, lme4_reference
 from transferstats.analysis.formula import parse_formula
 from transferstats.analysis.inference import (
     contrast_matrix,
@@ -134,3 +134,13 @@ def test_inference_is_the_same_with_the_nesting_mixes_eliminated():
         ours, reference = method(fit, contrasts), method(flat, contrasts)
         np.testing.assert_allclose(ours[["se", "df", "ci_low"]], reference[["se", "df", "ci_low"]],
                                    rtol=1e-6)
+
+
+def test_a_singular_fit_with_a_saddle_in_the_variance_parameters_warns():
+    """Grid 8 of the varied fixtures: the slope of div at correlation +-1 and target_task:mix at
+    zero; the deviance's Hessian has a negative eigenvalue there, as lmerTest warns."""
+    grids = pd.read_csv("tests/fixtures/lme4/varied_grids.csv")
+    fit = fit_formula(GRID.format(bar="|") + " + (1 | target_task:mix)", grids[grids["grid"] == 8])
+    assert fit.is_singular
+    with pytest.warns(UserWarning, match="negative eigenvalues"):
+        satterthwaite(fit, {"div - vol": {"div": 1, "vol": -1}})

@@ -11,6 +11,7 @@ the tolerances here.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,17 +90,22 @@ def test_a_variance_started_at_zero_leaves_the_boundary():
     assert fit.criterion == pytest.approx(reference["criterion"]["REML"], rel=1e-9)
 
 
-@pytest.mark.slow  # 48 fits, about 15 s
+@pytest.mark.slow  # 48 fits, about 20 s
 def test_varied_grids_reach_lme4s_optimum_and_singularity():
     """Twelve grids (3-9 targets, 20-80 mixes, slope SDs 0 to 3, correlations 0 to -0.95, mix
     SDs 0 to 1), correlated and uncorrelated, without and with (1 | target_task:mix) (nested in
-    the mixes): the same REML optimum as lme4 in all 48 fits, and the same isSingular where the
-    variances are identified. With 3 targets each mix is evaluated on one target, so
-    target_task:mix is mix, and only the sum of their variances is estimated: lme4 and this
-    solver stop at different points of that ridge (benchmarks/lme4/make_varied_fixtures.R)."""
+    the mixes): the same REML optimum as lme4 in all 48 fits, and lmerTest's Satterthwaite SE
+    of div - vol; the same isSingular where the variances are identified, and the same df
+    where the fit is not singular (at a singular optimum the df depend on where on the boundary
+    each optimiser stopped). With 3 targets each mix is evaluated on one target, so
+    target_task:mix is mix, and only the sum of their variances is estimated
+    (benchmarks/lme4/make_varied_fixtures.R)."""
+    from transferstats.analysis.inference import satterthwaite
+
     grids = pd.read_csv(FIXTURES / "varied_grids.csv")
     reference = pd.read_csv(FIXTURES / "varied_grids_lme4.csv")
-    for grid, bar, target_mix, criterion, singular, div, vol in reference.itertuples(index=False):
+    for grid, bar, target_mix, criterion, singular, div, vol, se, df in reference.itertuples(
+            index=False):
         formula = GRID.format(bar=bar) + (" + (1 | target_task:mix)" if target_mix else "")
         data = grids[grids["grid"] == grid]
         fit = fit_formula(formula, data)
@@ -109,3 +115,9 @@ def test_varied_grids_reach_lme4s_optimum_and_singularity():
         if not confounded:
             assert fit.is_singular is bool(singular), label
         assert fit.params[["div", "vol"]].tolist() == pytest.approx([div, vol], rel=1e-4), label
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            row = satterthwaite(fit, {"div - vol": {"div": 1, "vol": -1}}).iloc[0]
+        assert row["se"] == pytest.approx(se, rel=1e-4), label
+        if not singular:
+            assert row["df"] == pytest.approx(df, rel=1e-4), label

@@ -8,9 +8,10 @@
 # Writes tests/fixtures/lme4/varied_grids.csv (all grids, a column "grid") and
 # varied_grids_lme4.csv: for each grid and each of the correlated ("|") and uncorrelated ("||")
 # models, without and with a target-by-mix intercept (1 | target_task:mix), lme4's REML
-# criterion, isSingular and the fixed effects of div and vol.
+# criterion, isSingular, the fixed effects of div and vol, and lmerTest's Satterthwaite standard
+# error and df of div - vol.
 
-suppressMessages(library(lme4))
+suppressMessages({library(lme4); library(lmerTest)})
 out <- file.path("tests", "fixtures", "lme4")
 control <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-12, maxfun = 1e5))
 
@@ -48,9 +49,11 @@ for (k in 0:11) for (bar in c("|", "||")) for (target_mix in c("", " + (1 | targ
     bar, target_mix))
   fit <- suppressMessages(suppressWarnings(lmer(f, data = grids[grids$grid == k, ], REML = TRUE,
                                                 control = control)))
+  satterthwaite <- contest(fit, c(0, 1, -1, 0), joint = FALSE, ddf = "Satterthwaite")
   results[[length(results) + 1]] <- data.frame(
     grid = k, bar = bar, target_mix = as.integer(target_mix != ""), criterion = format(REMLcrit(fit), digits = 17),
     singular = as.integer(isSingular(fit)), div = format(fixef(fit)[["div"]], digits = 17),
-    vol = format(fixef(fit)[["vol"]], digits = 17))
+    vol = format(fixef(fit)[["vol"]], digits = 17),
+    se = format(satterthwaite[["Std. Error"]], digits = 17), df = format(satterthwaite$df, digits = 17))
 }
 write.csv(do.call(rbind, results), file.path(out, "varied_grids_lme4.csv"), row.names = FALSE)

@@ -17,6 +17,7 @@ distribution whose degrees of freedom reflect that:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -113,8 +114,15 @@ def varpar_hessian(fit: MixedFit) -> np.ndarray:
 
 def varpar_covariance(H: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     """A = 2 H^-1 over H's positive eigenvalues, as lmerTest (a variance on the boundary leaves a
-    zero or negative eigenvalue, whose direction carries no information)."""
+    zero or negative eigenvalue, whose direction carries no information); warns, as lmerTest
+    does, of negative ones."""
     values, vectors = np.linalg.eigh(H)
+    if np.any(values < -tol):
+        warnings.warn(
+            f"satterthwaite: the Hessian of the deviance in the variance parameters has negative "
+            f"eigenvalues ({', '.join(f'{v:.3g}' for v in values[values < -tol])}): the fit is at "
+            "a boundary (a singular fit) and its df depend on where on that boundary it stopped; "
+            "reduce the random-effects structure (reduce_slopes)", stacklevel=3)
     positive = values > tol
     return 2 * (vectors[:, positive] / values[positive]) @ vectors[:, positive].T
 
