@@ -60,9 +60,10 @@ from transferstats.analysis.bootstrap import (
     resample_rows,
     resampling_design,
 )
-from transferstats.analysis.derive import model_frame, select_metric
+from transferstats.analysis.description import describe
 from transferstats.analysis.mixed import ModelArrays, fit_crossed, statsmodels_model
-from transferstats.analysis.pipeline import CONTRAST, INTERACTION, _centre, _random_factors
+from transferstats.analysis.model import CONTRAST, INTERACTION, build_model
+from transferstats.analysis.spec import AnalysisSpec
 from transferstats.loading import load_results
 from transferstats.tasks import INTERMEDIATE_TASKS
 
@@ -157,11 +158,10 @@ def transferstats(*args: str) -> tuple[float, float, int]:
 
 def model_data(results: Path):
     """The rows ``analyze`` fits, built the way the analysis pipeline builds them."""
-    scores, _ = select_metric(load_results(results).scores, None, "test")
-    data, _ = model_frame(scores, outcome="improvement")
-    data, _ = _centre(data, interaction=True)
-    data, random, _ = _random_factors(data, "improvement")
-    return data, random
+    described = describe(load_results(results), AnalysisSpec(outcome="improvement"))
+    data, structure = build_model(described.description, described.data, described.mixes,
+                                  interaction=True, target_mix=True, identity="off")
+    return data, list(structure.random)
 
 
 def time_refits(data, random, n_fast: int, n_statsmodels: int, timeout: float, seed: int = 0

@@ -15,12 +15,14 @@ percentile come from the same resamples) and effect:
   intervals are as wide as the estimator's spread calls for; below 1: too narrow).
 
 Each finished grid is appended to ``--out`` (CSV), so a run can be stopped and summarised with
-``--table`` alone. Grids are spread over ``--jobs`` processes, interleaved across designs so that
-a partial run is balanced.
+``--table`` alone. Grids are spread over ``--jobs`` processes, or the workers of a Dask scheduler
+(``--scheduler ADDRESS``, docs/parallel.md), interleaved across designs so that a partial run is
+balanced.
 
 Usage::
 
     python benchmarks/coverage_study.py --grids 400 --resamples 500 --jobs 16
+    python benchmarks/coverage_study.py --grids 400 --resamples 500 --scheduler tcp://head:8786
     python benchmarks/coverage_study.py --grids 100 --resamples 200 --jobs 2 --out cov.csv
     python benchmarks/coverage_study.py --designs "small 12 mixes, 4 languages, target x mix" \
         --target-mix on --grids 400 --jobs 2 --out small.csv     # one design, analyze's model
@@ -34,9 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ import pandas as pd
 from scipy import stats
 
 from transferstats.analysis import power as pw
+from transferstats.parallel import LOCAL, completed
 from transferstats.simulate import SimulationSettings, simulated_mixes
 from transferstats.tasks import get_task
 
@@ -88,7 +89,9 @@ def analyse_grid(name: str, index: int, resamples: int,
     loaded = loading.load_results(pw.results_table(sim, y))
     rows = []
     for target_mix in target_mix_settings:
-        spec = AnalysisSpec(resamples=resamples, seed=index, target_mix=target_mix)
+        # The grid is already on a worker: its bootstrap runs right there.
+        spec = AnalysisSpec(resamples=resamples, seed=index, target_mix=target_mix,
+                            scheduler=LOCAL)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimates = analyze_loaded(loaded, spec, n_jobs=1, progress=False,
@@ -115,9 +118,8 @@ def analyse_grid(name: str, index: int, resamples: int,
 TARGET_MIX = {"both": (False, True), "on": (True,), "off": (False,)}
 
 
-def _one_thread() -> None:
-    from threadpoolctl import threadpool_limits
-    threadpool_limits(1)
+def _analyse_job(target_mix_settings: tuple[bool, ...], job: tuple[str, int, int]) -> list[dict]:
+    return analyse_grid(*job, target_mix_settings)
 
 
 def run(args) -> None:
@@ -127,22 +129,21 @@ def run(args) -> None:
         done = set(zip(previous["design"], previous["grid"], strict=True))
     words = [w.strip() for w in args.designs.split("|") if w.strip()]
     chosen = [name for name in DESIGNS if not words or any(w in name for w in words)]
-    jobs = [(name, i) for i in range(args.grids) for name in chosen if (name, i) not in done]
+    jobs = [(name, i, args.resamples) for i in range(args.grids) for name in chosen
+            if (name, i) not in done]
     fields = ["design", "grid", "target_mix_in_model", "method", "term", "crossed_t_df",
               "estimate", "ci_low", "ci_high", "percentile_ci_low", "percentile_ci_high"]
     new_file = not Path(args.out).exists()
-    with open(args.out, "a", newline="") as handle, \
-            ProcessPoolExecutor(args.jobs, initializer=_one_thread) as pool:
+    with open(args.out, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         if new_file:
             writer.writeheader()
-        futures = [pool.submit(analyse_grid, name, i, args.resamples, TARGET_MIX[args.target_mix])
-                   for name, i in jobs]
-        for count, future in enumerate(as_completed(futures), 1):
-            writer.writerows(future.result())
+        # Each grid is a whole analysis: one per chunk, saved as it comes in.
+        for _, rows in completed(_analyse_job, jobs, TARGET_MIX[args.target_mix], jobs=args.jobs,
+                                 scheduler=args.scheduler, largest_chunk=1, progress=True,
+                                 label="coverage grids"):
+            writer.writerows(rows)
             handle.flush()
-            if count % 20 == 0:
-                print(f"{count} of {len(jobs)} grids", flush=True)
 
 
 #: Candidate small-sample widenings of the crossed cluster bootstrap's interval about the
@@ -239,7 +240,8 @@ def package_table(path: str, out: str, wald: str | None = None) -> None:
     }).to_csv(out, index=False)
 
 
-def wald_table(grids: int, words: list[str], level: float = 0.95) -> pd.DataFrame:
+def wald_table(grids: int, words: list[str], level: float = 0.95, jobs: int | None = None,
+               scheduler: str | None = None) -> pd.DataFrame:
     """Many more grids, cheaply: the Wald t interval of ``transferstats power``'s stand-in
     (the REML fit of analyze's primary model, estimate +- t_nu x Wald SE, nu the mix degrees of
     freedom), without and with ``(1 | target_task:mix)``, over the same designs. The parametric
@@ -251,7 +253,8 @@ def wald_table(grids: int, words: list[str], level: float = 0.95) -> pd.DataFram
         for target_mix in (False, True):
             model = pw.analysis_model(design, analysis_target_mix=target_mix)
             sims = pw.simulate_analyses(design, components, simulations=grids, seed=14,
-                                        n_jobs=1, model=model, calibration_grids=0)
+                                        n_jobs=jobs, scheduler=scheduler, model=model,
+                                        calibration_grids=0)
             df = model.identity.get("mix_df") if model.identity.get("used") \
                 else len(design.mixes) - 1 - model.mix_columns.shape[1]
             t = stats.t.ppf((1 + level) / 2, df)
@@ -314,7 +317,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grids", type=int, default=400, help="simulated grids per design")
     parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples per grid")
-    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="local worker processes (default: every core available)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the grids on this Dask scheduler (tcp://host:8786; default: "
+                             "DASK_SCHEDULER_ADDRESS if set, else local processes)")
     parser.add_argument("--out", default="coverage_study.csv",
                         help="per-grid results (CSV); --table reads several, comma-separated")
     parser.add_argument("--designs", default="",
@@ -341,7 +348,7 @@ def main() -> None:
                                                             float_format="{:.4g}".format))
         return
     if args.wald:
-        result = wald_table(args.wald, words)
+        result = wald_table(args.wald, words, jobs=args.jobs, scheduler=args.scheduler)
         print(result.to_string(index=False, float_format="{:.3f}".format))
         if args.wald_out:
             result.to_csv(args.wald_out, index=False)

@@ -30,3 +30,16 @@ def small_results(tmp_path):
 def language_table():
     """The flat table of :data:`LANGUAGE_SMALL`: 12 language mixes, 2 targets, 1 seed."""
     return flat_table(*simulate_scores(LANGUAGE_SMALL))
+
+
+@pytest.fixture(scope="session")
+def lm_eval_grid(tmp_path_factory):
+    """Real lm-evaluation-harness output of 8 tiny random models (4 language mixes x 2 seeds) on
+    local XNLI-like (validation) and PAWS-X-like (test) tasks, imported by ``transferstats import
+    lm-eval``: the results folder (``tests/lm_eval_grid.py``). Built once per session (about
+    30 s on 2 cores), for tests marked ``slow``."""
+    for module in ("lm_eval", "transformers", "torch"):
+        pytest.importorskip(module)
+    from lm_eval_grid import build_lm_eval_grid
+
+    return build_lm_eval_grid(tmp_path_factory.mktemp("lm-eval-grid"))

@@ -8,9 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from transferstats.analysis.description import DesignCheck
 from transferstats.analysis.design import design_check
-from transferstats.analysis.pipeline import analyze_loaded, decide, minimum_detectable_difference
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.result import Comparison
 from transferstats.analysis.spec import AnalysisSpec, default_spec_text, load_spec
+from transferstats.analysis.verdict import decide, minimum_detectable_difference
 from transferstats.loading import load_results
 from transferstats.problems import ResultsError
 from transferstats.simulate import SimulationSettings, simulate_results
@@ -95,12 +98,20 @@ def test_minimum_detectable_difference_is_2_8_standard_errors():
     assert minimum_detectable_difference(1.0, 0.95, 0.8) == pytest.approx(1.959964 + 0.841621, rel=1e-5)
 
 
+#: A design that varies both factors, uncorrelated.
+CHECK = DesignCheck(n_mixes=10, varies="both", single_factor=None, fixed_at=None, correlation=0.1,
+                    vif=1.0, confounded=False, reason="", max_correlation=0.9,
+                    diversity_levels=(), volume_levels=(), centre_log2={})
+
+
 @pytest.mark.parametrize("low, high, verdict", [(0.1, 1.0, "supported"), (-1.0, -0.1, "refuted"),
                                                 (-0.5, 0.5, "inconclusive")])
 def test_decide(low, high, verdict):
-    comparison = {"ci_low": low, "ci_high": high, "minimum_detectable_difference": 1.2}
-    assert decide(comparison, {"confounded": False})[0] == verdict
-    assert decide(comparison, {"confounded": True, "reason": "r = 1"}) == ("confounded", "r = 1")
+    comparison = Comparison("diversity - volume", {}, "higher is better", estimate=0.0,
+                            ci_low=low, ci_high=high, minimum_detectable_difference=1.2)
+    assert decide(comparison, CHECK).value == verdict
+    confounded = decide(comparison, replace(CHECK, confounded=True, reason="r = 1"))
+    assert (confounded.value, confounded.reason) == ("confounded", "r = 1")
 
 
 def test_missing_baseline_is_a_warning_and_the_rows_are_named(tmp_path, small_results):
@@ -179,9 +190,9 @@ def test_interaction_left_out_when_the_grid_cannot_estimate_it(tmp_path):
 
 
 def test_target_mix_left_out_past_its_mix_limit_with_a_note(tmp_path, monkeypatch):
-    from transferstats.analysis import pipeline
+    from transferstats.analysis import model
 
-    monkeypatch.setattr(pipeline, "TARGET_MIX_MAX_MIXES", 10)   # the grid has 24 mixes
+    monkeypatch.setattr(model, "TARGET_MIX_MAX_MIXES", 10)   # the grid has 24 mixes
     result = _analyze(tmp_path, GRID)
     assert "target_task:mix" not in result.estimates["model"]["formula"]
     assert any("target_task:mix left out: the grid has 24 mixes, more than the 10" in w
@@ -189,10 +200,11 @@ def test_target_mix_left_out_past_its_mix_limit_with_a_note(tmp_path, monkeypatc
 
 
 def test_many_failed_resamples_forbid_a_directional_verdict():
-    comparison = {"ci_low": 0.5, "ci_high": 1.0, "minimum_detectable_difference": 1.0}
-    verdict, reason = decide(comparison, {"confounded": False}, failed_share=0.3)
-    assert verdict == "inconclusive" and "30% of the bootstrap resamples" in reason
-    assert decide(comparison, {"confounded": False}, failed_share=0.01)[0] == "supported"
+    comparison = Comparison("diversity - volume", {}, "higher is better", estimate=0.7,
+                            ci_low=0.5, ci_high=1.0, minimum_detectable_difference=1.0)
+    verdict = decide(comparison, CHECK, failed_share=0.3)
+    assert verdict.value == "inconclusive" and "30% of the bootstrap resamples" in verdict.reason
+    assert decide(comparison, CHECK, failed_share=0.01).value == "supported"
 
 
 @pytest.mark.slow
@@ -219,7 +231,7 @@ def test_pairwise_comparisons_match_pingouin():
     import pandas as pd
     import pingouin as pg
 
-    from transferstats.analysis.descriptives import pairwise_mixes
+    from transferstats.analysis.descriptives import pairwise_tests
 
     rng = np.random.default_rng(0)
     data = pd.DataFrame([{"target_language": f"t{i}", "mix": f"m{j}", "seed": seed,
@@ -228,7 +240,8 @@ def test_pairwise_comparisons_match_pingouin():
     means = data.groupby(["target_language", "mix"], as_index=False)["improvement"].mean()
     expected = pg.pairwise_tests(data=means, dv="improvement", within="mix",
                                  subject="target_language", padjust="holm", effsize="hedges")
-    ours = pairwise_mixes(data, "improvement")
+    ours = pairwise_tests(data, "improvement")
+    assert isinstance(ours, pd.DataFrame)
     assert ours[["A", "B"]].values.tolist() == expected[["A", "B"]].values.tolist()
     for column in ("T", "dof", "p_unc", "p_corr", "hedges"):
         np.testing.assert_allclose(ours[column].astype(float), expected[column].astype(float),

@@ -6,16 +6,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import LANGUAGE_SMALL
 from transferstats.analysis.derive import (
     add_improvement,
+    builtin_covariate_values,
     describe_mix,
     effective_number_of_tasks,
     model_frame,
     run_outcomes,
     target_in_mix,
+    target_language_in_mix,
 )
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.spec import AnalysisSpec
 from transferstats.languages import is_language_code
 from transferstats.loading import load_results
+from transferstats.simulate import flat_table, simulate_scores
 
 
 def test_effective_number_of_tasks():
@@ -94,3 +100,41 @@ def test_target_in_mix_of_a_language_mix_is_the_evaluated_language_share():
     assert target_in_mix("de=1000+sw=3000", "xnli", "fr", "language") == 0.0
     # A task mix: the target's own training task, whatever the language.
     assert target_in_mix("mnli=1000+qqp=3000", "xnli", "sw", "task") == 0.25
+
+
+def test_target_language_in_mix_is_the_zero_one_form_of_the_share():
+    assert target_language_in_mix("de=1000+sw=3000", "xnli", "sw") == 1.0
+    assert target_language_in_mix("fil=1000+sw=3000", "xnli", "tl") == 1.0  # same language
+    assert target_language_in_mix("de=1000+sw=3000", "xnli", "fr") == 0.0
+    assert target_language_in_mix("", "xnli", "fr") == 0.0                  # the baseline
+    with pytest.raises(ValueError, match="language mixes only"):
+        target_language_in_mix("mnli=1000", "xnli", "en", "task")
+
+
+def test_builtin_covariate_values_per_row():
+    rows = pd.DataFrame({"mix_tasks": ["de=1000+sw=3000", "de=1000+sw=3000", "fr=500"],
+                         "target_task": ["xnli", "xnli", "pawsx"],
+                         "language": ["sw", "es", "fr"]})
+    share = builtin_covariate_values(rows, "target_in_mix", "language")
+    indicator = builtin_covariate_values(rows, "target_language_in_mix", "language")
+    assert share.tolist() == [0.75, 0.0, 1.0]
+    assert indicator.tolist() == [1.0, 0.0, 1.0]
+    assert np.array_equal(indicator, (share > 0).astype(float))
+    with pytest.raises(ValueError, match="language mixes only; these are task mixes"):
+        builtin_covariate_values(rows, "target_language_in_mix", "task")
+
+
+def test_target_language_in_mix_separates_from_diversity_at_a_fixed_budget():
+    """At a fixed budget the share is 1/n for every evaluated language the mix holds, so it falls
+    with diversity; the indicator does not."""
+    mixes = ["de=6000", "de=3000+sw=3000", "de=1500+sw=1500+fr=1500+es=1500"]
+    rows = pd.DataFrame({"mix_tasks": mixes, "target_task": "xnli", "language": "de"})
+    assert builtin_covariate_values(rows, "target_in_mix", "language").tolist() == [1, 0.5, 0.25]
+    assert builtin_covariate_values(rows, "target_language_in_mix", "language").tolist() == [1] * 3
+
+
+def test_the_analysis_models_target_language_in_mix_as_zero_one():
+    loaded = load_results(flat_table(*simulate_scores(LANGUAGE_SMALL)))
+    spec = AnalysisSpec(resamples=50, seed=1, covariates=("target_language_in_mix",))
+    result = analyze_loaded(loaded, spec, n_jobs=1, progress=False, companions=False)
+    assert result.model_data["target_language_in_mix"].nunique() == 2, "0/1, centred"

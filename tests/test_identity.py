@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
@@ -14,16 +13,20 @@ import pandas as pd
 import pytest
 
 from transferstats.analysis.identity import identity_estimability, per_target_columns, share_table
+from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.mixed import fit_crossed, model_arrays
 from transferstats.analysis.parametric import (
     fitted_simulator,
     moment_followers,
     parametric_bootstrap,
 )
-from transferstats.analysis.pipeline import analyze_loaded, compare_models
+from transferstats.analysis.pipeline import analyze_loaded
+from transferstats.analysis.result import Effect, Verdict
 from transferstats.analysis.spec import AnalysisSpec, load_spec
+from transferstats.analysis.verdict import compare_models
 from transferstats.cli import main
 from transferstats.loading import load_results
+from transferstats.parallel import available_cpus
 from transferstats.problems import ResultsError
 from transferstats.results import format_mix_tasks
 from transferstats.simulate import SimulationSettings, simulate_results, simulate_scores
@@ -234,7 +237,7 @@ def test_estimability_rule():
 
 
 def _row(term, estimate, low, high):
-    return {"term": term, "estimate": estimate, "ci_low": low, "ci_high": high}
+    return Effect(term, "points", estimate=estimate, ci_low=low, ci_high=high)
 
 
 @pytest.mark.parametrize("plain_estimate, plain_verdict, disagrees, explained, opening", [
@@ -245,18 +248,27 @@ def _row(term, estimate, low, high):
     (0.5, "supported", True, False, "The verdicts differ, but not because of composition"),
 ])
 def test_disagreement_rule(plain_estimate, plain_verdict, disagrees, explained, opening):
-    primary = [_row("diversity", 0.4, -0.2, 1.0)]
-    plain = [_row("diversity", plain_estimate, plain_estimate - 0.3, plain_estimate + 0.3)]
-    comparison = _row("diversity - volume", 0.0, -0.5, 0.5)
-    verdict = compare_models(primary, comparison, "inconclusive", plain, comparison,
-                             plain_verdict, 1.0, True)
+    primary = (_row("diversity", 0.4, -0.2, 1.0),)
+    plain = (_row("diversity", plain_estimate, plain_estimate - 0.3, plain_estimate + 0.3),)
+    verdict = compare_models(primary, Verdict("inconclusive", ""), plain,
+                             Verdict(plain_verdict, ""), 1.0, TASK_WORDS)
     assert (verdict["disagrees"], verdict["explained_by_composition"]) == (disagrees, explained)
     assert verdict["sentence"].startswith(opening)
     # For a lower-is-better outcome, benefit is a negative coefficient.
-    flipped = compare_models([_row("diversity", -0.4, -1.0, 0.2)], comparison, "inconclusive",
-                             [_row("diversity", -1.5, -1.8, -1.2)], comparison, "supported",
-                             -1.0, True)
+    flipped = compare_models((_row("diversity", -0.4, -1.0, 0.2),), Verdict("inconclusive", ""),
+                             (_row("diversity", -1.5, -1.8, -1.2),), Verdict("supported", ""),
+                             -1.0, TASK_WORDS)
     assert flipped["explained_by_composition"]
+
+
+@pytest.mark.parametrize("plain_low, plain_high, word", [(0.3, 0.7, "wider"), (-3.5, 1.6, "narrower")])
+def test_width_sentence_is_measured(plain_low, plain_high, word):
+    """'wider' only where the identity-adjusted interval is wider than the plain one."""
+    primary = (_row("diversity", 0.28, -0.10, 0.66),)
+    plain = (_row("diversity", 0.5, plain_low, plain_high),)
+    sentence = compare_models(primary, Verdict("inconclusive", ""), plain,
+                              Verdict("supported", ""), 1.0, TASK_WORDS)["sentence"]
+    assert f"which is {word}" in sentence
 
 
 def test_parametric_bootstrap_matches_the_model_standard_error(random_draws):
@@ -498,7 +510,7 @@ def test_coverage_of_the_primary_contrast(capsys):
     probability 0.77 only; the band is widened by two standard errors to 89.6-99.5%, which still
     fails the crossed cluster bootstrap's 100% (160 of 160) and a 90% or a 99.9% interval."""
     n_grids = 160
-    workers = max(1, len(os.sched_getaffinity(0)))
+    workers = available_cpus()
     with ProcessPoolExecutor(workers) as pool:
         outcomes = list(pool.map(_covered, range(1000, 1000 + n_grids)))
     coverage = np.mean([covered for covered, _ in outcomes])

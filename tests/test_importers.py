@@ -149,9 +149,9 @@ seed = 1
 """
 
 
-def harness_scores(results_file: Path) -> dict[str, float]:
-    """Task -> accuracy as the harness wrote it (0-1)."""
-    return {task: metrics["acc,none"] for task, metrics in
+def harness_scores(results_file: Path, key: str = "acc,none") -> dict[str, float]:
+    """Task -> accuracy (or ``key``) as the harness wrote it (0-1)."""
+    return {task: metrics[key] for task, metrics in
             json.loads(results_file.read_text(encoding="utf-8"))["results"].items()}
 
 
@@ -168,6 +168,11 @@ def check_harness_import(source: Path, results_file: Path, tmp_path: Path) -> No
     assert scores.loc[("xnli", "fr"), "value"] == pytest.approx(100 * raw["xnli_fr"])
     assert scores.loc[("pawsx", "de"), "value"] == pytest.approx(100 * raw["paws_de"])
     assert set(scores["metric"]) == {"accuracy"} and set(scores["n_examples"]) == {5}
+    # The standard errors, in percent like the scores.
+    for (target, language), task in {("xnli", "de"): "xnli_de", ("xnli", "fr"): "xnli_fr",
+                                     ("pawsx", "de"): "paws_de"}.items():
+        assert scores.loc[(target, language), "stderr"] == pytest.approx(
+            100 * harness_scores(results_file, "acc_stderr,none")[task])
     # The XNLI tasks evaluated the validation split, PAWS-X the test split.
     assert scores.loc[("xnli", "de"), "split"] == "validation"
     assert scores.loc[("pawsx", "de"), "split"] == "test"
@@ -210,6 +215,109 @@ def test_a_harness_task_of_no_target_is_refused_unless_skipped(tmp_path):
     skipping = HARNESS_MANIFEST.replace("seed = 1", 'seed = 1\nskip_tasks = ["arc_*"]')
     assert len(import_results("lm-eval", source, manifest(tmp_path / "m.toml", skipping),
                               out).written) == 2
+
+
+def harness_copy(tmp_path: Path, edit) -> Path:
+    """A copy of the committed harness output with ``edit(document)`` applied to its file."""
+    source = tmp_path / "source"
+    shutil.copytree(HARNESS_SOURCE, source)
+    (results_file,) = source.glob("*/results_*.json")
+    document = json.loads(results_file.read_text(encoding="utf-8"))
+    edit(document)
+    results_file.write_text(json.dumps(document), encoding="utf-8")
+    return source
+
+
+def test_a_standard_error_the_harness_did_not_compute_is_left_empty(tmp_path):
+    """The harness writes "N/A" where it computed no standard error (``--bootstrap_iters 0``,
+    one document); anything else that is not a number is refused, naming the key."""
+    def no_stderr(document):
+        document["results"]["xnli_de"]["acc_stderr,none"] = "N/A"
+        del document["results"]["xnli_fr"]["acc_stderr,none"]
+
+    out = tmp_path / "results"
+    import_results("lm-eval", harness_copy(tmp_path, no_stderr),
+                   manifest(tmp_path / "m.toml", HARNESS_MANIFEST), out)
+    scores = ts.load_results(out).scores.set_index(["target_task", "language"])["stderr"]
+    assert scores.loc[[("xnli", "de"), ("xnli", "fr")]].isna().all()
+    assert scores.loc[("pawsx", "de")] > 0
+    source = harness_copy(tmp_path / "bad", lambda document: document["results"]["paws_de"]
+                          .update({"acc_stderr,none": "high"}))
+    (results_file,) = source.glob("*/results_*.json")
+    assert refused("lm-eval", source, manifest(tmp_path / "m.toml", HARNESS_MANIFEST),
+                   tmp_path / "out2") == [
+        f"{results_file}:results.paws_de.acc_stderr,none: expected a standard error (a number, "
+        "or \"N/A\"), got 'high'"]
+
+
+def _model_path(path: str, *, in_config: bool = False):
+    """An edit giving the harness file the model path ``path``, as ``model_name`` (the harness
+    0.4) or only as ``pretrained`` of the command line's ``config.model_args``."""
+    def edit(document):
+        if in_config:
+            del document["model_name"]
+            document["config"]["model_args"] = f"pretrained={path},dtype=float32"
+        else:
+            document["model_name"] = path
+    return edit
+
+
+@pytest.mark.parametrize("selector", ["tiny-en-de-s1", "/scratch/*/tiny-en-de-s1", "*-de-s?"])
+@pytest.mark.parametrize("in_config", [False, True])
+def test_harness_runs_are_selected_by_their_model_name(tmp_path, selector, in_config):
+    """lm-eval names its output folder after the sanitised model path
+    (``__scratch__models__tiny-en-de-s1``); the manifest may select the run by the model path it
+    recorded instead: whole, or its last part, as a glob."""
+    source = harness_copy(tmp_path, _model_path("/scratch/models/tiny-en-de-s1",
+                                                in_config=in_config))
+    text = HARNESS_MANIFEST.replace('files = "tiny-gpt2/results_*.json"',
+                                    f"model_name = {selector!r}")
+    summary = import_results("lm-eval", source, manifest(tmp_path / "m.toml", text),
+                             tmp_path / "results")
+    assert summary.written == ("xlmr-large.mnli-squad_v1.xnli.s1",
+                               "xlmr-large.mnli-squad_v1.pawsx.s1")
+
+
+@pytest.mark.parametrize(("selector", "listed"), [
+    ('model_name = "en-de-s1"', "model names recorded there: '/scratch/models/tiny-en-de-s1'"),
+    ('run = "en-de-s1"', "run folders there: 'tiny-gpt2'"),
+    ('files = "en-de-s1/*"', "result files there: 'tiny-gpt2/results_2026-11-25T09-45-44.529578"
+                             ".json'")])
+def test_a_selection_that_matches_nothing_lists_what_exists(tmp_path, selector, listed):
+    source = harness_copy(tmp_path, _model_path("/scratch/models/tiny-en-de-s1"))
+    path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST.replace(
+        'files = "tiny-gpt2/results_*.json"', selector))
+    (results_file,) = source.glob("*/results_*.json")
+    assert refused("lm-eval", source, path, tmp_path / "results") == [
+        f"{results_file}: no manifest entry for this run (folder 'tiny-gpt2', model_name "
+        f"'/scratch/models/tiny-en-de-s1'): add a [[runs]] entry selecting it to {path}",
+        f"{path}:runs[0]: selects no source run in {source} ({selector.replace(chr(34), chr(39))}"
+        f"); the {listed}"]
+
+
+def test_model_name_selects_harness_runs_only(tmp_path):
+    path = manifest(tmp_path / "m.toml", JIANT_MANIFEST.replace('run = "xnli-mnli-squad_v1-s1"',
+                                                                'model_name = "xlm*"'))
+    assert refused("jiant", JIANT_SOURCE, path, tmp_path / "results") == [
+        f"{path}:runs[0].model_name: 'model_name' does not select runs of this format: it takes "
+        "files, run"]
+
+
+def test_the_manifest_gives_a_split_per_target(tmp_path):
+    """A table of target -> split relabels the targets it names; the others keep the split the
+    harness recorded (XNLI validation, PAWS-X test)."""
+    out = tmp_path / "results"
+    path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'split = {xnli = "test"}\n')
+    import_results("lm-eval", HARNESS_SOURCE, path, out)
+    splits = ts.load_results(out).scores.groupby("target_task")["split"].unique()
+    assert splits.to_dict() == {"pawsx": ["test"], "xnli": ["test"]}
+    path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'split = {xnly = "test", '
+                                                            'pawsx = 1}\n')
+    assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "out2") == [
+        f"{path}:runs[0].split.xnly: unknown task id 'xnly' (closest known target tasks: "
+        "'xnli'); register your own with a [tasks.xnly] table in a TOML file given as --tasks "
+        "FILE.toml (docs/tasks.md) (the table gives the split of each target task id)",
+        f"{path}:runs[0].split.pawsx: expected a non-empty string, got 1"]
 
 
 # ---------------------------------------------------------------- Hugging Face Trainer
@@ -418,7 +526,7 @@ target_task = "xnli"
         f"{path}:runs[0].sede: unknown key 'sede'; expected one of files, language, metrics, "
         "mix, model, model_short, run, scale, seed, split, target_task",
         f"{path}:runs[1]: give exactly one of 'files' (a glob on result files relative to "
-        "SOURCE) and 'run' (a run folder relative to SOURCE)",
+        "SOURCE) or 'run' (a run folder relative to SOURCE)",
         f"{path}:runs[1].mix: no mix 'elsewhere' in [mixes] (known: bad, good); the baseline is "
         "'none'",
         f"{path}:runs[1].seed: missing required key (give it here or in [defaults])",
@@ -430,8 +538,10 @@ target_task = "xnli"
     assert refused("lm-eval", tmp_path, path, out) == [
         f"{path}:mixes.bad.members.mnli: expected a positive whole number of examples, got 0",
         f"{path}:mixes.bad.members.xnli: 'xnli' is a target task, not an intermediate task",
-        f"{path}:mixes.bad.members.nosuchtask: unknown task id 'nosuchtask'; register it first "
-        "(--tasks FILE.toml)",
+        f"{path}:mixes.bad.members.nosuchtask: unknown task id 'nosuchtask' (known intermediate "
+        "tasks: anli, ccg, commonsenseqa, cosmosqa, hellaswag, mnli, qqp, squad_v1, squad_v2, "
+        "sst2); register your own with a [tasks.nosuchtask] table in a TOML file given as "
+        "--tasks FILE.toml (docs/tasks.md)",
         f"{path}:defaults.target_task: 'target_task' is not a key of this format: it takes "
         "metrics, mix, model, model_short, scale, seed, skip_tasks, split, targets",
     ]
@@ -441,12 +551,17 @@ def test_an_unknown_target_is_named_with_its_manifest_key(tmp_path):
     path = manifest(tmp_path / "m.toml", TRAINER_MANIFEST.replace('target_task = "pawsx"',
                                                                  'target_task = "pawsx2"'))
     assert refused("hf-trainer", tmp_path, path, tmp_path / "results") == [
-        f"{path}:runs[0].target_task: unknown target task 'pawsx2'; register it first "
-        "(--tasks FILE.toml)"]
+        f"{path}:runs[0].target_task: unknown task id 'pawsx2' (closest known target tasks: "
+        "'pawsx', 'panx'); register your own with a [tasks.pawsx2] table in a TOML file given as "
+        "--tasks FILE.toml (docs/tasks.md)"]
     path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'targets = {myxnli = "xnli2"}\n')
     assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "results") == [
-        f"{path}:runs[0].targets: 'xnli2' is not a target task id; register it first "
-        "(--tasks FILE.toml)"]
+        f"{path}:runs[0].targets: unknown task id 'xnli2' (closest known target tasks: 'xnli'); "
+        "register your own with a [tasks.xnli2] table in a TOML file given as --tasks "
+        "FILE.toml (docs/tasks.md)"]
+    path = manifest(tmp_path / "m.toml", HARNESS_MANIFEST + 'targets = {myxnli = "mnli"}\n')
+    assert refused("lm-eval", HARNESS_SOURCE, path, tmp_path / "results") == [
+        f"{path}:runs[0].targets: 'mnli' is an intermediate task, not a target task"]
     assert nothing_written(tmp_path / "results")
 
 
@@ -650,3 +765,27 @@ def test_imported_grids_validate_and_are_analysed(format, tmp_path, request):
     result = ts.analyze(out, split=split, **QUICK)
     assert {"diversity", "volume"} <= set(result.effects["term"])
     assert result.design["n_mixes"] == len(GRID_MIXES)
+
+
+def test_a_long_list_of_what_exists_is_cut(tmp_path, monkeypatch):
+    """Past LISTED_NAMES names the message counts the rest; a file recording no model name is
+    listed as "(none)"."""
+    import transferstats.importers as importers
+
+    monkeypatch.setattr(importers, "LISTED_NAMES", 2)
+    source = tmp_path / "source"
+    for name in ("a", "b", "c"):
+        shutil.copytree(HARNESS_SOURCE / "tiny-gpt2", source / name)
+    for file in source.glob("c/results_*.json"):
+        document = json.loads(file.read_text(encoding="utf-8"))
+        del document["model_name"], document["config"]["model_args"]
+        file.write_text(json.dumps(document), encoding="utf-8")
+    text = HARNESS_MANIFEST.replace('files = "tiny-gpt2/results_*.json"', 'run = "d"')
+    path = manifest(tmp_path / "m.toml", text)
+    assert refused("lm-eval", source, path, tmp_path / "results")[-1] == (
+        f"{path}:runs[0]: selects no source run in {source} (run = 'd'); the run folders there: "
+        "'a', 'b' and 1 more")
+    path = manifest(tmp_path / "m.toml", text.replace('run = "d"', 'model_name = "d"'))
+    assert refused("lm-eval", source, path, tmp_path / "results")[-1] == (
+        f"{path}:runs[0]: selects no source run in {source} (model_name = 'd'); the model names "
+        "recorded there: 'tiny-gpt2', (none)")

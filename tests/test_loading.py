@@ -100,8 +100,11 @@ def test_unknown_task_ids(small_results):
     (run_dir / "run.json").write_text(json.dumps(run))
     problems = validate_results(small_results)
     locations = {p.location: p.message for p in problems}
-    assert "unknown task id 'xnli2'" in locations["target_task"]
-    assert "unknown task id 'nosuchtask'" in locations["intermediate.tasks.nosuchtask"]
+    assert locations["target_task"] == (
+        "unknown task id 'xnli2' (closest known target tasks: 'xnli'); register your own with a "
+        "[tasks.xnli2] table in a TOML file given as --tasks FILE.toml (docs/tasks.md)")
+    assert locations["intermediate.tasks.nosuchtask"].startswith(
+        "unknown task id 'nosuchtask' (known intermediate tasks: anli, ccg, ")
 
 
 def test_a_language_code_outside_xtremes_list_is_one_warning(small_results):
@@ -125,6 +128,7 @@ def test_a_language_code_outside_xtremes_list_is_one_warning(small_results):
     errors = [p for p in validate_results(small_results) if p.severity == "error"]
     assert [(p.file, p.location) for p in errors] == [(str(scores), f"line {line}")]
     assert "'xx' is not a language of xnli (expected an ISO 639 language code" in errors[0].message
+    assert errors[0].message.endswith("any code of the IANA registry is taken)")
 
 
 def test_a_target_with_its_own_language_list_is_strict(small_results):
@@ -139,8 +143,23 @@ def test_a_target_with_its_own_language_list_is_strict(small_results):
         problems = validate_results(small_results)
     finally:
         register_task(builtin, replace=True)
-    assert any("'ja' is not a language of xnli (expected one of en, ar, de)" in p.message
-               for p in problems)
+    assert [p.message for p in problems if "'ja'" in p.message] == [
+        "language 'ja' is not a language of xnli (expected one of en, ar, de, the languages xnli "
+        "was registered with (docs/tasks.md))"]
+
+
+@pytest.mark.parametrize(("written", "meant"), [("deu", "de"), ("DE", "de"), ("pt-BR", "pt"),
+                                                ("German", "de")])
+def test_a_language_in_another_spelling_is_answered_with_its_code(small_results, written, meant):
+    scores = _a_run(small_results) / "scores.jsonl"
+    with scores.open("a") as handle:
+        handle.write(json.dumps({"language": written, "metric": "accuracy", "split": "test",
+                                 "value": 50}) + "\n")
+    (problem,) = validate_results(small_results)
+    assert problem.message == (
+        f"language {written!r} is not a language of xnli (expected an ISO 639 language code such "
+        f"as {', '.join(get_task('xnli').languages[:5])}; any code of the IANA registry is "
+        f"taken); did you mean {meant!r}?")
 
 
 def test_duplicate_runs_are_refused(small_results):
@@ -323,6 +342,36 @@ def test_a_dataframe_with_n_examples_keeps_them(small_results):
     assert [p.location for p in validate_results(table)] == ["row 0"]
 
 
+def test_standard_errors_are_kept_from_folders_and_tables(small_results, tmp_path):
+    """``stderr`` is optional per score: kept where given, NaN where missing or null."""
+    scores_file = _a_run(small_results) / "scores.jsonl"
+    rows = [json.loads(line) for line in scores_file.read_text().splitlines()]
+    rows[0]["stderr"], rows[1]["stderr"] = 1.25, None
+    scores_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    loaded = load_results(small_results)
+    assert loaded.problems == [] and loaded.scores["stderr"].dtype == float
+    run_id = _a_run(small_results).name
+    of_run = loaded.scores[loaded.scores["run_id"] == run_id].set_index("language")["stderr"]
+    assert of_run[rows[0]["language"]] == 1.25 and of_run.drop(rows[0]["language"]).isna().all()
+    assert loaded.scores["stderr"].notna().sum() == 1
+    table = loaded.scores.drop(columns="n_examples")
+    table.to_csv(tmp_path / "flat.csv", index=False)
+    pd.testing.assert_series_equal(load_results(tmp_path / "flat.csv").scores["stderr"],
+                                   loaded.scores["stderr"])
+
+
+@pytest.mark.parametrize("stderr", [-0.5, "0.3", True, float("inf")])
+def test_a_bad_standard_error_is_named(small_results, stderr):
+    scores_file = _a_run(small_results) / "scores.jsonl"
+    lines = scores_file.read_text().splitlines()
+    lines[2] = json.dumps(json.loads(lines[2]) | {"stderr": stderr}, allow_nan=True)
+    scores_file.write_text("\n".join(lines) + "\n")
+    problems = validate_results(small_results)
+    assert [(p.file, p.location, p.message) for p in problems] == [
+        (str(scores_file), "line 3", "'stderr' must be a non-negative number (the score's "
+                                     f"standard error, in percent) or null, got {stderr!r}")]
+
+
 def test_flat_duplicate_score_names_its_own_row(small_results):
     table = _flat(small_results)
     table.loc[0, "value"] = 500.0  # left out, so the rows after it shift in the scores
@@ -369,13 +418,15 @@ def _screened_table(typed: bool, rows: int = 600) -> pd.DataFrame:
         pools = {"value": ([50.0, 0.0, 100.0], [101.0, -0.5, np.nan, np.inf]),
                  "language": (["de", "fr", "nl"], ["", np.nan, "xq", "l001"]),
                  "metric": (["accuracy"], ["", np.nan]), "split": (["test"], [""]),
-                 "n_examples": ([100.0, 0.0, np.nan], [2.5, -1.0])}
+                 "n_examples": ([100.0, 0.0, np.nan], [2.5, -1.0]),
+                 "stderr": ([0.5, 0.0, np.nan], [-0.1, np.inf])}
     else:
         pools = {"value": ([50.0, 0, 100, np.float64(7.5)],
                            [101.0, -0.5, np.nan, np.inf, None, "50", True, np.int64(5)]),
                  "language": (["de", "fr", "nl"], ["", None, 5, "xq", "l001"]),
                  "metric": (["accuracy"], ["", None, 1.0]), "split": (["test"], ["", None]),
-                 "n_examples": ([100, 100.0, None, np.nan, True], [2.5, -1, "7", np.int64(3)])}
+                 "n_examples": ([100, 100.0, None, np.nan, True], [2.5, -1, "7", np.int64(3)]),
+                 "stderr": ([0.5, 0, None, np.nan, np.float64(1.5)], [-1, "0.5", True, np.inf])}
 
     def cell(good: list, bad: list) -> object:
         values = good if rng.random() < 0.9 else bad
@@ -386,7 +437,8 @@ def _screened_table(typed: bool, rows: int = 600) -> pd.DataFrame:
                           "mix": "m", "mix_tasks": "mnli=1000", "target_task": "xnli",
                           "seed": range(rows),
                           **{name: pd.Series(values, dtype=float if name in ("value", "n_examples")
-                                             else "str") if typed else pd.Series(values, dtype=object)
+                                             else "str") if typed and name != "stderr"
+                             else pd.Series(values, dtype=float if typed else object)
                              for name, values in cells.items()}})
     assert table["value"].dtype == (float if typed else object)
     return table
@@ -403,7 +455,8 @@ def test_the_column_screen_refuses_every_bad_score_with_its_words(typed):
         expected += loading._check_score(
             {"language": row["language"], "metric": row["metric"], "split": row["split"],
              "value": float(value) if loading._is_number(value) else value,
-             "n_examples": loading._count(row["n_examples"])},
+             "n_examples": loading._count(row["n_examples"]),
+             "stderr": None if loading._missing(row["stderr"]) else row["stderr"]},
             "DataFrame", f"row {label}", "xnli")[1]
     assert 0.2 < len({p.location for p in expected}) / len(table) < 0.6
     problems = [p for p in validate_results(table) if p.severity == "error"]

@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ from transferstats.report.tables import md_escape
 FIGURES = ("effects_forest", "bootstrap_difference", "identity_effects", "per_target", "residuals",
            "improvement_heatmap", "interaction", "languages")
 LATEX_TABLES = ("effects", "model_comparison", "identity", "per_target", "variance_components",
-                "improvement", "languages", "pairwise")
+                "improvement", "languages", "pairwise", "left_out")
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -140,7 +141,7 @@ def test_improvement_table_has_phang_layout(report, result):
     out_dir, _ = report
     latex = (out_dir / "tables" / "improvement.tex").read_text()
     header = latex.split(r"\toprule")[1].split(r"\midrule")[0]
-    assert header.strip().startswith("Intermediate mix & XNLI & PAWS-X")
+    assert header.strip().startswith("Mix of intermediate tasks & XNLI & PAWS-X")
     assert header.strip().endswith(r"Avg \\")
     assert r"\begin{table*}" in latex, "a column per target needs the full page width"
     first_mix = result.improvement_table["mix"].iloc[0]
@@ -157,7 +158,7 @@ def test_markdown_states_the_verdict_and_its_numbers(report, result):
     assert "difference diversity − volume 0.24 points per doubling (95% CI [−0.17, 0.66])" in markdown
     assert "minimum detectable difference 0.48 points per doubling at 80% power" in markdown
     assert estimates["verdict_reason"].split(";")[1].strip() in markdown
-    assert "This example is simulated by `transferstats simulate` with known effects: " \
+    assert "These results are simulated by `transferstats simulate` with known effects: " \
            "diversity 0.90, volume 0.60" in markdown
     for message in result.problems["message"]:
         assert message in markdown, "every problem (and dropped run) is listed"
@@ -336,8 +337,7 @@ def test_the_verdict_says_how_far_to_trust_the_interval():
                 "grids": 33, "covered": 30, "coverage": 0.909, "mc_low": 0.764, "mc_high": 0.969,
                 "width_ratio": 1.29}
     for verdict, shown in (("inconclusive", True), ("confounded", False)):
-        result = make_result(verdict=verdict)
-        result.estimates["coverage"] = coverage
+        result = replace(make_result(verdict=verdict), coverage=coverage)
         paragraphs = [b.text for b in render.compose(result) if b.kind == "paragraph"]
         said = [t for t in paragraphs if t.startswith("How far to trust the interval")]
         assert bool(said) is shown

@@ -62,7 +62,7 @@ def test_fixed_budget_grid_gets_its_diversity_effect(tmp_path):
     assert result.estimates["comparison"]["estimate"] is None
     assert result.estimates["question"] == "diversity"
     reason = result.verdict_reason
-    assert "volume is fixed at 40,000 examples" in reason
+    assert "volume is fixed at 40,000 intermediate examples" in reason
     assert f"[{diversity['ci_low']:.2f}, {diversity['ci_high']:.2f}]" in reason
     assert "needs mixes that vary both" in reason
     assert set(result.estimates["verdict_values"]) >= {"diversity_only", "volume_only",
@@ -169,7 +169,8 @@ def test_many_mixes_are_shown_by_design_cell():
 
 def test_past_36_mixes_the_report_ranks_the_mixes(single_source):
     ranking = descriptives.mix_ranking(many_mix_data(), "score", 0.95)
-    result = replace(single_source, pairwise=pd.DataFrame(), mix_ranking=ranking)
+    result = replace(single_source, mix_ranking=ranking,
+                     comparisons=replace(single_source.comparisons, pairwise=pd.DataFrame()))
     blocks = render._pairwise(result)
     text = " ".join(block.text for block in blocks)
     assert "With 60 mixes there would be 1,770 pairwise tests" in text

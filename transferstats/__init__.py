@@ -74,7 +74,21 @@ __all__ = [
 ]
 
 
+#: Names served from their own module rather than the API's, so that a first ``ts.fit_crossed``
+#: imports the solver alone, not the whole analysis pipeline and its plotting libraries.
+_SOLVER = ("CrossedFit", "fit_crossed", "likelihood_ratio_test")
+
+
+#: Likewise the random-slope model and its inference, each from its own module.
+_SLOPES = {"MixedFit": "lmm", "fit_formula": "lmm", "satterthwaite": "inference",
+           "kenward_roger": "kenward_roger", "reduce_slopes": "slope_reduction"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SOLVER:
+        return getattr(importlib.import_module("transferstats.analysis.mixed"), name)
+    if name in _SLOPES:
+        return getattr(importlib.import_module(f"transferstats.analysis.{_SLOPES[name]}"), name)
     if name in __all__:
         return getattr(importlib.import_module("transferstats.api"), name)
     raise AttributeError(f"module 'transferstats' has no attribute {name!r}")

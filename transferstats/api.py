@@ -24,6 +24,7 @@ from transferstats.analysis.result import AnalysisResult
 from transferstats.analysis.slope_reduction import reduce_slopes
 from transferstats.analysis.spec import AnalysisSpec, TaskSource, load_spec, read_tasks
 from transferstats.loading import LoadedResults
+from transferstats.parallel import scheduler_address
 from transferstats.problems import Problem, ResultsError
 from transferstats.simulate import SimulationSettings, simulate_results
 from transferstats.tasks import Task, get_task, register_task, task_scope
@@ -32,7 +33,7 @@ Results = str | Path | pd.DataFrame
 
 
 def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | None = None,
-            **settings) -> AnalysisResult:
+            scheduler: str | None = None, **settings) -> AnalysisResult:
     """Test whether intermediate-task diversity helps zero-shot transfer more than volume.
 
     Loads and validates the results, derives diversity, volume and the outcome, fits the crossed
@@ -53,6 +54,13 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
         An analysis specification (TOML, docs/analysis-spec.md). Keyword settings override it.
     jobs : int, optional
         Bootstrap worker processes (default: all cores).
+    scheduler : str, optional
+        Where the bootstrap refits run (docs/parallel.md): a Dask scheduler's address
+        (``"tcp://host:8786"``, or a ``LocalCluster``'s ``scheduler_address``), which needs
+        ``pip install "transferstats[dask]"``; ``"local"``: local processes. Default (as
+        ``analysis/default.toml``'s ``scheduler = ""``): dask's ``scheduler-address``
+        (``DASK_SCHEDULER_ADDRESS``) when set, else local processes. The numbers are the same
+        wherever the refits run.
     **settings
         Any analysis setting, with the name and default it has in ``analysis/default.toml`` and
         on the command line:
@@ -65,8 +73,10 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
           ``effective_tasks``.
         - ``identity`` (``"auto"``), ``covariates`` (``()``; ``"target_in_mix"`` is built in).
         - ``metric`` (``"headline"``): each target's headline metric, or a metric name.
-        - ``split`` (``"test"``), ``model`` (``""``: the only one), ``include_english``
-          (``False``), ``interaction`` (``True``).
+        - ``split`` (``"auto"``: each target's only split, else ``test``; a split name for
+          every target; or a dict ``{target: split}``), ``model`` (``""``: the only one),
+          ``include_english`` (``"auto"``: left out for task mixes, kept for language mixes;
+          ``True`` or ``False``), ``interaction`` (``True``).
         - ``resamples`` (1000), ``seed`` (0), ``level`` (0.95), ``interval`` (``"bca"`` or
           ``"percentile"``), ``units`` (``("language", "mix")``).
         - ``max_correlation`` (0.9), ``power`` (0.8).
@@ -110,7 +120,8 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
     """
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
         raise ValueError(f"'jobs' must be a positive integer (worker processes), got {jobs!r}")
-    analysis_spec = load_spec(spec, **settings)
+    analysis_spec = load_spec(spec, scheduler=scheduler, **settings)
+    scheduler_address(analysis_spec.scheduler)  # no Dask: say so now, not after the fit
     with task_scope(analysis_spec.tasks):
         loaded = loading.load_results(results)
         return analyze_loaded(loaded, analysis_spec, n_jobs=jobs)

@@ -62,10 +62,41 @@ def is_language_code(code: str) -> bool:
 
 
 def language_code_problem(code: str) -> str:
-    """The message for a mix member that is not a language code."""
-    return (f"unknown language code {code!r}: expected an ISO 639 code of the IANA registry, "
-            "such as 'de', 'sw' or 'yue' (lowercase, the two-letter code where one exists, no "
-            "region or script)")
+    """The message for a string that is not a language code: what codes are accepted, and the
+    code the registry gives for what was written, when it reads as a language in another
+    spelling (``DE``, ``deu``, ``pt-BR``, ``German``).
+
+    Examples
+    --------
+    >>> language_code_problem("deu")  # doctest: +NORMALIZE_WHITESPACE
+    "unknown language code 'deu' (did you mean 'de'?): expected an ISO 639 code of the IANA
+    registry, such as 'de', 'sw' or 'yue' (lowercase, the two-letter code where one exists, no
+    region or script)"
+    """
+    suggestion = closest_language_code(code)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    return (f"unknown language code {code!r}{hint}: expected an ISO 639 code of the IANA "
+            "registry, such as 'de', 'sw' or 'yue' (lowercase, the two-letter code where one "
+            "exists, no region or script)")
+
+
+@lru_cache(maxsize=1024)  # asked once per bad row of a table
+def closest_language_code(text: str) -> str | None:
+    """The language code the registry reads ``text`` as (a tag with a region or script, another
+    case, a three-letter code of a language with a two-letter one, an English language name), or
+    ``None`` when it reads none."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    try:
+        language = langcodes.Language.get(text.strip()).language
+    except (ValueError, LookupError):
+        language = None
+    if language is None:
+        try:
+            language = langcodes.find(text.strip()).language
+        except LookupError:
+            return None
+    return language if language and language != text and is_language_code(language) else None
 
 
 def same_language(code: str, other: str) -> bool:

@@ -7,6 +7,7 @@ reported and the runs concerned are left out, visibly.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transferstats.languages import is_language_code, language_code_problem
+from transferstats.languages import closest_language_code, is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import (
     BASELINE_MIX,
     FLAT_COLUMNS,
+    OPTIONAL_SCORE_KEYS,
     REQUIRED_RUN_KEYS,
     REQUIRED_SCORE_KEYS,
     RUN_FILE,
@@ -29,7 +31,7 @@ from transferstats.results import (
     format_mix_tasks,
     parse_mix_tasks,
 )
-from transferstats.tasks import get_task, is_builtin, is_known
+from transferstats.tasks import Task, get_task, is_builtin, is_known, unknown_task_message
 
 
 @dataclass
@@ -96,7 +98,7 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
         error("seed", f"expected an integer, got {run['seed']!r}")
     if isinstance(run["target_task"], str) and run["target_task"]:
         if not is_known(run["target_task"]):
-            error("target_task", f"unknown task id {run['target_task']!r}; register it first")
+            error("target_task", unknown_task_message(run["target_task"], "target"))
         elif get_task(run["target_task"]).role != "target":
             error("target_task", f"{run['target_task']!r} is an intermediate task, not a target")
     mix_name: str | None = BASELINE_MIX
@@ -137,7 +139,8 @@ def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
         error("covariates", "expected an object mapping covariate names to numbers")
     else:
         for name, value in covariates.items():
-            if name in (*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples") or not name.strip():
+            if name in (*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS) or \
+                    not name.strip():
                 error(f"covariates.{name}", f"{name!r} cannot name a covariate (a results column)")
             elif not _is_number(value):
                 error(f"covariates.{name}", f"expected a finite number, got {value!r}")
@@ -160,7 +163,7 @@ def _member_problem(member: str, kind: str) -> str:
     if kind == "language":
         return "" if is_language_code(member) else language_code_problem(member)
     if not is_known(member):
-        return f"unknown task id {member!r}; register it first"
+        return unknown_task_message(member, "intermediate")
     if get_task(member).role != "intermediate":
         return f"{member!r} is a target task, not an intermediate task"
     return ""
@@ -188,21 +191,44 @@ def _check_score(score: object, file: str, location: str,
     if n_examples is not None and (not isinstance(n_examples, int) or n_examples < 0):
         problems.append(Problem(file, location, "error",
                                 f"'n_examples' must be a non-negative integer, got {n_examples!r}"))
+    stderr = score.get("stderr")
+    if stderr is not None and not (_is_number(stderr) and stderr >= 0):
+        problems.append(Problem(file, location, "error",
+                                f"'stderr' must be a non-negative number (the score's standard "
+                                f"error, in percent) or null, got {stderr!r}"))
     if not problems and is_known(target_task):
         task = get_task(target_task)
         # A built-in target takes any ISO 639 code beyond XTREME's list, with one warning for the
         # whole load (outside_xtreme); a user's target keeps to its own list.
         if score["language"] not in task.languages and not (
                 is_builtin(task) and is_language_code(score["language"])):
-            expected = (f"an ISO 639 language code such as {', '.join(task.languages[:5])}"
-                        if is_builtin(task) else f"one of {', '.join(task.languages)}")
             problems.append(Problem(file, location, "error",
-                                    f"language {score['language']!r} is not a language of "
-                                    f"{target_task} (expected {expected})"))
+                                    _not_a_language_of(score["language"], task)))
     if problems:
         return None, problems
     return {k: score[k] for k in ("language", "metric", "split", "value")} | {
-        "n_examples": n_examples}, []
+        "n_examples": n_examples, "stderr": stderr}, []
+
+
+def _not_a_language_of(language: object, task: Task) -> str:
+    """Say why a score's ``language`` is refused for ``task``.
+
+    The message names the codes the target takes and the closest one to what was written: the
+    registry's reading of it, or a close code of the target's own list.
+    """
+    if is_builtin(task):
+        expected = (f"an ISO 639 language code such as {', '.join(task.languages[:5])}; any "
+                    "code of the IANA registry is taken")
+        suggestion = closest_language_code(language) if isinstance(language, str) else None
+    else:
+        expected = (f"one of {', '.join(task.languages)}, the languages {task.id} was "
+                    "registered with (docs/tasks.md)")
+        read = closest_language_code(language) if isinstance(language, str) else None
+        close = difflib.get_close_matches(language, task.languages, n=1) \
+            if isinstance(language, str) else []
+        suggestion = read if read in task.languages else (close[0] if close else None)
+    hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+    return (f"language {language!r} is not a language of {task.id} (expected {expected}){hint}")
 
 
 def _read_scores(path: Path, target_task: str) -> tuple[list[dict], list[Problem]]:
@@ -365,8 +391,9 @@ def load_run_folder(root: str | Path) -> LoadedResults:
                for record, start, stop in spans if name not in record["covariates"]
                for row in range(start, stop)}
         for name in names}
-    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples",
-                                               *names])
+    scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN,
+                                               *OPTIONAL_SCORE_KEYS, *names])
+    scores["stderr"] = scores["stderr"].astype(float)
     problems += outside_xtreme(scores, str(root))
     return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root),
                          covariate_problems=covariate_problems)
@@ -460,7 +487,7 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     kept = run_ok & _screened_scores(table)
     problems: list[Problem] = []
     to_check = np.flatnonzero(~kept)
-    score_columns = ["language", "metric", "split", "value", "n_examples"]
+    score_columns = ["language", "metric", "split", "value", *OPTIONAL_SCORE_KEYS]
     for position, row in zip(to_check, _rows(table, score_columns, to_check), strict=True):
         location = f"row {table.index[int(position)]}"
         record, run_problems = checked[run_of_row[position]]
@@ -472,7 +499,8 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
         score, score_problems = _check_score(
             {"language": row["language"], "metric": row["metric"], "split": row["split"],
              "value": float(value) if _is_number(value) else value,
-             "n_examples": _count(row["n_examples"])},
+             "n_examples": _count(row["n_examples"]),
+             "stderr": None if _missing(row["stderr"]) else row["stderr"]},
             source, location, record["target_task"])
         problems += score_problems
         kept[position] = score is not None
@@ -499,8 +527,10 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
         "value": kept_rows["value"].to_numpy(dtype=float),
         "n_examples": (list(map(_count, kept_rows["n_examples"].tolist()))
                        if "n_examples" in table.columns else [None] * len(positions)),
-    }, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"])
-    extra = kept_rows.drop(columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, "n_examples"],
+        "stderr": (pd.to_numeric(kept_rows["stderr"]).to_numpy(dtype=float)
+                   if "stderr" in table.columns else np.full(len(positions), np.nan)),
+    }, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS])
+    extra = kept_rows.drop(columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS],
                            errors="ignore")
     covariates, covariate_problems = _covariate_columns(extra, source)
     scores = pd.concat([scores, covariates], axis=1)
@@ -583,6 +613,9 @@ def _screened_scores(table: pd.DataFrame) -> np.ndarray:
     if "n_examples" in table.columns:
         clean &= np.fromiter((_countable(v) for v in table["n_examples"].tolist()), bool,
                              len(table))
+    if "stderr" in table.columns:
+        clean &= np.fromiter((_missing(v) or (_is_number(v) and v >= 0)
+                              for v in table["stderr"].tolist()), bool, len(table))
     # A score's language is checked against its target once per distinct pair.
     pairs = table.loc[clean, ["target_task", "language"]].drop_duplicates()
     refused = [(target, language) for target, language in pairs.itertuples(index=False)
@@ -638,7 +671,8 @@ def load_results(results: str | Path | pd.DataFrame, *, strict: bool = True) -> 
     ----------
     results : str, pathlib.Path or pandas.DataFrame
         A folder of runs (any depth), a ``.csv``, ``.parquet`` or ``.jsonl`` table, or a
-        DataFrame with the columns of ``FLAT_COLUMNS`` (and optionally ``n_examples``). A
+        DataFrame with the columns of ``FLAT_COLUMNS`` (and optionally ``n_examples`` and
+        ``stderr``). A
         DataFrame is validated like a file; its problems name the file ``DataFrame`` and the row
         by its index label (``row <label>``, for ``df.loc[label]``). A file's rows are numbered
         from 1.

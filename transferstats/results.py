@@ -20,6 +20,9 @@ SCORES_FILE = "scores.jsonl"
 REQUIRED_RUN_KEYS = ("schema_version", "run_id", "model", "intermediate", "target_task", "seed",
                      "status")
 REQUIRED_SCORE_KEYS = ("language", "metric", "split", "value")
+#: Optional keys of a score (and columns of the flat table): the evaluation examples behind it and
+#: its standard error, in the value's unit (percent), each missing or ``null`` where unknown.
+OPTIONAL_SCORE_KEYS = ("n_examples", "stderr")
 STATUSES = ("complete", "failed")
 #: The mix name of a baseline run (no intermediate training), in the flat table and in reports.
 BASELINE_MIX = "none"

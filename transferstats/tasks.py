@@ -16,6 +16,7 @@ Too", arXiv:2005.13013 (intermediate tasks).
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -113,14 +114,43 @@ class UnknownTaskError(KeyError):
 
 
 def get_task(task_id: str) -> Task:
-    """Return the task with this id; :class:`UnknownTaskError` names the known ids if absent."""
+    """Return the task with this id.
+
+    An unknown id raises :class:`UnknownTaskError` naming the closest known ids
+    (:func:`unknown_task_message`).
+    """
     task = _SCOPED.get({}).get(task_id) or _REGISTRY.get(task_id)
     if task is None:
-        raise UnknownTaskError(
-            f"unknown task id {task_id!r}; known: {', '.join(sorted(_REGISTRY))}. "
-            "Register your own task with a [tasks.<id>] table (see docs/tasks.md)."
-        )
+        raise UnknownTaskError(unknown_task_message(task_id))
     return task
+
+
+#: How many of the closest known ids an unknown task id is answered with.
+CLOSEST_IDS = 3
+
+
+def unknown_task_message(task_id: str, role: str | None = None) -> str:
+    """Say why an id that is no known task (of ``role``, when given) is refused.
+
+    The message names the closest known ids (:func:`difflib.get_close_matches`), or all of them
+    when none is close, and how to register one.
+
+    Examples
+    --------
+    >>> unknown_task_message("xnly", "target")  # doctest: +NORMALIZE_WHITESPACE
+    "unknown task id 'xnly' (closest known target tasks: 'xnli'); register your own with a
+    [tasks.xnly] table in a TOML file given as --tasks FILE.toml (docs/tasks.md)"
+    """
+    known = sorted(task.id for task in {**_REGISTRY, **_SCOPED.get({})}.values()
+                   if role is None or task.role == role)
+    close = difflib.get_close_matches(task_id, known, n=CLOSEST_IDS)
+    tasks = f"{role} tasks" if role else "tasks"
+    listed = (f"closest known {tasks}: {', '.join(map(repr, close))}" if close
+              else f"known {tasks}: {', '.join(known) or 'none'}")
+    # A task id containing "." or spaces cannot be a bare TOML key.
+    key = task_id if task_id.replace("_", "").replace("-", "").isalnum() else f'"{task_id}"'
+    return (f"unknown task id {task_id!r} ({listed}); register your own with a [tasks.{key}] "
+            "table in a TOML file given as --tasks FILE.toml (docs/tasks.md)")
 
 
 def is_builtin(task: Task) -> bool:

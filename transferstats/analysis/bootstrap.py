@@ -23,11 +23,7 @@ costs time and memory in proportion to its rows, not to the product of the unit 
 
 from __future__ import annotations
 
-import ctypes
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +40,7 @@ from transferstats.analysis.mixed import (
     fit_theta,
     model_arrays,
 )
+from transferstats.parallel import parallel_map
 
 #: What is resampled; the interval (BCa or percentile) is chosen later, in ``intervals``.
 RESAMPLING = "crossed cluster"
@@ -491,80 +488,26 @@ def leave_out_rows(design: ResamplingDesign, unit: int, levels: np.ndarray
     return rows, [_compact(c[rows], int(c.max()) + 1)[0] for c in design.factor_codes]
 
 
-def _estimates(design: ResamplingDesign, tasks: Sequence) -> np.ndarray:
-    """Refit each task: a SeedSequence is a bootstrap resample, a (unit, levels) pair a jackknife
+def _estimate(design: ResamplingDesign, task: np.random.SeedSequence | tuple[int, np.ndarray]
+              ) -> np.ndarray:
+    """Refit one task: a SeedSequence is a bootstrap resample, a (unit, levels) pair a jackknife
     fit without those levels of that unit."""
-    estimates = []
-    for task in tasks:
-        if isinstance(task, np.random.SeedSequence):
-            rows, codes = resample_rows(design, np.random.default_rng(task))
-            estimates.append(refit(design, rows, codes, design.resample_start))
-        else:
-            estimates.append(refit(design, *leave_out_rows(design, *task)))
-    return np.array(estimates).reshape(len(tasks), len(design.outputs))
-
-
-# Workers receive the design once, through the pool initializer, then only small task lists.
-_WORKER_DESIGN: ResamplingDesign | None = None
-
-
-def set_up_refit_worker() -> None:
-    """Prepare a worker process for many refits: one BLAS thread, freed memory kept for reuse.
-
-    Several processes each running multithreaded BLAS on small matrices oversubscribe the cores
-    and run slower than one thread each. A refit allocates and frees r x r arrays of several MB
-    each; glibc returns such blocks to the system at once (mmap/munmap) and the next refit
-    faults the pages in again, which took a quarter of the CPU time on a grid of 1,100 mixes
-    (its r is 1,205). Raising glibc's mmap and trim thresholds (``mallopt``) keeps them in the
-    heap. Other C libraries are left as they are.
-    """
-    threadpool_limits(1)
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3      # glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
-
-
-def _init_worker(design: ResamplingDesign) -> None:
-    global _WORKER_DESIGN
-    _WORKER_DESIGN = design
-    set_up_refit_worker()
-
-
-def _worker_estimates(tasks: Sequence) -> np.ndarray:
-    assert _WORKER_DESIGN is not None, "set by _init_worker before any task runs"
-    return _estimates(_WORKER_DESIGN, tasks)
+    if isinstance(task, np.random.SeedSequence):
+        rows, codes = resample_rows(design, np.random.default_rng(task))
+        return refit(design, rows, codes, design.resample_start)
+    return refit(design, *leave_out_rows(design, *task))
 
 
 def run_refits(design: ResamplingDesign, tasks: list, n_jobs: int | None = None,
-               progress: bool = False) -> np.ndarray:
-    """Refit every task, in chunks over ``n_jobs`` worker processes, with a progress bar.
+               progress: bool = False, scheduler: str | None = None) -> np.ndarray:
+    """Refit every task, in chunks of at most 10 over ``n_jobs`` worker processes (or the
+    workers of a Dask ``scheduler``: :func:`transferstats.parallel.parallel_map`).
 
-    Results are in task order and depend on the tasks only, never on ``n_jobs``.
+    Results are in task order and depend on the tasks only, never on the workers.
     """
-    n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk_size = max(1, min(10, len(tasks) // (4 * n_jobs)))
-    chunks = [(i, tasks[i:i + chunk_size]) for i in range(0, len(tasks), chunk_size)]
-    estimates = np.empty((len(tasks), len(design.outputs)))
-    with _progress_bar(progress, len(tasks)) as advance:
-        if n_jobs == 1:
-            with threadpool_limits(1):
-                for start, chunk in chunks:
-                    estimates[start:start + len(chunk)] = _estimates(design, chunk)
-                    advance(len(chunk))
-        else:
-            with ProcessPoolExecutor(n_jobs, initializer=_init_worker,
-                                     initargs=(design,)) as pool:
-                futures = {pool.submit(_worker_estimates, chunk): (start, len(chunk))
-                           for start, chunk in chunks}
-                for future in as_completed(futures):
-                    start, size = futures[future]
-                    estimates[start:start + size] = future.result()
-                    advance(size)
-    return estimates
+    estimates = parallel_map(_estimate, tasks, design, jobs=n_jobs, scheduler=scheduler,
+                             largest_chunk=10, progress=progress, label="crossed bootstrap")
+    return np.array(estimates).reshape(len(tasks), len(design.outputs))
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,7 +534,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                       replicate_within: Sequence[str] = ("mix", "target_task"),
                       contrasts: Mapping[str, Mapping[str, float]] | None = None,
                       n_resamples: int = 1000, seed: int = 0, n_jobs: int | None = None,
-                      progress: bool = True,
+                      progress: bool = True, scheduler: str | None = None,
                       jackknife_groups: int | None = JACKKNIFE_GROUPS,
                       fit: CrossedFit | None = None) -> BootstrapResult:
     """Crossed cluster bootstrap of the fixed effects (and contrasts) of the crossed mixed model.
@@ -618,7 +561,8 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
 
     Resample ``i`` uses the generator ``default_rng(SeedSequence(seed).spawn(n)[i])`` and the
     jackknife groups ``default_rng([seed, 1])``, so the results depend on ``seed`` only, not on
-    ``n_jobs`` (default: the cores available to this process). ``replicate=None`` (or a
+    ``n_jobs`` (default: the cores available to this process) nor on ``scheduler`` (a Dask
+    scheduler's address; see :func:`transferstats.parallel.parallel_map`). ``replicate=None`` (or a
     replicate column the data lack) skips step 3. ``fit``: the REML fit of this model to these
     data, if the caller has it (otherwise, or if it is of other terms or rows, it is fitted).
     """
@@ -650,7 +594,7 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
     unit_levels = [pd.factorize(used[u], sort=True)[1].to_numpy() for u in units]
     left_out = [(u, group) for u, levels in enumerate(unit_levels)
                 for group in jackknife_groups_of(len(levels), jackknife_groups, partition)]
-    estimates = run_refits(design, [*seeds, *left_out], n_jobs, progress)
+    estimates = run_refits(design, [*seeds, *left_out], n_jobs, progress, scheduler)
     draws = estimates[:n_resamples]
     jackknife = pd.DataFrame(estimates[n_resamples:], columns=names)
     jackknife.insert(0, "unit", [units[u] for u, _ in left_out])
@@ -665,16 +609,3 @@ def crossed_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
         resampling=RESAMPLING,
         n_failed=n_failed,
     )
-
-
-@contextmanager
-def _progress_bar(show: bool, total: int):
-    """Yield a function advancing a rich progress bar over refits (a no-op when hidden)."""
-    if not show:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    with Progress(TextColumn("crossed bootstrap"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("refits", total=total)
-        yield lambda n: bar.advance(task, n)

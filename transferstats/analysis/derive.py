@@ -44,13 +44,17 @@ AUTO_OUTCOME = "auto"
 #: ``estimates["outcome_choice"]`` when ``auto`` chose ``score`` for want of baseline runs.
 NO_BASELINE_CHOICE = "auto: the results hold no baseline runs"
 LOWER_IS_BETTER = {"transfer_gap"}
-#: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``), by mix kind.
+#: Covariates the analysis derives itself (``covariates = ["target_in_mix"]``), by mix kind; a
+#: kind missing from a covariate's entry cannot have it (:func:`builtin_covariate_values`).
 BUILTIN_COVARIATES = {
     "target_in_mix": {
         "task": "share of the mix's examples that come from the target's own training task "
                 "(MNLI for XNLI, SQuAD v1.1 for XQuAD and MLQA)",
         "language": "share of the mix's examples in the evaluated language (0 when the mix "
                     "does not hold it)",
+    },
+    "target_language_in_mix": {
+        "language": "1 when the mix holds the evaluated language, else 0",
     },
 }
 
@@ -77,6 +81,45 @@ def target_in_mix(mix_tasks: str, target: str, language: str, kind: str | None =
                    if same_language(member, language)) / total
     own = get_task(target).train_task or target
     return members.get(own, 0) / total
+
+
+def target_language_in_mix(mix_tasks: str, target: str, language: str,
+                           kind: str | None = "language") -> float:
+    """1.0 when a language mix holds the evaluated ``language`` (codes compared once normalised),
+    else 0.0: the 0/1 form of :func:`target_in_mix`.
+
+    At a fixed budget the share of a language held by a mix of ``n`` equal parts is ``1/n``: the
+    share is this indicator times ``2^-diversity``, mixing whether the language was trained on
+    with how many languages split the budget. The indicator keeps the first alone (it can still
+    correlate with diversity, as bigger mixes hold more of the evaluated languages:
+    :func:`transferstats.analysis.diagnostics.variance_inflation` measures both). Task mixes are
+    refused: their members are English tasks, so the indicator would only mark English.
+    """
+    if kind != "language":
+        raise ValueError("target_language_in_mix is defined for language mixes only; for task "
+                         "mixes use target_in_mix (the share of the target's own training task)")
+    return float(target_in_mix(mix_tasks, target, language, kind) > 0)
+
+
+_COVARIATE_FUNCTIONS = {"target_in_mix": target_in_mix,
+                        "target_language_in_mix": target_language_in_mix}
+
+
+def builtin_covariate_values(scores: pd.DataFrame, name: str, kind: str | None) -> np.ndarray:
+    """The built-in covariate ``name`` of every row of ``scores`` (columns ``mix_tasks``,
+    ``target_task``, ``language``), for mixes of ``kind``.
+
+    Raises ``ValueError`` naming the kinds it exists for when ``kind`` has no such covariate.
+    """
+    kinds = BUILTIN_COVARIATES[name]
+    if kind not in kinds:
+        raise ValueError(f"covariate {name!r} is defined for {' and '.join(kinds)} mixes only; "
+                         f"these are {kind} mixes")
+    function = _COVARIATE_FUNCTIONS[name]
+    return np.array([function(mix_tasks, target, language, kind)
+                     for mix_tasks, target, language in zip(
+                         scores["mix_tasks"], scores["target_task"], scores["language"],
+                         strict=True)], dtype=float)
 
 
 def effective_number_of_tasks(examples: np.ndarray) -> float:
@@ -112,27 +155,6 @@ def mix_table(scores: pd.DataFrame) -> pd.DataFrame:
     described = pd.DataFrame([describe_mix(text, kind) for text in mixes["mix_tasks"]],
                              index=mixes.index)
     return pd.concat([mixes, described], axis=1).reset_index(drop=True)
-
-
-def select_metric(scores: pd.DataFrame, metric: str | None, split: str) -> tuple[pd.DataFrame, list[Problem]]:
-    """Keep one metric per target: its headline metric (``metric=None``) or the one named.
-
-    Targets that lack the named metric are left out with a warning naming them.
-    """
-    problems = []
-    kept = []
-    for target, group in scores[scores["split"] == split].groupby("target_task", sort=True):
-        wanted = metric or get_task(str(target)).metric
-        chosen = group[group["metric"] == wanted]
-        if chosen.empty:
-            problems.append(Problem(str(target), "metric", "warning",
-                                    f"no {wanted!r} scores on split {split!r} for target {target} "
-                                    f"(it has {sorted(group['metric'].unique())}); target left out"))
-            continue
-        kept.append(chosen)
-    if not kept:
-        return scores.iloc[0:0], problems
-    return pd.concat(kept, ignore_index=True), problems
 
 
 def add_improvement(scores: pd.DataFrame) -> tuple[pd.DataFrame, list[Problem]]:

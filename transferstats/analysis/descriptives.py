@@ -8,6 +8,7 @@ time; they describe the grid, the model-based inference is in :mod:`.pipeline`.
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -67,15 +68,32 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
     """Mean improvement over the baseline per (mix, target) with a 95% interval over languages, and
     each mix's average over targets (languages resampled within each target).
 
-    Long form: ``mix, target_task, mean, ci_low, ci_high, n_runs, n_languages``; rows ordered by
-    number of tasks, then volume, then name; ``target_task == "average"`` closes each mix.
+    Long form: ``mix, target_task, mean, ci_low, ci_high, n_runs, n_languages, score_stderr``;
+    rows ordered by number of tasks, then volume, then name; ``target_task == "average"`` closes
+    each mix. ``score_stderr`` is the mean standard error of the cell's scores as the evaluation
+    tool reported them (the contract's optional ``stderr``; NaN where none is given): the noise of
+    the evaluation sets, not of the improvement.
     """
     trained, _ = add_improvement(scores)
+    return mix_target_table(trained, "improvement", spec, mixes)
+
+
+def score_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.DataFrame:
+    """:func:`improvement_table` of the score itself, for grids without baseline runs."""
+    trained = scores[scores["mix"] != BASELINE_MIX].assign(score=scores["value"])
+    return mix_target_table(trained, "score", spec, mixes)
+
+
+def mix_target_table(trained: pd.DataFrame, value: str, spec, mixes: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``value`` per (mix, target) and per mix, as :func:`improvement_table` describes."""
     if not spec.include_english:
         trained = trained[trained["language"] != "en"]
     per_language = (trained.groupby(["mix", "target_task", "language"], as_index=False)
-                    .agg(improvement=("improvement", "mean")))
+                    .agg(improvement=(value, "mean")))
     runs = trained.groupby(["mix", "target_task"])["run_id"].nunique()
+    stderr = trained["stderr"] if "stderr" in trained else pd.Series(np.nan, trained.index)
+    stderr_of_cell = stderr.groupby([trained["mix"], trained["target_task"]]).mean()
+    stderr_of_mix = stderr.groupby(trained["mix"]).mean()
     order = mixes.sort_values(["n_tasks", "examples", "mix"])["mix"]
     # Split once: filtering the table for each of 10,000 mixes took 20 s.
     by_mix = dict(tuple(per_language.groupby("mix", sort=False)))
@@ -88,16 +106,18 @@ def improvement_table(scores: pd.DataFrame, spec, mixes: pd.DataFrame) -> pd.Dat
             samples.append(values)
             groups.append([values])
             rows.append({"mix": mix, "target_task": target,
-                         "n_runs": int(runs.get((mix, target), 0)), "n_languages": len(values)})
+                         "n_runs": int(runs.get((mix, target), 0)), "n_languages": len(values),
+                         "score_stderr": float(stderr_of_cell.get((mix, target), np.nan))})
         if samples:
             groups.append(samples)
             rows.append({"mix": mix, "target_task": "average", "n_runs": int(runs.loc[mix].sum()),
-                         "n_languages": int(sum(len(s) for s in samples))})
+                         "n_languages": int(sum(len(s) for s in samples)),
+                         "score_stderr": float(stderr_of_mix.get(mix, np.nan))})
     for row, (mean, low, high) in zip(rows, _mean_intervals(groups, spec.level, spec.seed),
                                       strict=True):
         row.update(mean=mean, ci_low=low, ci_high=high)
     return pd.DataFrame(rows, columns=["mix", "target_task", "mean", "ci_low", "ci_high", "n_runs",
-                                       "n_languages"])
+                                       "n_languages", "score_stderr"])
 
 
 def language_table(data: pd.DataFrame, spec) -> pd.DataFrame:
@@ -155,22 +175,129 @@ def _subject_means(data: pd.DataFrame, outcome: str) -> tuple[pd.DataFrame, str]
     return means[complete], subject
 
 
-def omnibus(data: pd.DataFrame, outcome: str) -> dict:
+#: Past this many mixes the pairwise tests (n (n - 1) / 2 of them, 630 at 36 mixes) stop being
+#: readable or useful; the report ranks the mixes with intervals instead (:func:`mix_ranking`).
+MAX_PAIRWISE_MIXES = 36
+
+
+@dataclass(frozen=True)
+class SkippedTest:
+    """A descriptive test left out of an analysis, and why: the design cannot support it."""
+
+    test: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"test": ..., "reason": ...}``, as ``estimates.json`` lists it."""
+        return {"test": self.test, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class RmAnova:
+    """A repeated-measures ANOVA of the outcome across mixes (pingouin ``rm_anova``)."""
+
+    subjects: str
+    n_subjects: int
+    F: float
+    ddof1: float
+    ddof2: float
+    p_unc: float
+    p_gg: float
+    ng2: float
+    eps: float
+
+    def to_dict(self) -> dict:
+        """The ``descriptives.rm_anova`` object of ``estimates.json``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MixComparisons:
+    """The tests comparing mixes over subjects, and those the design left out.
+
+    ``rm_anova`` is ``None`` and ``pairwise`` empty when their test is in ``skipped``.
+    """
+
+    rm_anova: RmAnova | None
+    pairwise: pd.DataFrame
+    skipped: tuple[SkippedTest, ...]
+
+    def to_dict(self) -> dict:
+        """The ``descriptives`` object of ``estimates.json``: ``rm_anova`` and ``skipped``."""
+        return {"rm_anova": self.rm_anova.to_dict() if self.rm_anova else None,
+                "skipped": [test.to_dict() for test in self.skipped]}
+
+
+def compare_mixes(data: pd.DataFrame, outcome: str) -> MixComparisons:
+    """The repeated-measures ANOVA and the pairwise tests of the mixes, each left out with its
+    reason when the design cannot support it (too few subjects or mixes, a singular sphericity
+    test, statistics that are not numbers), so that no design stops the analysis."""
+    anova = rm_anova(data, outcome)
+    pairwise: pd.DataFrame | SkippedTest
+    if data.loc[data["mix"] != BASELINE_MIX, "mix"].nunique() > MAX_PAIRWISE_MIXES:
+        pairwise = SkippedTest("pairwise_mixes", f"more than {MAX_PAIRWISE_MIXES} mixes: the "
+                                                 "mixes are ranked with intervals instead")
+    else:
+        pairwise = pairwise_tests(data, outcome)
+    skipped = tuple(test for test in (anova, pairwise) if isinstance(test, SkippedTest))
+    return MixComparisons(
+        rm_anova=anova if isinstance(anova, RmAnova) else None,
+        pairwise=pairwise if isinstance(pairwise, pd.DataFrame) else
+        pd.DataFrame(columns=PAIRWISE_COLUMNS),
+        skipped=skipped)
+
+
+def _too_few(means: pd.DataFrame, subject: str, test: str) -> SkippedTest | None:
+    """Why ``test`` cannot run on these subject means: fewer than two complete subjects or
+    mixes; ``None`` when it can."""
+    n_subjects, n_mixes = means[subject].nunique(), means["mix"].nunique()
+    if n_subjects < 2 or n_mixes < 2:
+        return SkippedTest(test, f"needs at least 2 mixes and 2 subjects ({subject}) observed "
+                                 f"under every mix; the design has {n_mixes} mix(es) and "
+                                 f"{n_subjects} such subject(s)")
+    return None
+
+
+def rm_anova(data: pd.DataFrame, outcome: str) -> RmAnova | SkippedTest:
     """Repeated-measures ANOVA of the outcome across mixes, Greenhouse-Geisser corrected
-    (pingouin ``rm_anova``; Greenhouse & Geisser 1959)."""
+    (pingouin ``rm_anova``; Greenhouse & Geisser 1959), or why it was left out.
+
+    Mauchly's sphericity test (Mauchly 1940), which pingouin computes with it, needs the
+    covariance of the k - 1 mix contrasts to be of full rank: at least k subjects for k mixes.
+    With fewer it is singular (pingouin divides by zero on 2 subjects and 3 mixes), and the
+    Greenhouse-Geisser epsilon estimated from it says nothing: the test is left out.
+    """
     means, subject = _subject_means(data, outcome)
-    if means[subject].nunique() < 2 or means["mix"].nunique() < 2:
-        return {"rm_anova": None}
-    table = pg.rm_anova(data=means, dv=outcome, within="mix", subject=subject, correction=True)
-    row = table.iloc[0]
-    get = lambda key: float(row[key]) if key in row and pd.notna(row[key]) else None  # noqa: E731
-    return {"rm_anova": {"subjects": subject, "n_subjects": int(means[subject].nunique()),
-                         "F": get("F"), "ddof1": get("ddof1"), "ddof2": get("ddof2"),
-                         "p_unc": get("p_unc"), "p_gg": get("p_GG_corr"), "ng2": get("ng2"),
-                         "eps": get("eps")}}
+    skipped = _too_few(means, subject, "rm_anova")
+    if skipped:
+        return skipped
+    n_subjects, n_mixes = int(means[subject].nunique()), int(means["mix"].nunique())
+    if n_mixes > 2 and n_subjects < n_mixes:
+        return SkippedTest("rm_anova", f"the sphericity test and its correction need at least as "
+                                       f"many subjects ({subject}) as mixes: {n_subjects} "
+                                       f"subject(s), {n_mixes} mixes")
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        row = pg.rm_anova(data=means, dv=outcome, within="mix", subject=subject,
+                          correction=True).iloc[0]
+    values = {key: float(row[key]) if key in row else np.nan
+              for key in ("F", "ddof1", "ddof2", "p_unc", "p_GG_corr", "ng2", "eps")}
+    if n_mixes == 2:  # one contrast: sphericity holds, and pingouin corrects nothing
+        values["p_GG_corr"] = values["p_unc"]
+    undefined = [key for key, value in values.items() if not np.isfinite(value)]
+    if undefined:
+        return SkippedTest("rm_anova", f"{', '.join(undefined)} not a number: the outcome does "
+                                       "not vary within subjects across mixes")
+    return RmAnova(subjects=subject, n_subjects=n_subjects, F=values["F"],
+                   ddof1=values["ddof1"], ddof2=values["ddof2"], p_unc=values["p_unc"],
+                   p_gg=values["p_GG_corr"], ng2=values["ng2"], eps=values["eps"])
 
 
-def pairwise_mixes(data: pd.DataFrame, outcome: str) -> pd.DataFrame:
+PAIRWISE_COLUMNS = ["Contrast", "A", "B", "Paired", "Parametric", "T", "dof", "alternative",
+                    "p_unc", "p_corr", "p_adjust", "hedges"]
+
+
+def pairwise_tests(data: pd.DataFrame, outcome: str) -> pd.DataFrame | SkippedTest:
     """Paired t-tests between every two mixes over subjects, Holm-corrected (Holm 1979), with
     Hedges' g: the numbers and columns of pingouin's ``pairwise_tests(within="mix",
     padjust="holm", effsize="hedges")`` without its Bayes factors, computed for all pairs at once
@@ -178,31 +305,38 @@ def pairwise_mixes(data: pd.DataFrame, outcome: str) -> pd.DataFrame:
 
     Hedges' g is pingouin's paired definition: the mean difference over the average of the two
     mixes' variances (not the SD of the differences), times 1 - 3 / (4 (2 n) - 9).
+
+    Left out (a :class:`SkippedTest`) with fewer than two complete subjects or mixes, or when a
+    pair's differences are the same for every subject (no t statistic): the Holm correction
+    needs every p-value of the family.
     """
     means, subject = _subject_means(data, outcome)
-    columns = ["Contrast", "A", "B", "Paired", "Parametric", "T", "dof", "alternative", "p_unc",
-               "p_corr", "p_adjust", "hedges"]
-    if means[subject].nunique() < 2 or means["mix"].nunique() < 2:
-        return pd.DataFrame(columns=columns)
+    skipped = _too_few(means, subject, "pairwise_mixes")
+    if skipped:
+        return skipped
     wide = means.pivot(index=subject, columns="mix", values=outcome).sort_index(axis=1)
     values = wide.to_numpy(dtype=float)
     n = values.shape[0]
     first, second = np.triu_indices(values.shape[1], 1)
     difference = values[:, first] - values[:, second]
-    t_value = difference.mean(axis=0) / (difference.std(axis=0, ddof=1) / np.sqrt(n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_value = difference.mean(axis=0) / (difference.std(axis=0, ddof=1) / np.sqrt(n))
+        pooled = np.sqrt((values.var(axis=0, ddof=1)[first]
+                          + values.var(axis=0, ddof=1)[second]) / 2)
+        hedges = difference.mean(axis=0) / pooled * (1 - 3 / (4 * 2 * n - 9))
+    undefined = ~np.isfinite(t_value)
+    if undefined.any():
+        pairs = [f"{wide.columns[a]} - {wide.columns[b]}"
+                 for a, b in zip(first[undefined], second[undefined], strict=True)]
+        shown = ", ".join(pairs[:3]) + (f" and {len(pairs) - 3} more" if len(pairs) > 3 else "")
+        return SkippedTest("pairwise_mixes", f"no t statistic for {shown}: the difference is "
+                                             "the same for every subject")
     p_value = 2 * stats.t.sf(np.abs(t_value), n - 1)
-    pooled = np.sqrt((values.var(axis=0, ddof=1)[first] + values.var(axis=0, ddof=1)[second]) / 2)
-    hedges = difference.mean(axis=0) / pooled * (1 - 3 / (4 * 2 * n - 9))
     return pd.DataFrame({
         "Contrast": "mix", "A": wide.columns[first], "B": wide.columns[second], "Paired": True,
         "Parametric": True, "T": t_value, "dof": float(n - 1), "alternative": "two-sided",
         "p_unc": p_value, "p_corr": holm(p_value), "p_adjust": "holm", "hedges": hedges,
-    }, columns=columns)
-
-
-#: Past this many mixes the pairwise tests (n (n - 1) / 2 of them, 630 at 36 mixes) stop being
-#: readable or useful; the report ranks the mixes with intervals instead (:func:`mix_ranking`).
-MAX_PAIRWISE_MIXES = 36
+    }, columns=PAIRWISE_COLUMNS)
 
 
 def mix_ranking(data: pd.DataFrame, outcome: str, level: float) -> pd.DataFrame:

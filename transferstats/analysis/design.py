@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from transferstats.analysis.members import TASK_WORDS, MemberWords
+
 #: Beyond this |r| of log2 diversity and log2 volume the model is not fitted at all.
 SEPARABLE_CORRELATION = 0.999
 
@@ -54,20 +56,23 @@ def varying_factor(counts: np.ndarray, examples: np.ndarray) -> str:
             (False, False): "neither"}[(diversity_varies, volume_varies)]
 
 
-def fixed_level_text(factor: str, levels: Sequence[float], diversity: str) -> str:
+def fixed_level_text(factor: str, levels: Sequence[float], diversity: str,
+                     words: MemberWords = TASK_WORDS) -> str:
     """How the factor that does not vary is fixed: ``"1 task"``, ``"40,000 examples"``."""
     value = float(np.median(levels))
     if factor == "volume":
         if len(levels) == 1:
-            return f"{round(value):,} examples"
-        return f"about {round(value):,} examples ({int(min(levels)):,} to {int(max(levels)):,})"
-    noun = {"n_tasks": "task", "n_formats": "task format",
-            "effective_tasks": "effective task"}.get(diversity, "task")
+            return f"{round(value):,} {words.examples}"
+        return (f"about {round(value):,} {words.examples} ({int(min(levels)):,} to "
+                f"{int(max(levels)):,})")
+    noun = {"n_tasks": words.noun, "n_formats": "task format",
+            "effective_tasks": f"effective {words.noun}"}.get(diversity, words.noun)
     number = f"{value:g}"
     return f"{number} {noun}" + ("" if number == "1" else "s")
 
 
-def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) -> dict:
+def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float,
+                 words: MemberWords = TASK_WORDS) -> dict:
     """How well the grid separates diversity from volume, across mixes.
 
     Reports which factor varies (``varies``: ``"both"``, ``"diversity"``, ``"volume"`` or
@@ -96,12 +101,12 @@ def design_check(mixes: pd.DataFrame, diversity: str, max_correlation: float) ->
         other = "volume" if varied == "diversity" else "diversity"
         levels = check[f"{other}_levels"]
         assert isinstance(levels, list), "design_check sets both level lists"
-        fixed_at = fixed_level_text(other, levels, diversity)
+        fixed_at = fixed_level_text(other, levels, diversity, words)
         check |= {"correlation": None, "vif": None, "confounded": False,
                   "single_factor": varied, "fixed_at": fixed_at,
                   "reason": (f"only {varied} varies across the {len(mixes)} mixes; {other} is "
-                             f"fixed at {fixed_at}, so the grid estimates the {varied} effect and "
-                             f"cannot compare it with the {other} effect")}
+                             f"fixed at {fixed_at}, so the grid estimates the {varied} effect "
+                             f"alone; comparing it with {other} needs mixes that vary both")}
         return check
     r = diversity_volume_correlation(counts, examples)
     vif = float(1 / (1 - r ** 2)) if abs(r) < 1 else float("inf")

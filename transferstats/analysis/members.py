@@ -50,13 +50,12 @@ _WORDS = {
     "task": MemberWords(
         "task", "task", "tasks", "intermediate task", "intermediate tasks",
         examples="intermediate examples", data="intermediate data", transfer="zero-shot transfer",
-        training="trained on English intermediate tasks before fine-tuning on an English target "
-                 "task"),
+        training="trained on intermediate tasks before it is fine-tuned on a target task"),
     "language": MemberWords(
         "language", "language", "languages", "source language", "source languages",
         examples="training examples", data="source-language data",
         transfer="cross-lingual transfer",
-        training="fine-tuned on a target task with training data in a mix of source languages"),
+        training="trained on data in a mix of source languages"),
 }
 
 #: The words of task mixes, the default of functions that describe members.

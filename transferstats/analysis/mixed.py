@@ -55,18 +55,18 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import NamedTuple, overload
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 import numpy as np
 import pandas as pd
 import scipy.linalg
-import scipy.optimize
 import scipy.sparse
-import scipy.stats
 
 from transferstats.analysis.blocks import Blocked, RowSplit, other_rows
-from transferstats.analysis.formula import random_terms
-from transferstats.analysis.lmm import MixedFit, fit_lmm
+from transferstats.parallel import blas_threads_for
+
+if TYPE_CHECKING:
+    from transferstats.analysis.lmm import MixedFit
 
 #: A factor whose relative standard deviation sigma_k / sigma is below this is reported on the
 #: boundary (its variance is below 1e-8 of the residual variance).
@@ -78,6 +78,17 @@ BOUNDARY_THETA = 1e-4
 #: 420,000, 37 s at 1.5 million and a minute at 2.9 million; InstEval's 300 million would take
 #: hours. Up to this size the fallback costs seconds.
 STATSMODELS_MAX_SIZE = 300_000
+
+
+def _stats():
+    """Return scipy.stats, imported where a p-value needs it.
+
+    Its import costs about as much CPU time as a whole REML fit of lme4's InstEval, which a first
+    fit in a fresh process should not pay.
+    """
+    import scipy.stats
+
+    return scipy.stats
 
 
 class ConvergenceError(ValueError):
@@ -169,7 +180,7 @@ class CrossedFit:
             "estimate": self.params.to_numpy(),
             "se": se,
             "z": z,
-            "p_value": 2 * scipy.stats.norm.sf(np.abs(z)),
+            "p_value": 2 * _stats().norm.sf(np.abs(z)),
         })
 
     def summary(self) -> str:
@@ -270,6 +281,15 @@ class CrossProducts:
     def p(self) -> int:
         """Number of fixed effects."""
         return self.XyXy.shape[0] - 1
+
+    @property
+    def dense_order(self) -> int:
+        """The order of the dense block of S factorised at each evaluation (:class:`FactorS`).
+
+        The remaining levels, less those of the nested factor, whose block is diagonal.
+        """
+        r = int(self.n_levels[self.remaining].sum()) if self.remaining else 0
+        return r - len(range(r)[self.nested])
 
     @property
     def offsets(self) -> np.ndarray:
@@ -1223,6 +1243,8 @@ def _lbfgsb(theta0: np.ndarray, cp: CrossProducts, reml: bool) -> np.ndarray:
         except np.linalg.LinAlgError:
             return np.inf
 
+    import scipy.optimize  # where used: a first fit in a fresh process would pay for it
+
     result = scipy.optimize.minimize(objective, theta0, method="L-BFGS-B",
                                      bounds=[(0.0, None)] * len(theta0),
                                      options={"ftol": 1e-12, "maxiter": 500})
@@ -1332,6 +1354,11 @@ def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: 
     ['a', 'b']
     """
     if slopes is not None:
+        # Imported here: the slopes model needs scipy.optimize, which a cold intercept-only fit
+        # does not load.
+        from transferstats.analysis.formula import random_terms
+        from transferstats.analysis.lmm import fit_lmm
+
         if isinstance(start, dict):
             raise TypeError("fit_crossed: with slopes, start is a theta sequence in lme4's order")
         return fit_lmm(data, outcome, fixed, random_terms(random, slopes, correlated), reml=reml,
@@ -1341,12 +1368,14 @@ def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: 
         start = [start[factor] for factor in arrays.factors]
     try:
         cp = cross_products(arrays.X, arrays.y, arrays.codes, [len(lv) for lv in arrays.levels])
-        state = fit_theta(cp, reml, start)
+        with blas_threads_for(cp.dense_order):
+            state = fit_theta(cp, reml, start)
     except np.linalg.LinAlgError as error:
         reason = f"linear algebra failure ({error})"
     else:
         if state.converged:
-            return _crossed_fit(arrays, cp, state, reml)
+            with blas_threads_for(cp.dense_order):
+                return _crossed_fit(arrays, cp, state, reml)
         reason = "the fast path did not converge: " + "; ".join(state.attempts)
     size = len(arrays.y) * sum(len(levels) for levels in arrays.levels)
     if size > STATSMODELS_MAX_SIZE:
@@ -1472,7 +1501,7 @@ def likelihood_ratio_test(data: pd.DataFrame, outcome: str, fixed: Sequence[str]
     reduced = fit_crossed(rows, outcome, reduced_fixed, reduced_random, reml=False)
     chi2 = max(2 * (full.llf - reduced.llf), 0.0)
     if term in fixed:
-        p_value = scipy.stats.chi2.sf(chi2, 1)
+        p_value = _stats().chi2.sf(chi2, 1)
     else:
-        p_value = 0.5 * scipy.stats.chi2.sf(chi2, 1) if chi2 > 0 else 1.0
+        p_value = 0.5 * _stats().chi2.sf(chi2, 1) if chi2 > 0 else 1.0
     return {"term": term, "chi2": float(chi2), "df": 1, "p_value": float(p_value)}

@@ -54,9 +54,7 @@ Models in S and S-PLUS", section 2.4.2).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -66,7 +64,7 @@ from scipy import stats
 from scipy.special import ndtri
 from threadpoolctl import threadpool_limits
 
-from transferstats.analysis.bootstrap import output_matrix, set_up_refit_worker
+from transferstats.analysis.bootstrap import output_matrix
 from transferstats.analysis.mixed import (
     REFIT_TOLERANCE,
     START_FLOOR,
@@ -79,6 +77,7 @@ from transferstats.analysis.mixed import (
     moment_start,
     with_response,
 )
+from transferstats.parallel import parallel_map
 
 #: What ``estimates["bootstrap"]`` and the report call this resampling.
 RESAMPLING = "parametric"
@@ -228,18 +227,8 @@ def moment_followers(simulator: _Simulator, seeds: Sequence[np.random.SeedSequen
 PILOTS = 5
 
 
-_WORKER: _Simulator | None = None
-
-
-def _init_worker(simulator: _Simulator) -> None:
-    global _WORKER
-    _WORKER = simulator
-    set_up_refit_worker()
-
-
-def _worker_draws(seeds: Sequence[np.random.SeedSequence]) -> np.ndarray:
-    assert _WORKER is not None, "set by _init_worker"
-    return _WORKER.draws(seeds)
+def _draw_pair(simulator: _Simulator, seed: np.random.SeedSequence) -> np.ndarray:
+    return simulator.draws([seed])
 
 
 def fitted_simulator(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
@@ -265,14 +254,17 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
                          random: Sequence[str], *, df: float,
                          contrasts: Mapping[str, Mapping[str, float]] | None = None,
                          n_resamples: int = 1000, seed: int = 0,
-                         n_jobs: int | None = None,
+                         n_jobs: int | None = None, progress: bool = False,
+                         scheduler: str | None = None,
                          fit: CrossedFit | None = None) -> ParametricBootstrap:
     """Parametric bootstrap of the fixed terms and ``contrasts`` of the crossed mixed model.
 
     ``df`` sets the t widening of the intervals (mixes minus the rank of the per-mix design).
     The ``n_resamples`` draws come from ``n_resamples / 2`` refits, in antithetic pairs (see the
     module docstring). They depend on ``seed`` only, not on ``n_jobs`` (default: the cores
-    available). ``fit``: the REML fit of this model to these data, if the caller has it.
+    available) nor on ``scheduler`` (a Dask scheduler's address:
+    :func:`transferstats.parallel.parallel_map`). ``fit``: the REML fit of this model to these
+    data, if the caller has it.
     """
     n_pairs = (n_resamples + 1) // 2
     seeds = np.random.SeedSequence(seed).spawn(n_pairs)
@@ -281,18 +273,10 @@ def parametric_bootstrap(data: pd.DataFrame, outcome: str, fixed: Sequence[str],
         # Decided before the draws are shared out, so that they do not depend on n_jobs.
         simulator.follows_moments = moment_followers(simulator, seeds[:PILOTS])
     beta, outputs = simulator.beta, simulator.outputs
-    n_jobs = n_jobs or len(os.sched_getaffinity(0))
-    chunk = max(1, min(10, n_pairs // (4 * n_jobs)))
-    chunks = [seeds[i:i + chunk] for i in range(0, n_pairs, chunk)]
-    if n_jobs == 1:
-        # Multithreaded BLAS on these small matrices only oversubscribes the cores.
-        with threadpool_limits(1):
-            parts = [simulator.draws(part) for part in chunks]
-    else:
-        with ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(simulator,)) as pool:
-            parts = list(pool.map(_worker_draws, chunks))
+    pairs = parallel_map(_draw_pair, seeds, simulator, jobs=n_jobs, scheduler=scheduler,
+                         largest_chunk=10, progress=progress, label="parametric bootstrap")
     # An odd number of resamples leaves the last pair's mirror image out.
-    draws = np.vstack(parts)[:n_resamples] if parts else np.zeros((0, len(names)))
+    draws = np.vstack(pairs)[:n_resamples] if pairs else np.zeros((0, len(names)))
     return ParametricBootstrap(
         estimate=pd.Series(outputs @ beta, index=names, name="estimate"),
         draws=pd.DataFrame(draws, columns=names), n_resamples=n_resamples, seed=seed,

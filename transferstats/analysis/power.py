@@ -77,10 +77,7 @@ JASA 22(158), 209-212. (The Monte Carlo interval of a rejection rate.)
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,12 +87,12 @@ import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from transferstats.analysis.bootstrap import set_up_refit_worker
 from transferstats.analysis.design import (
     SEPARABLE_CORRELATION,
     diversity_volume_correlation,
     varying_factor,
 )
+from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.mixed import (
     cross_products,
     derivatives,
@@ -103,7 +100,17 @@ from transferstats.analysis.mixed import (
     fit_crossed,
     fit_theta,
 )
+from transferstats.analysis.model import (
+    CONTRAST,
+    FACTOR_NOTATION,
+    INTERACTION,
+    MIX_TARGET,
+    fixed_terms,
+    identity_plan,
+    random_factors,
+)
 from transferstats.analysis.spec import AnalysisSpec
+from transferstats.parallel import LOCAL, parallel_map
 
 #: The variance components of the generative model, in this order (standard deviations, points).
 COMPONENTS = ("target", "target_language", "mix", "target_mix", "seed")
@@ -138,8 +145,6 @@ RESAMPLES = 1000
 MAX_FAILED_SHARE = 0.05
 MAX_CORRELATION = 0.9
 
-CONTRAST = "diversity - volume"
-INTERACTION = "diversity:volume"
 
 
 class PowerError(ValueError):
@@ -340,52 +345,17 @@ def pilot_components(results, *, model: str | None = None) -> Components:
         It loads but holds nothing to estimate from (no baseline, fewer than two mixes).
     """
     from transferstats import loading
-    from transferstats.analysis.derive import model_frame, select_metric
-    from transferstats.results import BASELINE_MIX
 
-    loaded = loading.load_results(results)
-    scores = loaded.scores
-    models = sorted(scores["model"].unique())
-    if model is not None:
-        if model not in models:
-            raise PowerError(f"pilot: model {model!r} not in the results ({', '.join(models)})")
-        scores = scores[scores["model"] == model]
-    elif len(models) > 1:
-        raise PowerError(f"pilot: the results hold several models ({', '.join(models)}); pick one")
-    scores, _ = select_metric(scores, None, "test")
-    if not (scores["mix"] == BASELINE_MIX).any():
-        raise PowerError("pilot: no baseline runs (mix 'none'), so the improvement the analysis "
-                         "models cannot be computed")
-    data, _ = model_frame(scores, outcome="improvement")
-    if data.empty or data["mix"].nunique() < 2:
-        raise PowerError("pilot: fewer than two intermediate mixes with usable scores; the mix "
-                         "components cannot be estimated")
-    data = data.assign(target_mix=data["target_task"] + "|" + data["mix"])
-    per_mix = data.drop_duplicates("mix")
-    fixed = [term for term in ("diversity", "volume") if per_mix[term].nunique() >= 2]
-    for term in fixed:
-        data[term] = data[term] - per_mix[term].mean()
-    if len(fixed) == 2:
-        data[INTERACTION] = data["diversity"] * data["volume"]
-        mix_design = np.column_stack([np.ones(len(per_mix)), per_mix["diversity"],
-                                      per_mix["volume"], per_mix["diversity"] * per_mix["volume"]])
-        if np.linalg.matrix_rank(mix_design) == 4:
-            fixed.append(INTERACTION)
-    factor_of = {"target": "target_task", "target_language": "target_language", "mix": "mix",
-                 "target_mix": "target_mix"}
+    data, fixed, random = _pilot_model(loading.load_results(results), model)
     notes, sources, sd = [], {}, dict(DEFAULT_SD)
-    random = []
-    for component, column in factor_of.items():
-        if data[column].nunique() >= 2 and not (component == "target_mix"
-                                                and data["target_task"].nunique() < 2):
-            random.append(column)
-        else:
-            notes.append(f"the pilot cannot estimate the {component} SD (a single level): the "
-                         f"default {DEFAULT_SD[component]} is used (a guess)")
+    for component, column in PILOT_FACTORS.items():
+        if column not in random:
+            notes.append(f"the pilot cannot estimate the {component} SD (a single level, or one "
+                         f"row per cell): the default {DEFAULT_SD[component]} is used (a guess)")
             sources[component] = DEFAULT_SOURCES[component]
     with threadpool_limits(1):
         fit = fit_crossed(data, "improvement", fixed, random, reml=True)
-    for component, column in factor_of.items():
+    for component, column in PILOT_FACTORS.items():
         if column in random:
             sd[component] = float(math.sqrt(max(fit.variance_components[column], 0.0)))
             sources[component] = "pilot (REML, fit_crossed)"
@@ -408,11 +378,40 @@ def pilot_components(results, *, model: str | None = None) -> Components:
              "targets": sorted(data["target_task"].unique()),
              "n_target_languages": int(data["target_language"].nunique()),
              "formula": "improvement ~ " + " + ".join(fixed or ["1"]) + " + "
-                        + " + ".join(f"(1 | {f})" for f in random),
+                        + " + ".join(f"(1 | {FACTOR_NOTATION[f]})" for f in random),
              "fixed_effects": {t: {"estimate": summary[t][0], "se": summary[t][1]} for t in fixed},
              "method": fit.method, "converged": bool(fit.converged),
              "on_boundary": list(fit.on_boundary)}
     return Components(sd=sd, source="pilot", sources=sources, notes=tuple(notes), pilot=pilot)
+
+
+#: Variance components the pilot estimates -> the analysis's random factor of each.
+PILOT_FACTORS = {"target": "target_task", "target_language": "target_language", "mix": "mix",
+                 "target_mix": MIX_TARGET}
+
+
+def _pilot_model(loaded, model: str | None) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The pilot's rows, fixed terms and random factors, described and built as ``analyze``
+    builds its plain model of the improvement (no identity effects)."""
+    from transferstats.analysis.description import describe
+    from transferstats.analysis.model import build_model
+    from transferstats.problems import ResultsError
+    from transferstats.results import BASELINE_MIX
+
+    if not (loaded.scores["mix"] == BASELINE_MIX).any():
+        raise PowerError("pilot: no baseline runs (mix 'none'), so the improvement the analysis "
+                         "models cannot be computed")
+    spec = AnalysisSpec(outcome="improvement", model=model or "", identity="off")
+    try:
+        described = describe(loaded, spec)
+        data, structure = build_model(described.description, described.data, described.mixes,
+                                      interaction=True, target_mix=True, identity="off")
+    except (ResultsError, ValueError) as error:
+        problems = getattr(error, "problems", None)
+        message = next((p.message for p in problems if p.severity == "error"), str(error)) \
+            if problems else str(error)
+        raise PowerError(f"pilot: {message}") from None
+    return data, structure.fixed, list(structure.random)
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,28 +473,23 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     """
     d, v = design.log2_levels()
     n_mixes = len(design.mixes)
-    notes: list[str] = []
-    # The same rule as analyze's design check (a split budget's rounding is no variation).
+    per_mix = pd.DataFrame({"mix": [name for name, _ in design.mixes], "diversity": d,
+                            "volume": v})
+    # The same rules as analyze's design check (a split budget's rounding is no variation) and
+    # its model builder.
     varied = varying_factor(np.asarray(design.n_tasks, float), np.asarray(design.examples, float))
-    varies = {"diversity": varied in ("both", "diversity"), "volume": varied in ("both", "volume")}
-    if not any(varies.values()):
+    if varied == "neither":
         raise PowerError("neither diversity nor volume varies across the grid's mixes: there is "
                          "no effect to plan for")
+    fixed, notes = fixed_terms(per_mix, varied, interaction)
+    per_mix[INTERACTION] = d * v
+    columns = [per_mix[term].to_numpy() for term in fixed]
     correlation = None
     blocked = ""
-    if all(varies.values()):
+    if varied == "both":
         r = diversity_volume_correlation(design.n_tasks.tolist(), design.examples.tolist())
         correlation = None if math.isnan(r) else r
         question = CONTRAST
-        fixed = ["diversity", "volume"]
-        columns = [d, v]
-        if interaction:
-            if np.linalg.matrix_rank(np.column_stack([np.ones(n_mixes), d, v, d * v])) == 4:
-                fixed.append(INTERACTION)
-                columns.append(d * v)
-            else:
-                notes.append("the diversity x volume interaction is not estimable from these "
-                             "mixes; left out, as analyze leaves it out")
         threshold = min(max_correlation, SEPARABLE_CORRELATION)
         if n_mixes < 3:
             blocked = f"confounded: {n_mixes} mixes cannot separate diversity from volume"
@@ -504,21 +498,19 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                        f"across mixes (|r| >= {threshold})")
         separable = correlation is not None and abs(correlation) < SEPARABLE_CORRELATION
     else:
-        question = "diversity" if varies["diversity"] else "volume"
-        fixed = [question]
-        columns = [d if question == "diversity" else v]
+        question = varied
         other = "volume" if question == "diversity" else "diversity"
         level = (f"{int(design.n_tasks[0])} task(s)" if question == "volume"
                  else f"{int(design.examples[0]):,} examples")
-        notes.append(f"only {question} varies ({other} is fixed at {level}): the power is for the "
-                     f"{question} effect (points per doubling), which is what such a grid can "
-                     "answer; --difference is read as that effect")
+        notes = [f"only {question} varies ({other} is fixed at {level}): the power is for the "
+                 f"{question} effect (points per doubling), which is what such a grid can "
+                 "answer; --difference is read as that effect"]
         if n_mixes < 3:
             blocked = f"{n_mixes} mixes cannot estimate the {question} effect and its variance"
         separable = True
     mix_terms = list(fixed)
     # Task identity effects where analyze would fit them, whichever factors vary (issue 13).
-    identity_info = _identity(design, mix_terms, columns, identity, separable)
+    identity_info = _identity(design, per_mix, mix_terms, identity, separable)
     if identity_info["used"]:
         shares = design.shares()
         for task in shares.columns:
@@ -534,10 +526,7 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     else:
         weights[1] = 1.0
         core = [weights]
-    rows_levels = design_rows(design).n_levels
-    random = [c for c in ("target", "target_language", "mix") if rows_levels[c] >= 2]
-    if analysis_target_mix and rows_levels["target"] >= 2 and n_mixes >= 2:
-        random.append("target_mix")
+    random = _random(design, analysis_target_mix, notes)
     mix_columns = np.column_stack(columns)
     core_matrix = np.array(core)
     failure = resample_failure(mix_columns, core_matrix, seed=seed, draws=draws)
@@ -547,28 +536,37 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                      f"withholds the verdict when more than {MAX_FAILED_SHARE:.0%} of its "
                      f"{RESAMPLES} resamples fail")
     identity_info["mode"] = identity
-    return AnalysisModel(question=question, fixed=tuple(fixed), random=tuple(random),
+    return AnalysisModel(question=question, fixed=tuple(fixed), random=random,
                          weights=weights, mix_columns=mix_columns, core=core_matrix,
                          identity=identity_info, correlation=correlation, blocked=blocked,
                          resample_failure=failure, notes=tuple(notes),
                          bootstrap="parametric" if identity_info["used"] else "crossed cluster")
 
 
-def _identity(design: GridDesign, mix_terms: list[str], columns: list[np.ndarray], mode: str,
+def _identity(design: GridDesign, per_mix: pd.DataFrame, mix_terms: list[str], mode: str,
               separable: bool) -> dict:
     """Whether analyze's primary model would have task identity effects on this design."""
-    from transferstats.analysis.identity import identity_estimability
+    plan = identity_plan(per_mix, design.shares(), mix_terms, mode, separable, TASK_WORDS)
+    return {"used": plan.used, "reason": plan.reason, "reference": plan.reference,
+            "mix_df": plan.estimability.get("mix_df")}
 
-    if mode == "off":
-        return {"used": False, "reason": "identity effects turned off"}
-    names = [name for name, _ in design.mixes]
-    per_mix = pd.DataFrame({"mix": names, **dict(zip(mix_terms, columns, strict=True))})
-    check = identity_estimability(per_mix, design.shares(), mix_terms)
-    used = bool(check["estimable"]) and separable
-    reason = check["reason"] or (f"every task is in at least {min(check['task_mixes'].values())} "
-                                 f"mixes and {check['mix_df']} mixes remain for the mix variance")
-    return {"used": used, "reason": reason, "reference": check.get("reference"),
-            "mix_df": check.get("mix_df")}
+
+#: The solver's names of analyze's random factors (``design_rows``' codes).
+_ROW_CODES = {"target_task": "target", "target_language": "target_language", "mix": "mix",
+              MIX_TARGET: "target_mix"}
+
+
+def _random(design: GridDesign, target_mix: bool, notes: list[str]) -> tuple[str, ...]:
+    """analyze's random factors for this design (:func:`transferstats.analysis.model.random_factors`),
+    named by their row codes."""
+    levels = design_rows(design).n_levels
+    per_cell = design.seeds * max(len(v) for v in design.languages.values())
+    factors, factor_notes, warnings = random_factors(
+        {"target_task": levels["target"], "target_language": levels["target_language"],
+         "mix": levels["mix"]}, row_outcome=True, target_mix=target_mix,
+        cells_replicated=per_cell > 1)
+    notes += warnings
+    return tuple(_ROW_CODES[f] for f in factors)
 
 
 def _estimable(gram: np.ndarray, outputs: np.ndarray, tolerance: float = 1e-10) -> np.ndarray:
@@ -786,7 +784,9 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = loading.load_results(results_table(sim, y))
-            spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity)
+            # Already on a worker: its bootstrap runs right there.
+            spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity,
+                                scheduler=LOCAL)
             result = analyze_loaded(loaded, spec,
                                     n_jobs=1, progress=False, companions=False)
     except (ResultsError, np.linalg.LinAlgError, ValueError):
@@ -807,69 +807,10 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
 
 
 def _do(sim: _Simulator, job: tuple) -> list[float]:
+    """One job: a simulated grid analysed by the stand-in, or a calibration grid by analyze."""
     if job[0] == "simulate":
         return _one(sim, job[1])
     return _calibrate_one(sim, job[1], job[2], job[3])
-
-
-def _chunk(sim: _Simulator, jobs: Sequence[tuple]) -> list[list[float]]:
-    with threadpool_limits(1):
-        return [_do(sim, job) for job in jobs]
-
-
-_WORKER_SIMULATOR: _Simulator | None = None
-
-
-def _init_worker(sim: _Simulator) -> None:
-    global _WORKER_SIMULATOR
-    _WORKER_SIMULATOR = sim
-    set_up_refit_worker()
-
-
-def _worker_chunk(jobs: Sequence[tuple]) -> list[list[float]]:
-    assert _WORKER_SIMULATOR is not None, "set by _init_worker"
-    return _chunk(_WORKER_SIMULATOR, jobs)
-
-
-def _run(sim: _Simulator, jobs: list[tuple], n_jobs: int, progress: bool, label: str
-         ) -> list[list[float]]:
-    """Run the jobs over ``n_jobs`` processes; results in job order, independent of ``n_jobs``.
-    Calibration jobs (a whole bootstrap each) go one per chunk, first."""
-    chunks: list[tuple[int, list[tuple]]] = []
-    simulate = [i for i, job in enumerate(jobs) if job[0] == "simulate"]
-    for i, job in enumerate(jobs):
-        if job[0] != "simulate":
-            chunks.append((i, [job]))
-    size = max(1, min(25, len(simulate) // (4 * n_jobs)))
-    for start in range(0, len(simulate), size):
-        chunks.append((simulate[start], [jobs[i] for i in simulate[start:start + size]]))
-    out: list[list[float]] = [[] for _ in jobs]
-    with _progress_bar(progress, len(jobs), label) as advance:
-        if n_jobs == 1:
-            for start, chunk in chunks:
-                out[start:start + len(chunk)] = _chunk(sim, chunk)
-                advance(len(chunk))
-        else:
-            with ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(sim,)) as pool:
-                futures = {pool.submit(_worker_chunk, chunk): (start, len(chunk))
-                           for start, chunk in chunks}
-                for future in as_completed(futures):
-                    start, count = futures[future]
-                    out[start:start + count] = future.result()
-                    advance(count)
-    return out
-
-
-@contextmanager
-def _progress_bar(show: bool, total: int, label: str):
-    if not show:
-        yield lambda n: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1076,14 +1017,16 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
                       model: AnalysisModel | None = None, resamples: int = RESAMPLES,
                       level: float = LEVEL, calibration_grids: int = CALIBRATION_GRIDS,
                       calibration_resamples: int = CALIBRATION_RESAMPLES,
-                      label: str = "power simulations") -> Simulations:
+                      label: str = "power simulations", scheduler: str | None = None
+                      ) -> Simulations:
     """Simulate ``simulations`` grids of this design and analyse each with the stand-in,
     calibrated on ``calibration_grids`` further simulated grids analysed by ``analyze`` itself
     (0: no calibration, plain Wald z intervals).
 
     Simulation ``i`` uses ``default_rng(SeedSequence(seed).spawn(simulations)[i])``, calibration
     grid ``k`` ``SeedSequence([seed, 1]).spawn(...)[k]``: the result depends on ``seed`` only,
-    never on ``n_jobs`` (default: every core available).
+    never on ``n_jobs`` (default: every core available) nor on ``scheduler`` (a Dask
+    scheduler's address: :func:`transferstats.parallel.parallel_map`).
     """
     if simulations < 10:
         raise PowerError(f"simulations must be at least 10, got {simulations}")
@@ -1094,12 +1037,14 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
         return Simulations(nan, nan, np.zeros(simulations), np.full(simulations, z),
                            np.full(simulations, z), resamples, level, model.blocked)
     sim = _simulator(design, components, model, resamples, level)
-    n_jobs = max(1, min(n_jobs or len(os.sched_getaffinity(0)), simulations))
     calibration_seeds = np.random.SeedSequence([seed, 1]).spawn(calibration_grids)
     jobs: list[tuple] = [("calibrate", s, k, calibration_resamples)
                          for k, s in enumerate(calibration_seeds)]
     jobs += [("simulate", s) for s in np.random.SeedSequence(seed).spawn(simulations)]
-    out = np.array(_run(sim, jobs, n_jobs, progress, label), dtype=object)
+    # A calibration job is a whole bootstrap: one per chunk, first.
+    out = np.array(parallel_map(_do, jobs, sim, jobs=n_jobs, scheduler=scheduler,
+                                largest_chunk=25, alone=calibration_grids, progress=progress,
+                                label=label), dtype=object)
     main = np.array([list(r) for r in out[calibration_grids:]], dtype=float)
     result = Simulations(main[:, 0], main[:, 1], main[:, 2], np.full(simulations, z),
                          np.full(simulations, z), resamples, level)
@@ -1278,7 +1223,8 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
                    calibration_grids: int = CALIBRATION_GRIDS,
                    calibration_resamples: int = CALIBRATION_RESAMPLES,
                    identity: str = "auto",
-                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX) -> PowerResult:
+                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
+                   scheduler: str | None = None) -> PowerResult:
     """Power of the design to give the verdict ``supported`` at a true ``difference``.
 
     Parameters
@@ -1307,6 +1253,10 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
         As analyze's setting: whether the analysed model has task identity effects.
     analysis_target_mix : bool
         Whether the analysed model has ``(1 | target_task:mix)`` (default: as ``analyze``).
+    scheduler : str, optional
+        A Dask scheduler's address to run the simulations on (``"local"``: local processes;
+        default: dask's ``scheduler-address`` if set, else local processes). The result is the
+        same wherever they run.
 
     Returns
     -------
@@ -1324,7 +1274,7 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
     sims = simulate_analyses(design, components, simulations=simulations, seed=seed,
                              n_jobs=n_jobs, progress=progress, model=model,
                              calibration_grids=calibration_grids,
-                             calibration_resamples=calibration_resamples)
+                             calibration_resamples=calibration_resamples, scheduler=scheduler)
     expected = expected_standard_error(design, components, model)
     curve = sims.curve(curve_differences(difference, sims, power))
     result = PowerResult(design=design, model=model, components=components,
@@ -1365,7 +1315,8 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
                    inflation_identity: bool | None = None,
                    calibration_grids: int = 8,
                    calibration_resamples: int = CALIBRATION_RESAMPLES, identity: str = "auto",
-                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX) -> SearchResult:
+                   analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
+                   scheduler: str | None = None) -> SearchResult:
     """The cheapest designs that reach ``power``.
 
     Every candidate (each with ``gpu_hours``) is screened by :func:`approximate_power` from its
@@ -1375,7 +1326,8 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
     candidates whose screen is within ``margin`` of ``power`` are then simulated and calibrated
     like the grid, cheapest first, until ``top`` of them reach ``power`` in simulation or
     ``max_simulated`` have been simulated. Every simulation uses the same ``seed`` (common random
-    numbers across designs).
+    numbers across designs). ``n_jobs`` and ``scheduler``: where the simulations run, as in
+    :func:`power_analysis`.
     """
     rows: list[dict[str, Any]] = []
     for design in candidates:
@@ -1400,7 +1352,7 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
                                  n_jobs=n_jobs, progress=progress, model=model,
                                  calibration_grids=calibration_grids,
                                  calibration_resamples=calibration_resamples,
-                                 label=f"design {simulated}")
+                                 label=f"design {simulated}", scheduler=scheduler)
         row["result"] = design_row(row["design"], sims, difference, power, "candidate",
                                    row["screen"], model)
         if row["result"]["reaches_power"]:

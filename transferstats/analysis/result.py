@@ -1,23 +1,34 @@
-"""What an analysis produces: everything the report needs, in tidy tables.
+"""What an analysis produces: typed results beside the description of what was analysed.
 
-It has a few views for people (``summary()``, ``effects``, the notebook display) and
-``write_report``.
+An :class:`AnalysisResult` holds the :class:`~transferstats.analysis.description.Description`
+(built before any fit), the :class:`~transferstats.analysis.model.ModelStructure`, and what the
+fits decided and estimated: :class:`Effect` per term, the :class:`Comparison`, the
+:class:`Verdict`, the :class:`FitSummary`, :class:`IntervalMethod`, :class:`IdentityResult`,
+:class:`PlainModel` and :class:`Heterogeneity`, and the descriptive tables. ``to_dict()``
+writes ``estimates.json``; the report and the terminal read the typed objects.
 
 :func:`transferstats.analyze` builds it; :mod:`transferstats.report` renders it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from transferstats.analysis.description import Description
+from transferstats.analysis.descriptives import MixComparisons
+from transferstats.analysis.diagnostics import VarianceInflation
+from transferstats.analysis.model import CONTRAST, IdentityPlan, ModelStructure
 from transferstats.analysis.spec import AnalysisSpec
+from transferstats.problems import Problem
 from transferstats.tasks import task_scope
 
-#: The comparison the toolkit exists for: the diversity effect minus the volume effect.
-CONTRAST = "diversity - volume"
+__all__ = ["CONTRAST", "AnalysisResult", "Comparison", "Effect", "FitSummary", "Heterogeneity",
+           "IdentityResult", "IntervalMethod", "PlainModel", "Verdict"]
+
 #: Columns of :attr:`AnalysisResult.effects`, in order.
 EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "bootstrap_se",
                   "percentile_ci_low", "percentile_ci_high", "p_value_wald", "chi2")
@@ -34,78 +45,219 @@ RANKING_COLUMNS = ("rank", "mix", "n_tasks", "examples", "mean", "ci_low", "ci_h
                    "n_subjects")
 
 
+@dataclass(frozen=True)
+class Effect:
+    """One fixed effect: estimate, its interval and tests (None where not estimated).
+
+    ``se`` is the model's (Wald) standard error; ``ci_low``/``ci_high`` the interval the
+    verdict reads, made as ``IntervalMethod.method`` says; ``p_value`` the ML likelihood-ratio
+    test of the term.
+    """
+
+    term: str
+    unit: str
+    estimate: float | None = None
+    se: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    p_value_wald: float | None = None
+    chi2: float | None = None
+    bootstrap_se: float | None = None
+    percentile_ci_low: float | None = None
+    percentile_ci_high: float | None = None
+
+    @property
+    def estimated(self) -> bool:
+        """Whether an estimate was made (not None, not NaN)."""
+        return self.estimate is not None and self.estimate == self.estimate
+
+    def to_dict(self) -> dict:
+        """Return the fields as a dict (``estimates.json``'s entry)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The contrast diversity - volume (all None where the grid does not vary both)."""
+
+    contrast: str
+    weights: dict[str, float]
+    direction: str
+    estimate: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    bootstrap_se: float | None = None
+    percentile_ci_low: float | None = None
+    percentile_ci_high: float | None = None
+    minimum_detectable_difference: float | None = None
+
+    @property
+    def estimated(self) -> bool:
+        """Whether an estimate was made (not None, not NaN)."""
+        return self.estimate is not None and self.estimate == self.estimate
+
+    def to_dict(self) -> dict:
+        """Return the fields as a dict (``estimates.json``'s entry)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict (one of :data:`transferstats.analysis.verdict.VERDICTS`) and why."""
+
+    value: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class FitSummary:
+    """What the REML fit of the primary model found."""
+
+    method: str
+    converged: bool
+    variance_components: dict[str, float]
+    residual_variance: float
+    on_boundary: tuple[str, ...]
+    reml_log_likelihood: float
+
+
+@dataclass(frozen=True)
+class IntervalMethod:
+    """How the primary model's intervals were made."""
+
+    resampling: str
+    method: str
+    resamples: int
+    seed: int
+    level: float
+    units: tuple[str, ...]
+    replicates: str
+    failed_resamples: int | None
+    t_df: float | None = None
+    plain_method: str | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    """The identity plan, each member's identity effect, and the test against the plain model."""
+
+    plan: IdentityPlan
+    tasks: tuple[dict, ...] = ()
+    test: dict | None = None
+
+    def to_dict(self) -> dict:
+        """Return the plan, the members' rows and the test as one dict."""
+        return asdict(self.plan) | {"tasks": list(self.tasks), "test": self.test}
+
+
+@dataclass(frozen=True)
+class PlainModel:
+    """The plain model (no identity effects) beside an identity-adjusted primary model."""
+
+    same_as_primary: bool
+    fitted: bool
+    formula: str
+    effects: tuple[Effect, ...]
+    comparison: Comparison
+    verdict: Verdict
+    failed_resamples: int | None
+    disagrees: bool = False
+    explained_by_composition: bool = False
+    disagreement_rule: str = ""
+    sentence: str = ""
+
+    def to_dict(self) -> dict:
+        """Return the fields as a dict, the verdict as ``verdict`` and ``verdict_reason``."""
+        values = asdict(self)
+        values |= {"effects": [e.to_dict() for e in self.effects],
+                   "verdict": self.verdict.value, "verdict_reason": self.verdict.reason}
+        return values
+
+
+@dataclass(frozen=True)
+class Heterogeneity:
+    """Whether the effects differ between targets (an ML likelihood-ratio test)."""
+
+    tested: bool
+    reason: str
+    chi2: float | None = None
+    df: int | None = None
+    p_value: float | None = None
+    differ: bool = False
+    terms: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    random: tuple[str, ...] = ()
+    formula: str = ""
+    n_failed: int = 0
+
+
 @dataclass
 class AnalysisResult:
     """The outcome of one analysis.
 
     Attributes
     ----------
-    estimates : dict
-        The ``estimates.json`` object (docs/statistics.md describes every key): ``outcome``,
-        ``n_rows``, ``n_runs``, ``effects`` (list of ``{term, estimate, ci_low, ci_high,
-        p_value, unit, ...}``), ``comparison``, ``verdict``, ``verdict_reason``,
-        ``minimum_detectable_difference``, ``bootstrap``, ``model`` (convergence, variance
-        components, boundary flags), ``design`` (diversity-volume correlation, VIF),
-        ``settings``, ``warnings``, ``source``; and ``identity`` (whether the primary model has
-        task identity effects, why, and one ``tasks`` entry per task), ``plain`` (the plain
-        model's ``effects``, ``comparison`` and ``verdict``, and whether it ``disagrees``),
-        ``per_target`` (one ``{target, term, estimate, ci_low, ci_high}`` per target and term),
-        ``heterogeneity`` (the test of per-target effects) and ``covariates``.
+    description : Description
+        What was analysed, built from the data and the settings before any fit: the model, the
+        members' kind, which factors vary, the outcome and why, the languages and splits, what
+        every filter left out (docs/statistics.md).
+    structure : ModelStructure
+        The model fitted: fixed terms, random factors, identity plan, contrasts.
+    terms : tuple of Effect
+        One per fixed term of the plain model's terms (design terms and covariates).
+    comparison : Comparison
+        The contrast diversity - volume.
+    decision : Verdict
+        The verdict and its reason.
+    intervals : IntervalMethod
+        How the intervals were made.
+    fit : FitSummary or None
+        The primary model's REML fit (None when the design blocked the fit).
+    identity, plain, heterogeneity
+        The identity effects, the plain model beside an identity-adjusted one, the test of
+        per-target effects.
+    coverage : dict or None
+        What the coverage study measured for a design like this one.
+    collinearity : VarianceInflation or None
+        Variance inflation factors of the fixed effects (None with fewer than two terms).
+    comparisons : MixComparisons
+        The repeated-measures ANOVA and the pairwise tests of the mixes, and those the design
+        left out with their reason (:func:`transferstats.analysis.descriptives.compare_mixes`).
     model_data : pandas.DataFrame
-        One row per observation that entered the model: ``run_id, model, mix, source_kind,
-        target_task, language, seed, diversity, volume, n_tasks, n_formats, effective_tasks,
-        examples`` (``n_formats`` is NaN for language mixes), the
-        outcome column named by ``estimates["outcome"]``, ``fitted`` and ``residual``.
-        ``diversity`` and ``volume`` are log2 values centred at the design centre; covariates are
-        centred at their mean; with task identity, ``share[<task>]`` holds each task's share.
+        One row per observation that entered the model, with ``fitted`` and ``residual``;
+        ``diversity`` and ``volume`` are log2 values centred at the design centre, covariates
+        centred at their mean; with identity effects ``share[<member>]`` holds each share.
     bootstrap_draws : pandas.DataFrame
-        One row per bootstrap resample of the primary model, one column per term (``diversity``,
-        ``volume``, maybe ``diversity:volume``, covariates, task shares), one for the contrast
-        ``diversity - volume`` and, with task identity, ``identity[<task>]`` and
-        ``identity[<task>] - mean``. With task identity effects the resamples are parametric
-        (:mod:`transferstats.analysis.parametric`), otherwise crossed cluster resamples.
-    improvement_table : pandas.DataFrame
-        The Phang et al. (2020) main-table layout in long form: ``mix, target_task, mean, ci_low,
-        ci_high, n_runs``; ``target_task == "average"`` holds each mix's average over targets.
-        Rows are in display order (mixes sorted by diversity then volume).
-    language_table : pandas.DataFrame
-        The outcome per language averaged over mixes and targets: ``language, mean, ci_low,
-        ci_high, n``; sorted by mean.
-    pairwise : pandas.DataFrame
-        Holm-corrected pairwise comparisons of mixes (pingouin ``pairwise_tests`` output, tidy);
-        empty past ``MAX_PAIRWISE_MIXES`` (36) mixes, where ``mix_ranking`` stands in.
-    interaction_table : pandas.DataFrame
-        Mean outcome per (``n_tasks``, ``volume_examples``) design cell: ``n_tasks,
-        volume_examples, mean, ci_low, ci_high, n``.
+        One row per bootstrap resample of the primary model, one column per output.
+    improvement_table, language_table, interaction_table, mix_ranking
+        Descriptive tables (see :mod:`transferstats.analysis.descriptives`).
     problems : pandas.DataFrame
-        Every warning met while loading and analysing (``file, location, severity, message``):
-        runs left out, resamples that failed, terms dropped. Errors never reach a result: they
-        raise :class:`~transferstats.problems.ResultsError`.
+        Every warning met while loading and analysing (``file, location, severity, message``).
     settings : AnalysisSpec
         The settings the analysis ran with (tasks given for the call included).
-    identity_table : pandas.DataFrame
-        One row per intermediate task when the primary model has identity effects (else empty):
-        ``task``, ``estimate`` with ``ci_low, ci_high`` (the outcome of a mix of that task alone
-        at the design's centre volume), ``relative`` with ``relative_ci_low, relative_ci_high``
-        (its difference from the mean over tasks), ``n_mixes``, ``mean_share`` (its mean share
-        in the mixes that hold it), ``resamples_without`` (resamples that gave no estimate)
-        and ``reference``.
-    per_target_table : pandas.DataFrame
-        One row per target and term (``diversity``, ``volume``, ``diversity - volume``; the
-        varied factor alone in a grid that varies one) of the per-target model: ``target, term,
-        estimate, ci_low, ci_high`` and the bootstrap details.
-    mix_ranking : pandas.DataFrame
-        Every mix ranked by its mean outcome, best first, with a t interval over its
-        target-language pairs: ``rank, mix, n_tasks, examples, mean, ci_low, ci_high,
-        n_subjects`` (:func:`transferstats.analysis.descriptives.mix_ranking`).
+    identity_table, per_target_table : pandas.DataFrame
+        Identity effects per member; effects per target and term.
     """
 
-    estimates: dict
+    description: Description
+    structure: ModelStructure
+    terms: tuple[Effect, ...]
+    comparison: Comparison
+    decision: Verdict
+    intervals: IntervalMethod
+    fit: FitSummary | None
+    identity: IdentityResult
+    plain: PlainModel
+    heterogeneity: Heterogeneity
+    coverage: dict | None
+    comparisons: MixComparisons
+    collinearity: VarianceInflation | None
     model_data: pd.DataFrame
     bootstrap_draws: pd.DataFrame
     improvement_table: pd.DataFrame
     language_table: pd.DataFrame
-    pairwise: pd.DataFrame
     interaction_table: pd.DataFrame
     problems: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROBLEM_COLUMNS))
     settings: AnalysisSpec = field(default_factory=AnalysisSpec)
@@ -117,18 +269,83 @@ class AnalysisResult:
         default_factory=lambda: pd.DataFrame(columns=RANKING_COLUMNS))
 
     @property
+    def pairwise(self) -> pd.DataFrame:
+        """Holm-corrected paired t tests between every two mixes (empty where left out)."""
+        return self.comparisons.pairwise
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning, one string each (the count the terminal prints is their number)."""
+        rows = self.problems[self.problems["severity"] == "warning"]
+        return [str(Problem(*row)) for row in
+                rows[["file", "location", "severity", "message"]].itertuples(index=False)]
+
+    def term(self, name: str) -> Effect | None:
+        """Return the :class:`Effect` of one term, or None when it is not in the model."""
+        return next((e for e in self.terms if e.term == name), None)
+
+    def to_dict(self) -> dict:
+        """Return the ``estimates.json`` object (docs/statistics.md describes every key)."""
+        from transferstats.analysis.verdict import VERDICTS
+
+        d = self.description
+        return _lists({
+            "description": d.to_dict(),
+            "outcome": d.outcome, "outcome_description": d.outcome_description,
+            "outcome_choice": d.outcome_reason, "source_kind": d.kind,
+            "diversity_measure": d.diversity, "diversity_description": d.diversity_description,
+            "n_rows": d.n_rows, "n_runs": d.n_runs, "n_mixes": len(d.mixes),
+            "targets": list(d.targets), "languages": list(d.languages),
+            "dropped": [asdict(x) for x in d.dropped],
+            "effects": [e.to_dict() for e in self.terms],
+            "comparison": self.comparison.to_dict(), "question": d.question,
+            "verdict": self.decision.value, "verdict_reason": self.decision.reason,
+            "verdict_values": VERDICTS,
+            "minimum_detectable_difference": self.comparison.minimum_detectable_difference,
+            "identity": self.identity.to_dict(), "plain": self.plain.to_dict(),
+            "per_target": self.per_target_table.to_dict("records"),
+            "heterogeneity": asdict(self.heterogeneity),
+            "covariates": [asdict(c) | {"unit": c.unit} for c in d.covariates],
+            "bootstrap": asdict(self.intervals), "coverage": self.coverage,
+            "model": self._model_dict(), "design": asdict(d.check),
+            "descriptives": self.comparisons.to_dict(),
+            "collinearity": None if self.collinearity is None else {
+                "vif": self.collinearity.table.to_dict("records"),
+                "limit": self.collinearity.limit, "warning": self.collinearity.warning},
+            "settings": {k: (list(v) if isinstance(v, tuple) else v)
+                         for k, v in vars(self.settings).items() if k != "tasks"}
+                        | {"tasks": [task.id for task in self.settings.tasks]},
+            "runs": {"complete": d.runs_complete, "failed": d.runs_failed},
+            "warnings": self.warnings, "source": asdict(d.source),
+        })
+
+    @cached_property
+    def estimates(self) -> dict:
+        """:meth:`to_dict`, computed once."""
+        return self.to_dict()
+
+    def _model_dict(self) -> dict:
+        structure = self.structure
+        values: dict = {"formula": structure.formula(True, self.description.words),
+                        "random": list(structure.random), "fixed": structure.primary_fixed,
+                        "notes": list(structure.notes)}
+        if self.fit is not None:
+            values |= asdict(self.fit) | {"on_boundary": list(self.fit.on_boundary)}
+        return values
+
+    @property
     def verdict(self) -> str:
         """The verdict (docs/statistics.md).
 
         ``supported``, ``refuted``, ``inconclusive`` or ``confounded`` when the grid varies
         diversity and volume; ``diversity_only`` or ``volume_only`` when it varies one of them.
         """
-        return self.estimates["verdict"]
+        return self.decision.value
 
     @property
     def verdict_reason(self) -> str:
         """One sentence saying why the verdict is what it is."""
-        return self.estimates["verdict_reason"]
+        return self.decision.reason
 
     @property
     def design(self) -> dict:
@@ -140,7 +357,7 @@ class AnalysisResult:
         log2 volume across mixes; None unless both vary), ``vif``, ``confounded``, ``reason``,
         ``diversity_levels``, ``volume_levels``, ``centre_log2``.
         """
-        return self.estimates["design"]
+        return asdict(self.description.check)
 
     @property
     def effects(self) -> pd.DataFrame:
@@ -156,7 +373,7 @@ class AnalysisResult:
         ``settings.interval`` says); ``p_value`` is the ML likelihood-ratio test of the term
         (none for the contrast: its evidence is its interval). Missing values are NaN.
         """
-        return _effect_frame(self.estimates["effects"], self.estimates["comparison"])
+        return _effect_frame(self.terms, self.comparison)
 
     @property
     def plain_effects(self) -> pd.DataFrame:
@@ -165,17 +382,16 @@ class AnalysisResult:
         The same as :attr:`effects` when the primary model is the plain one
         (``estimates["identity"]["used"]`` false).
         """
-        plain = self.estimates.get("plain") or {}
-        if not plain:
+        if self.plain.same_as_primary or not self.plain.fitted:
             return self.effects
-        return _effect_frame(plain["effects"], plain["comparison"])
+        return _effect_frame(self.plain.effects, self.plain.comparison)
 
     def effect(self, term: str) -> dict:
         """Return the ``estimates["effects"]`` entry of one term (``KeyError`` if not in the model)."""
-        for effect in self.estimates["effects"]:
-            if effect["term"] == term:
-                return effect
-        raise KeyError(term)
+        effect = self.term(term)
+        if effect is None:
+            raise KeyError(term)
+        return effect.to_dict()
 
     def summary(self) -> str:
         """Return the terminal summary as text: effects with intervals, the contrast, the verdict."""
@@ -213,16 +429,28 @@ class AnalysisResult:
             return result_html(self)
 
     def __repr__(self) -> str:
-        estimates = self.estimates
-        return (f"<AnalysisResult {estimates['outcome']}: verdict {self.verdict!r}, "
-                f"{estimates['n_runs']} runs, {estimates['n_mixes']} mixes>")
+        d = self.description
+        return (f"<AnalysisResult {d.outcome}: verdict {self.verdict!r}, "
+                f"{d.n_runs} runs, {len(d.mixes)} mixes>")
 
 
-def _effect_frame(effects: list[dict], comparison: dict) -> pd.DataFrame:
-    contrast = {"term": comparison["contrast"], "se": comparison.get("bootstrap_se"),
-                "unit": "points per doubling (diversity effect minus volume effect)"}
-    contrast |= {key: comparison.get(key) for key in EFFECT_COLUMNS if key not in contrast}
-    rows = [*effects, contrast] if comparison.get("estimate") is not None else list(effects)
-    frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows])
+def _lists(value):
+    """``value`` with every tuple a list, as JSON has them."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_lists(v) for v in value]
+    return value
+
+
+def _effect_frame(effects: tuple[Effect, ...], comparison: Comparison) -> pd.DataFrame:
+    rows = [e.to_dict() for e in effects]
+    if comparison.estimated:
+        contrast = comparison.to_dict() | {
+            "term": comparison.contrast, "se": comparison.bootstrap_se,
+            "unit": "points per doubling (diversity effect minus volume effect)"}
+        rows.append(contrast)
+    frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows],
+                         columns=list(EFFECT_COLUMNS))
     numeric = [c for c in EFFECT_COLUMNS if c not in ("term", "unit")]
     return frame.astype(dict.fromkeys(numeric, float))

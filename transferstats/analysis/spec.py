@@ -25,8 +25,9 @@ class AnalysisSpec:
     outcome: str = AUTO_OUTCOME
     diversity: str = "n_tasks"
     metric: str = "headline"
-    split: str = "test"
-    include_english: bool = False
+    split: str = "auto"
+    target_splits: tuple[tuple[str, str], ...] = ()
+    include_english: bool | str = "auto"
     interaction: bool = True
     target_mix: bool = True
     model: str = ""
@@ -37,6 +38,7 @@ class AnalysisSpec:
     level: float = 0.95
     interval: str = "bca"
     units: tuple[str, ...] = ("language", "mix")
+    scheduler: str = ""
     max_correlation: float = 0.9
     power: float = 0.8
     tasks: tuple[Task, ...] = ()
@@ -47,9 +49,15 @@ class AnalysisSpec:
 
         checks = [
             *((isinstance(getattr(self, key), str), key, "a string")
-              for key in ("name", "metric", "split", "model")),
+              for key in ("name", "metric", "split", "model", "scheduler")),
             *((isinstance(getattr(self, key), bool), key, "true or false")
-              for key in ("include_english", "interaction", "target_mix")),
+              for key in ("interaction", "target_mix")),
+            (self.include_english in (True, False, "auto"), "include_english",
+             'true, false or "auto"'),
+            (isinstance(self.target_splits, tuple)
+             and all(isinstance(pair, tuple) and len(pair) == 2
+                     and all(isinstance(x, str) and x for x in pair) for pair in self.target_splits),
+             "split", 'a split name, "auto", or a table of target = split'),
             (self.outcome in (AUTO_OUTCOME, *OUTCOMES), "outcome",
              f"one of {[AUTO_OUTCOME, *OUTCOMES]}"),
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
@@ -83,7 +91,7 @@ class AnalysisSpec:
 _SECTIONS = {
     "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
                  "interaction", "target_mix", "model", "identity", "covariates"),
-    "bootstrap": ("resamples", "seed", "level", "interval", "units"),
+    "bootstrap": ("resamples", "seed", "level", "interval", "units", "scheduler"),
     "verdict": ("max_correlation", "power"),
 }
 
@@ -102,8 +110,16 @@ def _flatten(document: dict, source: str) -> dict:
             if key not in _SECTIONS[section]:
                 raise ValueError(f"{source}: unknown key {key!r} in [{section}]; expected one of "
                                  f"{', '.join(_SECTIONS[section])}")
-            settings[key] = tuple(value) if isinstance(value, list) else value
+            settings |= _setting(key, value)
     return settings
+
+
+def _setting(key: str, value) -> dict:
+    """One setting as spec fields: ``split`` given as a table of target = split sets
+    ``target_splits`` (targets not in it are ``auto``)."""
+    if key == "split" and isinstance(value, dict):
+        return {"target_splits": tuple(sorted((str(k), v) for k, v in value.items()))}
+    return {key: tuple(value) if isinstance(value, list) else value}
 
 
 def _read_toml(path: Path) -> dict:
@@ -140,6 +156,22 @@ def read_tasks(source: TaskSource | list[TaskSource] | tuple[TaskSource, ...] | 
                      f"them, got {source!r}")
 
 
+def split_settings(values) -> dict:
+    """``--split`` values (``validation``, ``xnli=validation``) as spec fields: a bare split
+    applies to every target, ``target=split`` to one."""
+    settings: dict = {}
+    pairs = []
+    for value in values:
+        target, equals, split = str(value).partition("=")
+        if equals:
+            pairs.append((target.strip(), split.strip()))
+        else:
+            settings["split"] = target.strip()
+    if pairs:
+        settings["target_splits"] = tuple(sorted(pairs))
+    return settings
+
+
 def load_spec(path: str | Path | None = None, **overrides) -> AnalysisSpec:
     """Defaults, then the spec file at ``path`` (if any), then ``overrides`` that are not None.
 
@@ -159,8 +191,10 @@ def load_spec(path: str | Path | None = None, **overrides) -> AnalysisSpec:
     for key, value in overrides.items():
         if key == "covariates" and isinstance(value, str):
             value = (value,)  # one covariate given by name
-        if value is not None:
-            settings[key] = tuple(value) if isinstance(value, list) else value
+        if key == "split" and isinstance(value, list | tuple):
+            settings |= split_settings(value)
+        elif value is not None:
+            settings |= _setting(key, value)
     try:
         return AnalysisSpec(**settings)
     except ValueError as error:

@@ -9,7 +9,8 @@ from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
-                "interval", "interaction", "target_mix", "include_english", "identity", "covariates")
+                "interval", "interaction", "target_mix", "include_english", "identity", "covariates",
+                "scheduler")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "else score)")
     parser.add_argument("--diversity", choices=list(DIVERSITY_MEASURES), help="default: n_tasks")
     parser.add_argument("--metric", help="metric to analyse (default: each target's headline metric)")
-    parser.add_argument("--split", help="default: test")
+    parser.add_argument("--split", action="append", default=None, metavar="[TARGET=]SPLIT",
+                        help="the split analysed: SPLIT for every target or TARGET=SPLIT for one; "
+                             "repeatable (default: auto, each target's only split, else test)")
     parser.add_argument("--model", help="model to analyse when the results hold several")
     parser.add_argument("--resamples", type=int, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, help="bootstrap seed (default 0)")
@@ -50,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "target_in_mix; repeatable")
     parser.add_argument("--jobs", type=int, default=None,
                         help="bootstrap worker processes (default: all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="refit the resamples on this Dask scheduler (tcp://host:8786; needs "
+                             "the dask extra; default: DASK_SCHEDULER_ADDRESS if set, else local "
+                             "processes; 'local': local processes)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -90,13 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stand-in (default 20; 0: uncalibrated Wald intervals)")
     parser.add_argument("--jobs", type=_positive_int, default=None,
                         help="worker processes (default: all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run the simulations on this Dask scheduler (tcp://host:8786; needs "
+                             "the dask extra; default: DASK_SCHEDULER_ADDRESS if set, else local "
+                             "processes; 'local': local processes)")
 
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.text import Text
 
     from transferstats.analysis.power import PowerError
     from transferstats.grid.spec import SpecError, load_grid
+    from transferstats.parallel import SchedulerError
     from transferstats.problems import ResultsError, print_problems
 
     console, errors = Console(), Console(stderr=True)
@@ -111,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         print_problems(error.problems, errors)
         errors.print("[bold red]the pilot cannot be used: fix the errors above[/]")
         return 2
-    except PowerError as error:
-        errors.print(f"[red]error:[/red] {error}", highlight=False, markup=False)
+    except (PowerError, SchedulerError) as error:
+        errors.print(Text.assemble(("error: ", "red"), str(error)), highlight=False)
         return 2
 
 
@@ -132,7 +138,8 @@ def _run(args, grid, console) -> int:
     calibration = pw.CALIBRATION_GRIDS if args.calibration is None else args.calibration
     result = pw.power_analysis(design, args.difference, components=components, power=args.power,
                                simulations=args.simulations, seed=args.seed, n_jobs=args.jobs,
-                               progress=console.is_terminal, calibration_grids=calibration)
+                               progress=console.is_terminal, calibration_grids=calibration,
+                               scheduler=args.scheduler)
     out = args.out or Path("reports") / f"power-{grid.name}"
     figures = pw.save_figures(pw.power_curve_figure(result), out, "power_curve")
     _print_result(console, result, notes, figures)
@@ -151,7 +158,7 @@ def _run(args, grid, console) -> int:
                                    n_jobs=args.jobs, progress=console.is_terminal,
                                    inflation=_inflation(result),
                                    inflation_identity=bool(result.model.identity.get("used")),
-                                   calibration_grids=min(calibration, 8))
+                                   calibration_grids=min(calibration, 8), scheduler=args.scheduler)
         result.designs += search.rows
         cost = pw.save_figures(pw.cost_power_figure(search.rows, args.power, result.designs[0]),
                                out, "cost_power")

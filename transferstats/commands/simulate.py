@@ -30,19 +30,25 @@ def _pair(text: str) -> tuple[str, float]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="folder to write the runs into (created), or a .csv file for "
                                     "one flat table")
-    parser.add_argument("--kind", choices=["task", "language"], default="task",
+    parser.add_argument("--kind", choices=["task", "language"], default=None,
                         help="what the mixes are made of: English intermediate tasks (default) "
                              "or source languages. 'language' changes the defaults to twelve "
                              "source languages, the targets xnli, pawsx, xquad, mlqa and tydiqa, "
                              "one seed, no baseline and --in-mix-effect 6 (docs/api.md)")
+    parser.add_argument("--preset", choices=["realistic"], default=None,
+                        help="realistic: the variance components and correlated target-specific "
+                             "slopes of a public 1,079-mix language grid (target SD 5.6, "
+                             "target-language SD 9.2, mix SD 0.69, residual 5.0, slope SDs 5.9 "
+                             "and 3.1, correlation -0.98; docs/statistics.md), for --kind "
+                             "language unless --kind task is given; options override it")
     effects = parser.add_argument_group("effects (points of the headline metric)")
-    effects.add_argument("--diversity-effect", type=float, default=1.0,
+    effects.add_argument("--diversity-effect", type=float, default=None,
                          help="per doubling of the number of intermediate tasks (default 1.0)")
-    effects.add_argument("--volume-effect", type=float, default=0.5,
+    effects.add_argument("--volume-effect", type=float, default=None,
                          help="per doubling of intermediate examples (default 0.5)")
-    effects.add_argument("--interaction", type=float, default=0.0,
+    effects.add_argument("--interaction", type=float, default=None,
                          help="diversity x volume, per doubling of each (default 0)")
-    effects.add_argument("--intercept", type=float, default=1.5,
+    effects.add_argument("--intercept", type=float, default=None,
                          help="mean improvement at the design centre (default 1.5)")
     effects.add_argument("--in-mix-effect", type=float, default=None,
                          help="points at full share of what is evaluated in the mix (the target's "
@@ -69,15 +75,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     identity.add_argument("--target-volume-effect", dest="target_volume_effects", type=_pair,
                           action="append", default=None, metavar="TARGET=POINTS",
                           help="a target's own volume effect; repeatable")
-    identity.add_argument("--target-diversity-sd", type=float, default=0.0,
+    identity.add_argument("--target-diversity-sd", type=float, default=None,
                           help="SD across targets of their diversity effects (default 0)")
-    identity.add_argument("--target-volume-sd", type=float, default=0.0,
+    identity.add_argument("--target-volume-sd", type=float, default=None,
                           help="SD across targets of their volume effects (default 0)")
+    identity.add_argument("--target-slope-correlation", type=float, default=None,
+                          help="correlation across targets of their diversity and volume "
+                               "effects, drawn as a bivariate normal pair (default 0)")
+    identity.add_argument("--uncentred-target-slopes", dest="centre_target_slopes",
+                          action="store_false", default=None,
+                          help="draw the targets' slopes around the common effects without "
+                               "centring them, so the common effects are the population "
+                               "average and the simulated targets average to something else, "
+                               "as in a real grid (default: centred)")
     spread = parser.add_argument_group("standard deviations")
     for name, default in (("target-sd", 1.0), ("language-sd", 0.8), ("target-language-sd", 0.6),
                           ("mix-sd", 0.5), ("seed-sd", 1.0)):
-        spread.add_argument(f"--{name}", type=float, default=default, help=f"default {default}")
-    spread.add_argument("--target-mix-sd", type=float, default=0.5,
+        spread.add_argument(f"--{name}", type=float, default=None, help=f"default {default}")
+    spread.add_argument("--target-mix-sd", type=float, default=None,
                         help="target-by-mix: how much a mix helps some targets more than others "
                              "(default 0.5; 0 gives every target the same mix effect)")
     grid = parser.add_argument_group("grid")
@@ -102,13 +117,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from transferstats.simulate import LANGUAGE_GRID, SimulationSettings, simulate_results
+    from transferstats.simulate import (
+        LANGUAGE_GRID,
+        REALISTIC_COMPONENTS,
+        SimulationSettings,
+        simulate_results,
+    )
 
     names = {f.name for f in fields(SimulationSettings)}
     values: dict[str, Any] = {key: tuple(value) if isinstance(value, list) else value
                               for key, value in vars(args).items()
                               if key in names and value is not None}
-    if args.kind == "language":
+    if args.preset == "realistic":
+        values = REALISTIC_COMPONENTS | values
+    if (args.kind or ("language" if args.preset == "realistic" else "task")) == "language":
         values = LANGUAGE_GRID | values
     try:
         settings = SimulationSettings(**values)
@@ -116,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"error: {error}", style="red", markup=False)
         return 2
     out = simulate_results(args.out, settings, progress=True)
+    average = settings.realised()["target_average_slopes"]
     Console().print(f"wrote simulated results to [bold]{out}[/] "
                     f"(true diversity effect {settings.diversity_effect}, volume effect "
-                    f"{settings.volume_effect}, interaction {settings.interaction})")
+                    f"{settings.volume_effect}, interaction {settings.interaction}; the "
+                    f"simulated targets' own slopes average {average['diversity']:.3g} and "
+                    f"{average['volume']:.3g})")
     return 0

@@ -104,7 +104,8 @@ def import_results(format: str, source: str | Path, manifest: str | Path, out: s
         raise ResultsError([Problem(str(out), "", "error", "not a folder: --out is the results "
                                                            "folder to write the runs into")])
     with task_scope(tasks):
-        plan = read_manifest(manifest, reader.REQUIRED_KEYS, reader.OPTIONAL_KEYS)
+        plan = read_manifest(manifest, reader.REQUIRED_KEYS, reader.OPTIONAL_KEYS,
+                             reader.SELECTORS)
         runs = _read_source(reader, source, plan)
         new, unchanged, problems = _compare_with_out(runs, out, plan)
         if problems:
@@ -131,10 +132,11 @@ def _read_source(reader: ModuleType, source: Path, plan: Manifest) -> list[Impor
         used |= {entry.index for entry in entries}
         place = str(source_run.files[0])
         if not entries:
+            recorded = f", model_name {source_run.model_name!r}" if source_run.model_name else ""
             problems.append(Problem(place, "", "error",
                                     f"no manifest entry for this run (folder "
-                                    f"{source_run.name!r}): add a [[runs]] entry selecting it "
-                                    f"to {plan.path}"))
+                                    f"{source_run.name!r}{recorded}): add a [[runs]] entry "
+                                    f"selecting it to {plan.path}"))
         elif len(entries) > 1:
             problems.append(Problem(place, "", "error",
                                     f"selected by several manifest entries "
@@ -149,10 +151,9 @@ def _read_source(reader: ModuleType, source: Path, plan: Manifest) -> list[Impor
             problems += build_problems
     for entry in plan.entries:
         if entry.index not in used:
-            selector = f"files = {entry.files!r}" if entry.files is not None else \
-                f"run = {entry.run!r}"
             problems.append(Problem(plan.path, entry.label, "error",
-                                    f"selects no source run in {source} ({selector})"))
+                                    f"selects no source run in {source} ({entry.selector}); "
+                                    f"{_what_exists(entry, source_runs)}"))
     first_of: dict[str, ImportedRun] = {}
     for run in runs:
         other = first_of.setdefault(run.run_id, run)
@@ -164,6 +165,26 @@ def _read_source(reader: ModuleType, source: Path, plan: Manifest) -> list[Impor
     if problems:
         raise ResultsError(problems)
     return runs
+
+
+#: How many names a selection that matches nothing lists of those that exist.
+LISTED_NAMES = 12
+
+
+def _what_exists(entry: Entry, source_runs: list[SourceRun]) -> str:
+    """The names an entry's selector could have matched: result files for ``files``, folders
+    for ``run``, recorded model names for ``model_name``."""
+    names: list[str | None]
+    if entry.files is not None:
+        what, names = "result files", [label for run in source_runs for label in run.labels]
+    elif entry.model_name is not None:
+        what, names = "model names recorded", [run.model_name for run in source_runs]
+    else:
+        what, names = "run folders", [run.name for run in source_runs]
+    names = list(dict.fromkeys(names))
+    shown = ", ".join("(none)" if name is None else repr(name) for name in names[:LISTED_NAMES])
+    more = f" and {len(names) - LISTED_NAMES} more" if len(names) > LISTED_NAMES else ""
+    return f"the {what} there: {shown}{more}"
 
 
 def _build_runs(format: str, source_run: SourceRun, entry: Entry, reading: Reading,

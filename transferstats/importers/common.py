@@ -39,12 +39,14 @@ class SourceRun:
 
     ``name`` is its folder relative to SOURCE (SOURCE's own name when the run is SOURCE itself);
     ``files`` are the result files read, ``labels`` the same relative to SOURCE (what a
-    manifest's ``files`` glob is matched against).
+    manifest's ``files`` glob is matched against); ``model_name`` the evaluated model as the
+    tool recorded it, where it does (lm-evaluation-harness; a manifest's ``model_name``).
     """
 
     name: str
     files: tuple[Path, ...]
     labels: tuple[str, ...]
+    model_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,13 @@ class Score:
     key: str
     raw: float
     scale: str
+    stderr: float | None = None
 
     def row(self) -> dict:
-        """The ``scores.jsonl`` line."""
-        return {"language": self.language, "metric": self.metric, "split": self.split,
-                "value": self.value, "n_examples": self.n_examples}
+        """The ``scores.jsonl`` line (``stderr`` only when the tool reported one)."""
+        row = {"language": self.language, "metric": self.metric, "split": self.split,
+               "value": self.value, "n_examples": self.n_examples}
+        return row if self.stderr is None else row | {"stderr": self.stderr}
 
 
 @dataclass
@@ -99,11 +103,13 @@ def find_runs(source: Path, patterns: tuple[str, ...]) -> dict[Path, list[Path]]
     return dict(sorted(found.items()))
 
 
-def source_run(source: Path, folder: Path, files: list[Path]) -> SourceRun:
+def source_run(source: Path, folder: Path, files: list[Path],
+               model_name: str | None = None) -> SourceRun:
     """The :class:`SourceRun` of ``folder``'s ``files``, named relative to ``source``."""
     name = folder.relative_to(source).as_posix()
     return SourceRun(name=source.resolve().name if name == "." else name, files=tuple(files),
-                     labels=tuple(path.relative_to(source).as_posix() for path in files))
+                     labels=tuple(path.relative_to(source).as_posix() for path in files),
+                     model_name=model_name)
 
 
 def read_json_object(path: Path) -> tuple[dict | None, list[Problem]]:
@@ -156,15 +162,30 @@ def qa_percent_scale(target: str) -> str:
     return "percent" if get_task(target).format == "extractive_qa" else "fraction"
 
 
+def _percent(value: float, scale: str) -> float:
+    # Rounded so that 0.4 reads as 40.0, not 40.00000000000001.
+    return round(value * 100, 10) if scale == "fraction" else value
+
+
 def make_score(*, target: str, language: str, metric: str, split: str, value: object,
-               n_examples: object, scale: str, file: Path, key: str) -> Score | Problem:
-    """A :class:`Score` in percent (``fraction`` values times 100), or the problem with ``value``."""
+               n_examples: object, scale: str, file: Path, key: str,
+               stderr: object = None, stderr_key: str = "") -> Score | Problem:
+    """A :class:`Score` in percent (``fraction`` values times 100), or the problem with ``value``
+    or ``stderr``.
+
+    ``stderr`` is the score's standard error on the value's scale, read from ``stderr_key``;
+    ``None`` (and lm-evaluation-harness's ``"N/A"``, written where it computed none) leaves it
+    out.
+    """
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return Problem(str(file), key, "error", f"expected a number, got {value!r}")
+    given = stderr is not None and stderr != "N/A"
+    if given and (not isinstance(stderr, (int, float)) or isinstance(stderr, bool)):
+        return Problem(str(file), stderr_key, "error",
+                       f"expected a standard error (a number, or \"N/A\"), got {stderr!r}")
     examples = n_examples if isinstance(n_examples, int) and not isinstance(n_examples, bool) \
         else None
     return Score(target_task=target, language=language, metric=metric, split=split,
-                 # Rounded so that 0.4 reads as 40.0, not 40.00000000000001.
-                 value=round(value * 100, 10) if scale == "fraction" else value,
-                 n_examples=examples,
-                 file=str(file), key=key, raw=value, scale=scale)
+                 value=_percent(value, scale), n_examples=examples,
+                 file=str(file), key=key, raw=value, scale=scale,
+                 stderr=_percent(stderr, scale) if isinstance(stderr, (int, float)) else None)

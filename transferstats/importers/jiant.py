@@ -44,6 +44,7 @@ WHAT = "val_metrics.json"
 METRICS_FILE = "val_metrics.json"
 CONFIG_FILES = ("args.json", "simple_run_config.json")
 # The model and seed are in the run configuration; the manifest may still give (override) them.
+SELECTORS = ("files", "run")
 REQUIRED_KEYS = frozenset({"mix"})
 OPTIONAL_KEYS = frozenset({"model", "model_short", "seed", "metrics", "targets", "skip_tasks",
                            "scale", "split"})
@@ -82,7 +83,7 @@ def read(run: SourceRun, entry: Entry) -> Reading:
             metric = entry.metrics.get(name)
             if metric is not None:
                 reading.add(make_score(target=target, language=language, metric=metric,
-                                       split=entry.split or SPLIT, value=value, n_examples=None,
+                                       split=entry.split_of(target) or SPLIT, value=value, n_examples=None,
                                        scale=entry.scale or qa_percent_scale(target), file=file,
                                        key=f"{task}.metrics.minor.{name}"))
     return reading

@@ -14,7 +14,8 @@ manifest (TOML) says so; docs/importers.md documents it with an example per form
 
     [[runs]]
     files = "mnli-squad-s1/*"         # a glob on result files relative to SOURCE, or
-    # run = "mnli-squad-s1"           # a run's folder relative to SOURCE
+    # run = "mnli-squad-s1"           # a run's folder relative to SOURCE, or
+    # model_name = "*/mnli-squad-s1"  # (lm-eval) a glob on the model name its results record
     mix = "mnli-squad"                # a [mixes] name, or "none" (the baseline)
     seed = 1
 
@@ -35,13 +36,17 @@ from transferstats.importers.common import DEFAULT_METRICS, DEFAULT_TARGETS, SCA
 from transferstats.languages import is_language_code, language_code_problem
 from transferstats.problems import Problem, ResultsError
 from transferstats.results import BASELINE_MIX
-from transferstats.tasks import get_task, is_known
+from transferstats.tasks import get_task, is_known, unknown_task_message
 
 #: Keys of a ``[[runs]]`` entry; which ones a format requires or accepts is its own
-#: ``REQUIRED_KEYS`` / ``OPTIONAL_KEYS``. ``files`` or ``run`` (one of them) select source runs.
+#: ``REQUIRED_KEYS`` / ``OPTIONAL_KEYS``. One of the format's ``SELECTORS`` (of these) selects
+#: source runs.
 RUN_KEYS = ("model", "model_short", "mix", "seed", "target_task", "language", "metrics",
             "targets", "skip_tasks", "scale", "split")
-SELECTORS = ("files", "run")
+SELECTORS = ("files", "run", "model_name")
+SELECTOR_MEANING = {"files": "a glob on result files relative to SOURCE",
+                    "run": "a run folder relative to SOURCE",
+                    "model_name": "a glob on the model name recorded in the results"}
 MIX_KEYS = ("members", "kind", "sampling")
 KINDS = ("task", "language")
 SAMPLING = ("proportional", "temperature", "uniform")
@@ -89,18 +94,37 @@ class Entry:
     targets: dict[str, str] = field(default_factory=dict)
     skip_tasks: tuple[str, ...] = ()
     scale: str | None = None
-    split: str | None = None
+    split: str | dict[str, str] | None = None
+    model_name: str | None = None
 
     @property
     def label(self) -> str:
         """``runs[<index>]``, as problems name the entry."""
         return f"runs[{self.index}]"
 
+    @property
+    def selector(self) -> str:
+        """The entry's selector as the manifest gives it (``run = 'mnli-s1'``)."""
+        key = next(key for key in SELECTORS if getattr(self, key) is not None)
+        return f"{key} = {getattr(self, key)!r}"
+
     def matches(self, source_run: SourceRun) -> bool:
-        """Whether this entry selects ``source_run`` (by file glob or by folder name)."""
+        """Whether this entry selects ``source_run``: by file glob, by folder, or by a glob on
+        the recorded model name, whole or its last path part (``*/tiny-s1`` and ``tiny-s1``
+        both select ``/tmp/models/tiny-s1``)."""
         if self.files is not None:
             return any(fnmatch.fnmatchcase(label, self.files) for label in source_run.labels)
+        if self.model_name is not None:
+            name = source_run.model_name
+            return name is not None and any(
+                fnmatch.fnmatchcase(candidate, self.model_name)
+                for candidate in (name, re.split(r"[\\/]", name.rstrip("/\\"))[-1]))
         return source_run.name == self.run
+
+    def split_of(self, target: str) -> str | None:
+        """The split the manifest gives for ``target``'s scores, if any (one for every target,
+        or a table by target id)."""
+        return self.split.get(target) if isinstance(self.split, dict) else self.split
 
 
 @dataclass(frozen=True)
@@ -112,9 +136,10 @@ class Manifest:
     entries: tuple[Entry, ...]
 
 
-def read_manifest(path: str | Path, required: frozenset[str], optional: frozenset[str]
-                  ) -> Manifest:
-    """Read and validate a manifest for a format with these ``required`` / ``optional`` run keys.
+def read_manifest(path: str | Path, required: frozenset[str], optional: frozenset[str],
+                  selectors: tuple[str, ...] = ("files", "run")) -> Manifest:
+    """Read and validate a manifest for a format with these ``required`` / ``optional`` run keys
+    and these ``selectors`` (of :data:`SELECTORS`).
 
     Task ids (mix members of kind ``task``, ``target_task``, ``targets``) are checked against
     the task registry, so call it inside ``task_scope`` when the user registered their own.
@@ -144,7 +169,7 @@ def read_manifest(path: str | Path, required: frozenset[str], optional: frozense
     for key in given_defaults.keys() & set(SELECTORS):
         report(f"defaults.{key}", f"{key!r} selects the source runs of one [[runs]] entry; it "
                                   "cannot be a default")
-    defaults = _read_run_keys(given_defaults, "defaults", allowed, mixes, report)
+    defaults = _read_run_keys(given_defaults, "defaults", allowed, mixes, report, selectors)
     runs = document.get("runs")
     if runs is None:
         report("runs", "missing: give one [[runs]] table per source run (or glob of them)")
@@ -152,8 +177,8 @@ def read_manifest(path: str | Path, required: frozenset[str], optional: frozense
     elif not isinstance(runs, list) or not all(isinstance(table, dict) for table in runs):
         report("runs", "must be an array of tables ([[runs]])")
         runs = []
-    entries = [_read_entry(index, table, set(given_defaults), defaults, required, allowed,
-                           mixes, report)
+    entries = [_read_entry(index, table, set(given_defaults), defaults,
+                           (required, allowed, selectors), mixes, report)
                for index, table in enumerate(runs)]
     if problems:
         raise ResultsError(problems)
@@ -218,8 +243,7 @@ def _check_members(members: dict, kind: str, where: str, report: Report) -> bool
             report(f"{where}.{member}", language_code_problem(member))
             ok = False
         elif kind == "task" and not is_known(member):
-            report(f"{where}.{member}", f"unknown task id {member!r}; register it first "
-                                        "(--tasks FILE.toml)")
+            report(f"{where}.{member}", unknown_task_message(member, "intermediate"))
             ok = False
         elif kind == "task" and get_task(member).role != "intermediate":
             report(f"{where}.{member}", f"{member!r} is a target task, not an intermediate task")
@@ -232,9 +256,9 @@ def _check_members(members: dict, kind: str, where: str, report: Report) -> bool
 
 
 def _read_run_keys(table: dict, where: str, allowed: frozenset[str], mixes: dict[str, Mix | None],
-                   report: Report) -> dict:
+                   report: Report, selectors: tuple[str, ...]) -> dict:
     """The checked values of a ``[[runs]]`` entry's or ``[defaults]``'s run keys; a bad value
-    is reported and left out."""
+    is reported and left out. ``selectors`` are the format's, named with the keys it takes."""
     checked: dict = {}
     for key, value in table.items():
         if key in SELECTORS:
@@ -242,7 +266,7 @@ def _read_run_keys(table: dict, where: str, allowed: frozenset[str], mixes: dict
         place = f"{where}.{key}"
         if key not in RUN_KEYS:
             report(place, f"unknown key {key!r}; expected one of "
-                          f"{', '.join(sorted(allowed | set(SELECTORS)))}")
+                          f"{', '.join(sorted(allowed | set(selectors)))}")
         elif key not in allowed:
             report(place, f"{key!r} is not a key of this format: it takes "
                           f"{', '.join(sorted(allowed))}")
@@ -268,10 +292,19 @@ def _check_value(key: str, value: object, mixes: dict[str, Mix | None], place: s
             if not bad:
                 return value
             for target in bad:
-                report(place, f"{target!r} is not a target task id; register it first "
-                              "(--tasks FILE.toml)")
+                report(place, _not_a_target(target))
         else:
             return value
+    elif key == "split" and isinstance(value, dict):
+        bad = [target for target in value if not _is_target(target)]
+        for target in bad:
+            report(f"{place}.{target}", f"{_not_a_target(target)} (the table gives the split "
+                                        "of each target task id)")
+        for target, split in value.items():
+            if not isinstance(split, str) or not split:
+                report(f"{place}.{target}", f"expected a non-empty string, got {split!r}")
+                bad.append(target)
+        return None if bad else value
     elif key == "skip_tasks":
         if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
             return tuple(value)
@@ -284,7 +317,7 @@ def _check_value(key: str, value: object, mixes: dict[str, Mix | None], place: s
     elif key == "model_short" and not _SAFE_NAME.match(value):
         report(place, f"{value!r} must be letters, digits, '_' or '-' (it names the run folders)")
     elif key == "target_task" and not _is_target(value):
-        report(place, f"unknown target task {value!r}; register it first (--tasks FILE.toml)")
+        report(place, _not_a_target(value))
     elif key == "scale" and value not in SCALES:
         report(place, f"must be one of {', '.join(SCALES)}, got {value!r}")
     else:
@@ -296,21 +329,34 @@ def _is_target(task_id: str) -> bool:
     return is_known(task_id) and get_task(task_id).role == "target"
 
 
+def _not_a_target(task_id: str) -> str:
+    """Why ``task_id`` is no target task: an intermediate task, or unknown."""
+    if is_known(task_id):
+        return f"{task_id!r} is an intermediate task, not a target task"
+    return unknown_task_message(task_id, "target")
+
+
 def _read_entry(index: int, table: dict, default_keys: set[str], defaults: dict,
-                required: frozenset[str], allowed: frozenset[str], mixes: dict[str, Mix | None],
-                report: Report) -> Entry | None:
-    """The entry with its defaults, or ``None`` when something is wrong with it (reported)."""
+                keys: tuple[frozenset[str], frozenset[str], tuple[str, ...]],
+                mixes: dict[str, Mix | None], report: Report) -> Entry | None:
+    """The entry with its defaults, or ``None`` when something is wrong with it (reported).
+
+    ``keys`` are the format's required and allowed run keys and its selectors."""
+    required, allowed, accepted = keys
     where = f"runs[{index}]"
     selectors = [key for key in SELECTORS if key in table]
-    ok = len(selectors) == 1
-    if not ok:
-        report(where, "give exactly one of 'files' (a glob on result files relative to SOURCE) "
-                      "and 'run' (a run folder relative to SOURCE)")
+    ok = len(selectors) == 1 and selectors[0] in accepted
+    if len(selectors) != 1:
+        choices = [f"{key!r} ({SELECTOR_MEANING[key]})" for key in accepted]
+        report(where, f"give exactly one of {', '.join(choices[:-1])} or {choices[-1]}")
+    elif not ok:
+        report(f"{where}.{selectors[0]}", f"{selectors[0]!r} does not select runs of this "
+                                          f"format: it takes {', '.join(accepted)}")
     for key in selectors:
         if not isinstance(table[key], str) or not table[key]:
             report(f"{where}.{key}", f"expected a non-empty string, got {table[key]!r}")
             ok = False
-    own = _read_run_keys(table, where, allowed, mixes, report)
+    own = _read_run_keys(table, where, allowed, mixes, report, accepted)
     ok = ok and set(table) <= {*SELECTORS, *own}
     for key in sorted(required - table.keys() - default_keys):
         report(f"{where}.{key}", "missing required key (give it here or in [defaults])")
@@ -328,4 +374,4 @@ def _read_entry(index: int, table: dict, default_keys: set[str], defaults: dict,
     tables = {key: {**builtin, **defaults.get(key, {}), **own.get(key, {})}
               for key, builtin in (("metrics", DEFAULT_METRICS), ("targets", DEFAULT_TARGETS))}
     return Entry(index=index, mix=mix, files=table.get("files"), run=table.get("run"),
-                 **(values | tables))
+                 model_name=table.get("model_name"), **(values | tables))

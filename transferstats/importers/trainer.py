@@ -35,6 +35,7 @@ NAME = "hf-trainer"
 WHAT = "all_results.json, eval_results.json, test_results.json or predict_results.json"
 ALL_RESULTS = "all_results.json"
 PATTERNS = (ALL_RESULTS, "eval_results.json", "test_results.json", "predict_results.json")
+SELECTORS = ("files", "run")
 REQUIRED_KEYS = frozenset({"model", "mix", "seed", "target_task"})
 OPTIONAL_KEYS = frozenset({"model_short", "language", "metrics", "scale", "split"})
 #: ``metric_key_prefix`` -> the contract's split.
@@ -74,7 +75,7 @@ def read(run: SourceRun, entry: Entry) -> Reading:
                     "manifest gives no `language` for this run"))
                 continue
             reading.add(make_score(target=target, language=language, metric=entry.metrics[name],
-                                   split=entry.split or SPLITS[prefix], value=value,
+                                   split=entry.split_of(target) or SPLITS[prefix], value=value,
                                    n_examples=metrics.get(key.removesuffix(name) + "samples"),
                                    scale=entry.scale or qa_percent_scale(target), file=file,
                                    key=key))

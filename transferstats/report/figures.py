@@ -267,7 +267,7 @@ def interaction_plot(cells: pd.DataFrame, outcome_label: str = "Improvement (poi
 
 @_paper_style
 def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improvement (points)",
-               confidence: float = 0.95) -> Figure:
+               confidence: float = 0.95, words: MemberWords = TASK_WORDS) -> Figure:
     """Mean outcome at each level of the one factor a grid varies, with intervals.
 
     What the interaction plot becomes when only diversity (a fixed-budget grid) or only volume
@@ -285,6 +285,8 @@ def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improveme
         y-axis label, with the unit.
     confidence:
         Level of the error bars, for the axis label.
+    words:
+        What the members are (tasks or languages), for the x-axis label.
 
     Returns
     -------
@@ -306,8 +308,8 @@ def level_plot(cells: pd.DataFrame, factor: str, outcome_label: str = "Improveme
     # Many levels (a fixed budget over 1 to 52 tasks) would overprint: label about ten of them.
     step = max(1, math.ceil(len(levels) / 10))
     axes.set_xticklabels([label if i % step == 0 else "" for i, label in enumerate(labels)])
-    axes.set_xlabel("Intermediate tasks in the mix (log2 scale)" if factor == "diversity"
-                    else "Intermediate examples (log2 scale)")
+    axes.set_xlabel(f"{words.qualified_plural.capitalize()} in the mix (log2 scale)"
+                    if factor == "diversity" else f"{words.examples.capitalize()} (log2 scale)")
     axes.set_ylabel(f"{outcome_label}\n({format_level(confidence)} CI over mixes)")
     return figure
 

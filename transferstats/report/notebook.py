@@ -9,7 +9,6 @@ import io
 import matplotlib as mpl
 from markupsafe import escape
 
-from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
 from transferstats.report import figures, tables
 from transferstats.report.render import verdict_meaning
@@ -28,21 +27,22 @@ def _png(figure) -> str:
 
 def result_html(result: AnalysisResult) -> str:
     """HTML for a notebook cell: verdict with its reason, effects table, forest plot."""
-    estimates = result.estimates
-    level = estimates["bootstrap"]["level"]
-    verdict = estimates["verdict"]
-    meaning = verdict_meaning(verdict, member_words(estimates.get("source_kind")))
+    d = result.description
+    level = result.intervals.level
+    verdict = result.verdict
+    meaning = verdict_meaning(verdict, d.words)
+    effects = [e.to_dict() for e in result.terms]
+    comparison = result.comparison.to_dict()
     parts = [
         f"<div><p><strong style='color:{VERDICT_COLOUR[verdict]}'>verdict: {escape(verdict)}"
         f"</strong> &mdash; {escape(meaning)}.</p>",
-        f"<p>{escape(estimates['verdict_reason'])}.</p>",
-        tables.to_html(tables.effects_table(estimates["effects"], estimates["comparison"], level)),
+        f"<p>{escape(result.verdict_reason)}.</p>",
+        tables.to_html(tables.effects_table(effects, comparison, level)),
     ]
-    if any(effect["estimate"] is not None for effect in estimates["effects"]):
-        forest = figures.effects_forest(estimates["effects"], estimates["comparison"],
-                                        estimates["outcome"], level)
+    if any(e.estimated for e in result.terms):
+        forest = figures.effects_forest(effects, comparison, d.outcome, level)
         parts.append(f"<img alt='forest plot of the effects' src='data:image/png;base64,{_png(forest)}'>")
-    parts.append(f"<p><small>{estimates['n_runs']} runs, {estimates['n_rows']} rows, "
-                 f"{estimates['n_mixes']} mixes; {len(estimates['warnings'])} warning(s). "
+    parts.append(f"<p><small>model {escape(d.model)}: {d.n_runs} runs, {d.n_rows} rows, "
+                 f"{len(d.mixes)} mixes; {len(result.warnings)} warning(s). "
                  "<code>result.write_report(path)</code> writes the full report.</small></p></div>")
     return "\n".join(parts)

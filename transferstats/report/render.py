@@ -38,9 +38,10 @@ from scipy import stats
 from transferstats import __version__
 from transferstats.analysis.coverage import coverage_sentence
 from transferstats.analysis.derive import NO_BASELINE_CHOICE
-from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES
-from transferstats.analysis.members import MemberWords, member_words
+from transferstats.analysis.descriptives import MAX_PAIRWISE_MIXES, RmAnova
+from transferstats.analysis.members import MemberWords
 from transferstats.analysis.result import CONTRAST, AnalysisResult
+from transferstats.analysis.verdict import MAX_FAILED_SHARE
 from transferstats.problems import Problem, write_problems
 from transferstats.report import figures, tables
 from transferstats.report.tables import (
@@ -57,18 +58,16 @@ from transferstats.report.tables import (
     outcome_label,
     target_label,
 )
+from transferstats.tasks import get_task, is_builtin
 
-#: The report's title by the mixes' kind (``write_report(title=...)`` overrides it).
-DEFAULT_TITLES = {
-    "task": "Intermediate-task diversity versus volume for zero-shot cross-lingual transfer",
-    "language": "Source-language diversity versus volume for cross-lingual transfer",
-}
+#: The members' adjective in the report's title, by the mixes' kind.
+TITLE_MEMBERS = {"task": "Intermediate-task", "language": "Source-language"}
 TEMPLATES = Path(__file__).parent / "templates"
 # Every warning of the analysis, one per line (the report's table groups them by kind).
 PROBLEMS_FILE = "problems.tsv"
 DISPLAY_PIXELS_PER_INCH = 120
 MIN_DISPLAY_WIDTH = 560
-# ``estimates["model"]["method"]`` names the implementation that fitted the model.
+# ``FitSummary.method`` names the implementation that fitted the model.
 SOLVERS = {"fast": "profiled likelihood as in lme4, transferstats' crossed-effects solver",
            "statsmodels": "statsmodels MixedLM"}
 
@@ -92,8 +91,20 @@ def verdict_meaning(verdict: str, words: MemberWords) -> str:
     }.get(verdict, "")
 
 
-def _words(estimates: dict) -> MemberWords:
-    return member_words(estimates.get("source_kind"))
+def default_title(result: AnalysisResult) -> str:
+    """The report's title (``write_report(title=...)`` overrides it): the factors the grid
+    varies, in the members' words."""
+    d = result.description
+    members, transfer = TITLE_MEMBERS[d.kind], d.words.transfer
+    if d.compared or d.check.varies == "neither":
+        return f"{members} diversity versus volume for {transfer}"
+    if d.single_factor == "diversity":
+        return f"{members} diversity for {transfer}, at a fixed volume"
+    return f"{members} data volume for {transfer}, at a fixed diversity"
+
+
+def _words(result: AnalysisResult) -> MemberWords:
+    return result.description.words
 
 #: Past this many mixes per-mix figures and tables show design cells (mixes of the same number
 #: of tasks and examples averaged) and the mix ranking its best and worst ten; every mix is in
@@ -219,17 +230,18 @@ def _list(values, code: bool = False) -> str:
     return ", ".join(_code(v) if code else md_escape(v) for v in values)
 
 
-def _resampling(estimates: dict) -> str:
+def _resampling(result: AnalysisResult) -> str:
     """``crossed cluster`` or ``parametric``: the bootstrap of the primary model."""
-    return str(estimates.get("bootstrap", {}).get("resampling", "crossed cluster"))
+    return result.intervals.resampling
 
 
-def _level(estimates: dict) -> float:
-    return float(estimates.get("bootstrap", {}).get("level", 0.95))
+def _level(result: AnalysisResult) -> float:
+    return result.intervals.level
 
 
-def _effect(estimates: dict, term: str) -> dict | None:
-    return next((e for e in estimates.get("effects", []) if e["term"] == term), None)
+def _effect(result: AnalysisResult, term: str) -> dict | None:
+    effect = result.term(term)
+    return effect.to_dict() if effect is not None else None
 
 
 def _has_estimate(row: dict | None) -> TypeGuard[dict]:
@@ -244,23 +256,41 @@ def _estimate_text(row: dict, level: float, unit: str | None = None) -> str:
             f"{format_interval(row.get('ci_low'), row.get('ci_high'))})")
 
 
-# --- sections --------------------------------------------------------------------------------
+# --- sections ---
 
-def _question(estimates: dict) -> list[Block]:
-    words = _words(estimates)
-    diversity = estimates.get("diversity_description", f"number of {words.qualified_plural}")
-    return [_heading("Question"), _paragraph(
-        f"When a multilingual encoder (XLM-R) is {words.training}, does the *diversity* of those "
-        f"{words.qualified_plural} make {words.transfer} to other languages more robust than "
-        f"their sheer *volume* of data? Diversity is log2 of the {md_escape(diversity)} and "
-        f"volume log2 of the number of {words.examples}, so both effects are in points per "
-        "doubling and can be compared directly.")]
+def _question(result: AnalysisResult) -> list[Block]:
+    """The question, asked of the model in the data and of the factors the grid varies."""
+    d = result.description
+    words = d.words
+    lead = f"When {_code(d.model)} is {words.training}, "
+    if d.compared:
+        text = (f"{lead}does the *diversity* of those {words.qualified_plural} make "
+                f"{words.transfer} more robust than their sheer *volume* of data? Diversity is log2 "
+                f"of the {md_escape(d.diversity_description)} and volume log2 of the number of "
+                f"{words.examples}, so both effects are in points per doubling and can be compared "
+                "directly.")
+    elif d.single_factor == "diversity":
+        text = (f"{lead}how does the *diversity* of those {words.qualified_plural} change "
+                f"{words.transfer}? This grid keeps the volume fixed at "
+                f"{md_escape(d.check.fixed_at or '')}, so it measures the diversity effect alone: "
+                f"diversity is log2 of the {md_escape(d.diversity_description)}, and the effect is "
+                "in points per doubling.")
+    elif d.single_factor == "volume":
+        text = (f"{lead}how does the *volume* of {words.data} change {words.transfer}? This grid "
+                f"keeps the diversity fixed at {md_escape(d.check.fixed_at or '')}, so it measures "
+                f"the volume effect alone: volume is log2 of the number of {words.examples}, and "
+                "the effect is in points per doubling.")
+    else:
+        text = (f"{lead}do the diversity and the volume of those {words.qualified_plural} change "
+                f"{words.transfer}? {md_escape(_sentence(d.check.reason))}")
+    return [_heading("Question"), _paragraph(text)]
 
 
-def _simulation_note(source: dict) -> list[Block]:
-    if not source.get("simulated"):
+def _simulation_note(result: AnalysisResult) -> list[Block]:
+    source = result.description.source
+    if not source.simulated:
         return []
-    truth = source.get("truth") or {}
+    truth = source.truth or {}
     known = [(label, truth[key]) for key, label in (("diversity_effect", "diversity"),
                                                      ("volume_effect", "volume"),
                                                      ("interaction", "diversity × volume"))
@@ -270,7 +300,7 @@ def _simulation_note(source: dict) -> list[Block]:
     extra = ""
     identity = {task: value for task, value in (realised.get("identity") or {}).items() if value}
     if identity:
-        extra += (" Task identity effects (points at full share): "
+        extra += (" Identity effects (points at full share): "
                   + ", ".join(f"{md_escape(task)} {format_number(value)}"
                               for task, value in identity.items())
                   + f"; composition {md_escape(truth.get('composition', 'random'))}.")
@@ -284,37 +314,35 @@ def _simulation_note(source: dict) -> list[Block]:
                       + ", ".join(f"{target_label(t)} {format_number(v)}" for t, v in slopes.items())
                       + ".")
     return [Block("callout", name="simulated", text=(
-        "**Simulated data.** This example is simulated by `transferstats simulate` with known "
+        "**Simulated data.** These results are simulated by `transferstats simulate` with known "
         f"effects: {effects} points per doubling.{extra} A correct analysis recovers them within "
         "its intervals; the numbers below are not evidence about real models."))]
 
 
-def _key_numbers(estimates: dict) -> list[str]:
+def _key_numbers(result: AnalysisResult) -> list[str]:
     """The effects, their difference and the minimum detectable difference, as phrases."""
-    level = _level(estimates)
+    level = _level(result)
     numbers = []
     for term in ("diversity", "volume"):
-        effect = _effect(estimates, term)
+        effect = _effect(result, term)
         if _has_estimate(effect):
             numbers.append(f"{term} effect {_estimate_text(effect, level)}")
-    comparison = estimates.get("comparison", {})
-    if _has_estimate(comparison):
+    comparison = result.comparison
+    if comparison.estimated:
         numbers.append(f"difference diversity {MINUS} volume "
-                       f"{_estimate_text(comparison, level, 'points per doubling')}")
-    detectable = estimates.get("minimum_detectable_difference")
+                       f"{_estimate_text(comparison.to_dict(), level, 'points per doubling')}")
+    detectable = comparison.minimum_detectable_difference
     if not is_missing(detectable):
-        power = estimates.get("settings", {}).get("power")
-        power_text = f" at {format_level(power)} power" if power else ""
         numbers.append(f"minimum detectable difference {format_number(detectable)} points per "
-                       f"doubling{power_text}")
+                       f"doubling at {format_level(result.settings.power)} power")
     return numbers
 
 
-def _verdict(estimates: dict) -> list[Block]:
-    verdict = estimates["verdict"]
-    words = _words(estimates)
+def _verdict(result: AnalysisResult) -> list[Block]:
+    verdict = result.verdict
+    words = _words(result)
     text = f"**Verdict: {verdict}** \N{EM DASH} {verdict_meaning(verdict, words)}"
-    numbers = _key_numbers(estimates)
+    numbers = _key_numbers(result)
     # A confounded design's estimates cannot be attributed to either factor, so the verdict does
     # not quote them; the effects section still shows whatever the model estimated.
     if numbers and verdict != "confounded":
@@ -322,20 +350,18 @@ def _verdict(estimates: dict) -> list[Block]:
     else:
         text += "."
     blocks = [_heading("Verdict"), Block("callout", text=text, name=f"verdict-{verdict}")]
-    reason = estimates.get("verdict_reason")
-    if reason:
-        blocks.append(_paragraph(f"Why: {md_escape(reason.strip().rstrip('.'))}."))
+    if result.verdict_reason:
+        blocks.append(_paragraph(f"Why: {md_escape(result.verdict_reason.strip().rstrip('.'))}."))
     if numbers and verdict == "confounded":
         blocks.append(_paragraph("The estimates below are shown for completeness; with this "
                                  "design they mix the effects of diversity and volume."))
-    coverage = coverage_sentence(estimates.get("coverage"))
+    coverage = coverage_sentence(result.coverage)
     if coverage and verdict != "confounded":
         blocks.append(_paragraph(md_escape(coverage)))
-    identity = estimates.get("identity") or {}
-    plain = estimates.get("plain") or {}
-    if identity.get("used") and plain.get("fitted", True) and plain.get("sentence"):
-        lead = "**" + md_escape(plain["sentence"]) + "**" if plain.get("disagrees") \
-            else md_escape(plain["sentence"])
+    plain = result.plain
+    if result.structure.identity.used and plain.fitted and plain.sentence:
+        lead = "**" + md_escape(plain.sentence) + "**" if plain.disagrees \
+            else md_escape(plain.sentence)
         blocks.append(_paragraph(f"The verdict comes from the model with {words.noun} identity "
                                  f"effects (see *{words.which}*). {lead}"))
     return blocks
@@ -350,43 +376,39 @@ def _seeds_text(data: pd.DataFrame) -> str | None:
 
 
 def _data_summary(result: AnalysisResult) -> list[Block]:
-    estimates, data = result.estimates, result.model_data
-    mixes = list(dict.fromkeys(result.improvement_table["mix"])) or sorted(data["mix"].unique())
+    d, data = result.description, result.model_data
+    mixes = list(dict.fromkeys(result.improvement_table["mix"])) or list(d.mixes)
     # The improvement table keeps the grid's (XTREME) order of targets; fall back to the model data.
     targets = ([t for t in dict.fromkeys(result.improvement_table["target_task"]) if t != "average"]
-               or sorted(data["target_task"].unique()))
-    languages = estimates.get("languages") or []
-    runs = estimates.get("runs", {})
-    items = [f"{format_count(estimates['n_runs'])} runs and {format_count(estimates['n_rows'])} "
-             "rows entered the model."]
-    if runs:
-        failed = runs.get("failed", 0)
-        items.append(f"Runs found: {format_count(runs.get('complete', 0))} complete (baseline "
-                     f"runs included), {format_count(failed)} failed"
-                     + (" (left out, listed below)." if failed else "."))
-    outcome = estimates["outcome"]
-    description = estimates.get("outcome_description")
-    items.append(f"Outcome: {_code(outcome)}" + (f", the {md_escape(description)}"
-                                                 if description else "")
-                 + (" (chosen because the results hold no baseline runs)."
-                    if estimates.get("outcome_choice") == NO_BASELINE_CHOICE else "."))
-    mixes_label = f"Mixes of {_words(estimates).qualified_plural} ({len(mixes)})"
+               or list(d.targets))
+    splits = {s.target: s for s in d.splits}
+    items = [f"{format_count(d.n_runs)} runs and {format_count(d.n_rows)} rows of model "
+             f"{_code(d.model)} entered the model."]
+    baseline = " (baseline runs included)" if d.has_baselines else ""
+    items.append(f"Runs of {_code(d.model)} found: {format_count(d.runs_complete)} complete"
+                 f"{baseline}, {format_count(d.runs_failed)} failed"
+                 + (" (left out, listed below)." if d.runs_failed else "."))
+    if d.other_models:
+        items.append(f"Other models in the results, left out: {_list(d.other_models, code=True)}.")
+    items.append(f"Outcome: {_code(d.outcome)}, the {md_escape(d.outcome_description)} "
+                 f"({md_escape(_outcome_reason(d.outcome_reason))}).")
+    mixes_label = f"Mixes of {d.words.qualified_plural} ({len(mixes)})"
     if len(mixes) > MAX_MIXES_SHOWN:
         items.append(f"{mixes_label}: {_list(mixes[:10], code=True)}, ... "
                      f"(every one in {_code(RANKING_FILE)}).")
     else:
         items.append(f"{mixes_label}: {_list(mixes, code=True)}.")
-    items.append(f"Target tasks ({len(targets)}): "
-                 f"{_list(target_label(t) for t in targets)}.")
-    if languages:
-        items.append(f"Languages ({len(languages)}): {_list(languages)}.")
+    items.append(f"Target tasks ({len(targets)}), each on its split: " + ", ".join(
+        f"{md_escape(target_label(t))} ({md_escape(splits[t].split)})" if t in splits
+        else md_escape(target_label(t)) for t in targets) + ".")
+    if d.languages:
+        items.append(f"Languages ({len(d.languages)}): {_list(d.languages)}. "
+                     f"{md_escape(_sentence(d.language_rule.reason))}")
     seeds = _seeds_text(data)
     if seeds:
         items.append(seeds)
-    source = estimates.get("source") or {}
-    if source.get("path"):
-        items.append(f"Source: {_code(source['path'])}.")
-    blocks = [_heading("Data"), _bullets(items)]
+    items.append(f"Source: {_code(d.source.path)}.")
+    blocks = [_heading("Data"), _bullets(items), *_left_out(result)]
     problems = result.problems
     if problems.empty:
         blocks.append(_paragraph("No problems were met while loading or analysing the results."))
@@ -399,221 +421,240 @@ def _data_summary(result: AnalysisResult) -> list[Block]:
     return blocks
 
 
+def _outcome_reason(reason: str) -> str:
+    known = {"given": "as set",
+             NO_BASELINE_CHOICE: "chosen because the results hold no baseline runs"}
+    return known.get(reason, reason.replace("auto: ", "chosen because "))
+
+
+def _left_out(result: AnalysisResult) -> list[Block]:
+    """What every filter removed, per reason and target."""
+    dropped = result.description.dropped
+    if not dropped:
+        return [_paragraph("No score of the analysed model was left out.")]
+    frame = pd.DataFrame([{"Reason": x.reason, "Target": target_label(x.target),
+                           "Rows": format_count(x.rows), "Runs": format_count(x.runs),
+                           "What": x.detail} for x in dropped])
+    return [_paragraph("**Left out,** by every filter between the results and the model, per "
+                       "target:"),
+            _table(Table("left_out", "Scores left out of the model, per reason and target: rows "
+                                     "(scores) and the runs they belong to.", frame))]
+
+
 def _effects(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    level = _level(estimates)
-    effects, comparison = estimates["effects"], estimates["comparison"]
+    level = _level(result)
+    effects = [e.to_dict() for e in result.terms]
+    comparison = result.comparison.to_dict()
+    method = result.intervals.method
     blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level,
-                                                               _resampling(estimates)))]
-    if any(_has_estimate(e) for e in effects):
-        caption = (f"Fixed effects with {format_level(level)} bootstrap intervals (blue) and the "
-                   f"contrast diversity {MINUS} volume (vermillion); dashed line at zero. Both "
-                   "effects are per doubling, so their difference is meaningful."
-                   if _has_estimate(comparison) else
-                   f"Fixed effects with {format_level(level)} bootstrap intervals; dashed line at "
-                   "zero.")
+                                                               _resampling(result)))]
+    if any(e.estimated for e in result.terms):
+        caption = f"Fixed effects with {format_level(level)} intervals ({md_escape(method)})"
+        if result.comparison.estimated:
+            caption += (f" and the contrast diversity {MINUS} volume (vermillion); dashed line at "
+                        "zero. Both effects are per doubling, so their difference is meaningful.")
+        else:
+            caption += "; dashed line at zero."
         blocks.append(_figure("effects_forest", figures.effects_forest(
-            effects, comparison, estimates["outcome"], level), caption))
-    covariates = estimates.get("covariates") or []
+            effects, comparison, result.description.outcome, level), caption))
+    covariates = result.description.covariates
     if covariates:
         blocks.append(_paragraph(
             "Covariates (fixed effects, centred at their mean so that the other effects hold at "
-            "the average covariate value; never part of the contrast): "
-            + "; ".join(f"{_code(c['name'])} ({md_escape(c['source'])}; mean "
-                        f"{format_number(c['mean'], 3)}, range {format_number(c['min'], 3)} to "
-                        f"{format_number(c['max'], 3)})" for c in covariates) + "."))
+            "the average covariate value"
+            + ("; never part of the contrast" if result.description.compared else "") + "): "
+            + "; ".join(f"{_code(c.name)} ({md_escape(c.source)}; mean "
+                        f"{format_number(c.mean, 3)}, range {format_number(c.min, 3)} to "
+                        f"{format_number(c.max, 3)})" for c in covariates) + "."))
     return blocks
 
 
-def _identity(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    identity = estimates.get("identity")
-    if not identity:
-        return []
-    level = _level(estimates)
-    words = _words(estimates)
-    blocks = [_heading(f"{words.which}: identity effects")]
-    rule = _sentence(identity.get("rule", ""))
-    if not identity.get("used"):
-        return blocks + [_paragraph(
-            f"The primary model is the plain one: {md_escape(identity['reason'].rstrip('.'))}. "
-            f"{md_escape(rule)} A model that gives each {words.noun} an identity effect by its "
-            f"share of the mix would tell whether the mixes win because of *which* "
-            f"{words.plural} they contain rather than how many.")]
+def _identity_text(result: AnalysisResult) -> str:
+    plan, words = result.structure.identity, _words(result)
     text = (
         f"The primary model gives each {words.qualified} an identity effect entering by its "
         "share of the mix's examples, as Diversity-Interactions models do for species mixtures "
-        "(Kirwan et al. 2009; Connolly et al. 2013), so diversity and volume are measured "
-        f"*beyond* which {words.plural} the mixes contain: what the identity effects carry is the "
-        "selection effect of Loreau & Hector (2001), mixes winning because they hold the "
-        f"strongest {words.plural}. "
-        f"Identity effects are used because {md_escape(identity['reason'].rstrip('.'))}. "
-        f"{md_escape(rule)}")
-    test = identity.get("test")
+        "(Kirwan et al. 2009; Connolly et al. 2013), so the effects are measured *beyond* which "
+        f"{words.plural} the mixes contain: what the identity effects carry is the selection "
+        "effect of Loreau & Hector (2001), mixes winning because they hold the strongest "
+        f"{words.plural}. Identity effects are used because {md_escape(plan.reason.rstrip('.'))}. "
+        f"{md_escape(_sentence(plan.rule))}")
+    test = result.identity.test
     if test:
-        differ = "differ" if test["p_value"] < 1 - level else "do not differ detectably"
+        differ = "differ" if test["p_value"] < 1 - _level(result) else "do not differ detectably"
         text += (f" The {words.plural}' identity effects {differ} (likelihood-ratio test against "
-                 "the plain "
-                 f"model, χ²({test['df']}) = {format_number(test['chi2'])}, p "
+                 f"the plain model, χ²({test['df']}) = {format_number(test['chi2'])}, p "
                  f"{_p_phrase(test['p_value'])}).")
-    bootstrap = estimates.get("bootstrap", {})
-    if bootstrap.get("resampling") == "parametric":
+    if result.intervals.resampling == "parametric":
         text += (f" Its intervals come from a parametric bootstrap: the design (every mix, "
                  f"{words.noun} share, language and seed) is kept and the random effects and "
                  "residuals are redrawn from the fitted model, then refitted. Resampling mixes, as "
                  "the plain model's crossed cluster bootstrap does, overstates the uncertainty "
                  f"badly once the model has a coefficient per {words.noun} (El Karoui & Purdom "
-                 "2018); the intervals are "
-                 f"widened to t quantiles on the {bootstrap.get('t_df')} degrees of freedom left "
-                 "for the mix variance.")
-    blocks.append(_paragraph(text))
-    plain = estimates.get("plain") or {}
-    if plain.get("fitted", True) and plain.get("effects"):
-        blocks.append(_table(tables.model_comparison_table(estimates, level, words)))
-        if plain.get("sentence"):
-            sentence = md_escape(plain["sentence"])
-            blocks.append(_paragraph(f"**{sentence}**" if plain.get("disagrees") else sentence))
+                 "2018); the intervals are widened to t quantiles on the "
+                 f"{result.intervals.t_df} degrees of freedom left for the mix variance.")
+    return text
+
+
+def _identity(result: AnalysisResult) -> list[Block]:
+    plan = result.structure.identity
+    words = _words(result)
+    level = _level(result)
+    blocks = [_heading(f"{words.which}: identity effects")]
+    if not plan.used:
+        return blocks + [_paragraph(
+            f"The primary model is the plain one: {md_escape(plan.reason.rstrip('.'))}. "
+            f"{md_escape(_sentence(plan.rule))} A model that gives each {words.noun} an identity "
+            f"effect by its share of the mix would tell whether the mixes win because of *which* "
+            f"{words.plural} they contain rather than how many.")]
+    blocks.append(_paragraph(_identity_text(result)))
+    plain = result.plain
+    if plain.fitted:
+        shown = [e.term for e in result.terms if e.term in ("diversity", "volume")]
+        if result.comparison.estimated:
+            shown.append(result.comparison.contrast)
+        models = [(f"Plain (no {words.noun} identity)", [e.to_dict() for e in plain.effects],
+                   plain.comparison.to_dict(), plain.verdict.value),
+                  (f"With {words.noun} identity (primary)", [e.to_dict() for e in result.terms],
+                   result.comparison.to_dict(), result.verdict)]
+        blocks.append(_table(tables.model_comparison_table(models, shown, level, words)))
+        if plain.sentence:
+            sentence = md_escape(plain.sentence)
+            blocks.append(_paragraph(f"**{sentence}**" if plain.disagrees else sentence))
         blocks.append(_paragraph(
-            f"The two models are said to disagree when {md_escape(plain['disagreement_rule'])}."))
-    tasks = identity.get("tasks") or []
+            f"The two models are said to disagree when {md_escape(plain.disagreement_rule)}."))
+    tasks = list(result.identity.tasks)
     if tasks:
-        blocks.append(_table(tables.identity_table(tasks, level, _resampling(estimates), words)))
+        blocks.append(_table(tables.identity_table(tasks, level, _resampling(result), words)))
         blocks.append(_figure("identity_effects", figures.identity_forest(
-            tasks, estimates["outcome"], level, words),
+            tasks, result.description.outcome, level, words),
             f"Identity effect of each {words.qualified}: the outcome of a mix of that "
             f"{words.noun} alone at the design's centre volume, with {format_level(level)} "
-            f"{_resampling(estimates)} bootstrap intervals; the dashed line is the mean over "
+            f"{_resampling(result)} bootstrap intervals; the dashed line is the mean over "
             f"{words.plural}. {words.plural.capitalize()} to the right carry more transfer."))
     return blocks
 
 
 def _per_target(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    rows = estimates.get("per_target") or []
-    heterogeneity = estimates.get("heterogeneity") or {}
+    rows = result.per_target_table.to_dict("records")
+    heterogeneity = result.heterogeneity
     if not rows:
-        reason = heterogeneity.get("reason")
-        if not reason or not heterogeneity or "companions" in reason:
+        if "companions" in heterogeneity.reason or result.fit is None:
             return []
         return [_heading("Per target"), _paragraph(
-            f"Per-target effects were not estimated: {md_escape(reason.rstrip('.'))}.")]
-    level = _level(estimates)
-    text = ("Diversity and volume effects per target task come from one model with a diversity "
-            "and a volume slope per target (everything else as in the primary model), "
-            "bootstrapped like it.")
-    if heterogeneity.get("tested"):
-        verb = ("differ between targets" if heterogeneity["differ"]
+            f"Per-target effects were not estimated: {md_escape(heterogeneity.reason.rstrip('.'))}.")]
+    level = _level(result)
+    terms = [t for t in ("diversity", "volume") if t in set(result.per_target_table["term"])]
+    text = (f"{' and '.join(terms).capitalize()} effects per target task come from one model with "
+            f"a {' and a '.join(terms)} slope per target (everything else as in the primary "
+            "model), bootstrapped like it.")
+    if heterogeneity.tested:
+        verb = ("differ between targets" if heterogeneity.differ
                 else "do not differ detectably between targets")
         text += (f" The effects {verb}: likelihood-ratio test of per-target against common "
-                 f"slopes, χ²({heterogeneity['df']}) = {format_number(heterogeneity['chi2'])}, p "
-                 f"{_p_phrase(heterogeneity['p_value'])}"
+                 f"slopes, χ²({heterogeneity.df}) = {format_number(heterogeneity.chi2)}, p "
+                 f"{_p_phrase(heterogeneity.p_value)}"
                  + (", both models with a random intercept per (mix, target) cell"
-                    if "mix_target" in heterogeneity.get("random", []) else "") + ".")
+                    if "mix_target" in heterogeneity.random else "") + ".")
+    panels = (" (left) and ".join(t.capitalize() for t in terms) + " (right)"
+              if len(terms) == 2 else terms[0].capitalize())
     return [_heading("Per target"), _paragraph(text),
             _figure("per_target", figures.per_target_forest(rows, level),
-                    f"Diversity (left) and volume (right) effects per target task, points per "
-                    f"doubling, with {format_level(level)} {_resampling(estimates)} bootstrap "
-                    "intervals; dashed "
+                    f"{panels} effects per target task, points per doubling, with "
+                    f"{format_level(level)} {_resampling(result)} bootstrap intervals; dashed "
                     "line at zero."),
-            _table(tables.per_target_table(rows, level, _resampling(estimates)))]
+            _table(tables.per_target_table(rows, level, _resampling(result)))]
 
 
 def _comparison(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    comparison = estimates["comparison"]
-    if not _has_estimate(comparison) and estimates.get("design", {}).get("single_factor"):
-        design = estimates["design"]
-        varied = design["single_factor"]
-        other = "volume" if varied == "diversity" else "diversity"
-        return [_heading("Diversity versus volume"), _paragraph(
-            f"This grid varies only {varied}; {other} is fixed at "
-            f"{md_escape(design['fixed_at'])}, so the contrast diversity {MINUS} volume cannot "
-            f"be estimated: the {varied} effect above is what the grid measures. Comparing it with "
-            f"the {other} effect needs mixes that vary both (see `transferstats plan` and "
-            "`transferstats power`).")]
-    if not _has_estimate(comparison):
+    d, comparison = result.description, result.comparison
+    if not d.compared:
+        return []
+    if not comparison.estimated:
         return [_heading("Diversity versus volume"), _paragraph(
             f"The contrast diversity {MINUS} volume was not estimated: "
-            f"{md_escape(estimates.get('verdict_reason', 'the model could not be fitted'))}.")]
-    level = _level(estimates)
-    bootstrap = estimates.get("bootstrap", {})
-    method = md_escape(bootstrap.get("method", "bootstrap"))
-    if bootstrap.get("resampling") == "parametric":
+            f"{md_escape(result.verdict_reason or 'the model could not be fitted')}.")]
+    level = _level(result)
+    intervals = result.intervals
+    method = md_escape(intervals.method) + " bootstrap"
+    if intervals.resampling == "parametric":
         method = ("parametric bootstrap (antithetic pairs; percentile intervals widened to t "
-                  "quantiles on "
-                  f"{bootstrap.get('t_df')} degrees of freedom; see "
-                  f"*{_words(estimates).which}*)")
-    else:
-        method += " bootstrap"
-    text = (f"Diversity {MINUS} volume = {_estimate_text(comparison, level, 'points per doubling')}"
-            f", from a {method} with {format_count(bootstrap.get('resamples', 0))} resamples (seed "
-            f"{bootstrap.get('seed')}).")
-    if not is_missing(comparison.get("percentile_ci_low")):
+                  f"quantiles on {intervals.t_df} degrees of freedom; see *{_words(result).which}*)")
+    text = (f"Diversity {MINUS} volume = "
+            f"{_estimate_text(comparison.to_dict(), level, 'points per doubling')}, from a "
+            f"{method} with {format_count(intervals.resamples)} resamples (seed {intervals.seed}).")
+    if not is_missing(comparison.percentile_ci_low):
         text += (" The percentile interval, "
-                 f"{format_interval(comparison['percentile_ci_low'], comparison['percentile_ci_high'])}"
+                 f"{format_interval(comparison.percentile_ci_low, comparison.percentile_ci_high)}"
                  ", is given for comparison.")
-    direction = comparison.get("direction")
-    if direction and direction != "higher is better":
-        text += f" Note: {md_escape(direction)}."
+    if comparison.direction != "higher is better":
+        text += f" Note: {md_escape(comparison.direction)}."
     blocks = [_heading("Diversity versus volume"), _paragraph(text)]
     draws = result.bootstrap_draws
     if CONTRAST in draws.columns and draws[CONTRAST].notna().any():
         blocks.append(_figure("bootstrap_difference", figures.bootstrap_difference(
-            draws[CONTRAST], comparison, level),
+            draws[CONTRAST], comparison.to_dict(), level),
             f"Bootstrap distribution of diversity {MINUS} volume over "
-            f"{format_count(draws[CONTRAST].notna().sum())} {_resampling(estimates)} resamples: "
-            "estimate "
-            f"(solid), {format_level(level)} interval (shaded) and zero (dashed)."))
+            f"{format_count(draws[CONTRAST].notna().sum())} {_resampling(result)} resamples: "
+            f"estimate (solid), {format_level(level)} interval (shaded) and zero (dashed)."))
     return blocks
 
 
-def _design_items(estimates: dict) -> list[str]:
-    design = estimates.get("design", {})
+def _design_items(result: AnalysisResult) -> list[str]:
+    check = result.description.check
     items = []
-    if not is_missing(design.get("correlation")):
-        items.append(f"Across the {design.get('n_mixes', '')} mixes, log2 diversity and log2 "
-                     f"volume correlate at r = {format_number(design['correlation'])} (variance "
-                     f"inflation factor {format_number(design.get('vif'))}; the analysis calls "
-                     f"|r| ≥ {design.get('max_correlation')} confounded).")
-    if design.get("single_factor"):
-        items.append(f"**One factor varies:** {md_escape(_sentence(design.get('reason', '')))} "
+    if not is_missing(check.correlation):
+        items.append(f"Across the {check.n_mixes} mixes, log2 diversity and log2 volume correlate "
+                     f"at r = {format_number(check.correlation)} (variance inflation factor "
+                     f"{format_number(check.vif)}; the analysis calls |r| ≥ "
+                     f"{check.max_correlation} confounded).")
+    if check.single_factor:
+        items.append(f"**One factor varies:** {md_escape(_sentence(check.reason))} "
                      "The model has that factor's term alone.")
-    elif design.get("confounded"):
-        items.append(f"**Confounded design:** {md_escape(_sentence(design.get('reason', '')))} "
+    elif check.confounded:
+        items.append(f"**Confounded design:** {md_escape(_sentence(check.reason))} "
                      "Add mixes that vary diversity at fixed volume (and the reverse) to separate "
                      "the two.")
-    elif "confounded" in design:
+    else:
         items.append("Diversity and volume vary independently enough across mixes to be "
                      "separated.")
     return items
 
 
 def _diagnostics(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    model = estimates.get("model", {})
+    structure, fit = result.structure, result.fit
     items = []
-    if model.get("formula"):
-        solver = SOLVERS.get(model.get("method"), model.get("method"))
-        items.append(f"Model: {_code(model['formula'])}, fitted by REML"
-                     + (f" ({md_escape(solver)})." if solver else "."))
-    if "converged" in model:
-        items.append("The fit converged." if model["converged"]
+    solver = SOLVERS.get(fit.method, fit.method) if fit else None
+    items.append(f"Model: {_code(structure.formula(True, _words(result)))}"
+                 + (f", fitted by REML ({md_escape(solver)})." if solver else
+                    " (not fitted)."))
+    if fit is not None:
+        items.append("The fit converged." if fit.converged
                      else "**The fit did not converge**: treat the estimates with caution.")
-    on_boundary = list(model.get("on_boundary", []))
-    if on_boundary:
-        items.append(f"On the boundary (variance estimated as zero): {_list(on_boundary, True)}. "
-                     "That grouping adds no detectable variation; the fixed effects stay valid.")
-    elif "variance_components" in model:
-        items.append("No variance component is on the boundary.")
-    items += [md_escape(_sentence(note)) for note in model.get("notes", [])]
-    failed = estimates.get("bootstrap", {}).get("failed_resamples")
+        if fit.on_boundary:
+            items.append(f"On the boundary (variance estimated as zero): "
+                         f"{_list(fit.on_boundary, True)}. That grouping adds no detectable "
+                         "variation; the fixed effects stay valid.")
+        else:
+            items.append("No variance component is on the boundary.")
+    items += [md_escape(_sentence(note)) for note in structure.notes]
+    failed = result.intervals.failed_resamples
     if failed:
-        items.append(f"{failed} bootstrap resamples failed to fit and are not in the intervals.")
-    items += _design_items(estimates)
+        share = failed / result.intervals.resamples
+        items.append(f"{failed} bootstrap resamples ({share:.0%}) failed to fit and are not in "
+                     "the intervals" + (f"; past {MAX_FAILED_SHARE:.0%} the intervals rest on the "
+                                        "resamples that happened to keep the design's variation "
+                                        "and are not trustworthy." if share > MAX_FAILED_SHARE
+                                        else "."))
+    if result.intervals.why:
+        items.append(f"Intervals: {md_escape(_sentence(result.intervals.why))}")
+    if result.collinearity is not None and result.collinearity.warning:
+        items.append(f"**Collinearity:** {md_escape(_sentence(result.collinearity.warning))}")
+    items += _design_items(result)
     blocks = [_heading("Model diagnostics"), _bullets(items)]
-    if model.get("variance_components"):
+    if fit is not None:
         blocks.append(_table(tables.variance_components_table(
-            model["variance_components"], model.get("residual_variance"), on_boundary)))
+            fit.variance_components, fit.residual_variance, list(fit.on_boundary))))
     data = result.model_data
     if {"fitted", "residual"} <= set(data.columns) and data["residual"].notna().any():
         usable = data[["fitted", "residual"]].dropna()
@@ -656,40 +697,49 @@ def by_design_cell(improvement: pd.DataFrame, ranking: pd.DataFrame, level: floa
                                        "n_runs", "n_mixes"])
 
 
-def _improvement(result: AnalysisResult) -> list[Block]:
-    estimates = result.estimates
-    level = _level(estimates)
+def _improvement_table(result: AnalysisResult) -> list[Block]:
+    """The Phang et al. (2020) table of improvement over the baseline per mix and target; of the
+    score where the grid has no baselines."""
+    level, words = _level(result), _words(result)
+    baseline = result.description.has_baselines
     improvement = result.improvement_table
     if improvement.empty:
-        blocks = [_heading("Per design cell"), _paragraph(
-            "No improvement over the baseline could be computed: the results hold no baseline "
-            f"runs (mix {_code('none')}) matching the mixes' targets and languages.")]
-    else:
-        blocks = [_heading("Improvement per mix and target")]
-        many = improvement["mix"].nunique() > MAX_MIXES_SHOWN and not result.mix_ranking.empty
-        shown = by_design_cell(improvement, result.mix_ranking, level) if many else improvement
-        if many:
-            blocks.append(_paragraph(
-                f"With {improvement['mix'].nunique()} mixes, the table and the heatmap show design "
-                f"cells: the mixes of the same number of members and examples averaged. Every mix "
-                f"is in {_code(IMPROVEMENT_FILE)}."))
-        rows = "design cell" if many else "mix"
-        blocks.append(_table(tables.improvement_table(shown, level, by_cell=many)))
+        return []
+    many = improvement["mix"].nunique() > MAX_MIXES_SHOWN and not result.mix_ranking.empty
+    shown = by_design_cell(improvement, result.mix_ranking, level) if many else improvement
+    blocks = []
+    if many:
+        blocks.append(_paragraph(
+            f"With {improvement['mix'].nunique()} mixes, the table "
+            + ("and the heatmap show" if baseline else "shows")
+            + f" design cells: the mixes of the same number of {words.plural} and examples "
+            f"averaged. Every mix is in {_code(IMPROVEMENT_FILE)}."))
+    rows = "design cell" if many else "mix"
+    blocks.append(_table(tables.improvement_table(shown, level, by_cell=many, words=words,
+                                                  baseline=baseline)))
+    if baseline:
         blocks.append(_figure("improvement_heatmap", figures.improvement_heatmap(shown),
-                              "Mean improvement over the no-intermediate baseline (points) per "
-                              f"{rows} (rows) and target task (columns), averaged over "
-                              "languages and seeds; Avg is the mean over targets. Blue cells beat "
-                              "the baseline, red cells fall below it."))
+                              f"Mean improvement over the baseline (points) per {rows} (rows) and "
+                              "target task (columns), averaged over languages and seeds; Avg is "
+                              "the mean over targets. Blue cells beat the baseline, red cells "
+                              "fall below it."))
+    return blocks
+
+
+def _improvement(result: AnalysisResult) -> list[Block]:
+    d = result.description
+    level, words = _level(result), d.words
+    heading = ("Improvement" if d.has_baselines else "Score") + " per mix and target"
+    blocks = [_heading(heading), *_improvement_table(result)]
     cells = result.interaction_table
-    varied = estimates.get("design", {}).get("single_factor")
     if cells.empty:
         return blocks
-    label = outcome_label(estimates["outcome"])
-    words = _words(estimates)
+    label = outcome_label(d.outcome)
+    varied = d.single_factor
     if varied:
         axis = (f"number of {words.qualified_plural}" if varied == "diversity"
                 else words.examples)
-        blocks.append(_figure("levels", figures.level_plot(cells, varied, label, level),
+        blocks.append(_figure("levels", figures.level_plot(cells, varied, label, level, words),
                               f"{label} at each level of {varied}, the one factor this grid "
                               f"varies, averaged over the mixes of the level, against the {axis} "
                               f"(log2 axis), with {format_level(level)} intervals over those "
@@ -698,8 +748,8 @@ def _improvement(result: AnalysisResult) -> list[Block]:
     blocks.append(_figure("interaction", figures.interaction_plot(cells, label, level, words),
         f"{label} per design cell, averaged over its mixes, "
         f"against the number of {words.qualified_plural} (log2 axis), one line per volume budget, "
-        f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean diversity "
-        "and volume add up without interacting."))
+        f"with {format_level(level)} intervals over the mixes of a cell. Parallel lines mean "
+        "diversity and volume add up without interacting."))
     return blocks
 
 
@@ -707,8 +757,7 @@ def _languages(result: AnalysisResult) -> list[Block]:
     languages = result.language_table
     if languages.empty:
         return []
-    estimates = result.estimates
-    level, outcome = _level(estimates), estimates["outcome"]
+    level, outcome = _level(result), result.description.outcome
     return [
         _heading("Per language"),
         _figure("languages", figures.language_dotplot(languages, outcome_label(outcome), level),
@@ -718,15 +767,14 @@ def _languages(result: AnalysisResult) -> list[Block]:
     ]
 
 
-def _omnibus_text(omnibus: dict) -> str | None:
-    if not omnibus or is_missing(omnibus.get("F")):
+def _omnibus_text(anova: RmAnova | None) -> str | None:
+    if anova is None or is_missing(anova.F):
         return None
-    p_value = omnibus.get("p_gg", omnibus.get("p_unc"))
-    return (f"Repeated-measures ANOVA across mixes ({md_escape(omnibus['subjects'])} as subjects, "
-            f"n = {omnibus['n_subjects']}): F({format_dof(omnibus['ddof1'])}, "
-            f"{format_dof(omnibus['ddof2'])}) = {format_number(omnibus['F'])}, "
-            f"p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, generalised η² = "
-            f"{format_number(omnibus.get('ng2'))}.")
+    p_value = anova.p_gg if not is_missing(anova.p_gg) else anova.p_unc
+    return (f"Repeated-measures ANOVA across mixes ({md_escape(anova.subjects)} as subjects, "
+            f"n = {anova.n_subjects}): F({format_dof(anova.ddof1)}, {format_dof(anova.ddof2)}) = "
+            f"{format_number(anova.F)}, p (Greenhouse\N{EN DASH}Geisser) {_p_phrase(p_value)}, "
+            f"generalised η² = {format_number(anova.ng2)}.")
 
 
 def _p_phrase(p_value) -> str:
@@ -736,12 +784,17 @@ def _p_phrase(p_value) -> str:
 
 def _pairwise(result: AnalysisResult) -> list[Block]:
     blocks = [_heading("Pairwise comparisons of mixes")]
-    omnibus = _omnibus_text(result.estimates.get("descriptives", {}).get("rm_anova"))
+    comparisons = result.comparisons
+    omnibus = _omnibus_text(comparisons.rm_anova)
     if omnibus:
         blocks.append(_paragraph(omnibus))
+    names = {"rm_anova": "The repeated-measures ANOVA across mixes",
+             "pairwise_mixes": "The pairwise tests of the mixes"}
+    blocks += [_paragraph(f"{names.get(s.test, s.test)} was left out: "
+                          f"{md_escape(s.reason.rstrip('.'))}.") for s in comparisons.skipped
+               if s.test != "pairwise_mixes" or len(result.mix_ranking) <= MAX_PAIRWISE_MIXES]
     ranking = result.mix_ranking
     if result.pairwise.empty and len(ranking) > MAX_PAIRWISE_MIXES:
-        estimates = result.estimates
         pairs = len(ranking) * (len(ranking) - 1) // 2
         shown = ("the ten best and the ten worst are below" if len(ranking) > 20
                  else "all are below")
@@ -751,69 +804,96 @@ def _pairwise(result: AnalysisResult) -> list[Block]:
             f"so the mixes are ranked by their mean instead, each with an interval over its "
             f"target-language pairs: {shown}, every mix in {_code(RANKING_FILE)}. The model's "
             "effects, not the ranking, answer the question."),
-            _table(tables.mix_ranking_table(ranking, estimates["outcome"], _level(estimates)))]
+            _table(tables.mix_ranking_table(ranking, result.description.outcome, _level(result)))]
     if result.pairwise.empty:
         return blocks + [_paragraph("Pairwise comparisons need at least two mixes measured on "
                                     "the same target-language pairs; there were none.")]
     return blocks + [_table(tables.pairwise_table(result.pairwise))]
 
 
-def _bootstrap_methods(bootstrap: dict, units: str, level: float) -> str:
+def _bootstrap_methods(result: AnalysisResult) -> str:
     """The methods sentence on how the intervals were made: crossed cluster, or parametric for
     a model with identity effects (then the plain model's crossed bootstrap too)."""
-    resamples = (f"at the {format_level(level)} level from "
-                 f"{format_count(bootstrap.get('resamples', 0))} resamples (seed "
-                 f"{bootstrap.get('seed')})")
-    crossed = (f"a crossed cluster bootstrap (pigeonhole bootstrap; Owen 2007) resampling {units}")
-    if bootstrap.get("resampling") != "parametric":
-        replicates = bootstrap.get("replicates")
-        return (f"Intervals for the effects and for the contrast diversity {MINUS} volume come "
-                f"from {crossed}" + (f" ({md_escape(replicates)})" if replicates else "")
-                + f", with {md_escape(bootstrap.get('method', 'BCa'))} intervals (Efron 1987) "
+    intervals = result.intervals
+    what = ("the effects and the contrast diversity " + MINUS + " volume"
+            if result.description.compared else "the effects")
+    resamples = (f"at the {format_level(intervals.level)} level from "
+                 f"{format_count(intervals.resamples)} resamples (seed {intervals.seed})")
+    crossed = ("a crossed cluster bootstrap (pigeonhole bootstrap; Owen 2007) resampling "
+               f"{_list(intervals.units)}")
+    if intervals.resampling != "parametric":
+        return (f"Intervals for {what} come from {crossed} ({md_escape(intervals.replicates)}), "
+                f"with {md_escape(intervals.method.split(', ')[-1])} intervals (Efron 1987) "
                 f"{resamples}.")
-    # "crossed cluster, BCa" -> "BCa"
-    plain_kind = bootstrap.get("plain_method", "BCa").split(", ")[-1]
-    return (f"Intervals for the effects and for the contrast diversity {MINUS} volume come from a "
-            "parametric bootstrap (Davison & Hinkley 1997): the design is kept, the random "
-            "intercepts and residuals are redrawn from the fitted model in antithetic pairs "
-            "(Hall 1989) and each draw is refitted by REML; the percentile intervals of the draws "
-            f"are widened to t quantiles on {bootstrap.get('t_df')} degrees of freedom (the mixes "
-            "minus the rank of the per-mix design; Pinheiro & Bates 2000), "
+    if not result.structure.identity.used:
+        return (f"Intervals for {what} come from a parametric bootstrap (Davison & Hinkley 1997), "
+                f"because {md_escape(intervals.why)}: the random intercepts and residuals are "
+                "redrawn from the fitted model in antithetic pairs (Hall 1989) and each draw is "
+                f"refitted by REML, {resamples}.")
+    plain_kind = (intervals.plain_method or "BCa").split(", ")[-1]
+    return (f"Intervals for {what} come from a parametric bootstrap (Davison & Hinkley 1997): the "
+            "design is kept, the random intercepts and residuals are redrawn from the fitted model "
+            "in antithetic pairs (Hall 1989) and each draw is refitted by REML; the percentile "
+            f"intervals of the draws are widened to t quantiles on {intervals.t_df} degrees of "
+            "freedom (the mixes minus the rank of the per-mix design; Pinheiro & Bates 2000), "
             f"{resamples}. The plain model's intervals come from {crossed}, with "
             f"{md_escape(plain_kind)} intervals (Efron 1987), from the same number of resamples.")
 
 
-def _methods(estimates: dict) -> list[Block]:
-    model = estimates.get("model", {})
-    bootstrap = estimates.get("bootstrap", {})
-    design = estimates.get("design", {})
-    level = _level(estimates)
-    random = _list(model.get("random", ["target_task", "target_language", "mix"]), code=True)
-    units = _list(bootstrap.get("units", ["language", "mix"]))
-    text = (
-        f"The outcome ({_code(estimates['outcome'])}) was modelled with the linear mixed model "
-        f"{_code(model.get('formula', ''))}, fitted by restricted maximum likelihood (REML; Bates "
-        f"et al. 2015), with crossed random intercepts for {random}; seeds are replicates. "
-        "Diversity and volume are log2-transformed and centred at the design mean, so each main "
-        "effect is the change per doubling at the centre of the design. Each fixed term was tested "
-        "by a likelihood-ratio test between maximum-likelihood fits with and without it. "
-        + _bootstrap_methods(bootstrap, units, level)
-        + " The verdict is *supported* when the interval of the difference "
-        "lies above zero, *refuted* when it lies below, *inconclusive* otherwise, and *confounded* "
-        "when log2 diversity and log2 volume correlate across mixes at |r| ≥ "
-        f"{design.get('max_correlation', 'the threshold')}; a grid that varies only one of them "
-        "is fitted with that term alone and gets *diversity_only* or *volume_only*, with that "
-        "effect and its interval. The minimum detectable difference is "
-        "(z₁₋α/₂ + z_power) × the bootstrap standard error of the difference. Descriptive "
-        "intervals in the improvement and language tables are percentile bootstrap intervals; "
-        "pairwise comparisons of mixes are paired t tests with Holm's (1979) correction (past "
-        f"{MAX_PAIRWISE_MIXES} mixes, the mixes are ranked with t intervals instead). Targets "
-        "and languages follow XTREME (Hu et al. 2020); the improvement table follows the layout of "
-        "Phang et al. (2020).")
+def _verdict_rule(result: AnalysisResult) -> str:
+    d = result.description
+    if d.compared:
+        return ("The verdict is *supported* when the interval of the difference lies above zero, "
+                "*refuted* when it lies below, *inconclusive* otherwise, and *confounded* when "
+                "log2 diversity and log2 volume correlate across mixes at |r| ≥ "
+                f"{d.check.max_correlation}. The minimum detectable difference is "
+                "(z₁₋α/₂ + z_power) × the bootstrap standard error of the difference.")
+    if d.single_factor:
+        other = "volume" if d.single_factor == "diversity" else "diversity"
+        return (f"This grid varies only {d.single_factor} ({other} is fixed at "
+                f"{md_escape(d.check.fixed_at or '')}), so the model has the {d.single_factor} "
+                f"term alone and the verdict is *{d.single_factor}_only*, with that effect and "
+                "its interval.")
+    return f"The verdict is *confounded*: {md_escape(d.check.reason)}."
+
+
+def _model_methods(result: AnalysisResult) -> str:
+    d, structure = result.description, result.structure
+    varied = [t for t in ("diversity", "volume") if t in structure.mix_terms]
+    seeds = "seeds are replicates" if d.seeds_per_cell[1] > 1 else "one seed per mix and target"
+    text = (f"The outcome ({_code(d.outcome)}) was modelled with the linear mixed model "
+            f"{_code(structure.formula(True, d.words))}, fitted by restricted maximum likelihood "
+            f"(REML; Bates et al. 2015), with crossed random intercepts for "
+            f"{_list(structure.random, code=True)}; {seeds}. ")
+    if varied:
+        each = "each main effect is" if len(varied) > 1 else "the effect is"
+        text += (f"{' and '.join(v.capitalize() if i == 0 else v for i, v in enumerate(varied))} "
+                 f"{'are' if len(varied) > 1 else 'is'} log2-transformed and centred at the design "
+                 f"mean, so {each} the change per doubling at the centre of the design. ")
+    return text + ("Each fixed term was tested by a likelihood-ratio test between "
+                   "maximum-likelihood fits with and without it.")
+
+
+def _descriptive_methods(result: AnalysisResult) -> str:
+    d = result.description
+    text = ("Descriptive intervals in the " + ("improvement and " if d.has_baselines else "")
+            + "language tables are percentile bootstrap intervals; pairwise comparisons of mixes "
+            "are paired t tests with Holm's (1979) correction (past "
+            f"{MAX_PAIRWISE_MIXES} mixes, the mixes are ranked with t intervals instead).")
+    if all(is_builtin(get_task(t)) for t in d.targets):
+        text += " Targets and languages follow XTREME (Hu et al. 2020)."
+    if d.has_baselines:
+        text += " The improvement table follows the layout of Phang et al. (2020)."
+    return text
+
+
+def _methods(result: AnalysisResult) -> list[Block]:
+    words = _words(result)
+    text = " ".join([_model_methods(result), _bootstrap_methods(result), _verdict_rule(result),
+                     _descriptive_methods(result)])
     paragraphs = [_paragraph(text)]
-    identity = estimates.get("identity") or {}
-    words = _words(estimates)
-    if identity:
+    plan = result.structure.identity
+    if plan.rule:
         paragraphs.append(_paragraph(
             f"{words.noun.capitalize()} identity. Each {words.qualified} may enter the model with "
             "an identity effect weighted by its share of the mix's examples "
@@ -821,31 +901,30 @@ def _methods(estimates: dict) -> list[Block]:
             "shares sum to one, so the model keeps its intercept and leaves out the share of a "
             f"reference {words.noun}, and a {words.noun}'s identity effect -- the outcome of a "
             f"mix of that {words.noun} alone at the design's centre volume -- is a "
-            "linear combination of the coefficients, bootstrapped like the contrast. "
-            f"{md_escape(_sentence(identity.get('rule', '')))} With identity = \"auto\" the "
+            "linear combination of the coefficients, bootstrapped like the other outputs. "
+            f"{md_escape(_sentence(plan.rule))} With identity = \"auto\" the "
             "model with identity effects is the primary one whenever this holds, and the plain "
-            "model is fitted and bootstrapped beside it with the same resamples. Per-target "
-            "effects come from a model with one diversity and one volume slope per target; their "
-            "heterogeneity is tested by a likelihood-ratio test against common slopes, with a "
-            "random intercept per (mix, target) cell in both models when the cells hold several "
-            "rows. Covariates are centred fixed effects and never enter the contrast. A model "
+            "model is fitted and bootstrapped beside it with the same resamples. A model "
             "with identity effects is bootstrapped parametrically (random effects and residuals "
             "redrawn from the fitted model, the design kept), with intervals widened to t "
             "quantiles on the degrees of freedom left for the mix variance, because resampling "
             f"mixes overstates the uncertainty when the model has a coefficient per {words.noun} "
-            "(El Karoui & Purdom 2018)."))
+            "(El Karoui & Purdom 2018). Per-target effects come from a model with one slope per "
+            "target for each varied factor; their heterogeneity is tested by a likelihood-ratio "
+            "test against common slopes, with a random intercept per (mix, target) cell in both "
+            "models when the cells hold several rows. Covariates are centred fixed effects"
+            + (" and never enter the contrast." if result.description.compared else ".")))
     return [_heading("Methods"), *paragraphs, _heading("References", 3),
             _bullets(REFERENCES)]
 
 
 def compose(result: AnalysisResult) -> list[Block]:
     """The report as blocks, in reading order, with tables and figures numbered."""
-    estimates = result.estimates
-    blocks = (_question(estimates) + _simulation_note(estimates.get("source") or {})
-              + _verdict(estimates) + _data_summary(result) + _effects(result)
+    blocks = (_question(result) + _simulation_note(result)
+              + _verdict(result) + _data_summary(result) + _effects(result)
               + _comparison(result) + _identity(result) + _per_target(result)
               + _diagnostics(result) + _improvement(result)
-              + _languages(result) + _pairwise(result) + _methods(estimates))
+              + _languages(result) + _pairwise(result) + _methods(result))
     counters = {"table": 0, "figure": 0}
     numbered = []
     for block in blocks:
@@ -918,7 +997,7 @@ def _write_files(result: AnalysisResult, folder: Path, title: str) -> list[str]:
         text = environment.get_template(f"{name}.j2").render(context)
         (folder / name).write_text(text, encoding="utf-8")
         written.append(name)
-    (folder / "estimates.json").write_text(estimates_json(result.estimates), encoding="utf-8")
+    (folder / "estimates.json").write_text(estimates_json(result.to_dict()), encoding="utf-8")
     written.append("estimates.json")
     # Past what the report shows, every mix is in a CSV: the ranking, and the improvement table
     # when the report shows design cells.
@@ -991,8 +1070,7 @@ def write_report(result: AnalysisResult, out_dir: Path, *, title: str | None = N
     try:
         # mkdtemp makes the folder private (0700); a report is meant to be shared and read.
         os.chmod(staging, 0o755)
-        kind = _words(result.estimates).kind
-        written = _write_files(result, staging, title or DEFAULT_TITLES[kind])
+        written = _write_files(result, staging, title or default_title(result))
         _swap_in(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -134,15 +134,20 @@ class Table:
 
 
 def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
-                      by_cell: bool = False) -> Table:
-    """Improvement over the baseline per mix and target, Phang et al. (2020) layout.
+                      by_cell: bool = False, words: MemberWords = TASK_WORDS,
+                      baseline: bool = True) -> Table:
+    """Improvement over the baseline per mix and target, Phang et al. (2020) layout; the score
+    itself where the grid has no baseline (``baseline=False``).
 
     Parameters
     ----------
     improvement:
         Long form ``mix, target_task, mean, ci_low, ci_high, n_runs``; ``target_task ==
         "average"`` holds each mix's average. Row order is kept; targets keep their first-seen
-        order and the average comes last.
+        order and the average comes last. An optional ``score_stderr`` (the mean standard error
+        of the scores, :func:`transferstats.analysis.descriptives.improvement_table`) adds a
+        column ``Score SE`` per row where any is given: the average row's, else the mean of the
+        row's cells.
     confidence:
         Level of the intervals, for the caption.
     by_cell:
@@ -154,7 +159,7 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
     Table
         Mixes as rows, targets then ``Avg`` as columns; each cell ``mean`` over ``[lo, hi]``.
     """
-    first = "Design cell" if by_cell else "Intermediate mix"
+    first = "Design cell" if by_cell else f"Mix of {words.qualified_plural}"
     mixes = list(dict.fromkeys(improvement["mix"]))
     targets = [t for t in dict.fromkeys(improvement["target_task"]) if t != "average"]
     if (improvement["target_task"] == "average").any():
@@ -173,12 +178,27 @@ def improvement_table(improvement: pd.DataFrame, confidence: float = 0.95,
             else:
                 row[target_label(target)] = "\N{EN DASH}"
         rows.append(row)
-    rows_are = ("design cell (the mixes of the same number of tasks and examples averaged; "
-                "intervals are t intervals over those mixes)" if by_cell else "intermediate mix")
-    caption = (f"Improvement over the no-intermediate baseline (points), per {rows_are} and "
-               f"target task, averaged over languages and seeds, with {format_level(confidence)} confidence "
-               f"intervals underneath. Avg is the mean over targets.")
-    return Table("improvement", caption, pd.DataFrame(rows))
+    with_stderr = "score_stderr" in improvement and improvement["score_stderr"].notna().any()
+    if with_stderr:
+        for row, mix in zip(rows, mixes, strict=True):
+            row["Score SE"] = format_number(_row_stderr(improvement[improvement["mix"] == mix]), 1)
+    rows_are = (f"design cell (the mixes of the same number of {words.plural} and examples "
+                "averaged; intervals are t intervals over those mixes)" if by_cell else "mix")
+    what = "Improvement over the baseline (mix none, points)" if baseline else "Score (points)"
+    caption = (f"{what}, per {rows_are} and target task, averaged over languages and seeds, with "
+               f"{format_level(confidence)} confidence intervals underneath. Avg is the mean over "
+               "targets.")
+    if with_stderr:
+        caption += (" Score SE is the mean standard error of the scores as the evaluation tool "
+                    "reported it, where it did: the noise of the evaluation sets"
+                    + (", not of the improvement." if baseline else "."))
+    return Table("improvement" if baseline else "scores", caption, pd.DataFrame(rows))
+
+
+def _row_stderr(cells: pd.DataFrame) -> float:
+    """A row's mean score standard error: its average cell's, else the mean of its cells'."""
+    average = cells.loc[cells["target_task"] == "average", "score_stderr"]
+    return float(average.iloc[0]) if len(average) else float(cells["score_stderr"].mean())
 
 
 def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95,
@@ -470,21 +490,17 @@ def to_html(table: Table) -> str:
             f"<tbody>\n{body}</tbody>\n</table>")
 
 
-def model_comparison_table(estimates: dict, confidence: float = 0.95,
+def model_comparison_table(models: Sequence[tuple[str, Sequence[dict], dict, str]],
+                           shown: Sequence[str], confidence: float = 0.95,
                            words: MemberWords = TASK_WORDS) -> Table:
-    """The plain model (no task identity) beside the primary model with identity effects:
-    diversity, volume, their difference and the verdict."""
-    plain = estimates["plain"]
-    models = ((f"Plain (no {words.noun} identity)", plain["effects"], plain["comparison"],
-               plain["verdict"]),
-              (f"With {words.noun} identity (primary)", estimates["effects"],
-               estimates["comparison"], estimates["verdict"]))
+    """The plain model (no identity effects) beside the primary model with identity effects.
+
+    ``models`` holds, per model, its name, its effects, its comparison (dicts as
+    :meth:`~transferstats.analysis.result.Effect.to_dict` gives them) and its verdict;
+    ``shown`` the terms (and the contrast) to show.
+    """
     ci = f"{format_level(confidence)} CI"
     rows = []
-    # Only the terms the models have: a grid that varies one factor has that one and no contrast.
-    shown = [t for t in ("diversity", "volume") if any(e["term"] == t for e in estimates["effects"])]
-    if not is_missing(estimates["comparison"].get("estimate")):
-        shown.append(estimates["comparison"]["contrast"])
     for name, effects, comparison, verdict in models:
         terms = {e["term"]: e for e in effects} | {comparison["contrast"]: comparison}
         row = {"Model": name}
@@ -496,8 +512,7 @@ def model_comparison_table(estimates: dict, confidence: float = 0.95,
         rows.append(row)
     caption = (f"{' and '.join(term_label(t) for t in shown)} (points per doubling, {ci} "
                f"underneath) in the plain model and in the model with {words.noun} identity "
-               "effects, "
-               "whose verdict is the analysis's.")
+               "effects, whose verdict is the analysis's.")
     return Table("model_comparison", caption, pd.DataFrame(rows))
 
 

@@ -1,5 +1,5 @@
 """The verdict and the key effects, as printed in the terminal after ``analyze`` and returned by
-:meth:`AnalysisResult.summary`."""
+:meth:`AnalysisResult.summary`. Every word is read from the result's description of the design."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from transferstats.analysis.coverage import coverage_sentence
-from transferstats.analysis.derive import NO_BASELINE_CHOICE
-from transferstats.analysis.members import member_words
 from transferstats.analysis.result import AnalysisResult
+from transferstats.problems import Problem
 from transferstats.report.tables import format_interval, format_number, format_p
 
 VERDICT_STYLE = {"supported": "bold green", "refuted": "bold red", "inconclusive": "bold yellow",
@@ -21,56 +20,86 @@ VERDICT_STYLE = {"supported": "bold green", "refuted": "bold red", "inconclusive
 SUMMARY_WIDTH = 100
 
 
-def summary(result: AnalysisResult) -> Group:
-    """The summary as rich renderables: the effects table, units, verdict, key counts."""
-    estimates = result.estimates
-    level = estimates["bootstrap"]["level"]
-    terms = [e["term"] for e in estimates["effects"] if e["term"] in ("diversity", "volume")]
-    shown = [t + (f" ({estimates['diversity_measure']})" if t == "diversity" else "") for t in terms]
-    table = Table(title=f"{estimates['outcome']} ~ {' + '.join(shown)}", title_justify="left")
+def _effects_table(result: AnalysisResult) -> Table:
+    d = result.description
+    shown = [t.term + (f" ({d.diversity_description})" if t.term == "diversity" else "")
+             for t in result.terms if t.term in ("diversity", "volume")]
+    table = Table(title=f"{d.model}: {d.outcome} ~ {' + '.join(shown) or '1'}",
+                  title_justify="left")
     table.add_column("term", no_wrap=True)
     table.add_column("estimate", justify="right")
-    table.add_column(f"{round(level * 100)}% CI ({estimates['bootstrap']['method']})", justify="right")
+    table.add_column(f"{round(result.intervals.level * 100)}% CI ({result.intervals.method})",
+                     justify="right")
     table.add_column("p (LRT)", justify="right")
     for effect in result.effects.to_dict("records"):
-        is_contrast = effect["term"] == estimates["comparison"]["contrast"]
+        is_contrast = effect["term"] == result.comparison.contrast
         table.add_row(Text(effect["term"], style="bold" if is_contrast else ""),
                       format_number(effect["estimate"]),
                       format_interval(effect["ci_low"], effect["ci_high"]),
                       "" if is_contrast else format_p(effect["p_value"]))
+    return table
+
+
+def _design_lines(result: AnalysisResult) -> list[RenderableType]:
+    """What was analysed: the model, targets and splits, languages, what was left out."""
+    d = result.description
     lines: list[RenderableType] = []
-    if estimates.get("outcome_choice") == NO_BASELINE_CHOICE:
-        # Said once, before the numbers it changes.
-        lines.append(Text("no baseline runs: the outcome is the score, not the improvement over "
-                          "a baseline", style="bold yellow"))
-    lines += [table,
-             Text("units: " + "; ".join(f"{e['term']}: {e['unit']}" for e in estimates["effects"])),
-             Text.assemble("verdict: ", (estimates["verdict"], VERDICT_STYLE[estimates["verdict"]]),
-                           f" — {estimates['verdict_reason']}")]
-    identity = estimates.get("identity") or {}
-    if identity:
-        noun = member_words(estimates.get("source_kind")).noun
-        measured = " and ".join(terms) if terms else "diversity"
-        lines.append(Text(f"{noun} identity effects: " + (f"used (the model above is {measured} "
-                                                       "beyond identity)" if identity["used"]
-                                                       else "not used") + f" — {identity['reason']}"))
-    plain = estimates.get("plain") or {}
-    if identity.get("used") and plain.get("sentence"):
-        lines.append(Text(plain["sentence"], style="bold" if plain.get("disagrees") else ""))
-    heterogeneity = estimates.get("heterogeneity") or {}
-    if heterogeneity.get("tested"):
-        verb = "differ" if heterogeneity["differ"] else "do not differ detectably"
-        lines.append(Text(f"per-target effects {verb} between targets: chi2({heterogeneity['df']}) = "
-                          f"{heterogeneity['chi2']:.2f}, p {format_p(heterogeneity['p_value'])}"))
-    coverage = coverage_sentence(estimates.get("coverage"))
+    lines.append(Text(f"model {d.model}; mixes of {d.words.qualified_plural}: {len(d.mixes)}; "
+                      "targets: " + ", ".join(f"{s.target} ({s.split})" for s in d.splits
+                                              if s.target in d.targets)))
+    if d.languages:
+        lines.append(Text(f"languages: {len(d.languages)}; {d.language_rule.reason}"))
+    totals: dict[str, tuple[int, int]] = {}
+    for entry in d.dropped:
+        rows, runs = totals.get(entry.reason, (0, 0))
+        totals[entry.reason] = (rows + entry.rows, runs + entry.runs)
+    if totals:
+        lines.append(Text("left out: " + "; ".join(
+            f"{reason}: {rows} rows ({runs} runs)" for reason, (rows, runs) in totals.items())
+            + " (per target in the report)"))
+    return lines
+
+
+def summary(result: AnalysisResult) -> Group:
+    """The summary as rich renderables: what was analysed, the effects, the verdict, warnings."""
+    d = result.description
+    problems = result.problems[result.problems["severity"] == "warning"]
+    # The outcome's warning (no baselines: the score is analysed) is said once, before the
+    # numbers it changes; the others after them.
+    first = problems["location"] == "outcome"
+    lines: list[RenderableType] = [Text(message, style="bold yellow")
+                                   for message in problems.loc[first, "message"]]
+    lines += _design_lines(result)
+    lines += [_effects_table(result),
+              Text("units: " + "; ".join(f"{e.term}: {e.unit}" for e in result.terms)),
+              Text.assemble("verdict: ", (result.verdict, VERDICT_STYLE[result.verdict]),
+                            f" — {result.verdict_reason}")]
+    plan = result.structure.identity
+    noun = d.words.noun
+    measured = " and ".join(t for t in ("diversity", "volume") if t in result.structure.mix_terms)
+    lines.append(Text(f"{noun} identity effects: " + (f"used (the model above is {measured} "
+                                                       "beyond identity)" if plan.used
+                                                       else "not used") + f" — {plan.reason}"))
+    if plan.used and result.plain.sentence:
+        lines.append(Text(result.plain.sentence, style="bold" if result.plain.disagrees else ""))
+    heterogeneity = result.heterogeneity
+    if heterogeneity.tested:
+        verb = "differ" if heterogeneity.differ else "do not differ detectably"
+        lines.append(Text(f"per-target effects {verb} between targets: chi2({heterogeneity.df}) = "
+                          f"{heterogeneity.chi2:.2f}, p {format_p(heterogeneity.p_value)}"))
+    coverage = coverage_sentence(result.coverage)
     if coverage:
         lines.append(Text(coverage))
-    detectable = estimates["minimum_detectable_difference"]
+    detectable = result.comparison.minimum_detectable_difference
     if detectable is not None:
         lines.append(Text(f"minimum detectable difference: {detectable:.2f} points "
-                          f"({round(estimates['settings']['power'] * 100)}% power)"))
-    lines.append(Text(f"{estimates['n_runs']} runs, {estimates['n_rows']} rows; "
-                      f"{len(estimates['warnings'])} warning(s)"))
+                          f"({round(result.settings.power * 100)}% power)"))
+    later = [str(Problem(*row)) for row in problems.loc[
+        ~first, ["file", "location", "severity", "message"]].itertuples(index=False)]
+    lines.append(Text(f"{d.n_runs} runs, {d.n_rows} rows; {len(problems)} warning(s)"
+                      + (f" ({int(first.sum())} above)" if first.any() else "")
+                      + (":" if later else "")))
+    lines += [Text(f"  - {warning}", style="yellow") for warning in later]
     return Group(*lines)
 
 
