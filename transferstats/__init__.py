@@ -27,17 +27,22 @@ if TYPE_CHECKING:
         AnalysisSpec,
         CrossedFit,
         LoadedResults,
+        MixedFit,
         Problem,
         ResultsError,
         SimulationSettings,
         Task,
         analyze,
         fit_crossed,
+        fit_formula,
         get_task,
+        kenward_roger,
         likelihood_ratio_test,
         load_results,
         load_spec,
+        reduce_slopes,
         register_task,
+        satterthwaite,
         simulate_results,
         task_scope,
     )
@@ -47,6 +52,7 @@ __all__ = [
     "AnalysisSpec",
     "CrossedFit",
     "LoadedResults",
+    "MixedFit",
     "Problem",
     "ResultsError",
     "SimulationSettings",
@@ -54,11 +60,15 @@ __all__ = [
     "__version__",
     "analyze",
     "fit_crossed",
+    "fit_formula",
     "get_task",
+    "kenward_roger",
     "likelihood_ratio_test",
     "load_results",
     "load_spec",
+    "reduce_slopes",
     "register_task",
+    "satterthwaite",
     "simulate_results",
     "task_scope",
 ]
@@ -69,9 +79,16 @@ __all__ = [
 _SOLVER = ("CrossedFit", "fit_crossed", "likelihood_ratio_test")
 
 
+#: Likewise the random-slope model and its inference, each from its own module.
+_SLOPES = {"MixedFit": "lmm", "fit_formula": "lmm", "satterthwaite": "inference",
+           "kenward_roger": "kenward_roger", "reduce_slopes": "slope_reduction"}
+
+
 def __getattr__(name: str) -> Any:
     if name in _SOLVER:
         return getattr(importlib.import_module("transferstats.analysis.mixed"), name)
+    if name in _SLOPES:
+        return getattr(importlib.import_module(f"transferstats.analysis.{_SLOPES[name]}"), name)
     if name in __all__:
         return getattr(importlib.import_module("transferstats.api"), name)
     raise AttributeError(f"module 'transferstats' has no attribute {name!r}")

@@ -1,7 +1,9 @@
 """The Python API: what a notebook needs, in one flat namespace (``import transferstats as ts``).
 
 ``ts.analyze`` is what ``transferstats analyze`` runs; ``ts.load_results`` reads and validates;
-``ts.fit_crossed`` is the crossed random-intercept solver, usable on any data;
+``ts.fit_crossed`` is the crossed random-intercept solver, usable on any data, and with
+``slopes=`` (or ``ts.fit_formula`` in lme4's notation) fits random slopes, whose fixed effects
+``ts.satterthwaite`` and ``ts.kenward_roger`` test with small-sample df;
 ``ts.simulate_results`` writes a grid from the documented generative model. docs/api.md walks
 through them.
 """
@@ -13,9 +15,13 @@ from pathlib import Path
 import pandas as pd
 
 from transferstats import loading
+from transferstats.analysis.inference import satterthwaite
+from transferstats.analysis.kenward_roger import kenward_roger
+from transferstats.analysis.lmm import MixedFit, fit_formula
 from transferstats.analysis.mixed import CrossedFit, fit_crossed, likelihood_ratio_test
 from transferstats.analysis.pipeline import analyze_loaded
 from transferstats.analysis.result import AnalysisResult
+from transferstats.analysis.slope_reduction import reduce_slopes
 from transferstats.analysis.spec import AnalysisSpec, TaskSource, load_spec, read_tasks
 from transferstats.loading import LoadedResults
 from transferstats.parallel import scheduler_address
@@ -156,17 +162,22 @@ __all__ = [
     "AnalysisSpec",
     "CrossedFit",
     "LoadedResults",
+    "MixedFit",
     "Problem",
     "ResultsError",
     "SimulationSettings",
     "Task",
     "analyze",
     "fit_crossed",
+    "fit_formula",
     "get_task",
+    "kenward_roger",
     "likelihood_ratio_test",
     "load_results",
     "load_spec",
+    "reduce_slopes",
     "register_task",
+    "satterthwaite",
     "simulate_results",
     "task_scope",
 ]

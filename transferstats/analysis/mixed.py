@@ -52,10 +52,10 @@ covariance of the fixed effects exactly as ``MixedLMResults.cov_params()`` repor
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, overload
 
 import numpy as np
 import pandas as pd
@@ -64,6 +64,9 @@ import scipy.sparse
 
 from transferstats.analysis.blocks import Blocked, RowSplit, other_rows
 from transferstats.parallel import blas_threads_for
+
+if TYPE_CHECKING:
+    from transferstats.analysis.lmm import MixedFit
 
 #: A factor whose relative standard deviation sigma_k / sigma is below this is reported on the
 #: boundary (its variance is below 1e-8 of the residual variance).
@@ -1252,9 +1255,22 @@ def _lbfgsb(theta0: np.ndarray, cp: CrossProducts, reml: bool) -> np.ndarray:
 # Public fits
 
 
+@overload
 def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: Sequence[str],
-                *, reml: bool = True, start: dict[str, float] | Sequence[float] | None = None
-                ) -> CrossedFit:
+                *, reml: bool = True, start: dict[str, float] | Sequence[float] | None = None,
+                slopes: None = None, correlated: bool = True) -> CrossedFit: ...
+
+
+@overload
+def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: Sequence[str],
+                *, reml: bool = True, start: Sequence[float] | None = None,
+                slopes: Mapping[str, Sequence[str]], correlated: bool = True) -> MixedFit: ...
+
+
+def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: Sequence[str],
+                *, reml: bool = True, start: dict[str, float] | Sequence[float] | None = None,
+                slopes: Mapping[str, Sequence[str]] | None = None, correlated: bool = True
+                ) -> CrossedFit | MixedFit:
     """Fit a linear mixed model with crossed random intercepts, fast enough to bootstrap.
 
     The model is ``outcome ~ 1 + fixed + (1 | random[0]) + (1 | random[1]) + ...``: one fixed
@@ -1286,13 +1302,24 @@ def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: 
         with different fixed effects by a likelihood-ratio test).
     start : dict or sequence of float, optional
         Starting relative standard deviations sigma_k / sigma (by factor, or in ``random``'s
-        order), e.g. from an earlier fit, to warm-start the optimiser.
+        order), e.g. from an earlier fit, to warm-start the optimiser. With ``slopes``, a
+        starting theta in lme4's order (a nearby :class:`~transferstats.analysis.lmm.MixedFit`'s
+        ``theta``).
+    slopes : mapping of str to sequence of str, optional
+        Random slopes: a factor of ``random`` -> the numeric columns whose effects vary between
+        its levels, e.g. ``{"target_task": ["diversity", "volume"]}``. The model is then fitted
+        by :func:`~transferstats.analysis.lmm.fit_lmm` (lme4's criterion) and a
+        :class:`~transferstats.analysis.lmm.MixedFit` is returned, whose ``bse`` are lme4's.
+    correlated : bool, default True
+        With ``slopes``: the intercept and slopes of a factor correlated (lme4's
+        ``(1 + x | g)``), or independent (``(1 + x || g)``).
 
     Returns
     -------
-    CrossedFit
-        ``params``, ``bse``, ``cov_params``, ``variance_components``, ``residual_variance``,
-        ``llf``, ``converged``, ``method``, ``random_effects`` and ``summary()``.
+    CrossedFit or MixedFit
+        Without ``slopes``, a ``CrossedFit``: ``params``, ``bse``, ``cov_params``,
+        ``variance_components``, ``residual_variance``, ``llf``, ``converged``, ``method``,
+        ``random_effects`` and ``summary()``. With ``slopes``, a ``MixedFit``.
 
     Raises
     ------
@@ -1326,6 +1353,16 @@ def fit_crossed(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random: 
     >>> sorted(fit.variance_components)
     ['a', 'b']
     """
+    if slopes is not None:
+        # Imported here: the slopes model needs scipy.optimize, which a cold intercept-only fit
+        # does not load.
+        from transferstats.analysis.formula import random_terms
+        from transferstats.analysis.lmm import fit_lmm
+
+        if isinstance(start, dict):
+            raise TypeError("fit_crossed: with slopes, start is a theta sequence in lme4's order")
+        return fit_lmm(data, outcome, fixed, random_terms(random, slopes, correlated), reml=reml,
+                       start=start)
     arrays = model_arrays(data, outcome, fixed, random)
     if isinstance(start, dict):
         start = [start[factor] for factor in arrays.factors]
