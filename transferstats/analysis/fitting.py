@@ -1,9 +1,12 @@
-"""Fit a built model: REML fit, likelihood-ratio tests, bootstrap, intervals.
+"""Fit a built model: REML fit, tests, intervals.
 
-:func:`fit_model` is the step after :func:`transferstats.analysis.model.build_model`: it fits
-the model by REML with :func:`~transferstats.analysis.mixed.fit_crossed`, tests each term by an
-ML likelihood-ratio test and bootstraps every output -- crossed cluster resamples, or
-parametric ones for a model with identity effects.
+The step after :func:`transferstats.analysis.model.build_model`. A model of random intercepts
+(:func:`fit_model`) is fitted by REML with :func:`~transferstats.analysis.mixed.fit_crossed`,
+each term tested by an ML likelihood-ratio test, every output bootstrapped -- crossed cluster
+resamples, or parametric ones where the design calls for them. A model with target-specific
+slopes (:func:`fit_slopes_model`) is about the average effect over targets like these: its
+intervals and p-values are Wald t on Satterthwaite's degrees of freedom, which a percentile
+bootstrap of a few targets cannot match. Both give :func:`output_table`'s columns.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from transferstats.analysis.bootstrap import BootstrapResult, crossed_bootstrap
+from transferstats.analysis.inference import satterthwaite
+from transferstats.analysis.kenward_roger import kenward_roger, kenward_roger_affordable
+from transferstats.analysis.lmm import MixedFit
 from transferstats.analysis.mixed import CrossedFit, fit_crossed
 from transferstats.analysis.parametric import ParametricBootstrap, parametric_bootstrap
+from transferstats.analysis.slope_reduction import Reduction, reduce_slopes
 
 #: Bootstrap output -> ``{"ci_low", "ci_high", "se"}``.
 Intervals = dict[str, dict[str, float]]
@@ -37,6 +44,7 @@ class BootstrapSettings:
     n_jobs: int | None = None
     progress: bool = True
     scheduler: str = ""
+    df_method: str = "satterthwaite"
 
 
 @dataclass
@@ -141,3 +149,69 @@ def nested_test(data: pd.DataFrame, outcome: str, fixed: list[str], reduced: lis
     chi2 = max(2 * (full_fit.llf - reduced_fit.llf), 0.0)
     df = len(fixed) - len(reduced)
     return {"chi2": float(chi2), "df": int(df), "p_value": float(stats.chi2.sf(chi2, df))}
+
+
+#: The columns of every fitted model's :func:`output_table`.
+OUTPUT_COLUMNS = ["estimate", "se", "df", "ci_low", "ci_high", "p_value", "p_value_wald", "chi2",
+                  "bootstrap_se", "percentile_ci_low", "percentile_ci_high"]
+
+
+def output_table(model: FittedModel) -> pd.DataFrame:
+    """Every output of a bootstrapped model (terms, contrast, identity outputs), one row each:
+    the estimate, the model's Wald SE (the bootstrap SE for outputs that are not terms), the
+    chosen bootstrap interval, the ML likelihood-ratio test of a term, the percentile interval."""
+    frame = model.fit.summary_frame().set_index("term")
+    wald_se, wald_p = frame["se"].to_dict(), frame["p_value"].to_dict()
+    rows = {}
+    for name, interval in model.intervals.items():
+        test = model.tests.get(name, {})
+        rows[name] = {"estimate": float(model.boot.estimate[name]),
+                      "se": float(wald_se.get(name, interval["se"])),
+                      "df": np.nan, "ci_low": interval["ci_low"], "ci_high": interval["ci_high"],
+                      "p_value": test.get("p_value", np.nan),
+                      "p_value_wald": float(wald_p.get(name, np.nan)),
+                      "chi2": test.get("chi2", np.nan),
+                      "bootstrap_se": interval["se"],
+                      "percentile_ci_low": model.percentile[name]["ci_low"],
+                      "percentile_ci_high": model.percentile[name]["ci_high"]}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=OUTPUT_COLUMNS)
+
+
+@dataclass
+class SlopesModel:
+    """A model with target-specific slopes: REML fit, reduced only where singular, and Wald t
+    inference on every output with Satterthwaite's (or Kenward-Roger's) degrees of freedom."""
+
+    reduction: Reduction
+    table: pd.DataFrame
+    method: str
+    n_failed: int = 0
+    failed_share: float = 0.0
+
+    @property
+    def fit(self) -> MixedFit:
+        return self.reduction.fit
+
+
+def fit_slopes_model(data: pd.DataFrame, outcome: str, fixed: list[str], random: list[str],
+                     slopes: dict[str, tuple[str, ...]], contrasts: dict[str, dict[str, float]],
+                     level: float, df_method: str) -> SlopesModel:
+    """Fit the slopes model (:func:`~transferstats.analysis.slope_reduction.reduce_slopes`) and
+    test each term and contrast by a Wald t on Satterthwaite's degrees of freedom (lmerTest), or
+    Kenward-Roger's (pbkrtest) where ``df_method`` asks for it and the model is small enough."""
+    with threadpool_limits(1):
+        reduction = reduce_slopes(data, outcome, fixed, random, slopes)
+        outputs = {term: {term: 1.0} for term in fixed} | contrasts
+        method = "Satterthwaite"
+        if df_method == "kenward-roger":
+            affordable, why = kenward_roger_affordable(reduction.fit)
+            if not affordable:
+                raise ValueError(f"df_method = \"kenward-roger\": {why}; use \"satterthwaite\"")
+            table, method = kenward_roger(reduction.fit, outputs, level), "Kenward-Roger"
+        else:
+            table = satterthwaite(reduction.fit, outputs, level)
+    table = table.set_index("contrast")
+    table = table.assign(p_value_wald=table["p_value"], chi2=np.nan, bootstrap_se=np.nan,
+                                               percentile_ci_low=np.nan,
+                                               percentile_ci_high=np.nan)
+    return SlopesModel(reduction, table[OUTPUT_COLUMNS], method)

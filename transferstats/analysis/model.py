@@ -24,6 +24,7 @@ from transferstats.analysis.identity import (
     share_table,
 )
 from transferstats.analysis.members import MemberWords
+from transferstats.analysis.slope_reduction import eligible_slopes
 
 #: The comparison the toolkit exists for: the diversity effect minus the volume effect.
 CONTRAST = "diversity - volume"
@@ -79,6 +80,10 @@ class ModelStructure:
     blocked: str = ""
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: Predictors with a random slope by target (correlated with the target intercept, before
+    #: any reduction of a singular fit), and why these.
+    slopes: tuple[str, ...] = ()
+    slopes_reason: str = ""
 
     @property
     def fixed(self) -> list[str]:
@@ -121,7 +126,12 @@ class ModelStructure:
             shown.append(f"share[<{noun}>] for {k - 1} of the {k} {plural} (reference: "
                          f"{self.identity.reference})")
         return (f"{self.outcome} ~ {' + '.join(shown)} + "
-                + " + ".join(f"(1 | {FACTOR_NOTATION.get(f, f)})" for f in self.random))
+                + " + ".join(self.random_term(f) for f in self.random))
+
+    def random_term(self, factor: str) -> str:
+        """One random term in lme4's notation (the target's with its slopes)."""
+        columns = " + ".join(["1", *self.slopes]) if factor == "target_task" else "1"
+        return f"({columns} | {FACTOR_NOTATION.get(factor, factor)})"
 
 
 def fixed_terms(per_mix: pd.DataFrame, varies: str, interaction: bool) -> tuple[list[str], list[str]]:
@@ -223,8 +233,33 @@ def full_rank(data: pd.DataFrame, fixed: Sequence[str]) -> bool:
     return bool(np.linalg.matrix_rank(X.T @ X) == X.shape[1])
 
 
+def slope_plan(data: pd.DataFrame, mix_terms: Sequence[str], mode: str
+               ) -> tuple[tuple[str, ...], str]:
+    """The target-specific slopes of the primary model, and why.
+
+    By default (``mode = "auto"``) diversity and volume get correlated random slopes by target
+    wherever the design allows them: at least 3 targets, and the factor varies within at least
+    3 of them (Barr et al. 2013: the maximal structure the design supports). ``"off"`` never;
+    ``"on"`` insists (a ``ValueError`` with the reason where the design does not allow them).
+    """
+    varied = [t for t in ("diversity", "volume") if t in mix_terms]
+    if mode == "off":
+        return (), "random slopes turned off (random_slopes = \"off\")"
+    eligible = eligible_slopes(data, {"target_task": varied}) if varied else None
+    allowed = eligible.slopes.get("target_task", ()) if eligible else ()
+    reasons = "; ".join(eligible.reasons) if eligible else "no design factor varies"
+    if mode == "on" and not allowed:
+        raise ValueError(f"random_slopes = \"on\", but the design allows no target-specific "
+                         f"slope: {reasons}")
+    if not allowed:
+        return (), f"no target-specific slopes: {reasons}"
+    why = (f"the effects of {' and '.join(allowed)} may differ between targets, and the "
+           f"{data['target_task'].nunique()} targets allow a slope for each")
+    return tuple(allowed), why + (f" ({reasons})" if reasons else "")
+
+
 def build_model(description: Description, data: pd.DataFrame, mixes: pd.DataFrame, *,
-                interaction: bool, target_mix: bool, identity: str
+                interaction: bool, target_mix: bool, identity: str, random_slopes: str = "off"
                 ) -> tuple[pd.DataFrame, ModelStructure]:
     """The model of an analysis, and its rows with the columns it needs (the interaction, the
     (mix, target) cell, the identity shares). Raises ``ValueError`` when the covariates are
@@ -262,13 +297,15 @@ def build_model(description: Description, data: pd.DataFrame, mixes: pd.DataFram
         outputs = identity_contrasts(list(shares.columns), plan.reference,
                                      check.centre_log2["diversity"] if "diversity" in mix_terms
                                      else None)
+    slopes, slopes_reason = slope_plan(data, mix_terms, random_slopes) if identifiable \
+        else ((), "the model was not fitted")
     structure = ModelStructure(
         outcome=description.outcome, mix_terms=tuple(mix_terms), covariates=covariates,
         random=tuple(random), identity=plan, shares=tuple(share_columns),
         identity_outputs=outputs, direction=description.direction,
         blocked=check.reason if check.confounded else "",
         notes=tuple(notes + random_notes + random_warnings),
-        warnings=tuple(warnings + random_warnings))
+        warnings=tuple(warnings + random_warnings), slopes=slopes, slopes_reason=slopes_reason)
     return data, structure
 
 

@@ -29,12 +29,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from transferstats.analysis import descriptives
 from transferstats.analysis.coverage import study_coverage
 from transferstats.analysis.description import Described, Description, describe
 from transferstats.analysis.diagnostics import VarianceInflation, variance_inflation
-from transferstats.analysis.fitting import BootstrapSettings, FittedModel, Intervals, fit_model, nested_test
+from transferstats.analysis.fitting import (
+    OUTPUT_COLUMNS,
+    BootstrapSettings,
+    FittedModel,
+    SlopesModel,
+    fit_model,
+    fit_slopes_model,
+    nested_test,
+    output_table,
+)
 from transferstats.analysis.identity import identity_output, relative_output, share_table
 from transferstats.analysis.model import CONTRAST, INTERACTION, MIX_TARGET, ModelStructure, build_model
 from transferstats.analysis.per_target import per_target
@@ -51,8 +61,10 @@ from transferstats.analysis.result import (
     IdentityResult,
     IntervalMethod,
     PlainModel,
+    SlopeStructure,
     Verdict,
 )
+from transferstats.analysis.slopes import slope_heterogeneity, slopes_fit_summary, wald_interval_method
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.analysis.verdict import compare_models, decide, minimum_detectable_difference
 from transferstats.loading import LoadedResults
@@ -67,12 +79,16 @@ DIVERSITY_UNITS = {
 }
 
 
+#: A fitted model: random intercepts bootstrapped, or target-specific slopes with Wald t.
+Model = FittedModel | SlopesModel
+
+
 @dataclass
 class Fits:
     """The fitted models of one analysis (None where not fitted)."""
 
-    primary: FittedModel | None = None
-    plain: FittedModel | None = None
+    primary: Model | None = None
+    plain: Model | None = None
     identity_test: dict | None = None
     per_target_table: pd.DataFrame | None = None
     heterogeneity: Heterogeneity | None = None
@@ -94,14 +110,15 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     problems += [Problem(loaded.source, "model", "warning", w) for w in structure.warnings]
     settings = BootstrapSettings(structure.outcome, spec.resamples, spec.seed, spec.level,
                                  spec.interval, _units(data, spec), n_jobs, progress,
-                                 spec.scheduler)
+                                 spec.scheduler, spec.df_method)
     plan = resampling_plan(data, structure, described.description, settings.units)
     if plan.why:
         problems.append(Problem(loaded.source, "bootstrap", "warning", plan.why))
     collinearity = _collinearity(data, structure, problems, loaded.source)
     fits = _fit_all(data, structure, settings, plan, companions, described, problems)
     return _result(described, structure, fits, data, settings, spec, problems,
-                   _interval_method(settings, structure, fits.primary, plan),
+                   _interval_method(settings, structure, fits.primary, plan,
+                                    described.description),
                    collinearity)
 
 
@@ -121,9 +138,10 @@ def _build(described: Described, spec: AnalysisSpec) -> tuple[pd.DataFrame, Mode
     try:
         return build_model(described.description, described.data, described.mixes,
                            interaction=spec.interaction, target_mix=spec.target_mix,
-                           identity=spec.identity)
+                           identity=spec.identity, random_slopes=spec.random_slopes)
     except ValueError as error:
-        location = "identity" if "identity" in str(error) else "covariates"
+        location = next((key for key in ("identity", "random_slopes") if key in str(error)),
+                        "covariates")
         raise ResultsError(described.problems + [Problem(
             described.description.source.path, location, "error", str(error))]) from None
 
@@ -143,14 +161,18 @@ def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapS
     words = described.description.words
     fits = Fits(primary=_fit(data, structure, structure.primary_fixed, structure.contrasts,
                              settings, "mixed model", plan.primary_df, problems, source))
+    if structure.identity.used and not structure.slopes:
+        fits.identity_test = nested_test(data, structure.outcome, structure.primary_fixed,
+                                         structure.fixed, list(structure.random))
     fits.plain = fits.primary if not structure.identity.used else None
     if companions and structure.identity.used:
         fits.plain = _fit(data, structure, structure.fixed, structure.plain_contrasts, settings,
                           f"plain mixed model (no {words.noun} identity)", plan.plain_df, problems,
                           source)
-        fits.identity_test = nested_test(data, structure.outcome, structure.primary_fixed,
-                                         structure.fixed, list(structure.random))
-    if companions:
+    if companions and isinstance(fits.primary, SlopesModel):
+        fits.per_target_table, fits.heterogeneity = slope_heterogeneity(data, structure,
+                                                                        fits.primary)
+    elif companions:
         fits.per_target_table, fits.heterogeneity = per_target(data, structure, settings,
                                                                plan.primary_df)
     _note_failures(fits, settings, problems, source)
@@ -159,8 +181,12 @@ def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapS
 
 def _fit(data: pd.DataFrame, structure: ModelStructure, fixed: list[str],
          contrasts: dict[str, dict[str, float]], settings: BootstrapSettings, label: str,
-         parametric_df: float | None, problems: list[Problem], source: str) -> FittedModel:
+         parametric_df: float | None, problems: list[Problem], source: str) -> Model:
     try:
+        if structure.slopes:
+            return fit_slopes_model(data, structure.outcome, fixed, list(structure.random),
+                                    {"target_task": structure.slopes}, contrasts, settings.level,
+                                    settings.df_method)
         return fit_model(data, settings, fixed, list(structure.random), contrasts,
                          structure.core, tested=structure.fixed, parametric_df=parametric_df)
     except (np.linalg.LinAlgError, ValueError) as error:
@@ -175,7 +201,7 @@ def _note_failures(fits: Fits, settings: BootstrapSettings, problems: list[Probl
     if fits.plain is not fits.primary:
         models.append(("plain model", fits.plain))
     for name, model in models:
-        if model is not None and model.n_failed:
+        if isinstance(model, FittedModel) and model.n_failed:
             problems.append(Problem(source, "bootstrap", "warning",
                                     f"{model.n_failed} of {model.boot.n_resamples} resamples of "
                                     f"the {name} failed to fit and are not in the intervals"))
@@ -197,7 +223,8 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
     plain = _plain(fits, structure, description, terms, verdict, units, spec)
     if fits.primary is not None:
         data = data.assign(fitted=fits.primary.fit.fitted, residual=fits.primary.fit.residuals)
-        draws = fits.primary.boot.draws
+        draws = (fits.primary.boot.draws if isinstance(fits.primary, FittedModel)
+                 else pd.DataFrame(columns=structure.core))
         if not fits.primary.fit.converged:
             problems.append(Problem(description.source.path, "model", "warning",
                                     "the REML fit did not converge"))
@@ -212,6 +239,7 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
         description=description, structure=structure, terms=terms, comparison=comparison,
         decision=verdict, intervals=intervals, collinearity=collinearity,
         fit=_fit_summary(fits.primary), identity=identity,
+        slopes=_slope_structure(structure, fits.primary),
         plain=plain, heterogeneity=fits.heterogeneity or Heterogeneity(
             False, "the model was not fitted" if fits.primary is None
             else "not fitted (companions=False)"),
@@ -246,39 +274,47 @@ def _unit_texts(description: Description) -> dict[str, str]:
     return units | {c.name: c.unit for c in description.covariates}
 
 
-def _effects(model: FittedModel | None, structure: ModelStructure, units: dict[str, str],
+def _effects(model: Model | None, structure: ModelStructure, units: dict[str, str],
              spec: AnalysisSpec) -> tuple[tuple[Effect, ...], Comparison]:
     """The effects of the plain model's terms and the contrast, from a fitted model (None-valued
     when unfitted)."""
-    wald = model.fit.summary_frame().set_index("term").to_dict("index") if model else {}
-    effects = []
-    for term in structure.fixed:
-        values: dict = {}
-        if model is not None:
-            test = model.tests[term]
-            values = {"estimate": float(wald[term]["estimate"]), "se": float(wald[term]["se"]),
-                      "p_value_wald": float(wald[term]["p_value"]),
-                      "p_value": test["p_value"], "chi2": test["chi2"]}
-            values |= _interval_fields(term, model.intervals, model.percentile)
-        effects.append(Effect(term, units[term], **values))
+    table = _outputs(model)
+    effects = tuple(Effect(term, units[term], **_fields(table, term)) for term in structure.fixed)
     direction = ("higher is better" if structure.direction > 0 else
                  "lower is better: the contrast is -(diversity) - (-(volume)), so positive still "
                  "favours diversity")
     comparison = Comparison(CONTRAST, structure.contrast_weights, direction)
     if model is not None and structure.compared:
-        fields = _interval_fields(CONTRAST, model.intervals, model.percentile)
-        comparison = replace(comparison, estimate=float(model.boot.estimate[CONTRAST]), **fields,
-                             minimum_detectable_difference=minimum_detectable_difference(
-                                 model.intervals[CONTRAST]["se"], spec.level, spec.power))
-    return tuple(effects), comparison
+        fields = _fields(table, CONTRAST)
+        comparison = replace(comparison, **{k: v for k, v in fields.items()
+                                            if k not in ("p_value_wald", "chi2")},
+                             minimum_detectable_difference=_detectable(fields, spec))
+    return effects, comparison
 
 
-def _interval_fields(name: str, intervals: Intervals, percentile: Intervals) -> dict:
-    """The bootstrap interval (chosen kind), its standard error and the percentile interval."""
-    return {"ci_low": intervals[name]["ci_low"], "ci_high": intervals[name]["ci_high"],
-            "bootstrap_se": intervals[name]["se"],
-            "percentile_ci_low": percentile[name]["ci_low"],
-            "percentile_ci_high": percentile[name]["ci_high"]}
+def _outputs(model: Model | None) -> pd.DataFrame:
+    if model is None:
+        return pd.DataFrame(columns=OUTPUT_COLUMNS)
+    return model.table if isinstance(model, SlopesModel) else output_table(model)
+
+
+def _fields(table: pd.DataFrame, name: str) -> dict:
+    """One output's row as Effect fields (None where not computed)."""
+    if name not in table.index:
+        return {}
+    return {key: (None if pd.isna(value) else float(value))
+            for key, value in table.loc[name].items()}
+
+
+def _detectable(fields: dict, spec: AnalysisSpec) -> float | None:
+    """The minimum detectable difference: z quantiles on the bootstrap SE, t quantiles on the
+    Wald SE and its degrees of freedom where the interval is a t interval."""
+    if fields.get("df") is not None:
+        alpha = 1 - spec.level
+        quantiles = stats.t.ppf(1 - alpha / 2, fields["df"]) + stats.t.ppf(spec.power, fields["df"])
+        return float(quantiles * fields["se"])
+    se = fields.get("bootstrap_se")
+    return None if se is None else minimum_detectable_difference(se, spec.level, spec.power)
 
 
 def _plain(fits: Fits, structure: ModelStructure, description: Description,
@@ -305,27 +341,37 @@ def _identity(fits: Fits, structure: ModelStructure, described: Described) -> Id
     if not plan.used or model is None:
         return IdentityResult(plan)
     shares = share_table(described.mixes)
+    table = _outputs(model)
     rows = []
     for task in shares.columns:
-        level, relative = identity_output(task), relative_output(task)
+        level, relative = table.loc[identity_output(task)], table.loc[relative_output(task)]
         held = shares[task][shares[task] > 0]
+        without = (int(model.boot.draws[identity_output(task)].isna().sum())
+                   if isinstance(model, FittedModel) else 0)
         rows.append({
-            "task": task, "estimate": float(model.boot.estimate[level]),
-            "ci_low": model.intervals[level]["ci_low"],
-            "ci_high": model.intervals[level]["ci_high"],
-            "bootstrap_se": model.intervals[level]["se"],
-            "relative": float(model.boot.estimate[relative]),
-            "relative_ci_low": model.intervals[relative]["ci_low"],
-            "relative_ci_high": model.intervals[relative]["ci_high"],
+            "task": task, "estimate": level["estimate"], "ci_low": level["ci_low"],
+            "ci_high": level["ci_high"],
+            "bootstrap_se": level["bootstrap_se"] if pd.notna(level["bootstrap_se"])
+            else level["se"],
+            "relative": relative["estimate"], "relative_ci_low": relative["ci_low"],
+            "relative_ci_high": relative["ci_high"],
             "n_mixes": int(len(held)), "mean_share": float(held.mean()),
-            "resamples_without": int(model.boot.draws[level].isna().sum()),
-            "reference": task == plan.reference})
+            "resamples_without": without, "reference": task == plan.reference})
     return IdentityResult(plan, tuple(rows), fits.identity_test)
 
 
-def _fit_summary(model: FittedModel | None) -> FitSummary | None:
+def _slope_structure(structure: ModelStructure, model: Model | None) -> SlopeStructure:
+    if not isinstance(model, SlopesModel):
+        return SlopeStructure(structure.slopes, structure.slopes_reason)
+    return SlopeStructure(structure.slopes, structure.slopes_reason, model.reduction.structure,
+                          tuple(model.reduction.steps_frame().to_dict("records")))
+
+
+def _fit_summary(model: Model | None) -> FitSummary | None:
     if model is None:
         return None
+    if isinstance(model, SlopesModel):
+        return slopes_fit_summary(model)
     fit = model.fit
     return FitSummary(method=fit.method, converged=bool(fit.converged),
                       variance_components={k: float(v) for k, v in fit.variance_components.items()},
@@ -334,8 +380,11 @@ def _fit_summary(model: FittedModel | None) -> FitSummary | None:
 
 
 def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
-                     primary: FittedModel | None, plan: ResamplingPlan) -> IntervalMethod:
+                     primary: Model | None, plan: ResamplingPlan,
+                     description: Description) -> IntervalMethod:
     """How the primary model's intervals were made, and why that way."""
+    if isinstance(primary, SlopesModel):
+        return wald_interval_method(primary, settings, description)
     crossed = "crossed cluster, " + ("BCa" if settings.interval == "bca" else "percentile")
     failed = int(primary.n_failed) if primary is not None else None
     method = IntervalMethod(resampling="crossed cluster", method=crossed,
@@ -358,13 +407,13 @@ def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
                                     "per member (El Karoui & Purdom 2018)"))
 
 
-def _coverage(spec: AnalysisSpec, primary: FittedModel | None, structure: ModelStructure,
+def _coverage(spec: AnalysisSpec, primary: Model | None, structure: ModelStructure,
               description: Description) -> dict | None:
     """What the coverage study measured for the contrast's interval on the design most like this
     one (:mod:`transferstats.analysis.coverage`); None where the study does not speak to the
     analysis (no fit, another outcome or level, no such design)."""
-    if (primary is None or not description.compared or description.outcome != "improvement"
-            or spec.level != 0.95):
+    if (not isinstance(primary, FittedModel) or not description.compared
+            or description.outcome != "improvement" or spec.level != 0.95):
         return None
     in_model = MIX_TARGET in structure.random
     variation = (not in_model or (primary.fit.variance_components[MIX_TARGET] > 0

@@ -27,7 +27,7 @@ from transferstats.problems import Problem
 from transferstats.tasks import task_scope
 
 __all__ = ["CONTRAST", "AnalysisResult", "Comparison", "Effect", "FitSummary", "Heterogeneity",
-           "IdentityResult", "IntervalMethod", "PlainModel", "Verdict"]
+           "IdentityResult", "IntervalMethod", "PlainModel", "SlopeStructure", "Verdict"]
 
 #: Columns of :attr:`AnalysisResult.effects`, in order.
 EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "bootstrap_se",
@@ -51,13 +51,15 @@ class Effect:
 
     ``se`` is the model's (Wald) standard error; ``ci_low``/``ci_high`` the interval the
     verdict reads, made as ``IntervalMethod.method`` says; ``p_value`` the ML likelihood-ratio
-    test of the term.
+    test of the term, or with target-specific slopes the Wald t test on ``df`` degrees of
+    freedom (Satterthwaite's or Kenward-Roger's).
     """
 
     term: str
     unit: str
     estimate: float | None = None
     se: float | None = None
+    df: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     p_value: float | None = None
@@ -85,6 +87,9 @@ class Comparison:
     weights: dict[str, float]
     direction: str
     estimate: float | None = None
+    se: float | None = None
+    df: float | None = None
+    p_value: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
     bootstrap_se: float | None = None
@@ -137,6 +142,8 @@ class IntervalMethod:
     t_df: float | None = None
     plain_method: str | None = None
     why: str = ""
+    #: The degrees of freedom of Wald t intervals: "Satterthwaite" or "Kenward-Roger".
+    df_method: str = ""
 
 
 @dataclass(frozen=True)
@@ -174,6 +181,24 @@ class PlainModel:
         values |= {"effects": [e.to_dict() for e in self.effects],
                    "verdict": self.verdict.value, "verdict_reason": self.verdict.reason}
         return values
+
+
+@dataclass(frozen=True)
+class SlopeStructure:
+    """The random slopes by target: requested, why, fitted, and the steps of any reduction.
+
+    ``fitted`` is the random part after any reduction of a singular fit, in lme4's notation.
+    """
+
+    requested: tuple[str, ...]
+    reason: str
+    fitted: str = ""
+    steps: tuple[dict, ...] = ()
+
+    @property
+    def used(self) -> bool:
+        """Whether the model has target-specific slopes."""
+        return bool(self.requested)
 
 
 @dataclass(frozen=True)
@@ -215,9 +240,9 @@ class AnalysisResult:
         How the intervals were made.
     fit : FitSummary or None
         The primary model's REML fit (None when the design blocked the fit).
-    identity, plain, heterogeneity
-        The identity effects, the plain model beside an identity-adjusted one, the test of
-        per-target effects.
+    identity, slopes, plain, heterogeneity
+        The identity effects, the random slopes by target (requested, fitted, reduced), the
+        plain model beside an identity-adjusted one, the test of per-target effects.
     coverage : dict or None
         What the coverage study measured for a design like this one.
     collinearity : VarianceInflation or None
@@ -249,6 +274,7 @@ class AnalysisResult:
     intervals: IntervalMethod
     fit: FitSummary | None
     identity: IdentityResult
+    slopes: SlopeStructure
     plain: PlainModel
     heterogeneity: Heterogeneity
     coverage: dict | None
@@ -303,6 +329,7 @@ class AnalysisResult:
             "verdict_values": VERDICTS,
             "minimum_detectable_difference": self.comparison.minimum_detectable_difference,
             "identity": self.identity.to_dict(), "plain": self.plain.to_dict(),
+            "random_slopes": asdict(self.slopes),
             "per_target": self.per_target_table.to_dict("records"),
             "heterogeneity": asdict(self.heterogeneity),
             "covariates": [asdict(c) | {"unit": c.unit} for c in d.covariates],

@@ -15,6 +15,10 @@ from transferstats.tasks import Task, read_task_file, tasks_from_table
 INTERVALS = ("bca", "percentile")
 #: ``identity``: use the task-identity model when the grid can estimate it, always, or never.
 IDENTITY_MODES = ("auto", "on", "off")
+#: ``random_slopes``: target-specific slopes where the design allows them, always, or never.
+SLOPE_MODES = ("auto", "on", "off")
+#: ``df_method``: the degrees of freedom of the Wald t tests of a model with slopes.
+DF_METHODS = ("satterthwaite", "kenward-roger")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class AnalysisSpec:
     target_mix: bool = True
     model: str = ""
     identity: str = "auto"
+    random_slopes: str = "auto"
+    df_method: str = "satterthwaite"
     covariates: tuple[str, ...] = ()
     resamples: int = 1000
     seed: int = 0
@@ -63,6 +69,8 @@ class AnalysisSpec:
             (self.diversity in DIVERSITY_MEASURES, "diversity", f"one of {list(DIVERSITY_MEASURES)}"),
             (self.interval in INTERVALS, "interval", f"one of {list(INTERVALS)}"),
             (self.identity in IDENTITY_MODES, "identity", f"one of {list(IDENTITY_MODES)}"),
+            (self.random_slopes in SLOPE_MODES, "random_slopes", f"one of {list(SLOPE_MODES)}"),
+            (self.df_method in DF_METHODS, "df_method", f"one of {list(DF_METHODS)}"),
             (isinstance(self.covariates, tuple)
              and all(isinstance(name, str) and name.strip() for name in self.covariates)
              and len(set(self.covariates)) == len(self.covariates), "covariates",
@@ -90,7 +98,8 @@ class AnalysisSpec:
 
 _SECTIONS = {
     "analysis": ("name", "outcome", "diversity", "metric", "split", "include_english",
-                 "interaction", "target_mix", "model", "identity", "covariates"),
+                 "interaction", "target_mix", "model", "identity", "covariates", "random_slopes",
+                 "df_method"),
     "bootstrap": ("resamples", "seed", "level", "interval", "units", "scheduler"),
     "verdict": ("max_correlation", "power"),
 }

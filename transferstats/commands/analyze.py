@@ -9,6 +9,7 @@ from transferstats.problems import PROBLEMS_FILE
 
 # Options that are analysis spec keys, passed to ``ts.analyze`` under the same name.
 SPEC_OPTIONS = ("name", "outcome", "diversity", "metric", "split", "model", "resamples", "seed", "level",
+                "random_slopes", "df_method",
                 "interval", "interaction", "target_mix", "include_english", "identity", "covariates",
                 "scheduler")
 
@@ -54,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add a centred fixed effect outside the contrast: a numeric column "
                              "of the flat table, a key of run.json's 'covariates', or "
                              "target_in_mix; repeatable")
+    parser.add_argument("--random-slopes", dest="random_slopes", choices=["auto", "on", "off"],
+                        help="target-specific slopes of diversity and volume: auto (default) "
+                             "where the design allows them (>= 3 targets, the factor varies "
+                             "within them), on insists, off never")
+    parser.add_argument("--df-method", dest="df_method", choices=["satterthwaite", "kenward-roger"],
+                        help="degrees of freedom of the Wald t intervals of a model with slopes "
+                             "(default: satterthwaite; kenward-roger for small models)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="bootstrap worker processes (default: all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",

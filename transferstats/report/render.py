@@ -116,6 +116,11 @@ RANKING_FILE = "tables/mix_ranking.csv"
 IMPROVEMENT_FILE = "tables/improvement_by_mix.csv"
 
 REFERENCES = (
+    "Barr, D. J., Levy, R., Scheepers, C., & Tily, H. J. (2013). Random effects structure for "
+    "confirmatory hypothesis testing: keep it maximal. *Journal of Memory and Language*, 68(3), "
+    "255–278.",
+    "Bates, D., Kliegl, R., Vasishth, S., & Baayen, H. (2015). Parsimonious mixed models. "
+    "arXiv:1506.04967",
     "Bates, D., Mächler, M., Bolker, B., & Walker, S. (2015). Fitting linear mixed-effects "
     "models using lme4. *Journal of Statistical Software*, 67(1), 1–48. doi:10.18637/jss.v067.i01",
     "Connolly, J., Bell, T., Bolger, T., et al. (2013). An improved model to predict the effects "
@@ -133,9 +138,13 @@ REFERENCES = (
     "Hu, J., Ruder, S., Siddhant, A., Neubig, G., Firat, O., & Johnson, M. (2020). XTREME: A "
     "massively multilingual multi-task benchmark for evaluating cross-lingual generalization. "
     "*ICML 2020*. arXiv:2003.11080",
+    "Kenward, M. G., & Roger, J. H. (1997). Small sample inference for fixed effects from "
+    "restricted maximum likelihood. *Biometrics*, 53(3), 983–997.",
     "Kirwan, L., Connolly, J., Finn, J. A., et al. (2009). Diversity–interaction modeling: "
     "estimating contributions of species identities and interactions to ecosystem function. "
     "*Ecology*, 90(8), 2032–2038.",
+    "Kuznetsova, A., Brockhoff, P. B., & Christensen, R. H. B. (2017). lmerTest package: tests "
+    "in linear mixed effects models. *Journal of Statistical Software*, 82(13), 1–26.",
     "Loreau, M., & Hector, A. (2001). Partitioning selection and complementarity in "
     "biodiversity experiments. *Nature*, 412, 72–76.",
     "Owen, A. B. (2007). The pigeonhole bootstrap. *The Annals of Applied Statistics*, 1(2), "
@@ -144,6 +153,8 @@ REFERENCES = (
     "Bowman, S. R. (2020). English intermediate-task training improves zero-shot cross-lingual "
     "transfer too. *AACL-IJCNLP 2020*. arXiv:2005.13013",
     "Pinheiro, J. C., & Bates, D. M. (2000). *Mixed-Effects Models in S and S-PLUS*. Springer.",
+    "Satterthwaite, F. E. (1946). An approximate distribution of estimates of variance "
+    "components. *Biometrics Bulletin*, 2(6), 110–114.",
 )
 
 
@@ -446,8 +457,8 @@ def _effects(result: AnalysisResult) -> list[Block]:
     effects = [e.to_dict() for e in result.terms]
     comparison = result.comparison.to_dict()
     method = result.intervals.method
-    blocks = [_heading("Effects"), _table(tables.effects_table(effects, comparison, level,
-                                                               _resampling(result)))]
+    blocks = [_heading("Effects"), _table(tables.effects_table(
+        effects, comparison, level, _resampling(result), result.intervals.df_method))]
     if any(e.estimated for e in result.terms):
         caption = f"Fixed effects with {format_level(level)} intervals ({md_escape(method)})"
         if result.comparison.estimated:
@@ -530,12 +541,45 @@ def _identity(result: AnalysisResult) -> list[Block]:
             tasks, result.description.outcome, level, words),
             f"Identity effect of each {words.qualified}: the outcome of a mix of that "
             f"{words.noun} alone at the design's centre volume, with {format_level(level)} "
-            f"{_resampling(result)} bootstrap intervals; the dashed line is the mean over "
+            f"{tables.interval_kind(_resampling(result))} intervals; the dashed line is the mean over "
             f"{words.plural}. {words.plural.capitalize()} to the right carry more transfer."))
     return blocks
 
 
+def _target_slopes(result: AnalysisResult) -> list[Block]:
+    """Each target's own slopes beside their average, for a model with slopes by target."""
+    table, heterogeneity, level = result.per_target_table, result.heterogeneity, _level(result)
+    terms = [t for t in ("diversity", "volume") if t in set(table["term"])]
+    text = (f"The model gives each target its own {' and '.join(terms)} slope "
+            f"({_code(result.slopes.fitted)}), so the effects above are their average over "
+            f"targets like these {len(result.description.targets)}, with intervals that carry the "
+            "variation between targets. Each target's own slope (the average plus its random "
+            "slope: lme4's `coef`, a conditional mode without an interval of its own) is below.")
+    if heterogeneity.tested:
+        text += (f" The slopes' variance is {'clear' if heterogeneity.differ else 'not detectable'}"
+                 f": REML likelihood-ratio test against the model without them, "
+                 f"χ²({heterogeneity.df}) = {format_number(heterogeneity.chi2)}, p "
+                 f"{_p_phrase(heterogeneity.p_value)} (conservative: the variances are on the "
+                 "boundary under the null).")
+    pivot = table.pivot(index="target", columns="term", values="estimate")[terms]
+    frame = pd.DataFrame({"Target": [target_label(t) for t in pivot.index],
+                          **{t.capitalize(): [format_number(v) for v in pivot[t]] for t in terms}})
+    average = {"Target": f"Average ({format_level(level)} CI)"}
+    for term in terms:
+        effect = result.term(term)
+        average[term.capitalize()] = (f"{format_number(effect.estimate)}\n"
+                                      f"{format_interval(effect.ci_low, effect.ci_high)}"
+                                      if effect is not None else "")
+    frame = pd.concat([frame, pd.DataFrame([average])], ignore_index=True)
+    caption = (f"Each target's own {' and '.join(terms)} slope (points per doubling; conditional "
+               "modes), and their average over targets with its Wald t interval underneath.")
+    return [_heading("Per target"), _paragraph(text),
+            _table(Table("per_target", caption, frame))]
+
+
 def _per_target(result: AnalysisResult) -> list[Block]:
+    if result.slopes.used and result.slopes.fitted:
+        return _target_slopes(result)
     rows = result.per_target_table.to_dict("records")
     heterogeneity = result.heterogeneity
     if not rows:
@@ -576,6 +620,13 @@ def _comparison(result: AnalysisResult) -> list[Block]:
             f"{md_escape(result.verdict_reason or 'the model could not be fitted')}.")]
     level = _level(result)
     intervals = result.intervals
+    if intervals.resampling == "wald t":
+        return [_heading("Diversity versus volume"), _paragraph(
+            f"Diversity {MINUS} volume = "
+            f"{_estimate_text(comparison.to_dict(), level, 'points per doubling')}, a Wald t "
+            f"interval on {format_dof(comparison.df)} degrees of freedom "
+            f"({md_escape(intervals.df_method)}): it generalises over targets like these "
+            f"{len(d.targets)}, not only over the mixes and languages of this grid.")]
     method = md_escape(intervals.method) + " bootstrap"
     if intervals.resampling == "parametric":
         method = ("parametric bootstrap (antithetic pairs; percentile intervals widened to t "
@@ -638,6 +689,11 @@ def _diagnostics(result: AnalysisResult) -> list[Block]:
         else:
             items.append("No variance component is on the boundary.")
     items += [md_escape(_sentence(note)) for note in structure.notes]
+    if result.slopes.requested or result.slopes.reason:
+        items.append(f"Random slopes by target: {md_escape(_sentence(result.slopes.reason))}"
+                     + (f" Fitted: {_code(result.slopes.fitted)}." if result.slopes.fitted else ""))
+        items += [f"Reduction step: {_code(step['structure'])}: {md_escape(step['decision'])}."
+                  for step in result.slopes.steps if step.get("singular")]
     failed = result.intervals.failed_resamples
     if failed:
         share = failed / result.intervals.resamples
@@ -817,6 +873,16 @@ def _bootstrap_methods(result: AnalysisResult) -> str:
     intervals = result.intervals
     what = ("the effects and the contrast diversity " + MINUS + " volume"
             if result.description.compared else "the effects")
+    if intervals.resampling == "wald t":
+        return (f"The model has correlated random slopes of {' and '.join(result.slopes.requested)} "
+                f"by target wherever the design allows them (Barr et al. 2013), reduced only where "
+                "the fit is singular: first to uncorrelated slopes, then without the slopes "
+                "estimated at zero (Bates et al. 2015, arXiv:1506.04967); the structure fitted "
+                f"was {_code(result.slopes.fitted)}. Intervals and p-values for {what} are Wald t "
+                f"on {md_escape(intervals.df_method)}'s degrees of freedom (Satterthwaite 1946; "
+                "Kuznetsova et al. 2017; Kenward & Roger 1997), at the "
+                f"{format_level(intervals.level)} level: they are about the average effect over "
+                "targets like these, which a percentile bootstrap of a few targets cannot reach.")
     resamples = (f"at the {format_level(intervals.level)} level from "
                  f"{format_count(intervals.resamples)} resamples (seed {intervals.seed})")
     crossed = ("a crossed cluster bootstrap (pigeonhole bootstrap; Owen 2007) resampling "

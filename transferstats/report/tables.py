@@ -64,6 +64,11 @@ def term_label(term: str) -> str:
     return TERM_LABELS.get(term, term)
 
 
+def interval_kind(resampling: str) -> str:
+    """How intervals were made, as a caption says it: "Wald t", "crossed cluster bootstrap"."""
+    return "Wald t" if resampling == "wald t" else f"{resampling} bootstrap"
+
+
 def is_missing(value) -> bool:
     """True for ``None`` and NaN, the two ways the analysis says "no value"."""
     return value is None or (isinstance(value, float) and math.isnan(value))
@@ -202,7 +207,7 @@ def _row_stderr(cells: pd.DataFrame) -> float:
 
 
 def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.95,
-                  resampling: str = "crossed cluster") -> Table:
+                  resampling: str = "crossed cluster", df_method: str = "Satterthwaite") -> Table:
     """Fixed effects of the model and the diversity - volume contrast.
 
     Parameters
@@ -215,7 +220,9 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
     confidence:
         Level of the intervals, for the column header.
     resampling:
-        The bootstrap that made the intervals (``estimates["bootstrap"]["resampling"]``).
+        The bootstrap that made the intervals (``IntervalMethod.resampling``), or ``"wald t"``.
+    df_method:
+        Whose degrees of freedom the Wald t intervals have.
     """
     rows = list(effects)
     # A grid that varies one factor (or a confounded one) has no contrast: no empty row for it.
@@ -223,15 +230,20 @@ def effects_table(effects: list[dict], comparison: dict, confidence: float = 0.9
     if compared:
         rows.append({"term": comparison["contrast"], **comparison})
     ci_header = f"{format_level(confidence)} CI"
+    wald = resampling == "wald t"
     frame = pd.DataFrame([{
         "Term": term_label(row["term"]),
         "Estimate": format_number(row.get("estimate")),
         ci_header: format_interval(row.get("ci_low"), row.get("ci_high")),
-        "p (LRT)": format_p(row.get("p_value")),
+        **({"df": format_dof(row.get("df"))} if wald else {}),
+        ("p (t)" if wald else "p (LRT)"): format_p(row.get("p_value")),
         "Unit": row.get("unit") or "points per doubling",
     } for row in rows])
-    caption = (f"Fixed effects of the mixed model with {format_level(confidence)} {resampling} "
-               f"bootstrap intervals and likelihood-ratio-test p-values"
+    how = (f"{format_level(confidence)} Wald t intervals and t-test p-values on {df_method}'s "
+           "degrees of freedom (df)" if wald else
+           f"{format_level(confidence)} {resampling} bootstrap intervals and likelihood-ratio-test "
+           "p-values")
+    caption = (f"Fixed effects of the mixed model with {how}"
                + (f", and the contrast diversity {MINUS} volume." if compared else "."))
     return Table("effects", caption, frame)
 
@@ -536,7 +548,7 @@ def identity_table(tasks: list[dict], confidence: float = 0.95,
     caption = (f"Identity effect of each {words.qualified} (points): the expected outcome of a "
                f"mix of that {words.noun} alone (full share) at the design's centre volume, and "
                f"its difference from the mean over {words.plural}, each with its {ci} from the "
-               f"{resampling} bootstrap underneath; the number of mixes holding the {words.noun} "
+               f"{interval_kind(resampling)} underneath; the number of mixes holding the {words.noun} "
                f"and its mean share in them. Sorted by the identity effect.")
     return Table("identity", caption, frame)
 
@@ -560,5 +572,5 @@ def per_target_table(rows: list[dict], confidence: float = 0.95,
     caption = (f"{named.capitalize()} effects per target task (points per doubling)"
                + (" and their difference" if len(terms) > 2 else "")
                + f", from one model with a {named.replace(' and ', ' and a ')} slope per target, "
-               f"with {format_level(confidence)} {resampling} bootstrap intervals underneath.")
+               f"with {format_level(confidence)} {interval_kind(resampling)} intervals underneath.")
     return Table("per_target", caption, frame)

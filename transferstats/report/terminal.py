@@ -12,7 +12,7 @@ from rich.text import Text
 from transferstats.analysis.coverage import coverage_sentence
 from transferstats.analysis.result import AnalysisResult
 from transferstats.problems import Problem
-from transferstats.report.tables import format_interval, format_number, format_p
+from transferstats.report.tables import format_dof, format_interval, format_number, format_p
 
 VERDICT_STYLE = {"supported": "bold green", "refuted": "bold red", "inconclusive": "bold yellow",
                  "confounded": "bold magenta", "diversity_only": "bold cyan",
@@ -30,13 +30,21 @@ def _effects_table(result: AnalysisResult) -> Table:
     table.add_column("estimate", justify="right")
     table.add_column(f"{round(result.intervals.level * 100)}% CI ({result.intervals.method})",
                      justify="right")
-    table.add_column("p (LRT)", justify="right")
-    for effect in result.effects.to_dict("records"):
+    wald = result.intervals.resampling == "wald t"
+    if wald:
+        table.add_column("df", justify="right")
+    table.add_column("p (t)" if wald else "p (LRT)", justify="right")
+    rows = [*(e.to_dict() for e in result.terms)]
+    if result.comparison.estimated:
+        rows.append(result.comparison.to_dict() | {"term": result.comparison.contrast})
+    for effect in rows:
         is_contrast = effect["term"] == result.comparison.contrast
-        table.add_row(Text(effect["term"], style="bold" if is_contrast else ""),
-                      format_number(effect["estimate"]),
-                      format_interval(effect["ci_low"], effect["ci_high"]),
-                      "" if is_contrast else format_p(effect["p_value"]))
+        cells = [format_number(effect["estimate"]),
+                 format_interval(effect["ci_low"], effect["ci_high"])]
+        if wald:
+            cells.append(format_dof(effect.get("df")))
+        cells.append(format_p(effect.get("p_value")) if wald or not is_contrast else "")
+        table.add_row(Text(effect["term"], style="bold" if is_contrast else ""), *cells)
     return table
 
 
@@ -82,10 +90,18 @@ def summary(result: AnalysisResult) -> Group:
                                                        else "not used") + f" — {plan.reason}"))
     if plan.used and result.plain.sentence:
         lines.append(Text(result.plain.sentence, style="bold" if result.plain.disagrees else ""))
+    slopes = result.slopes
+    if slopes.used or slopes.reason:
+        lines.append(Text(f"random slopes by target: {slopes.fitted or 'none'} — {slopes.reason}"))
+    if result.intervals.resampling == "wald t":
+        lines.append(Text(f"intervals: Wald t on {result.intervals.df_method}'s degrees of "
+                          f"freedom, about the average over targets like these "
+                          f"{len(d.targets)}"))
     heterogeneity = result.heterogeneity
     if heterogeneity.tested:
         verb = "differ" if heterogeneity.differ else "do not differ detectably"
-        lines.append(Text(f"per-target effects {verb} between targets: chi2({heterogeneity.df}) = "
+        what = "target-specific slopes (REML LRT)" if slopes.fitted else "per-target effects"
+        lines.append(Text(f"{what}: effects {verb} between targets: chi2({heterogeneity.df}) = "
                           f"{heterogeneity.chi2:.2f}, p {format_p(heterogeneity.p_value)}"))
     coverage = coverage_sentence(result.coverage)
     if coverage:
