@@ -32,6 +32,7 @@ from transferstats.analysis.result import (
     IdentityResult,
     IntervalMethod,
     PlainModel,
+    SlopeStructure,
     Verdict,
 )
 from transferstats.tasks import TARGET_TASKS, get_task
@@ -343,7 +344,8 @@ def make_result(*, seed: int = 0, interaction: bool = True, simulated: bool = Tr
         pairwise=pairwise, skipped=())
     return AnalysisResult(
         description=description, structure=structure, terms=terms, comparison=comparison,
-        decision=decision, intervals=intervals, fit=fit, identity=identity_result, plain=plain,
+        decision=decision, intervals=intervals, fit=fit, identity=identity_result,
+        slopes=SlopeStructure((), "random slopes turned off (random_slopes = \"off\")"), plain=plain,
         heterogeneity=heterogeneity, coverage=None, comparisons=comparisons, collinearity=None,
         model_data=data,
         bootstrap_draws=draws, improvement_table=_improvement_table(data),
