@@ -16,7 +16,7 @@ def test_analyze_writes_the_report_and_prints_the_verdict(small_results, tmp_pat
         assert (out / name).is_file()
     assert list((out / "figures").glob("*.pdf")) and list((out / "tables").glob("*.tex"))
     estimates = json.loads((out / "estimates.json").read_text())
-    assert estimates["bootstrap"]["resamples"] == 100 and estimates["bootstrap"]["seed"] == 3
+    assert estimates["settings"]["resamples"] == 100 and estimates["settings"]["seed"] == 3
     assert {e["term"] for e in estimates["effects"]} >= {"diversity", "volume"}
     printed = capsys.readouterr().out
     assert f"verdict: {estimates['verdict']}" in printed

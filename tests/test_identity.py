@@ -43,6 +43,9 @@ CONFOUNDED = replace(SMALL, targets=("xnli", "panx", "xquad", "tatoeba"), max_la
                      diversity_effect=0.0, volume_effect=0.5, composition="concentrated",
                      identity_effects=STRONG)
 QUICK = AnalysisSpec(resamples=200, seed=0)
+#: The identity and per-target models of random intercepts, bootstrapped (what these tests are
+#: about); target-specific slopes are tested in tests/test_slopes_analysis.py.
+INTERCEPTS = replace(QUICK, random_slopes="off")
 #: 12 mixes: enough for covariates, too few for identity effects.
 FEW = replace(SMALL, diversity_levels=(1, 2, 4), volume_levels=(10_000, 40_000), draws=2)
 
@@ -71,7 +74,7 @@ def inside(row: dict, truth: float) -> bool:
 
 @pytest.fixture(scope="module")
 def confounded():
-    return analyze(CONFOUNDED)
+    return analyze(CONFOUNDED, INTERCEPTS)
 
 
 def test_the_plain_model_is_fooled_and_the_identity_model_is_not(confounded, tmp_path):
@@ -167,7 +170,7 @@ def test_per_target_effects_are_recovered_and_their_heterogeneity_detected():
     slopes = {"xnli": 2.0, "panx": 0.0, "xquad": 1.0}
     settings = replace(SMALL, volume_effect=0.5,
                        target_diversity_effects=tuple(slopes.items()))
-    result = analyze(settings, replace(QUICK, identity="off"))
+    result = analyze(settings, replace(INTERCEPTS, identity="off"))
     rows = {(r["target"], r["term"]): r for r in result.estimates["per_target"]}
     for target, slope in slopes.items():
         assert inside(rows[(target, "diversity")], slope)

@@ -37,6 +37,9 @@ MIX_TARGET = "mix_target"
 #: mixes x (target-languages)^2, where without the term the mixes themselves are eliminated at
 #: the cost of one pass over them.
 TARGET_MIX_MAX_MIXES = 2_000
+#: Fewest targets between which slopes may differ: with two, a slope's variance rests on one
+#: difference.
+MIN_SLOPE_TARGETS = 3
 #: Random factors in lme4 notation, as formulas show them.
 FACTOR_NOTATION = {"target_task": "target_task", "target_language": "target_task:language",
                    "mix": "mix", MIX_TARGET: "target_task:mix"}
@@ -245,9 +248,17 @@ def slope_plan(data: pd.DataFrame, mix_terms: Sequence[str], mode: str
     varied = [t for t in ("diversity", "volume") if t in mix_terms]
     if mode == "off":
         return (), "random slopes turned off (random_slopes = \"off\")"
-    eligible = eligible_slopes(data, {"target_task": varied}) if varied else None
+    n_targets = data["target_task"].nunique()
+    eligible = eligible_slopes(data, {"target_task": varied}, MIN_SLOPE_TARGETS) if varied else None
     allowed = eligible.slopes.get("target_task", ()) if eligible else ()
-    reasons = "; ".join(eligible.reasons) if eligible else "no design factor varies"
+    if not varied:
+        reasons = "neither diversity nor volume varies"
+    elif n_targets < MIN_SLOPE_TARGETS:
+        reasons = (f"the grid has {n_targets} target{'s' * (n_targets != 1)}, and slopes that "
+                   f"differ between targets need at least {MIN_SLOPE_TARGETS}")
+    else:
+        reasons = "; ".join(f"{term} varies within fewer than {MIN_SLOPE_TARGETS} targets"
+                            for term in varied if term not in allowed)
     if mode == "on" and not allowed:
         raise ValueError(f"random_slopes = \"on\", but the design allows no target-specific "
                          f"slope: {reasons}")

@@ -62,6 +62,13 @@ def resampling_plan(data: pd.DataFrame, structure: ModelStructure, description: 
     df = float(mix_degrees_of_freedom(data, list(structure.mix_terms)))
     causes = prediction.warnings() or [
         f"the fixed effects lose full rank in {prediction.any_failure_share:.0%} of resamples"]
+    if df < 1:
+        why = ("resampling " + " and ".join(units) + " will leave resamples without the "
+               "variation the model needs: " + "; ".join(causes) + ". The parametric bootstrap "
+               "cannot stand in: the mixes leave no degrees of freedom for the mix variance "
+               "beside the mix-level effects, so the crossed bootstrap is kept and no direction "
+               "is claimed where its failed resamples pass 5%")
+        return ResamplingPlan(structure.identity.mix_df, None, why, prediction)
     why = ("resampling " + " and ".join(units) + " would leave resamples without the variation "
            "the model needs: " + "; ".join(causes) + f". The intervals come from the parametric "
            f"bootstrap instead, which keeps every mix (t on {df:g} mix degrees of freedom)")

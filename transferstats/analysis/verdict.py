@@ -80,7 +80,10 @@ def decide(comparison: Comparison, check: DesignCheck, failed_share: float = 0.0
                                        "the intervals are not trustworthy; the grid needs more "
                                        "mixes")
     low, high = comparison.ci_low, comparison.ci_high
-    assert low is not None and high is not None, "a fitted comparison has an interval"
+    if low is None or high is None:
+        return Verdict("inconclusive", "the interval of the difference could not be computed "
+                                       "(too few resamples or degrees of freedom); the grid needs "
+                                       "more mixes")
     interval = f"[{low:.2f}, {high:.2f}]"
     if low > 0:
         return Verdict("supported", "diversity's benefit exceeds volume's: the interval of the "
