@@ -11,6 +11,7 @@ bootstrap of a few targets cannot match. Both give :func:`output_table`'s column
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -185,6 +186,8 @@ class SlopesModel:
     reduction: Reduction
     table: pd.DataFrame
     method: str
+    #: What the fit and its inference warned of (a singular fit's Satterthwaite df, say).
+    notes: tuple[str, ...] = ()
     n_failed: int = 0
     failed_share: float = 0.0
 
@@ -199,7 +202,8 @@ def fit_slopes_model(data: pd.DataFrame, outcome: str, fixed: list[str], random:
     """Fit the slopes model (:func:`~transferstats.analysis.slope_reduction.reduce_slopes`) and
     test each term and contrast by a Wald t on Satterthwaite's degrees of freedom (lmerTest), or
     Kenward-Roger's (pbkrtest) where ``df_method`` asks for it and the model is small enough."""
-    with threadpool_limits(1):
+    with threadpool_limits(1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         reduction = reduce_slopes(data, outcome, fixed, random, slopes)
         outputs = {term: {term: 1.0} for term in fixed} | contrasts
         method = "Satterthwaite"
@@ -214,4 +218,5 @@ def fit_slopes_model(data: pd.DataFrame, outcome: str, fixed: list[str], random:
     table = table.assign(p_value_wald=table["p_value"], chi2=np.nan, bootstrap_se=np.nan,
                                                percentile_ci_low=np.nan,
                                                percentile_ci_high=np.nan)
-    return SlopesModel(reduction, table[OUTPUT_COLUMNS], method)
+    notes = tuple(dict.fromkeys(str(w.message) for w in caught))
+    return SlopesModel(reduction, table[OUTPUT_COLUMNS], method, notes)

@@ -201,6 +201,9 @@ def _note_failures(fits: Fits, settings: BootstrapSettings, problems: list[Probl
     if fits.plain is not fits.primary:
         models.append(("plain model", fits.plain))
     for name, model in models:
+        if isinstance(model, SlopesModel):
+            problems += [Problem(source, "model", "warning", f"{name}: {note}")
+                         for note in model.notes]
         if isinstance(model, FittedModel) and model.n_failed:
             problems.append(Problem(source, "bootstrap", "warning",
                                     f"{model.n_failed} of {model.boot.n_resamples} resamples of "
