@@ -115,8 +115,10 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     slopes, sloped = _slopes(data, structure, settings, described, problems)
     if slopes.used and not slopes.fitted:
         structure = replace(structure, slopes=())
-    plan = resampling_plan(data, structure, described.description, settings.units)
-    if plan.why and sloped is None:
+    # With slopes the intervals are Wald t: nothing is resampled.
+    plan = (resampling_plan(data, structure, described.description, settings.units)
+            if sloped is None else ResamplingPlan(None, None, "", None))
+    if plan.why:
         problems.append(Problem(loaded.source, "bootstrap", "warning", plan.why))
     fits = _fit_all(data, structure, settings, plan, companions, described, problems, sloped)
     return _result(described, structure, fits, data, settings, spec, problems, slopes,
