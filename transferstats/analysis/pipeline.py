@@ -46,7 +46,14 @@ from transferstats.analysis.fitting import (
     output_table,
 )
 from transferstats.analysis.identity import identity_output, relative_output, share_table
-from transferstats.analysis.model import CONTRAST, INTERACTION, MIX_TARGET, ModelStructure, build_model
+from transferstats.analysis.model import (
+    CONTRAST,
+    INTERACTION,
+    MIX_TARGET,
+    ModelStructure,
+    build_model,
+    lme4_notation,
+)
 from transferstats.analysis.per_target import per_target
 from transferstats.analysis.resampling import ResamplingPlan, resampling_plan
 from transferstats.analysis.result import (
@@ -171,8 +178,8 @@ def _slopes(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSe
         return SlopeStructure(structure.slopes, structure.slopes_reason + "; every slope was "
                               "estimated at zero and dropped, so the model has random intercepts "
                               "only, bootstrapped", "", steps), None
-    return SlopeStructure(structure.slopes, structure.slopes_reason, model.reduction.structure,
-                          steps), model
+    return SlopeStructure(structure.slopes, structure.slopes_reason,
+                          lme4_notation(model.reduction.structure), steps), model
 
 
 def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings,
@@ -196,8 +203,8 @@ def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapS
                           f"plain mixed model (no {words.noun} identity)", plan.plain_df, problems,
                           source)
     if companions and isinstance(fits.primary, SlopesModel):
-        fits.per_target_table, fits.heterogeneity = slope_heterogeneity(data, structure,
-                                                                        fits.primary)
+        fits.per_target_table, fits.heterogeneity = slope_heterogeneity(
+            data, structure, fits.primary, settings.level)
     elif companions:
         fits.per_target_table, fits.heterogeneity = per_target(data, structure, settings,
                                                                plan.primary_df)
@@ -416,7 +423,7 @@ def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
                             replicates="seeds resampled within (mix, target)",
                             failed_resamples=failed)
     if plan.primary_df is None:
-        return method
+        return replace(method, why=plan.why)
     df = plan.primary_df
     plain = (crossed if plan.plain_df is None
              else f"parametric, antithetic pairs, percentile, t({plan.plain_df:g})")
