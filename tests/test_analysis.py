@@ -224,7 +224,7 @@ def test_bundled_example_recovers_its_truth_with_default_settings(tmp_path, caps
     comparison = result.estimates["comparison"]
     assert comparison["ci_low"] <= settings.diversity_effect - settings.volume_effect <= comparison["ci_high"]
     assert result.verdict == "supported"
-    assert result.estimates["bootstrap"]["failed_resamples"] == 0
+    assert not result.intervals.failed_resamples
 
 
 def test_pairwise_comparisons_match_pingouin():
