@@ -84,24 +84,26 @@ def _table() -> pd.DataFrame:
                         mean_width=1.0, median_df=5.0)
 
 
-@pytest.mark.parametrize("targets, mixes, single, expected", [
-    (5, 36, False, "f5 sd5"), (4, 30, False, "f5 sd5"), (12, 40, False, "f9 sd5"),
-    (5, 1100, False, "m5 sd5"), (5, 19, True, "b5 sd5"), (9, 200, True, "b5 sd5")])
-def test_the_nearest_design_and_its_lowest_coverage(targets, mixes, single, expected):
-    row = slopes_coverage(targets, mixes, single, table=_table())
+@pytest.mark.parametrize("targets, mixes, term, expected", [
+    (5, 36, "diversity - volume", "f5 sd5"), (4, 30, "diversity - volume", "f5 sd5"),
+    (12, 40, "diversity - volume", "f9 sd5"), (5, 1100, "diversity - volume", "m5 sd5"),
+    (5, 19, "diversity", "b5 sd5"), (9, 200, "diversity", "b5 sd5")])
+def test_the_nearest_design_and_its_lowest_coverage(targets, mixes, term, expected):
+    row = slopes_coverage(targets, mixes, term, table=_table())
     assert row is not None and row["design"] == expected and row["bootstrap"] is None
 
 
 def test_no_row_for_a_term_the_study_did_not_check():
     table = _table()
-    assert slopes_coverage(5, 36, True, table=table[table["term"] != "diversity"]) is None
+    assert slopes_coverage(5, 36, "diversity", table=table[table["term"] != "diversity"]) is None
+    assert slopes_coverage(5, 36, "volume", table=table) is None
 
 
 def test_the_slopes_sentence_quotes_the_row():
     text = coverage_sentence(slopes_coverage(5, 36, table=_table()))
     assert "Wald t interval (Satterthwaite df) of diversity \N{MINUS SIGN} volume" in text
     assert "186 of 200 simulated grids of 36 mixes and 5 targets" in text and "0.930" in text
-    assert "of diversity held" in coverage_sentence(slopes_coverage(5, 19, True, _table()))
+    assert "of diversity held" in coverage_sentence(slopes_coverage(5, 19, "diversity", _table()))
 
 
 def test_the_committed_slopes_summary():
@@ -110,7 +112,7 @@ def test_the_committed_slopes_summary():
     assert set(table["targets"]) >= {5, 9}
     assert (table["covered"] <= table["grids"]).all() and (table["grids"] >= 30).all()
     assert ((table["mc_low"] <= table["coverage"]) & (table["coverage"] <= table["mc_high"])).all()
-    assert slopes_coverage(5, 36) is not None and slopes_coverage(5, 19, True) is not None
+    assert slopes_coverage(5, 36) is not None and slopes_coverage(5, 19, "diversity") is not None
 
 
 # --- the worst slopes design, on fewer grids (slow) -----------------------------------------
@@ -120,21 +122,23 @@ WORST_GRIDS = 200
 
 @pytest.mark.slow
 def test_coverage_of_the_worst_slopes_design(capsys):
-    """The design whose coverage in the committed study is furthest from 0.95, on its first
-    WORST_GRIDS grids, analysed by analyze with every default. The bound is 0.95 less three
-    binomial standard errors at 0.95: an interval covering 0.90 or less fails on all but the
-    luckiest seeds, while one near nominal passes on all but 0.1% of them; and coverage of every
-    grid fails too (an interval too wide to say anything)."""
+    """The design whose coverage in the committed study is lowest (the furthest below 0.95: too
+    wide an interval is conservative, too narrow a one misleads), on its first WORST_GRIDS grids
+    (the study's own seeds), analysed by analyze with every default. The bound
+    is the issue's band, 0.93, less three binomial standard errors there (0.876 at 200 grids): a
+    design covering 0.93 or more passes on all but 0.4% of seeds, one covering 0.80 or less fails
+    on all but 0.2% (binomial); and coverage of every grid fails too (an interval too wide to say
+    anything)."""
     from concurrent.futures import ProcessPoolExecutor
 
     table = slopes_coverage_table()
-    worst = table.loc[(table["coverage"] - 0.95).abs().idxmax(), "design"]
+    worst = table.loc[table["coverage"].idxmin(), "design"]
     with ProcessPoolExecutor(2) as pool:
         rows = list(pool.map(study.analyse_slopes_grid, [worst] * WORST_GRIDS,
                              range(WORST_GRIDS)))
     covered = sum(r["ci_low"] <= r["truth"] <= r["ci_high"] for r in rows)
     rate = covered / WORST_GRIDS
-    bound = 0.95 - stats.norm.ppf(0.9987) * math.sqrt(0.95 * 0.05 / WORST_GRIDS)
+    bound = 0.93 - stats.norm.ppf(0.9987) * math.sqrt(0.93 * 0.07 / WORST_GRIDS)
     with capsys.disabled():
         print(f"\n{worst}: coverage {rate:.3f} ({covered} of {WORST_GRIDS} grids; bound "
               f"{bound:.3f}); median df {np.median([r['df'] for r in rows]):.1f}")

@@ -73,7 +73,7 @@ def _read_table(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
     return table
 
 
-def slopes_coverage(n_targets: int, n_mixes: int, single_factor: bool = False,
+def slopes_coverage(n_targets: int, n_mixes: int, term: str = "diversity - volume",
                     table: pd.DataFrame | None = None) -> dict | None:
     """The slopes study's result for the design most like the analysed one, or None when the
     study has no design for its term.
@@ -84,9 +84,9 @@ def slopes_coverage(n_targets: int, n_mixes: int, single_factor: bool = False,
         Targets of the analysed grid.
     n_mixes : int
         Its mixes.
-    single_factor : bool
-        Whether only diversity varies (the verdict's interval is then diversity's own, not the
-        contrast's).
+    term : {"diversity - volume", "diversity", "volume"}
+        The verdict's term: the contrast, or the factor that varies alone (the study has
+        diversity alone, from the fixed-budget grid; none for volume alone).
     table : pandas.DataFrame, optional
         The slopes study summary; the committed one by default.
 
@@ -98,7 +98,7 @@ def slopes_coverage(n_targets: int, n_mixes: int, single_factor: bool = False,
         ``bootstrap`` None and ``interval`` the Wald t's name, for :func:`coverage_sentence`.
     """
     table = slopes_coverage_table() if table is None else table
-    rows = table[table["term"] == ("diversity" if single_factor else "diversity - volume")]
+    rows = table[table["term"] == term]
     if rows.empty:
         return None
     distance = ((rows["targets"] - n_targets).abs() * 100
