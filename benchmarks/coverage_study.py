@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import functools
 import math
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,12 @@ from scipy import stats
 
 from transferstats.analysis import power as pw
 from transferstats.parallel import LOCAL, completed
-from transferstats.simulate import SimulationSettings, simulated_mixes
+from transferstats.simulate import (
+    SimulationSettings,
+    flat_table,
+    simulate_scores,
+    simulated_mixes,
+)
 from transferstats.tasks import get_task
 
 TERMS = ("diversity", "volume", "diversity:volume", "diversity - volume")
@@ -90,8 +98,10 @@ def analyse_grid(name: str, index: int, resamples: int,
     rows = []
     for target_mix in target_mix_settings:
         # The grid is already on a worker: its bootstrap runs right there.
+        # The bootstrap designs' grids have no slope variation: the intercept model is the
+        # one whose bootstrap is studied here (the slopes designs are further down).
         spec = AnalysisSpec(resamples=resamples, seed=index, target_mix=target_mix,
-                            scheduler=LOCAL)
+                            scheduler=LOCAL, random_slopes="off")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             estimates = analyze_loaded(loaded, spec, n_jobs=1, progress=False,
@@ -313,6 +323,225 @@ def exact_t_table(grids: int, words: list[str], compared: int = 30, level: float
     return pd.DataFrame(rows)
 
 
+# --- designs with target-specific slopes (issue 25): analyze's Wald t interval -------------
+
+#: Mixes of the slopes designs (:class:`SimulationSettings` fields): the planner's factorial grid,
+#: and a many-mix grid kept affordable at 120 mixes (6 diversity x 4 volume levels x 5 draws;
+#: the bundled tasks' sizes allow no more single-task draws at 80,000 examples).
+SLOPE_LAYOUTS: dict[str, dict] = {
+    "factorial 36 mixes": {"draws": 3},
+    "many 120 mixes": {"diversity_levels": (1, 2, 3, 4, 6, 8),
+                       "volume_levels": (10_000, 20_000, 40_000, 80_000), "draws": 5},
+}
+#: The fixed-budget language grid of issue 25: 18 mixes of 14 languages with one run each and
+#: one lone mix of all 52 languages with 3 replicates, 62,000 examples each. Only diversity varies.
+BUDGET_LANGUAGES = (
+    "en ar bg de el es fr hi ru sw th tr ur vi zh ja ko bn fi id te et ht it qu ta eu my "
+    "af am az ca cs da fa ga gu ha he hr hu hy is kk lt lv mk ml mr ne nl pl").split()
+BUDGET, LONE_MIX, LONE_REPLICATES = 62_000, "all52", 3
+TARGETS_9 = ("xnli", "pawsx", "udpos", "panx", "xquad", "mlqa", "tydiqa", "bucc2018", "tatoeba")
+BUDGET_TARGETS = ("xnli", "pawsx", "xquad", "mlqa", "tydiqa")
+#: Population slopes (points per doubling): the truth is their difference, or diversity alone
+#: where volume is fixed.
+DIVERSITY, VOLUME = 1.0, 0.5
+
+
+def _slope_designs() -> dict[str, tuple[str, int, float, float]]:
+    """name -> (layout, targets, slope SD in single-target SEs, slope correlation). The
+    correlation is varied only at 5 SE, where the slopes are large enough for it to matter."""
+    shapes = [(0.0, 0.0), (1.0, 0.0), (5.0, 0.0), (5.0, 0.6), (5.0, -0.6)]
+    designs = {}
+    for layout, targets in (("factorial 36 mixes", 5), ("factorial 36 mixes", 9),
+                            ("many 120 mixes", 5), ("fixed budget, lone top mix", 5)):
+        for multiple, rho in shapes:
+            if layout.startswith("fixed") and rho != 0:
+                continue  # one slope: no correlation
+            name = f"{layout}, {targets} targets, slope SD {multiple:g} SE, r {rho:+.1f}"
+            designs[name] = (layout, targets, multiple, rho)
+    return designs
+
+
+#: Issue 25's check of false directional verdicts: a language grid with the public grid's
+#: variance components (REALISTIC_COMPONENTS) but slopes at half size, 5 targets, diversity and
+#: volume both 1 point per doubling (a true contrast of 0).
+REALISTIC_CHECK = "realistic language grid, 5 targets, half-size slopes, contrast 0"
+SLOPE_DESIGNS = _slope_designs() | {REALISTIC_CHECK: ("realistic language grid", 5, math.nan,
+                                                      -0.98)}
+
+
+def _budget_mixes() -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    rng = np.random.default_rng(24)
+    sets = [list(rng.choice(BUDGET_LANGUAGES, 14, replace=False)) for _ in range(18)]
+    named = [(f"subset-{i + 1:02d}", s) for i, s in enumerate(sets)] + [(LONE_MIX, BUDGET_LANGUAGES)]
+    return tuple((name, tuple((str(code), BUDGET // len(codes)) for code in codes))
+                 for name, codes in named)
+
+
+def base_settings(layout: str, n_targets: int) -> SimulationSettings:
+    """The layout's settings without slope variation: 4 non-English languages per target, one
+    run per mix and target (the lone mix: 3), no baseline, the other components simulate's."""
+    common = {"targets": (TARGETS_9 if not layout.startswith("fixed") else BUDGET_TARGETS)[
+        :n_targets], "max_languages": 4, "baseline": False, "centre_target_slopes": False}
+    if layout.startswith("fixed"):
+        return SimulationSettings(kind="language", intermediate_tasks=tuple(BUDGET_LANGUAGES),
+                                  mixes=_budget_mixes(), seeds=(1, 2, 3), diversity_effect=0.8,
+                                  volume_effect=0.0, **common)
+    return SimulationSettings(seeds=(1,), diversity_effect=DIVERSITY, volume_effect=VOLUME,
+                              mixes=_layout_mixes(layout), **common, **SLOPE_LAYOUTS[layout])
+
+
+@functools.cache
+def _layout_mixes(layout: str) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """The layout's mixes, drawn once: every grid of a design has the same mixes, as a planned
+    grid does (and the planner's balance search is not repeated per grid)."""
+    mixes = simulated_mixes(SimulationSettings(**SLOPE_LAYOUTS[layout]))
+    return tuple((name, tuple(tasks.items())) for name, tasks in mixes)
+
+
+def single_target_slope_se(settings: SimulationSettings, seeds_per_mix: dict[str, int]
+                           ) -> dict[str, float]:
+    """The standard error of one target's diversity and volume slopes fitted from its own scores
+    (weighted least squares on its mix means; the language effects are constant across mixes
+    and drop out): a mix mean varies by mix SD² + target-by-mix SD² + seed SD² / (languages x
+    runs). Only the factors that vary are fitted."""
+    mixes = simulated_mixes(settings)
+    columns = {"diversity": [math.log2(len(tasks)) for _, tasks in mixes],
+               "volume": [math.log2(sum(tasks.values())) for _, tasks in mixes]}
+    varying = [term for term, values in columns.items() if np.ptp(values) > 0.03]
+    X = np.column_stack([np.ones(len(mixes))] + [columns[term] for term in varying])
+    languages = settings.max_languages + (settings.kind == "language")  # English kept there
+    runs = np.array([seeds_per_mix.get(name, 1) for name, _ in mixes])
+    variance = settings.mix_sd ** 2 + settings.target_mix_sd ** 2 + settings.seed_sd ** 2 / (
+        languages * runs)
+    covariance = np.linalg.inv(X.T @ (X / variance[:, None]))
+    return {term: float(math.sqrt(covariance[i + 1, i + 1])) for i, term in enumerate(varying)}
+
+
+def slope_settings(name: str, index: int) -> tuple[SimulationSettings, str, float]:
+    """Grid ``index`` of a slopes design: its settings (slopes drawn uncentred around the
+    population average), the term whose interval is checked and that term's true value."""
+    seed = zlib.crc32(name.encode()) % 100_000 * 100_000 + index
+    if name == REALISTIC_CHECK:
+        return SimulationSettings.realistic(target_diversity_sd=2.95, target_volume_sd=1.55,
+                                            diversity_effect=1.0, volume_effect=1.0,
+                                            random_state=seed), "diversity - volume", 0.0
+    layout, n_targets, multiple, rho = SLOPE_DESIGNS[name]
+    settings = base_settings(layout, n_targets)
+    se = single_target_slope_se(settings, {LONE_MIX: LONE_REPLICATES})
+    settings = dataclasses.replace(
+        settings, random_state=seed,
+        target_diversity_sd=multiple * se["diversity"],
+        target_volume_sd=multiple * se.get("volume", 0.0), target_slope_correlation=rho)
+    if "volume" not in se:
+        return settings, "diversity", settings.diversity_effect
+    return settings, "diversity - volume", settings.diversity_effect - settings.volume_effect
+
+
+def analyse_slopes_grid(name: str, index: int, resamples: int = 50) -> dict:
+    """One grid of a slopes design analysed by analyze with every default (the primary model
+    only): the checked term's interval, its Satterthwaite df, the structure and the verdict."""
+    from transferstats import load_results
+    from transferstats.analysis.pipeline import analyze_loaded
+    from transferstats.analysis.spec import AnalysisSpec
+
+    settings, term, truth = slope_settings(name, index)
+    flat = flat_table(*simulate_scores(settings))
+    if settings.kind == "language":  # one run per mix but the lone one
+        flat = flat[(flat["seed"] == 1) | (flat["mix"] == LONE_MIX)]
+    spec = AnalysisSpec(resamples=resamples, seed=index, scheduler=LOCAL)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimates = analyze_loaded(load_results(flat), spec, n_jobs=1, progress=False,
+                                   companions=False).estimates
+    found = {e["term"]: e for e in estimates["effects"]} | {
+        "diversity - volume": estimates["comparison"]}
+    effect = found.get(term) or {}
+    return {"design": name, "grid": index, "term": term, "truth": truth,
+            **{key: effect.get(key) for key in ("estimate", "se", "df", "ci_low", "ci_high")},
+            "method": estimates["bootstrap"]["method"],
+            "structure": estimates["random_slopes"]["fitted"]
+            if estimates.get("random_slopes") else "", "verdict": estimates["verdict"]}
+
+
+SLOPE_FIELDS = ["design", "grid", "term", "truth", "estimate", "se", "df", "ci_low", "ci_high",
+                "method", "structure", "verdict"]
+
+
+def _slopes_job(resamples: int, job: tuple[str, int]) -> dict:
+    return analyse_slopes_grid(*job, resamples)
+
+
+def run_slopes(args, jobs: list[tuple[str, int]]) -> None:
+    """Analyse the grids ``jobs`` ((design, index) pairs not yet in ``--out``), appending each."""
+    if Path(args.out).exists():
+        done = set(zip(*pd.read_csv(args.out)[["design", "grid"]].T.to_numpy(), strict=True))
+        jobs = [job for job in jobs if job not in done]
+    new_file = not Path(args.out).exists()
+    with open(args.out, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=SLOPE_FIELDS)
+        if new_file:
+            writer.writeheader()
+        for _, row in completed(_slopes_job, jobs, args.resamples, jobs=args.jobs,
+                                scheduler=args.scheduler, largest_chunk=1, progress=True,
+                                label="slopes grids"):
+            writer.writerow(row)
+            handle.flush()
+
+
+def slopes_table(path: str, level: float = 0.95) -> pd.DataFrame:
+    """Per slopes design: coverage of the truth with its Wilson interval, grids, mean width and
+    median Satterthwaite df of the checked term's interval, and the share of grids whose fit kept
+    a slope."""
+    data = pd.concat([pd.read_csv(p) for p in path.split(",")], ignore_index=True)
+    order = {name: i for i, name in enumerate(SLOPE_DESIGNS)}
+    rows = []
+    for name, group in sorted(data.groupby("design"), key=lambda item: order[item[0]]):
+        layout, n_targets, multiple, rho = SLOPE_DESIGNS[name]
+        ok = group[["ci_low", "ci_high"]].notna().all(axis=1)
+        group = group[ok]
+        covered = int(((group["ci_low"] <= group["truth"])
+                       & (group["truth"] <= group["ci_high"])).sum())
+        n = len(group)
+        low, high = pw.wilson_interval(covered, n, level)
+        rows.append({
+            "design": name, "layout": layout, "targets": n_targets,
+            "mixes": len(simulated_mixes(slope_settings(name, 0)[0])),
+            "slope_sd_in_se": multiple, "slope_correlation": rho, "term": group["term"].iloc[0],
+            "truth": group["truth"].iloc[0], "interval": group["method"].mode().iloc[0],
+            "grids": n, "failed": int((~ok).sum()), "covered": covered,
+            "coverage": round(covered / n, 4), "mc_low": round(low, 4), "mc_high": round(high, 4),
+            "mean_width": round(float((group["ci_high"] - group["ci_low"]).mean()), 4),
+            "median_df": round(float(group["df"].median()), 2),
+            "slopes_kept": round(float(group["structure"].str.contains(
+                r"(?:diversity|volume) \|", regex=True).mean()), 3)})
+    return pd.DataFrame(rows)
+
+
+def false_verdicts(path: str, level: float = 0.95) -> str:
+    """The share of directional verdicts ("supported" or "refuted") on the grids of
+    ``REALISTIC_CHECK``, whose true contrast is 0, with its Wilson interval."""
+    data = pd.concat([pd.read_csv(p) for p in path.split(",")], ignore_index=True)
+    verdicts = data.loc[data["design"] == REALISTIC_CHECK, "verdict"]
+    directional = int(verdicts.isin(["supported", "refuted"]).sum())
+    low, high = pw.wilson_interval(directional, len(verdicts), level)
+    return (f"{REALISTIC_CHECK}: directional verdicts in {directional} of {len(verdicts)} grids "
+            f"({directional / max(len(verdicts), 1):.3f}; Wilson 95% interval {low:.3f} to "
+            f"{high:.3f}); verdicts {verdicts.value_counts().to_dict()}")
+
+
+def package_slopes_table(path: str, out: str) -> None:
+    """The slopes designs' summary as ``transferstats/data/coverage_slopes.csv``, which
+    :func:`transferstats.analysis.coverage.slopes_coverage` reads, with its provenance."""
+    summary = slopes_table(path)
+    summary = summary[summary["grids"] >= MIN_GRIDS]
+    header = ("# written by benchmarks/coverage_study.py --slopes --package-table from "
+              f"{sum(summary['grids']):,} grids; analyze_loaded with every default "
+              "(primary model only), truth: the population average slope(s)\n")
+    with open(out, "w", newline="") as handle:
+        handle.write(header)
+        summary.to_csv(handle, index=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grids", type=int, default=400, help="simulated grids per design")
@@ -330,6 +559,10 @@ def main() -> None:
     parser.add_argument("--target-mix", choices=list(TARGET_MIX), default="both",
                         help="analyse each grid with and without (1 | target_task:mix) (both), "
                              "or only with it (on: analyze's default) or without (off)")
+    parser.add_argument("--slopes", action="store_true",
+                        help="the designs with target-specific slopes instead (analyze's Wald t "
+                             "interval of the population average; --resamples: the least "
+                             "analyze accepts, 50, is enough: no bootstrap runs)")
     parser.add_argument("--table", action="store_true", help="only summarise --out")
     parser.add_argument("--package-table", metavar="CSV",
                         help="also write the contrast's summary for analyze's method here "
@@ -343,6 +576,17 @@ def main() -> None:
                              "means against the REML Wald t interval")
     args = parser.parse_args()
     words = [w.strip() for w in args.designs.split("|") if w.strip()]
+    if args.slopes:
+        chosen = [n for n in SLOPE_DESIGNS if not words or any(w in n for w in words)]
+        if not args.table:
+            run_slopes(args, [(name, i) for i in range(args.grids) for name in chosen])
+        with pd.option_context("display.width", 250, "display.max_colwidth", 70):
+            print(slopes_table(args.out).drop(columns=["layout"]).to_string(index=False))
+        if REALISTIC_CHECK in chosen:
+            print(false_verdicts(args.out))
+        if args.package_table:
+            package_slopes_table(args.out, args.package_table)
+        return
     if args.exact_t:
         print(exact_t_table(args.exact_t, words).to_string(index=False,
                                                             float_format="{:.4g}".format))

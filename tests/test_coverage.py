@@ -99,7 +99,8 @@ def _contrast_interval(index: int) -> tuple[float, float, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         estimates = analyze_loaded(loading.load_results(pw.results_table(sim, y)),
-                                   AnalysisSpec(resamples=WORST_RESAMPLES, seed=index),
+                                   AnalysisSpec(resamples=WORST_RESAMPLES, seed=index,
+                                                random_slopes="off"),
                                    n_jobs=1, progress=False, companions=False).estimates
     comparison = estimates["comparison"]
     return comparison["ci_low"], comparison["ci_high"], estimates["bootstrap"]["method"]

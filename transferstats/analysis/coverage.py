@@ -16,6 +16,14 @@ on whether the grid shows target-by-mix variation (its estimated variance is abo
 without the term is matched to the study's grids with that variation, the common case), and then
 on the nearest number of mixes on a log scale.
 
+With target-specific slopes in the model the verdict's interval is a Wald t interval on
+Satterthwaite's degrees of freedom, and its coverage of the population average comes from the
+study's slopes designs, committed as ``transferstats/data/coverage_slopes.csv``
+(:func:`slopes_coverage`): the row matches on the term checked (diversity - volume, or diversity
+alone where volume is fixed), then the nearest number of targets and of mixes (log scale), and of
+the slope settings studied there (slope SD and correlation, which the analysed grid does not
+reveal exactly) the one with the lowest coverage.
+
 References
 ----------
 Morris, T. P., White, I. R. & Crowther, M. J. (2019). Using simulation studies to evaluate
@@ -35,19 +43,71 @@ import pandas as pd
 COVERAGE_TABLE = "data/coverage.csv"
 #: The ``interval`` of the study's rows for the Wald t stand-in of the parametric bootstrap.
 WALD = "Wald t"
+#: The committed summary of the study's designs with target-specific slopes.
+SLOPES_TABLE = "data/coverage_slopes.csv"
+SLOPES_COLUMNS = ("design", "targets", "mixes", "slope_sd_in_se", "slope_correlation", "term",
+                  "interval", "grids", "covered", "coverage", "mc_low", "mc_high", "mean_width",
+                  "median_df")
 COLUMNS = ("design", "mixes", "languages", "target_mix_sd", "target_mix_in_model", "bootstrap",
            "interval", "grids", "covered", "coverage", "mc_low", "mc_high", "width_ratio")
 
 
 def coverage_table() -> pd.DataFrame:
     """The committed coverage study summary (one row per design, model and interval kind)."""
-    text = resources.files("transferstats").joinpath(COVERAGE_TABLE).read_text()
-    table = pd.read_csv(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in table.columns]
+    return _read_table(COVERAGE_TABLE, COLUMNS)
+
+
+def slopes_coverage_table() -> pd.DataFrame:
+    """The committed summary of the slopes designs (one row per design; ``#`` lines are its
+    provenance)."""
+    return _read_table(SLOPES_TABLE, SLOPES_COLUMNS)
+
+
+def _read_table(name: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    text = resources.files("transferstats").joinpath(name).read_text()
+    table = pd.read_csv(io.StringIO(text), comment="#")
+    missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise ValueError(f"transferstats/{COVERAGE_TABLE}: columns {missing} missing; expected "
-                         f"{list(COLUMNS)}")
+        raise ValueError(f"transferstats/{name}: columns {missing} missing; expected "
+                         f"{list(columns)}")
     return table
+
+
+def slopes_coverage(n_targets: int, n_mixes: int, term: str = "diversity - volume",
+                    table: pd.DataFrame | None = None) -> dict | None:
+    """The slopes study's result for the design most like the analysed one, or None when the
+    study has no design for its term.
+
+    Parameters
+    ----------
+    n_targets : int
+        Targets of the analysed grid.
+    n_mixes : int
+        Its mixes.
+    term : {"diversity - volume", "diversity", "volume"}
+        The verdict's term: the contrast, or the factor that varies alone (the study has
+        diversity alone, from the fixed-budget grid; none for volume alone).
+    table : pandas.DataFrame, optional
+        The slopes study summary; the committed one by default.
+
+    Returns
+    -------
+    dict or None
+        The row as plain Python values (``design``, ``targets``, ``mixes``, ``grids``,
+        ``covered``, ``coverage``, ``mc_low``, ``mc_high``, ``median_df``, ...) with
+        ``bootstrap`` None and ``interval`` the Wald t's name, for :func:`coverage_sentence`.
+    """
+    table = slopes_coverage_table() if table is None else table
+    rows = table[table["term"] == term]
+    if rows.empty:
+        return None
+    distance = ((rows["targets"] - n_targets).abs() * 100
+                + (rows["mixes"].map(math.log) - math.log(max(n_mixes, 1))).abs())
+    nearest = rows[distance == distance.min()]
+    row = nearest.loc[nearest["coverage"].idxmin()]
+    values = {str(key): (value.item() if hasattr(value, "item") else value)
+              for key, value in row.items()}
+    return values | {"bootstrap": None}
 
 
 def study_coverage(n_mixes: int, bootstrap: str, interval: str, target_mix_in_model: bool,
@@ -100,6 +160,8 @@ def coverage_sentence(coverage: dict | None) -> str | None:
     the analysed one (``estimates["coverage"]``, :mod:`transferstats.analysis.coverage`)."""
     if not coverage:
         return None
+    if "slope_sd_in_se" in coverage:
+        return _slopes_sentence(coverage)
     variation = ("with target-by-mix variation" if coverage["target_mix_sd"] > 0
                  else "without target-by-mix variation")
     how = (f"({coverage['bootstrap']} bootstrap, {coverage['interval']})"
@@ -111,3 +173,15 @@ def coverage_sentence(coverage: dict | None) -> str | None:
             f"{coverage['grids']:,} simulated grids of {coverage['mixes']} mixes {variation} "
             f"({coverage['coverage']:.3f}; Monte Carlo 95% interval {coverage['mc_low']:.3f} to "
             f"{coverage['mc_high']:.3f}; nominal 0.95).")
+
+
+def _slopes_sentence(coverage: dict) -> str:
+    term = ("diversity" if coverage["term"] == "diversity"
+            else "diversity \N{MINUS SIGN} volume")
+    return (f"How far to trust the interval: in the coverage study (docs/statistics.md), the 95% "
+            f"Wald t interval (Satterthwaite df) of {term} held the population average in "
+            f"{coverage['covered']:,} of {coverage['grids']:,} simulated grids of "
+            f"{coverage['mixes']} mixes and {coverage['targets']} targets whose slopes differ "
+            f"between targets ({coverage['coverage']:.3f}; Monte Carlo 95% interval "
+            f"{coverage['mc_low']:.3f} to {coverage['mc_high']:.3f}; nominal 0.95), the lowest "
+            f"of the slope sizes studied for such a design.")
