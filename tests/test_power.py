@@ -102,6 +102,8 @@ def test_factorial_design_model_matches_the_pipeline():
     assert model.question == pw.CONTRAST and model.correlation == pytest.approx(0, abs=1e-9)
     assert model.fixed[:3] == ("diversity", "volume", "diversity:volume")
     assert model.random == ("target", "target_language", "mix", "target_mix")
+    assert model.slopes == ("diversity", "volume") and model.bootstrap == "none"
+    assert "(1 + diversity + volume | target_task)" in model.formula
     assert model.resample_failure == 0.0 and not model.blocked
 
 
@@ -121,12 +123,16 @@ def test_estimates_are_shift_equivariant():
 
 
 def test_simulations_depend_on_the_seed_only():
+    """With slopes (analyze's Wald t on Satterthwaite df); the calibrated path without them is
+    checked across backends in tests/test_parallel.py."""
     design = small_design()
-    kwargs = dict(simulations=16, seed=5, calibration_grids=1, calibration_resamples=50)
+    kwargs = dict(simulations=10, seed=5)
     one = pw.simulate_analyses(design, pw.default_components(), n_jobs=1, **kwargs)
     two = pw.simulate_analyses(design, pw.default_components(), n_jobs=2, **kwargs)
+    assert one.df is not None and two.df is not None and one.calibration is None
     np.testing.assert_array_equal(one.estimate, two.estimate)
     np.testing.assert_array_equal(one.lower, two.lower)
+    np.testing.assert_array_equal(one.df, two.df)
     other = pw.simulate_analyses(design, pw.default_components(), n_jobs=1,
                                  **(kwargs | {"seed": 6}))
     assert not np.array_equal(one.estimate, other.estimate)
@@ -139,8 +145,10 @@ def test_one_factor_and_confounded_designs_do_not_crash():
     model = pw.analysis_model(volume_only)
     assert model.question == "volume" and model.fixed == ("volume",) and not model.blocked
     assert any("only volume varies" in note for note in model.notes)
-    result = pw.power_analysis(volume_only, 0.5, simulations=30, calibration_grids=0, n_jobs=1)
+    assert model.slopes == ("volume",)      # three targets: analyze's slope of the varied factor
+    result = pw.power_analysis(volume_only, 0.5, simulations=10, calibration_grids=0, n_jobs=1)
     assert 0 <= result.power <= 1 and result.model.question == "volume"
+    assert np.isfinite(result.simulations.df).all()
     # Diversity and volume rise together: r = 1, confounded, no verdict at any difference.
     confounded = pw.GridDesign("confounded", tuple(
         (f"m{k}", tuple((task, 5000 * 2 ** k // k) for task in POOL[:k])) for k in (1, 2, 4, 8)),
@@ -179,10 +187,14 @@ def test_too_few_mixes_withhold_the_verdict_as_the_bootstrap_does():
     grid = load_grid("runners/smoke.toml")
     with task_scope(grid.tasks):
         design, _ = grid_design(grid)
-    model = pw.analysis_model(design)
+    model = pw.analysis_model(design, random_slopes="off")
     assert model.resample_failure == pytest.approx(1 - 6 / 27, abs=0.03)
-    result = pw.power_analysis(design, 5.0, simulations=40, calibration_grids=0, n_jobs=1)
+    result = pw.power_analysis(design, 5.0, simulations=40, calibration_grids=0, n_jobs=1,
+                               random_slopes="off")
     assert result.power == 0
+    # With its four targets analyze fits slopes, whose Wald t verdict resamples nothing.
+    slopes = pw.analysis_model(design)
+    assert slopes.slopes and slopes.resample_failure == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +245,7 @@ def test_cli_end_to_end_on_the_smoke_grid(tmp_path, capsys):
     out, report = tmp_path / "figures", tmp_path / "power.json"
     code = main(["power", "runners/smoke.toml", "--difference", "1", "--simulations", "100",
                  "--calibration", "1", "--search", "--json", str(report), "--out", str(out),
-                 "--jobs", "1"])
+                 "--jobs", "1", "--random-slopes", "off"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "power" in printed and "documented defaults" in printed
@@ -258,11 +270,16 @@ def test_cli_with_a_pilot(tmp_path, capsys):
     report = tmp_path / "p.json"
     assert main(["power", str(grid), "--pilot", str(pilot), "--difference", "0.8",
                  "--simulations", "100", "--calibration", "0", "--json", str(report),
-                 "--out", str(tmp_path), "--jobs", "1"]) == 0
-    assert "from pilot" in capsys.readouterr().out
+                 "--out", str(tmp_path), "--jobs", "1", "--random-slopes", "off"]) == 0
+    printed = capsys.readouterr().out
+    assert "from pilot" in printed and "target slopes (SD, points per doubling)" in printed
     document = json.loads(report.read_text())
     assert document["components"]["source"] == "pilot"
     assert set(document["components"]["sd"]) == set(pw.COMPONENTS)
+    # The pilot's three targets allow slopes: their SDs are the pilot's, not the defaults.
+    assert set(document["components"]["slope_sd"]) == set(pw.SLOPES)
+    assert document["components"]["sources"]["diversity_slope"].startswith("pilot")
+    assert document["analysis"]["slopes"] == []
 
 
 def _toml(document: dict) -> str:
