@@ -17,16 +17,25 @@ The design
 The generative model (:class:`Components`), for mix ``m`` (``d_m`` = log2 tasks, ``v_m`` =
 log2 examples, centred over the mixes), target ``t``, language ``l`` and seed ``s``::
 
-    y = b0 + b_d d_m + b_v v_m + a_t + c_tl + u_m + w_tm + e_mtls
+    y = b0 + (b_d + s_dt) d_m + (b_v + s_vt) v_m + a_t + c_tl + u_m + w_tm + e_mtls
     a_t ~ N(0, target²)        c_tl ~ N(0, target_language²)    u_m ~ N(0, mix²)
     w_tm ~ N(0, target_mix²)   e ~ N(0, seed²)
+    (s_dt, s_vt) ~ N(0, [[sd_d², r sd_d sd_v], [r sd_d sd_v, sd_v²]])
 
 ``w_tm`` is the target-by-mix component: a mix helps some targets more than others (Phang et al.
-2020). The true difference ``b_d - b_v`` is the ``difference`` asked about; for a grid where only
-one of diversity and volume varies, the varied factor's effect is planned for instead.
+2020). ``s_dt`` and ``s_vt`` are target ``t``'s deviations from the population's slopes (issue
+25: in real grids the effects differ a great deal between targets), drawn around the population
+average, not centred over the sampled targets. The true difference ``b_d - b_v`` (the
+population's) is the ``difference`` asked about; for a grid where only one of diversity and
+volume varies, the varied factor's effect is planned for instead.
 
 The analysis of each simulated grid
-    The verdict of ``analyze`` comes from a bootstrap interval of ``diversity - volume`` (1,000
+    Where ``analyze``'s model has target-specific slopes (its own rule,
+    :func:`transferstats.analysis.model.slope_plan`: at least 3 targets), its verdict is the
+    Wald t interval of the question on Satterthwaite's degrees of freedom, and each simulated
+    grid is analysed by exactly that (:data:`STAND_IN_SLOPES`: ``fit_slopes_model``, reduced only
+    where singular); there is nothing to calibrate. Otherwise the verdict of ``analyze`` comes
+    from a bootstrap interval of ``diversity - volume`` (1,000
     resamples: the crossed bootstrap's BCa interval, or for a model with task identity effects
     a parametric bootstrap's with t widening). Refitting a thousand bootstrap resamples for each of a
     thousand simulated grids is out of reach, so each simulated grid is analysed by an honest
@@ -53,7 +62,8 @@ Shift equivariance
     false-positive rate and the minimum detectable difference are read from the same fits
     (common random numbers; exact, not an approximation). The bootstrap intervals shift the same
     way: their refits (or parametric draws) move by D and their bias corrections and
-    accelerations do not change.
+    accelerations do not change; so does the slopes model's t interval (its variance
+    parameters, hence its standard error and Satterthwaite df, do not move).
 
 References
 ----------
