@@ -188,3 +188,16 @@ def test_slope_components_are_checked():
     assert not pw.Components(sd=pw.DEFAULT_SD).has_slopes       # given SDs alone: common slopes
     defaults = pw.default_components()
     assert dict(defaults.slope_sd) == pw.DEFAULT_SLOPE_SD and defaults.has_slopes
+
+
+def test_a_model_without_slopes_is_calibrated_on_analyze_without_slopes():
+    """With random_slopes = "off" on three targets the stand-in is calibrated on analyze's
+    bootstrap, so the calibration grids are analysed without slopes too (analyze's own "auto"
+    would answer with the slopes' t interval and no bootstrap)."""
+    design = design_of()
+    common = pw.default_components(diversity_slope=0.0, volume_slope=0.0)
+    sims = pw.simulate_analyses(design, common, simulations=10, seed=1, n_jobs=1,
+                                model=pw.analysis_model(design, random_slopes="off"),
+                                calibration_grids=1, calibration_resamples=50)
+    assert sims.calibration is not None and sims.calibration.usable.all()
+    assert np.isfinite(sims.calibration.boot_se).all() and sims.df is None

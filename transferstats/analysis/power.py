@@ -1068,7 +1068,7 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
                    resamples: int) -> list[float]:
     """One calibration grid: the stand-in's estimate and Wald SE, and the interval the verdict
     comes from, by ``analyze`` itself (``analyze_loaded`` on the simulated results, its default
-    settings but ``resamples``; the primary model only, as the verdict needs)."""
+    settings but ``resamples`` and no slopes; the primary model only, as the verdict needs)."""
     import warnings
 
     from transferstats import loading
@@ -1084,9 +1084,11 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = loading.load_results(results_table(sim, y))
-            # Already on a worker: its bootstrap runs right there.
+            # Already on a worker: its bootstrap runs right there. Only a model without slopes
+            # is calibrated, so analyze is held to that model (its own "auto" would give slopes
+            # where power was asked for none).
             spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity,
-                                scheduler=LOCAL)
+                                scheduler=LOCAL, random_slopes="off")
             result = analyze_loaded(loaded, spec,
                                     n_jobs=1, progress=False, companions=False)
     except (ResultsError, np.linalg.LinAlgError, ValueError):
