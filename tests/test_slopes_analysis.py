@@ -95,3 +95,14 @@ def test_random_slopes_off_keeps_the_bootstrap(sloped):
     width = result.comparison.ci_high - result.comparison.ci_low
     assert width < sloped.comparison.ci_high - sloped.comparison.ci_low, \
         "without slopes the interval ignores the variation between targets"
+
+
+def test_kenward_roger_is_an_option_on_a_small_grid():
+    small = replace(GRID, targets=("xnli", "panx", "xquad"), draws=2,
+                    target_diversity_effects=(("xnli", 2.0), ("panx", -0.5), ("xquad", 1.0)))
+    result = _analyze(small, replace(SPEC, df_method="kenward-roger"))
+    assert result.intervals.df_method == "Kenward-Roger"
+    satterthwaite_result = _analyze(small)
+    kr, sw = result.comparison, satterthwaite_result.comparison
+    assert kr.estimate == pytest.approx(sw.estimate, rel=1e-9), "the same fit"
+    assert kr.df is not None and sw.df is not None and kr.df == pytest.approx(sw.df, rel=0.2)

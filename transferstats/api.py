@@ -34,10 +34,13 @@ Results = str | Path | pd.DataFrame
 
 def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | None = None,
             scheduler: str | None = None, **settings) -> AnalysisResult:
-    """Test whether intermediate-task diversity helps zero-shot transfer more than volume.
+    """Test whether the diversity of what a model is trained on helps transfer more than volume.
 
-    Loads and validates the results, derives diversity, volume and the outcome, fits the crossed
-    mixed model, bootstraps languages and mixes, and gives the verdict (docs/statistics.md). It
+    Loads and validates the results, describes the design (what varies, what is left out and
+    why), derives diversity, volume and the outcome, fits the crossed mixed model -- with
+    target-specific slopes and Wald t intervals on Satterthwaite's degrees of freedom where the
+    design allows them, else random intercepts with a bootstrap of languages and mixes -- and
+    gives the verdict (docs/statistics.md). It
     writes nothing; :meth:`AnalysisResult.write_report` writes the report. ``transferstats
     analyze`` on the command line is this function followed by ``write_report``, so the same
     settings give the same numbers.
@@ -78,6 +81,9 @@ def analyze(results: Results, *, spec: str | Path | None = None, jobs: int | Non
           ``include_english`` (``"auto"``: left out for task mixes, kept for language mixes;
           ``True`` or ``False``), ``interaction`` (``True``), ``target_mix`` (``True``: a random
           intercept per (mix, target) cell where the cells hold several rows).
+        - ``random_slopes`` (``"auto"``: correlated slopes of diversity and volume by target
+          where the design allows them; ``"on"``, ``"off"``), ``df_method``
+          (``"satterthwaite"`` or ``"kenward-roger"``).
         - ``resamples`` (1000), ``seed`` (0), ``level`` (0.95), ``interval`` (``"bca"`` or
           ``"percentile"``), ``units`` (``("language", "mix")``).
         - ``max_correlation`` (0.9), ``power`` (0.8).

@@ -207,7 +207,8 @@ def fit_slopes_model(data: pd.DataFrame, outcome: str, fixed: list[str], random:
         reduction = reduce_slopes(data, outcome, fixed, random, slopes)
         outputs = {term: {term: 1.0} for term in fixed} | contrasts
         method = "Satterthwaite"
-        if df_method == "kenward-roger":
+        sloped = any(c != "Intercept" for t in reduction.fit.terms for c in t.columns)
+        if df_method == "kenward-roger" and sloped:
             affordable, why = kenward_roger_affordable(reduction.fit)
             if not affordable:
                 raise ValueError(f"df_method = \"kenward-roger\": {why}; use \"satterthwaite\"")

@@ -119,8 +119,10 @@ class ModelStructure:
         """Outputs a bootstrap resample must estimate to count (the effects and the contrast)."""
         return [*self.fixed, CONTRAST] if self.compared else self.fixed
 
-    def formula(self, primary: bool = True, words: MemberWords | None = None) -> str:
-        """The model in lme4 notation; member shares are summarised."""
+    def formula(self, primary: bool = True, words: MemberWords | None = None,
+                random: str | None = None) -> str:
+        """The model in lme4 notation; member shares are summarised. ``random`` replaces the
+        random part (the structure fitted after a reduction, say)."""
         shown = list(self.fixed) or ["1"]
         if primary and self.identity.used:
             k = len(self.identity.estimability.get("tasks", []))
@@ -129,12 +131,21 @@ class ModelStructure:
             shown.append(f"share[<{noun}>] for {k - 1} of the {k} {plural} (reference: "
                          f"{self.identity.reference})")
         return (f"{self.outcome} ~ {' + '.join(shown)} + "
-                + " + ".join(self.random_term(f) for f in self.random))
+                + (random or " + ".join(self.random_term(f) for f in self.random)))
 
     def random_term(self, factor: str) -> str:
         """One random term in lme4's notation (the target's with its slopes)."""
         columns = " + ".join(["1", *self.slopes]) if factor == "target_task" else "1"
         return f"({columns} | {FACTOR_NOTATION.get(factor, factor)})"
+
+
+def lme4_notation(structure: str) -> str:
+    """A random part written with the analysis's factor columns, in lme4's notation
+    (``target_language`` is ``target_task:language``, ``mix_target`` is ``target_task:mix``)."""
+    for column, notation in FACTOR_NOTATION.items():
+        for bar in ("|", "||"):
+            structure = structure.replace(f"{bar} {column})", f"{bar} {notation})")
+    return structure
 
 
 def fixed_terms(per_mix: pd.DataFrame, varies: str, interaction: bool) -> tuple[list[str], list[str]]:

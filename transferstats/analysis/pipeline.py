@@ -46,7 +46,14 @@ from transferstats.analysis.fitting import (
     output_table,
 )
 from transferstats.analysis.identity import identity_output, relative_output, share_table
-from transferstats.analysis.model import CONTRAST, INTERACTION, MIX_TARGET, ModelStructure, build_model
+from transferstats.analysis.model import (
+    CONTRAST,
+    INTERACTION,
+    MIX_TARGET,
+    ModelStructure,
+    build_model,
+    lme4_notation,
+)
 from transferstats.analysis.per_target import per_target
 from transferstats.analysis.resampling import ResamplingPlan, resampling_plan
 from transferstats.analysis.result import (
@@ -111,12 +118,17 @@ def analyze_loaded(loaded: LoadedResults, spec: AnalysisSpec = AnalysisSpec(), *
     settings = BootstrapSettings(structure.outcome, spec.resamples, spec.seed, spec.level,
                                  spec.interval, _units(data, spec), n_jobs, progress,
                                  spec.scheduler, spec.df_method)
-    plan = resampling_plan(data, structure, described.description, settings.units)
+    collinearity = _collinearity(data, structure, problems, loaded.source)
+    slopes, sloped = _slopes(data, structure, settings, described, problems)
+    if slopes.used and not slopes.fitted:
+        structure = replace(structure, slopes=())
+    # With slopes the intervals are Wald t: nothing is resampled.
+    plan = (resampling_plan(data, structure, described.description, settings.units)
+            if sloped is None else ResamplingPlan(None, None, "", None))
     if plan.why:
         problems.append(Problem(loaded.source, "bootstrap", "warning", plan.why))
-    collinearity = _collinearity(data, structure, problems, loaded.source)
-    fits = _fit_all(data, structure, settings, plan, companions, described, problems)
-    return _result(described, structure, fits, data, settings, spec, problems,
+    fits = _fit_all(data, structure, settings, plan, companions, described, problems, sloped)
+    return _result(described, structure, fits, data, settings, spec, problems, slopes,
                    _interval_method(settings, structure, fits.primary, plan,
                                     described.description),
                    collinearity)
@@ -150,17 +162,38 @@ def _units(data: pd.DataFrame, spec: AnalysisSpec) -> tuple[str, ...]:
     return tuple(u for u in spec.units if u in data.columns and data[u].nunique() >= 2)
 
 
+def _slopes(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings,
+            described: Described, problems: list[Problem]
+            ) -> tuple[SlopeStructure, SlopesModel | None]:
+    """The random slopes by target, reduced where the fit is singular, and the primary model
+    with them. Where the reduction leaves no slope, the model is one of random intercepts,
+    bootstrapped (``fitted`` empty, no model returned)."""
+    if not structure.slopes or structure.blocked:
+        return SlopeStructure(structure.slopes, structure.slopes_reason), None
+    model = _fit(data, structure, structure.primary_fixed, structure.contrasts, settings,
+                 "mixed model", None, problems, described.description.source.path)
+    assert isinstance(model, SlopesModel), "a structure with slopes is fitted with them"
+    steps = tuple(model.reduction.steps_frame().to_dict("records"))
+    if not any(len(t.columns) > 1 or t.columns[0] != "Intercept" for t in model.fit.terms):
+        return SlopeStructure(structure.slopes, structure.slopes_reason + "; every slope was "
+                              "estimated at zero and dropped, so the model has random intercepts "
+                              "only, bootstrapped", "", steps), None
+    return SlopeStructure(structure.slopes, structure.slopes_reason,
+                          lme4_notation(model.reduction.structure), steps), model
+
+
 def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapSettings,
              plan: ResamplingPlan, companions: bool, described: Described,
-             problems: list[Problem]) -> Fits:
+             problems: list[Problem], sloped: SlopesModel | None = None) -> Fits:
     """The primary model, and with ``companions`` the plain model beside identity effects and
     the per-target model; every failed resample counted in ``problems``."""
     if structure.blocked:
         return Fits()
     source = described.description.source.path
     words = described.description.words
-    fits = Fits(primary=_fit(data, structure, structure.primary_fixed, structure.contrasts,
-                             settings, "mixed model", plan.primary_df, problems, source))
+    fits = Fits(primary=sloped or _fit(data, structure, structure.primary_fixed,
+                                       structure.contrasts, settings, "mixed model",
+                                       plan.primary_df, problems, source))
     if structure.identity.used and not structure.slopes:
         fits.identity_test = nested_test(data, structure.outcome, structure.primary_fixed,
                                          structure.fixed, list(structure.random))
@@ -170,8 +203,8 @@ def _fit_all(data: pd.DataFrame, structure: ModelStructure, settings: BootstrapS
                           f"plain mixed model (no {words.noun} identity)", plan.plain_df, problems,
                           source)
     if companions and isinstance(fits.primary, SlopesModel):
-        fits.per_target_table, fits.heterogeneity = slope_heterogeneity(data, structure,
-                                                                        fits.primary)
+        fits.per_target_table, fits.heterogeneity = slope_heterogeneity(
+            data, structure, fits.primary, settings.level)
     elif companions:
         fits.per_target_table, fits.heterogeneity = per_target(data, structure, settings,
                                                                plan.primary_df)
@@ -216,6 +249,7 @@ def _note_failures(fits: Fits, settings: BootstrapSettings, problems: list[Probl
 
 def _result(described: Described, structure: ModelStructure, fits: Fits, data: pd.DataFrame,
             settings: BootstrapSettings, spec: AnalysisSpec, problems: list[Problem],
+            slopes: SlopeStructure,
             intervals: IntervalMethod, collinearity: VarianceInflation | None) -> AnalysisResult:
     """Wrap the fits in the typed result, with the descriptive tables."""
     description = described.description
@@ -242,7 +276,7 @@ def _result(described: Described, structure: ModelStructure, fits: Fits, data: p
         description=description, structure=structure, terms=terms, comparison=comparison,
         decision=verdict, intervals=intervals, collinearity=collinearity,
         fit=_fit_summary(fits.primary), identity=identity,
-        slopes=_slope_structure(structure, fits.primary),
+        slopes=slopes,
         plain=plain, heterogeneity=fits.heterogeneity or Heterogeneity(
             False, "the model was not fitted" if fits.primary is None
             else "not fitted (companions=False)"),
@@ -363,13 +397,6 @@ def _identity(fits: Fits, structure: ModelStructure, described: Described) -> Id
     return IdentityResult(plan, tuple(rows), fits.identity_test)
 
 
-def _slope_structure(structure: ModelStructure, model: Model | None) -> SlopeStructure:
-    if not isinstance(model, SlopesModel):
-        return SlopeStructure(structure.slopes, structure.slopes_reason)
-    return SlopeStructure(structure.slopes, structure.slopes_reason, model.reduction.structure,
-                          tuple(model.reduction.steps_frame().to_dict("records")))
-
-
 def _fit_summary(model: Model | None) -> FitSummary | None:
     if model is None:
         return None
@@ -396,7 +423,7 @@ def _interval_method(settings: BootstrapSettings, structure: ModelStructure,
                             replicates="seeds resampled within (mix, target)",
                             failed_resamples=failed)
     if plan.primary_df is None:
-        return method
+        return replace(method, why=plan.why)
     df = plan.primary_df
     plain = (crossed if plan.plain_df is None
              else f"parametric, antithetic pairs, percentile, t({plan.plain_df:g})")

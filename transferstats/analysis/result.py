@@ -30,8 +30,8 @@ __all__ = ["CONTRAST", "AnalysisResult", "Comparison", "Effect", "FitSummary", "
            "IdentityResult", "IntervalMethod", "PlainModel", "SlopeStructure", "Verdict"]
 
 #: Columns of :attr:`AnalysisResult.effects`, in order.
-EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "bootstrap_se",
-                  "percentile_ci_low", "percentile_ci_high", "p_value_wald", "chi2")
+EFFECT_COLUMNS = ("term", "estimate", "se", "ci_low", "ci_high", "p_value", "unit", "df",
+                  "bootstrap_se", "percentile_ci_low", "percentile_ci_high", "p_value_wald", "chi2")
 PROBLEM_COLUMNS = ("file", "location", "severity", "message")
 #: Columns of :attr:`AnalysisResult.identity_table`.
 IDENTITY_COLUMNS = ("task", "estimate", "ci_low", "ci_high", "bootstrap_se", "relative",
@@ -203,7 +203,11 @@ class SlopeStructure:
 
 @dataclass(frozen=True)
 class Heterogeneity:
-    """Whether the effects differ between targets (an ML likelihood-ratio test)."""
+    """Whether the effects differ between targets.
+
+    An ML likelihood-ratio test of per-target against common slopes, or with random slopes the
+    REML test of their (co)variances.
+    """
 
     tested: bool
     reason: str
@@ -355,7 +359,8 @@ class AnalysisResult:
 
     def _model_dict(self) -> dict:
         structure = self.structure
-        values: dict = {"formula": structure.formula(True, self.description.words),
+        values: dict = {"formula": structure.formula(True, self.description.words,
+                                                     self.slopes.fitted or None),
                         "random": list(structure.random), "fixed": structure.primary_fixed,
                         "notes": list(structure.notes)}
         if self.fit is not None:
@@ -395,12 +400,15 @@ class AnalysisResult:
         The contrast row is left out where it was not estimated (a grid that varies one factor,
         a confounded one).
 
-        Columns: ``term, estimate, se, ci_low, ci_high, p_value, unit`` and the details
-        ``bootstrap_se, percentile_ci_low, percentile_ci_high, p_value_wald, chi2``. ``se`` is the
+        Columns: ``term, estimate, se, ci_low, ci_high, p_value, unit, df`` and the details
+        ``bootstrap_se, percentile_ci_low, percentile_ci_high, p_value_wald, chi2``. With
+        target-specific slopes (``intervals.resampling == "wald t"``) ``se`` is lme4's standard
+        error, ``ci_low``/``ci_high`` the Wald t interval and ``p_value`` the t test, both on
+        ``df`` degrees of freedom (Satterthwaite's or Kenward-Roger's); otherwise ``se`` is the
         model's (Wald) standard error for a term and the bootstrap standard error for the
-        contrast; ``ci_low``/``ci_high`` are the bootstrap interval (BCa or percentile, as
-        ``settings.interval`` says); ``p_value`` is the ML likelihood-ratio test of the term
-        (none for the contrast: its evidence is its interval). Missing values are NaN.
+        contrast, the interval the bootstrap's (BCa or percentile, as ``settings.interval``
+        says), and ``p_value`` the ML likelihood-ratio test of the term (none for the contrast:
+        its evidence is its interval). Missing values are NaN.
         """
         return _effect_frame(self.terms, self.comparison)
 
@@ -476,7 +484,8 @@ def _effect_frame(effects: tuple[Effect, ...], comparison: Comparison) -> pd.Dat
     rows = [e.to_dict() for e in effects]
     if comparison.estimated:
         contrast = comparison.to_dict() | {
-            "term": comparison.contrast, "se": comparison.bootstrap_se,
+            "term": comparison.contrast,
+            "se": comparison.se if comparison.se is not None else comparison.bootstrap_se,
             "unit": "points per doubling (diversity effect minus volume effect)"}
         rows.append(contrast)
     frame = pd.DataFrame([{key: row.get(key) for key in EFFECT_COLUMNS} for row in rows],

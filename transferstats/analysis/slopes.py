@@ -19,7 +19,7 @@ from transferstats.analysis.description import Description
 from transferstats.analysis.fitting import BootstrapSettings, SlopesModel
 from transferstats.analysis.formula import random_terms
 from transferstats.analysis.lmm import fit_lmm
-from transferstats.analysis.model import ModelStructure
+from transferstats.analysis.model import ModelStructure, lme4_notation
 from transferstats.analysis.result import PER_TARGET_COLUMNS, FitSummary, Heterogeneity, IntervalMethod
 
 
@@ -33,13 +33,14 @@ def per_target_slopes(model: SlopesModel, structure: ModelStructure) -> pd.DataF
     return pd.DataFrame(rows, columns=PER_TARGET_COLUMNS)
 
 
-def slope_heterogeneity(data: pd.DataFrame, structure: ModelStructure, model: SlopesModel
-                        ) -> tuple[pd.DataFrame, Heterogeneity]:
+def slope_heterogeneity(data: pd.DataFrame, structure: ModelStructure, model: SlopesModel,
+                        level: float) -> tuple[pd.DataFrame, Heterogeneity]:
     """Per-target slopes and the REML likelihood-ratio test of the slopes' (co)variances against
     the model without them. The variances sit on the boundary under the null, so the chi-square
     reference makes the p-value conservative (Self & Liang 1987; Stram & Lee 1994)."""
     fit = model.fit
-    sloped = {t.factor for t in fit.terms if len(t.columns) > 1 or t.columns[0] != "Intercept"}
+    sloped = [c for t in fit.terms if t.factor == "target_task" for c in t.columns
+              if c != "Intercept"]
     if not sloped:
         return (per_target_slopes(model, structure),
                 Heterogeneity(False, "every slope was dropped as singular: the targets' effects "
@@ -50,9 +51,10 @@ def slope_heterogeneity(data: pd.DataFrame, structure: ModelStructure, model: Sl
     df = len(fit.theta) - len(without.theta)
     p_value = float(stats.chi2.sf(chi2, df))
     heterogeneity = Heterogeneity(
-        tested=True, chi2=float(chi2), df=int(df), p_value=p_value, differ=p_value < 0.05,
-        terms=tuple(structure.slopes), targets=tuple(sorted(data["target_task"].unique())),
-        random=tuple(structure.random), formula=structure.formula(),
+        tested=True, chi2=float(chi2), df=int(df), p_value=p_value, differ=p_value < 1 - level,
+        terms=tuple(sloped), targets=tuple(sorted(data["target_task"].unique())),
+        random=tuple(structure.random),
+        formula=structure.formula(random=lme4_notation(model.reduction.structure)),
         reason="REML likelihood-ratio test of the target-specific slopes against the model "
                "without them (conservative: the variances are on the boundary under the null)")
     return per_target_slopes(model, structure), heterogeneity
@@ -84,7 +86,8 @@ def wald_interval_method(model: SlopesModel, settings: BootstrapSettings,
         resampling="wald t", method=f"Wald t, {model.method} df", resamples=0, seed=settings.seed,
         level=settings.level, units=(), replicates="", failed_resamples=None,
         df_method=model.method,
-        why=(f"the model has target-specific slopes ({model.reduction.structure}), so each interval "
+        why=(f"the model has target-specific slopes ({lme4_notation(model.reduction.structure)}), "
+             "so each interval "
              f"is about the average effect over targets like these {n_targets}: a Wald t "
              f"interval on {model.method}'s degrees of freedom ({span}), which carries the "
              "variation between targets (a percentile bootstrap of so few targets cannot reach "
