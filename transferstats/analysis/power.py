@@ -1009,7 +1009,9 @@ def _analyse(sim: _Simulator, y: np.ndarray) -> tuple[float, float]:
 
 def _analyse_slopes(sim: _Simulator, y: np.ndarray) -> tuple[float, float, float]:
     """The question's estimate, standard error and Satterthwaite df as analyze's verdict reads
-    them from the slopes model (``fit_slopes_model``); NaN when the fit fails."""
+    them from the slopes model (``fit_slopes_model``); NaN when the fit fails. Where the
+    reduction drops every slope, analyze bootstraps the model of random intercepts instead:
+    that model's estimate and Wald standard error, with df ``inf`` (a z interval, uncalibrated)."""
     if sim.frame is None:
         raise ValueError("the simulator has no rows for a slopes fit")
     contrasts = {CONTRAST: {"diversity": 1.0, "volume": -1.0}} if sim.question == CONTRAST else {}
@@ -1020,8 +1022,10 @@ def _analyse_slopes(sim: _Simulator, y: np.ndarray) -> tuple[float, float, float
                                  "satterthwaite")
     except (np.linalg.LinAlgError, ValueError):
         return math.nan, math.nan, math.nan
-    estimate, se, df = model.table.loc[sim.question, ["estimate", "se", "df"]].to_numpy(float)
-    return float(estimate), float(se), float(df)
+    if all(term.columns == ("Intercept",) for term in model.fit.terms):
+        return (*_analyse(sim, y), math.inf)
+    values = model.table.loc[sim.question, ["estimate", "se", "df"]].to_numpy(float)
+    return float(values[0]), float(values[1]), float(values[2])
 
 
 def _one(sim: _Simulator, seed: np.random.SeedSequence) -> list[float]:
@@ -1512,6 +1516,7 @@ class PowerResult:
             "mean_wald_se": _finite_mean(sims.se),
             "sd_of_estimates": _finite_sd(sims.estimate),
             "mean_satterthwaite_df": None if sims.df is None else _finite_mean(sims.df),
+            "every_slope_dropped": None if sims.df is None else int(np.isinf(sims.df).sum()),
             "analysis": {"formula": self.model.formula, "stand_in": self.model.stand_in,
                          "slopes": list(self.model.slopes),
                          "slopes_reason": self.model.slopes_reason,
