@@ -13,11 +13,18 @@ interval calibrated on 20 *other* grids, as the tool does), with the coverage of
 difference and the width ratios. With ``--target-mix`` the stand-in's model also has
 ``(1 | target_task:mix)``.
 
+Slopes (``--slopes N``): N simulated analyses of the grid in each of four settings: targets
+with common slopes or with the default slope variation (``power``'s documented guesses), each
+analysed without target-specific slopes (the REML stand-in, uncalibrated) and with them
+(analyze's slopes fit and Wald t on Satterthwaite df). Prints the seconds per simulation and the
+power at ``--difference``, the false-positive rate and the minimum detectable difference of each.
+
 Usage::
 
     python benchmarks/power_speed.py                       # speed, 2 processes
     python benchmarks/power_speed.py --validate 100 --resamples 500
     python benchmarks/power_speed.py --validate 200 --grid GRID.toml --target-mix
+    python benchmarks/power_speed.py --slopes 200 --grid GRID.toml --jobs 1 --difference 0.8
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ def design_of(path: str) -> pw.GridDesign:
 def speed(args) -> None:
     design = design_of(args.grid)
     components = pw.default_components()
-    model = pw.analysis_model(design)
+    model = pw.analysis_model(design, random_slopes=args.random_slopes)
     print(f"{design.name}: {len(design.mixes)} mixes, {design.n_target_languages} "
           f"target-languages, {design.seeds} seeds, {design.n_rows:,} rows; model "
           f"{model.formula}; {args.jobs} processes")
@@ -67,7 +74,7 @@ def speed(args) -> None:
           f"{summary['lower_over_z']['mean']:.3f}")
     start = time.perf_counter()
     result = pw.power_analysis(design, 0.3, components=components, simulations=args.simulations,
-                               seed=0, n_jobs=args.jobs)
+                               seed=0, n_jobs=args.jobs, random_slopes=args.random_slopes)
     elapsed = time.perf_counter() - start
     print(f"power_analysis (as `transferstats power --difference 0.3`): {elapsed:.1f} s: power "
           f"{result.power:.3f} [{result.power_ci[0]:.3f}, {result.power_ci[1]:.3f}], "
@@ -77,10 +84,41 @@ def speed(args) -> None:
           f"{np.nanstd(result.simulations.estimate, ddof=1):.4f}")
 
 
+def slopes(args) -> None:
+    design = design_of(args.grid)
+    settings = (("common slopes", pw.default_components(diversity_slope=0.0, volume_slope=0.0)),
+                ("default slope variation", pw.default_components()))
+    print(f"{design.name}: {len(design.mixes)} mixes, {len(design.targets)} targets, "
+          f"{design.n_target_languages} target-languages, {design.seeds} seeds, "
+          f"{design.n_rows:,} rows; {args.slopes} simulations each on {args.jobs} process(es); "
+          f"default slope SDs {dict(pw.DEFAULT_SLOPE_SD)}, correlation "
+          f"{pw.DEFAULT_SLOPE_CORRELATION}")
+    for label, components in settings:
+        for mode in ("off", "auto"):
+            start = time.perf_counter()
+            result = pw.power_analysis(design, args.difference, components=components,
+                                       simulations=args.slopes, seed=args.seed,
+                                       n_jobs=args.jobs, calibration_grids=0,
+                                       random_slopes=mode)
+            elapsed = time.perf_counter() - start
+            sims = result.simulations
+            analysed = "with slopes" if result.model.slopes else "without slopes"
+            df = "" if sims.df is None else f", median df {np.nanmedian(sims.df):.1f}"
+            mdd = result.minimum_detectable_difference
+            print(f"{label}, analysed {analysed}: {elapsed * args.jobs / args.slopes:.3f} s per "
+                  f"simulation; power at {args.difference} {result.power:.3f} "
+                  f"[{result.power_ci[0]:.3f}, {result.power_ci[1]:.3f}], false-positive rate "
+                  f"{result.false_positive_rate:.3f}, MDD(0.8) "
+                  f"{'not reached' if mdd is None else f'{mdd:.3f}'}{df}; expected SE "
+                  f"{result.expected_se:.3f}, SD of estimates "
+                  f"{np.nanstd(sims.estimate, ddof=1):.3f}")
+
+
 def validate(args) -> None:
     design = design_of(args.grid)
-    components = pw.default_components(**dict(args.sd))
-    model = pw.analysis_model(design, analysis_target_mix=args.target_mix)
+    components = pw.default_components(**dict(args.sd), diversity_slope=0.0, volume_slope=0.0)
+    # The bootstrap's stand-in is validated where analyze bootstraps: the model without slopes.
+    model = pw.analysis_model(design, analysis_target_mix=args.target_mix, random_slopes="off")
     print(f"{design.name}: {len(design.mixes)} mixes, {design.n_target_languages} "
           f"target-languages, {design.seeds} seeds; components "
           + ", ".join(f"{k} {v}" for k, v in components.sd.items()))
@@ -150,10 +188,18 @@ def main() -> None:
                         help="analyse with (1 | target_task:mix) in the model")
     parser.add_argument("--sd", nargs=2, action="append", default=[], metavar=("NAME", "SD"),
                         type=str, help="override a default component, e.g. --sd mix 0.7")
+    parser.add_argument("--random-slopes", choices=("auto", "on", "off"), default="auto",
+                        help="the analysed model's target-specific slopes (speed mode)")
+    parser.add_argument("--slopes", type=int, default=0, metavar="N",
+                        help="seconds per simulation and power with and without slopes, N "
+                             "simulations each, instead of the timing")
+    parser.add_argument("--difference", type=float, default=0.8)
     args = parser.parse_args()
     args.sd = [(name, float(value)) for name, value in args.sd]
     if args.validate:
         validate(args)
+    elif args.slopes:
+        slopes(args)
     else:
         speed(args)
 

@@ -102,6 +102,8 @@ def test_factorial_design_model_matches_the_pipeline():
     assert model.question == pw.CONTRAST and model.correlation == pytest.approx(0, abs=1e-9)
     assert model.fixed[:3] == ("diversity", "volume", "diversity:volume")
     assert model.random == ("target", "target_language", "mix", "target_mix")
+    assert model.slopes == ("diversity", "volume") and model.bootstrap == "none"
+    assert "(1 + diversity + volume | target_task)" in model.formula
     assert model.resample_failure == 0.0 and not model.blocked
 
 
@@ -121,15 +123,24 @@ def test_estimates_are_shift_equivariant():
 
 
 def test_simulations_depend_on_the_seed_only():
+    """With slopes (analyze's Wald t on Satterthwaite df); the calibrated path without them is
+    checked across backends in tests/test_parallel.py."""
     design = small_design()
-    kwargs = dict(simulations=16, seed=5, calibration_grids=1, calibration_resamples=50)
-    one = pw.simulate_analyses(design, pw.default_components(), n_jobs=1, **kwargs)
-    two = pw.simulate_analyses(design, pw.default_components(), n_jobs=2, **kwargs)
+    components = pw.default_components(diversity_slope=1.0, volume_slope=1.0,
+                                       slope_correlation=0.0)
+    kwargs = dict(simulations=10, seed=5)
+    one = pw.simulate_analyses(design, components, n_jobs=1, **kwargs)
+    two = pw.simulate_analyses(design, components, n_jobs=2, **kwargs)
+    assert one.df is not None and two.df is not None and one.calibration is None
     np.testing.assert_array_equal(one.estimate, two.estimate)
     np.testing.assert_array_equal(one.lower, two.lower)
-    other = pw.simulate_analyses(design, pw.default_components(), n_jobs=1,
+    np.testing.assert_array_equal(one.df, two.df)
+    off = pw.analysis_model(design, random_slopes="off")
+    same = pw.simulate_analyses(design, components, n_jobs=1, model=off, calibration_grids=0,
+                                **kwargs)
+    other = pw.simulate_analyses(design, components, n_jobs=1, model=off, calibration_grids=0,
                                  **(kwargs | {"seed": 6}))
-    assert not np.array_equal(one.estimate, other.estimate)
+    assert not np.array_equal(same.estimate, other.estimate)
 
 
 def test_one_factor_and_confounded_designs_do_not_crash():
@@ -139,8 +150,10 @@ def test_one_factor_and_confounded_designs_do_not_crash():
     model = pw.analysis_model(volume_only)
     assert model.question == "volume" and model.fixed == ("volume",) and not model.blocked
     assert any("only volume varies" in note for note in model.notes)
-    result = pw.power_analysis(volume_only, 0.5, simulations=30, calibration_grids=0, n_jobs=1)
+    assert model.slopes == ("volume",)      # three targets: analyze's slope of the varied factor
+    result = pw.power_analysis(volume_only, 0.5, simulations=10, calibration_grids=0, n_jobs=1)
     assert 0 <= result.power <= 1 and result.model.question == "volume"
+    assert np.isfinite(result.simulations.df).all()
     # Diversity and volume rise together: r = 1, confounded, no verdict at any difference.
     confounded = pw.GridDesign("confounded", tuple(
         (f"m{k}", tuple((task, 5000 * 2 ** k // k) for task in POOL[:k])) for k in (1, 2, 4, 8)),
@@ -179,10 +192,14 @@ def test_too_few_mixes_withhold_the_verdict_as_the_bootstrap_does():
     grid = load_grid("runners/smoke.toml")
     with task_scope(grid.tasks):
         design, _ = grid_design(grid)
-    model = pw.analysis_model(design)
+    model = pw.analysis_model(design, random_slopes="off")
     assert model.resample_failure == pytest.approx(1 - 6 / 27, abs=0.03)
-    result = pw.power_analysis(design, 5.0, simulations=40, calibration_grids=0, n_jobs=1)
+    result = pw.power_analysis(design, 5.0, simulations=40, calibration_grids=0, n_jobs=1,
+                               random_slopes="off")
     assert result.power == 0
+    # With its four targets analyze fits slopes, whose Wald t verdict resamples nothing.
+    slopes = pw.analysis_model(design)
+    assert slopes.slopes and slopes.resample_failure == 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +250,7 @@ def test_cli_end_to_end_on_the_smoke_grid(tmp_path, capsys):
     out, report = tmp_path / "figures", tmp_path / "power.json"
     code = main(["power", "runners/smoke.toml", "--difference", "1", "--simulations", "100",
                  "--calibration", "1", "--search", "--json", str(report), "--out", str(out),
-                 "--jobs", "1"])
+                 "--jobs", "1", "--random-slopes", "off"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "power" in printed and "documented defaults" in printed
@@ -258,11 +275,16 @@ def test_cli_with_a_pilot(tmp_path, capsys):
     report = tmp_path / "p.json"
     assert main(["power", str(grid), "--pilot", str(pilot), "--difference", "0.8",
                  "--simulations", "100", "--calibration", "0", "--json", str(report),
-                 "--out", str(tmp_path), "--jobs", "1"]) == 0
-    assert "from pilot" in capsys.readouterr().out
+                 "--out", str(tmp_path), "--jobs", "1", "--random-slopes", "off"]) == 0
+    printed = capsys.readouterr().out
+    assert "from pilot" in printed and "target slopes (SD, points per doubling)" in printed
     document = json.loads(report.read_text())
     assert document["components"]["source"] == "pilot"
     assert set(document["components"]["sd"]) == set(pw.COMPONENTS)
+    # The pilot's three targets allow slopes: their SDs are the pilot's, not the defaults.
+    assert set(document["components"]["slope_sd"]) == set(pw.SLOPES)
+    assert document["components"]["sources"]["diversity_slope"].startswith("pilot")
+    assert document["analysis"]["slopes"] == []
 
 
 def _toml(document: dict) -> str:
@@ -376,16 +398,19 @@ def _full_analyze_runs(design, difference, grids, seed, resamples):
 
 @pytest.mark.slow
 def test_power_agrees_with_the_rejection_rate_of_full_analyze_runs():
-    """The tool's power against the verdicts of full analyze runs (crossed bootstrap, BCa) on
-    grids from the independent generator, at a difference in the middle of the power curve; and
-    the whole distribution of the difference at which the verdict turns "supported"."""
+    """The tool's power against the verdicts of full analyze runs on grids from the independent
+    generator (common slopes), at a difference in the middle of the power curve; and the whole
+    distribution of the difference at which the verdict turns "supported". With three targets
+    analyze's model has target-specific slopes and its verdict is their Wald t interval, which
+    the tool computes the same way (400 simulations: each is a slopes fit)."""
     from scipy import stats
 
     design = small_design()
-    components = pw.default_components(**TRUE_SD)
+    components = pw.default_components(**TRUE_SD, diversity_slope=0.0, volume_slope=0.0)
     difference = round(2.4 * pw.expected_standard_error(design, components), 2)
-    tool = pw.power_analysis(design, difference, components=components, simulations=1000,
+    tool = pw.power_analysis(design, difference, components=components, simulations=400,
                              seed=1, n_jobs=2)
+    assert tool.model.slopes
     verdicts, thresholds, directional = _full_analyze_runs(design, difference, grids=48, seed=2,
                                                            resamples=150)
     n = len(verdicts)
@@ -406,7 +431,7 @@ def test_power_agrees_with_the_rejection_rate_of_full_analyze_runs():
     print(f"false-positive rate at 0: tool {tool.false_positive_rate:.3f} "
           f"[{tool.false_positive_ci[0]:.3f}, {tool.false_positive_ci[1]:.3f}], full analyze "
           f"{fpr_full:.3f} ({int(directional.sum())} of {n})")
-    fpr_error = math.sqrt(0.05 * 0.95 / 1000)
+    fpr_error = math.sqrt(0.05 * 0.95 / tool.simulations.n)
     assert tool.false_positive_rate <= 0.05 + 2 * fpr_error
     assert abs(tool.false_positive_rate - fpr_full) <= 2.5 * math.hypot(
         math.sqrt(0.05 * 0.95 / n), fpr_error)
@@ -414,10 +439,14 @@ def test_power_agrees_with_the_rejection_rate_of_full_analyze_runs():
 
 @pytest.mark.slow
 def test_false_positive_rate_is_nominal_on_the_factorial_grid():
+    """The calibrated stand-in of analyze's parametric bootstrap (the model without slopes, on
+    targets whose slopes are common): its false-positive rate."""
     grid = load_grid("runners/diversity_volume.toml")
     with task_scope(grid.tasks):
         design, _ = grid_design(grid)
-    result = pw.power_analysis(design, 0.3, simulations=FPR_SIMULATIONS, seed=3, n_jobs=2)
+    components = pw.default_components(diversity_slope=0.0, volume_slope=0.0)
+    result = pw.power_analysis(design, 0.3, components=components, simulations=FPR_SIMULATIONS,
+                               seed=3, n_jobs=2, random_slopes="off")
     rate = result.false_positive_rate
     error = math.sqrt(0.05 * 0.95 / FPR_SIMULATIONS)
     print(f"\nfactorial grid: false-positive rate {rate:.3f} {result.false_positive_ci}, power at "

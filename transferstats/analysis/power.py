@@ -17,16 +17,25 @@ The design
 The generative model (:class:`Components`), for mix ``m`` (``d_m`` = log2 tasks, ``v_m`` =
 log2 examples, centred over the mixes), target ``t``, language ``l`` and seed ``s``::
 
-    y = b0 + b_d d_m + b_v v_m + a_t + c_tl + u_m + w_tm + e_mtls
+    y = b0 + (b_d + s_dt) d_m + (b_v + s_vt) v_m + a_t + c_tl + u_m + w_tm + e_mtls
     a_t ~ N(0, target²)        c_tl ~ N(0, target_language²)    u_m ~ N(0, mix²)
     w_tm ~ N(0, target_mix²)   e ~ N(0, seed²)
+    (s_dt, s_vt) ~ N(0, [[sd_d², r sd_d sd_v], [r sd_d sd_v, sd_v²]])
 
 ``w_tm`` is the target-by-mix component: a mix helps some targets more than others (Phang et al.
-2020). The true difference ``b_d - b_v`` is the ``difference`` asked about; for a grid where only
-one of diversity and volume varies, the varied factor's effect is planned for instead.
+2020). ``s_dt`` and ``s_vt`` are target ``t``'s deviations from the population's slopes (issue
+25: in real grids the effects differ a great deal between targets), drawn around the population
+average, not centred over the sampled targets. The true difference ``b_d - b_v`` (the
+population's) is the ``difference`` asked about; for a grid where only one of diversity and
+volume varies, the varied factor's effect is planned for instead.
 
 The analysis of each simulated grid
-    The verdict of ``analyze`` comes from a bootstrap interval of ``diversity - volume`` (1,000
+    Where ``analyze``'s model has target-specific slopes (its own rule,
+    :func:`transferstats.analysis.model.slope_plan`: at least 3 targets), its verdict is the
+    Wald t interval of the question on Satterthwaite's degrees of freedom, and each simulated
+    grid is analysed by exactly that (:data:`STAND_IN_SLOPES`: ``fit_slopes_model``, reduced only
+    where singular); there is nothing to calibrate. Otherwise the verdict of ``analyze`` comes
+    from a bootstrap interval of ``diversity - volume`` (1,000
     resamples: the crossed bootstrap's BCa interval, or for a model with task identity effects
     a parametric bootstrap's with t widening). Refitting a thousand bootstrap resamples for each of a
     thousand simulated grids is out of reach, so each simulated grid is analysed by an honest
@@ -53,7 +62,8 @@ Shift equivariance
     false-positive rate and the minimum detectable difference are read from the same fits
     (common random numbers; exact, not an approximation). The bootstrap intervals shift the same
     way: their refits (or parametric draws) move by D and their bias corrections and
-    accelerations do not change.
+    accelerations do not change; so does the slopes model's t interval (its variance
+    parameters, hence its standard error and Satterthwaite df, do not move).
 
 References
 ----------
@@ -92,6 +102,8 @@ from transferstats.analysis.design import (
     diversity_volume_correlation,
     varying_factor,
 )
+from transferstats.analysis.fitting import fit_slopes_model
+from transferstats.analysis.formula import random_terms
 from transferstats.analysis.members import TASK_WORDS
 from transferstats.analysis.mixed import (
     cross_products,
@@ -108,7 +120,10 @@ from transferstats.analysis.model import (
     fixed_terms,
     identity_plan,
     random_factors,
+    slope_plan,
 )
+from transferstats.analysis.profiled import design as lmm_design
+from transferstats.analysis.profiled import evaluate, products, theta_layout
 from transferstats.analysis.spec import AnalysisSpec
 from transferstats.parallel import LOCAL, parallel_map
 
@@ -127,10 +142,34 @@ DEFAULT_SOURCES = {
     "seed": "transferstats simulate's default seed_sd (a guess)",
 }
 
+#: The factors whose effect may differ between targets: each target's slope deviates from the
+#: population's by a draw of a bivariate normal (:class:`Components`' ``slope_sd`` and
+#: ``slope_correlation``).
+SLOPES = ("diversity", "volume")
+#: Defaults when no pilot is given: guesses, not estimates (``docs/power.md``). The only grid
+#: with measured slope variation (issue 25's public 1,079-mix grid, lme4's correlated fit) has
+#: slope SDs of 5.9 (diversity) and 3.1 (volume) beside a target-intercept SD of 5.6; scaled to
+#: the default target SD of 1.0 they are 1.05 and 0.55, with that grid's correlation.
+DEFAULT_SLOPE_SD = {"diversity": 1.05, "volume": 0.55}
+DEFAULT_SLOPE_CORRELATION = -0.98
+DEFAULT_SLOPE_SOURCES = {
+    "diversity_slope": "issue 25's public grid, diversity-slope SD 5.9 over its target SD 5.6, "
+                       "times the default target SD 1.0 (a guess)",
+    "volume_slope": "issue 25's public grid, volume-slope SD 3.1 over its target SD 5.6, times "
+                    "the default target SD 1.0 (a guess)",
+    "slope_correlation": "issue 25's public grid, lme4's correlated fit (a guess)",
+}
+
 #: Whether ``analyze``'s model has ``(1 | target_task:mix)``: the ``target_mix`` setting's default,
 #: so the stand-in fits the model ``analyze`` fits (``analysis_target_mix`` overrides).
 ANALYSIS_TARGET_MIX = AnalysisSpec().target_mix
 
+#: How each simulated grid is analysed where analyze's model has target-specific slopes: its
+#: own verdict method, nothing to calibrate.
+STAND_IN_SLOPES = ("analyze's own verdict method: the slopes model fitted by REML and reduced "
+                   "only where singular (fit_slopes_model), and the Wald t interval of the "
+                   "question on Satterthwaite's degrees of freedom; no bootstrap, so no "
+                   "calibration")
 #: How each simulated grid is analysed (see the module docstring).
 STAND_IN = ("REML fit of analyze's model (fit_crossed's solver) with the Wald standard error "
             "of the question; interval estimate - lower x SE, estimate + upper x SE, with "
@@ -286,6 +325,11 @@ class Components:
     sources: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     pilot: Mapping[str, object] = field(default_factory=dict)
+    #: SD (points per doubling) of each target's slope around the population's, by factor of
+    #: :data:`SLOPES`; 0: every target has the population's slope.
+    slope_sd: Mapping[str, float] = field(default_factory=lambda: dict.fromkeys(SLOPES, 0.0))
+    #: Correlation of a target's diversity and volume slopes.
+    slope_correlation: float = 0.0
 
     def __post_init__(self):
         missing = [c for c in COMPONENTS if c not in self.sd]
@@ -294,25 +338,61 @@ class Components:
         for name, value in self.sd.items():
             if name not in COMPONENTS:
                 raise PowerError(f"unknown variance component {name!r}; known: {', '.join(COMPONENTS)}")
-            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-                raise PowerError(f"variance component {name!r} must be a standard deviation >= 0, "
-                                 f"got {value!r}")
+            _check_sd(f"variance component {name!r}", value)
         if self.sd["seed"] <= 0:
             raise PowerError("the seed (residual) standard deviation must be positive")
+        if set(self.slope_sd) != set(SLOPES):
+            raise PowerError(f"slope_sd needs one SD for each of {', '.join(SLOPES)}, got "
+                             f"{sorted(self.slope_sd)}")
+        for name, value in self.slope_sd.items():
+            _check_sd(f"the {name}-slope SD", value)
+        rho = self.slope_correlation
+        if not (isinstance(rho, int | float) and -1 <= rho <= 1):
+            raise PowerError(f"slope_correlation must lie in [-1, 1], got {rho!r}")
+
+    @property
+    def has_slopes(self) -> bool:
+        """Whether the targets' slopes differ (a slope SD above zero)."""
+        return any(value > 0 for value in self.slope_sd.values())
+
+    def slope_factor(self) -> np.ndarray:
+        """A lower-triangular L with L L' the covariance of a target's (diversity, volume)
+        slopes; written out rather than by Cholesky, which fails at a zero SD or |r| = 1."""
+        sd_d, sd_v = (float(self.slope_sd[s]) for s in SLOPES)
+        rho = float(self.slope_correlation)
+        return np.array([[sd_d, 0.0], [rho * sd_v, math.sqrt(1 - rho ** 2) * sd_v]])
 
     def to_dict(self) -> dict:
-        return {"sd": {c: float(self.sd[c]) for c in COMPONENTS}, "source": self.source,
+        return {"sd": {c: float(self.sd[c]) for c in COMPONENTS},
+                "slope_sd": {s: float(self.slope_sd[s]) for s in SLOPES},
+                "slope_correlation": float(self.slope_correlation), "source": self.source,
                 "sources": dict(self.sources), "notes": list(self.notes), "pilot": dict(self.pilot)}
 
 
-def default_components(**overrides: float) -> Components:
-    """The documented default components (:data:`DEFAULT_SD`), guesses, with any overridden."""
+def _check_sd(name: str, value: object) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+        raise PowerError(f"{name} must be a standard deviation >= 0, got {value!r}")
+
+
+def default_components(*, diversity_slope: float | None = None, volume_slope: float | None = None,
+                       slope_correlation: float | None = None, **overrides: float) -> Components:
+    """The documented default components (:data:`DEFAULT_SD`, :data:`DEFAULT_SLOPE_SD`,
+    :data:`DEFAULT_SLOPE_CORRELATION`), guesses, with any overridden."""
     sd = DEFAULT_SD | {k: float(v) for k, v in overrides.items()}
     sources = {c: ("given" if c in overrides else DEFAULT_SOURCES[c]) for c in COMPONENTS}
-    return Components(sd=sd, source="defaults", sources=sources,
+    given = {"diversity_slope": diversity_slope, "volume_slope": volume_slope,
+             "slope_correlation": slope_correlation}
+    sources |= {k: ("given" if v is not None else DEFAULT_SLOPE_SOURCES[k]) for k, v in given.items()}
+    slope_sd = {"diversity": DEFAULT_SLOPE_SD["diversity"] if diversity_slope is None
+                else float(diversity_slope),
+                "volume": DEFAULT_SLOPE_SD["volume"] if volume_slope is None else float(volume_slope)}
+    rho = DEFAULT_SLOPE_CORRELATION if slope_correlation is None else float(slope_correlation)
+    return Components(sd=sd, source="defaults", sources=sources, slope_sd=slope_sd,
+                      slope_correlation=rho,
                       notes=("no pilot: the variance components are documented guesses, not "
-                             "estimates; power depends most on the mix and target-by-mix SDs, so "
-                             "run a pilot (--pilot) before trusting the numbers",))
+                             "estimates; power depends most on the target-slope SDs (with "
+                             "slopes in the model) or on the mix and target-by-mix SDs, so run "
+                             "a pilot (--pilot) before trusting the numbers",))
 
 
 def pilot_components(results, *, model: str | None = None) -> Components:
@@ -320,10 +400,16 @@ def pilot_components(results, *, model: str | None = None) -> Components:
 
     The pilot is loaded and validated as ``analyze`` loads it; the rows the default analysis
     models are derived (``improvement``, each target's headline metric, non-English languages);
-    and ``outcome ~ diversity + volume (+ diversity:volume) + (1 | target_task)
-    + (1 | target_task:language) + (1 | mix) + (1 | target_task:mix)`` is fitted by REML with
-    ``fit_crossed``. A component the pilot cannot estimate (a single target, a single mix) keeps
-    its default, with a note.
+    and the model is built by ``analyze``'s own builder (no identity effects):
+    ``outcome ~ diversity + volume (+ diversity:volume) + (1 | target_task)
+    + (1 | target_task:language) + (1 | mix) + (1 | target_task:mix)``, with the
+    target-specific slopes ``(1 + diversity + volume | target_task)`` wherever analyze would fit
+    them (at least 3 targets, the factor varying within 3 of them). With slopes it is fitted as
+    analyze fits it (``fit_slopes_model``: REML, reduced only where singular) and the slope SDs
+    and their correlation are estimated with the other components; without, by REML with
+    ``fit_crossed``, and the slopes keep their documented defaults with a note saying why. A
+    component the pilot cannot estimate (a single target, a single mix) keeps its default, with
+    a note.
 
     Parameters
     ----------
@@ -346,43 +432,47 @@ def pilot_components(results, *, model: str | None = None) -> Components:
     """
     from transferstats import loading
 
-    data, fixed, random, model_notes = _pilot_model(loading.load_results(results), model)
-    notes, sources, sd = list(model_notes), {}, dict(DEFAULT_SD)
+    pilot = _pilot_model(loading.load_results(results), model)
+    notes, sources, sd = list(pilot.notes), {}, dict(DEFAULT_SD)
     for component, column in PILOT_FACTORS.items():
-        if column not in random:
+        if column not in pilot.random:
             notes.append(f"the pilot's model has no {component} variance (see the notes above): "
                          f"the default SD {DEFAULT_SD[component]} is used (a guess)")
             sources[component] = DEFAULT_SOURCES[component]
-    with threadpool_limits(1):
-        fit = fit_crossed(data, "improvement", fixed, random, reml=True)
+    fit = _pilot_fit(pilot)
     for component, column in PILOT_FACTORS.items():
-        if column in random:
-            sd[component] = float(math.sqrt(max(fit.variance_components[column], 0.0)))
-            sources[component] = "pilot (REML, fit_crossed)"
-    sd["seed"] = float(math.sqrt(fit.residual_variance))
-    sources["seed"] = "pilot (REML residual)"
+        if column in pilot.random:
+            sd[component] = float(math.sqrt(max(fit.variances[column], 0.0)))
+            sources[component] = f"pilot ({fit.method})"
+    sd["seed"] = fit.sigma
+    sources["seed"] = f"pilot ({fit.method}, residual)"
+    slope_sd, rho = _pilot_slopes(pilot, fit, notes, sources)
+    data = pilot.data
     n_mixes = int(data["mix"].nunique())
-    if n_mixes - (1 + len(fixed)) < 10:
+    if n_mixes - (1 + len(pilot.fixed)) < 10:
         notes.append(f"the pilot has {n_mixes} mixes: its mix and target-by-mix SDs rest on "
-                     f"{max(n_mixes - 1 - len(fixed), 0)} degrees of freedom and are imprecise "
-                     "(a relative standard error of about 1/sqrt(2 df))")
+                     f"{max(n_mixes - 1 - len(pilot.fixed), 0)} degrees of freedom and are "
+                     "imprecise (a relative standard error of about 1/sqrt(2 df))")
+    if pilot.slopes:
+        n_targets = int(data["target_task"].nunique())
+        notes.append(f"the slope SDs rest on the pilot's {n_targets} targets and are imprecise "
+                     f"(a relative standard error of about 1/sqrt(2 x {n_targets - 1}))")
     if fit.on_boundary:
         notes.append(f"estimated at zero in the pilot: {', '.join(fit.on_boundary)}")
     if data.groupby(["mix", "target_task"])["seed"].nunique().max() < 2:
         notes.append("the pilot has one seed per (mix, target): its residual holds seed noise "
                      "and language-by-mix variation together")
-    frame = fit.summary_frame()
-    summary = {str(term): (float(estimate), float(se)) for term, estimate, se
-               in zip(frame["term"], frame["estimate"], frame["se"], strict=True)}
-    pilot = {"n_rows": int(len(data)), "n_mixes": n_mixes,
-             "targets": sorted(data["target_task"].unique()),
-             "n_target_languages": int(data["target_language"].nunique()),
-             "formula": "improvement ~ " + " + ".join(fixed or ["1"]) + " + "
-                        + " + ".join(f"(1 | {FACTOR_NOTATION[f]})" for f in random),
-             "fixed_effects": {t: {"estimate": summary[t][0], "se": summary[t][1]} for t in fixed},
-             "method": fit.method, "converged": bool(fit.converged),
-             "on_boundary": list(fit.on_boundary)}
-    return Components(sd=sd, source="pilot", sources=sources, notes=tuple(notes), pilot=pilot)
+    summary = {"n_rows": int(len(data)), "n_mixes": n_mixes,
+               "targets": sorted(data["target_task"].unique()),
+               "n_target_languages": int(data["target_language"].nunique()),
+               "formula": fit.formula,
+               "fixed_effects": {t: {"estimate": fit.fixed_effects[t][0],
+                                     "se": fit.fixed_effects[t][1]} for t in pilot.fixed},
+               "method": fit.method, "converged": fit.converged,
+               "on_boundary": list(fit.on_boundary), "slopes": list(pilot.slopes),
+               "slopes_reason": pilot.slopes_reason}
+    return Components(sd=sd, source="pilot", sources=sources, notes=tuple(notes), pilot=summary,
+                      slope_sd=slope_sd, slope_correlation=rho)
 
 
 #: Variance components the pilot estimates -> the analysis's random factor of each.
@@ -390,10 +480,36 @@ PILOT_FACTORS = {"target": "target_task", "target_language": "target_language", 
                  "target_mix": MIX_TARGET}
 
 
-def _pilot_model(loaded, model: str | None
-                 ) -> tuple[pd.DataFrame, list[str], list[str], tuple[str, ...]]:
-    """The pilot's rows, fixed terms and random factors, described and built as ``analyze``
-    builds its plain model of the improvement (no identity effects)."""
+@dataclass(frozen=True)
+class _Pilot:
+    """A pilot's rows and the model analyze would fit on them (no identity effects)."""
+
+    data: pd.DataFrame
+    fixed: list[str]
+    random: list[str]
+    slopes: tuple[str, ...]
+    slopes_reason: str
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _PilotFit:
+    """What the pilot's REML fit says, whichever solver made it."""
+
+    variances: dict[str, float]            # random factor -> intercept variance
+    sigma: float
+    fixed_effects: dict[str, tuple[float, float]]
+    method: str
+    converged: bool
+    on_boundary: tuple[str, ...]
+    formula: str
+    slopes: pd.DataFrame | None = None     # covariance of the target effects, with slopes
+    correlated_slopes: bool = False        # both slopes in one term, correlated
+
+
+def _pilot_model(loaded, model: str | None) -> _Pilot:
+    """The pilot's rows, fixed terms, random factors and target-specific slopes, described and
+    built as ``analyze`` builds its plain model of the improvement (no identity effects)."""
     from transferstats.analysis.description import describe
     from transferstats.analysis.model import build_model
     from transferstats.problems import ResultsError
@@ -406,13 +522,101 @@ def _pilot_model(loaded, model: str | None
     try:
         described = describe(loaded, spec)
         data, structure = build_model(described.description, described.data, described.mixes,
-                                      interaction=True, target_mix=True, identity="off")
+                                      interaction=True, target_mix=True, identity="off",
+                                      random_slopes="auto")
     except (ResultsError, ValueError) as error:
         problems = getattr(error, "problems", None)
         message = next((p.message for p in problems if p.severity == "error"), str(error)) \
             if problems else str(error)
         raise PowerError(f"pilot: {message}") from None
-    return data, structure.fixed, list(structure.random), structure.notes
+    return _Pilot(data, structure.fixed, list(structure.random), structure.slopes,
+                  structure.slopes_reason, structure.notes)
+
+
+def _pilot_fit(pilot: _Pilot) -> _PilotFit:
+    """The pilot's model fitted as analyze fits it: with slopes by ``fit_slopes_model``, else
+    by ``fit_crossed`` (REML)."""
+    if pilot.slopes:
+        try:
+            slopes = fit_slopes_model(pilot.data, "improvement", pilot.fixed, pilot.random,
+                                      {"target_task": pilot.slopes}, {}, LEVEL, "satterthwaite")
+        except (np.linalg.LinAlgError, ValueError) as error:
+            raise PowerError(f"pilot: the model with target-specific slopes could not be fitted: "
+                             f"{error}") from None
+        fit = slopes.fit
+        variances = {f: _covariance(fit.covariance(f), "Intercept", "Intercept")
+                     for f in pilot.random}
+        table = slopes.table[["estimate", "se"]].astype(float)
+        return _PilotFit(
+            variances=variances, sigma=float(fit.sigma),
+            fixed_effects={t: (float(table["estimate"][t]), float(table["se"][t]))
+                           for t in pilot.fixed},
+            method="REML with target-specific slopes, fit_slopes_model",
+            converged=bool(fit.converged), on_boundary=tuple(str(c) for c in fit.singular),
+            formula="improvement ~ " + " + ".join(pilot.fixed or ["1"]) + " + "
+                    + slopes.reduction.structure,
+            slopes=fit.covariance("target_task"),
+            correlated_slopes=any(term.factor == "target_task" and set(SLOPES) <= set(term.columns)
+                                  for term in fit.terms))
+    with threadpool_limits(1):
+        crossed = fit_crossed(pilot.data, "improvement", pilot.fixed, pilot.random, reml=True)
+    frame = crossed.summary_frame()
+    effects = {str(term): (float(estimate), float(se)) for term, estimate, se
+               in zip(frame["term"], frame["estimate"], frame["se"], strict=True)}
+    return _PilotFit(
+        variances={f: float(crossed.variance_components[f]) for f in pilot.random},
+        sigma=float(math.sqrt(crossed.residual_variance)), fixed_effects=effects,
+        method="REML, fit_crossed", converged=bool(crossed.converged),
+        on_boundary=tuple(crossed.on_boundary),
+        formula="improvement ~ " + " + ".join(pilot.fixed or ["1"]) + " + "
+                + " + ".join(f"(1 | {FACTOR_NOTATION[f]})" for f in pilot.random))
+
+
+def _covariance(cov: pd.DataFrame, first: str, second: str) -> float:
+    """One entry of a covariance matrix labelled by its effects."""
+    return float(cov.to_numpy(dtype=float)[list(cov.index).index(first),
+                                           list(cov.columns).index(second)])
+
+
+def _pilot_slopes(pilot: _Pilot, fit: _PilotFit, notes: list[str], sources: dict[str, str]
+                  ) -> tuple[dict[str, float], float]:
+    """The target-slope SDs and correlation the pilot's slopes fit estimates; the defaults,
+    with a note saying why, for what it cannot estimate."""
+    slope_sd, rho = dict(DEFAULT_SLOPE_SD), DEFAULT_SLOPE_CORRELATION
+    source = f"pilot ({fit.method})"
+    if fit.slopes is None:
+        notes.append(f"the pilot cannot estimate how the slopes differ between targets "
+                     f"({pilot.slopes_reason}): the default slope SDs and correlation are used "
+                     "(guesses)")
+        sources |= {k: DEFAULT_SLOPE_SOURCES[k] for k in DEFAULT_SLOPE_SOURCES}
+        return slope_sd, rho
+    cov = fit.slopes
+    for factor in SLOPES:
+        key = f"{factor}_slope"
+        if factor not in pilot.slopes:
+            notes.append(f"the pilot has no {factor} slope by target ({pilot.slopes_reason}): "
+                         f"the default {factor}-slope SD {DEFAULT_SLOPE_SD[factor]} is used (a "
+                         "guess)")
+            sources[key] = DEFAULT_SLOPE_SOURCES[key]
+        elif factor not in cov.index:
+            slope_sd[factor] = 0.0
+            sources[key] = f"{source}: its variance was at zero and the slope was dropped"
+        else:
+            slope_sd[factor] = math.sqrt(max(_covariance(cov, factor, factor), 0.0))
+            sources[key] = source
+    if fit.correlated_slopes and min(slope_sd.values()) > 0:
+        rho = _covariance(cov, *SLOPES) / (slope_sd["diversity"] * slope_sd["volume"])
+        sources["slope_correlation"] = source
+    elif set(SLOPES) <= set(pilot.slopes):
+        rho = 0.0
+        sources["slope_correlation"] = (f"{source}: the correlated fit was singular and was "
+                                        "reduced to uncorrelated slopes, so 0 as in that fit")
+    else:
+        notes.append("the pilot cannot estimate the correlation of the diversity and volume "
+                     f"slopes (it has not both): the default {DEFAULT_SLOPE_CORRELATION} is used "
+                     "(a guess)")
+        sources["slope_correlation"] = DEFAULT_SLOPE_SOURCES["slope_correlation"]
+    return slope_sd, max(-1.0, min(1.0, rho))
 
 
 # --------------------------------------------------------------------------------------------
@@ -442,8 +646,16 @@ class AnalysisModel:
     blocked: str
     resample_failure: float
     notes: tuple[str, ...]
-    #: How analyze bootstraps this model: "parametric" or "crossed cluster".
+    #: How analyze bootstraps this model: "parametric", "crossed cluster", or "none" where
+    #: its verdict is the slopes model's Wald t interval.
     bootstrap: str = "crossed cluster"
+    #: Factors with a random slope by target (:func:`transferstats.analysis.model.slope_plan`,
+    #: before any reduction of a singular fit), and why these or none.
+    slopes: tuple[str, ...] = ()
+    slopes_reason: str = ""
+    #: Targets of the design: the search's screen of a slopes model reads its t quantile on
+    #: targets - 1 degrees of freedom.
+    n_targets: int = 0
 
     @property
     def formula(self) -> str:
@@ -453,24 +665,37 @@ class AnalysisModel:
         shown = [t for t in self.fixed if not t.startswith("share[")]
         if shares:
             shown.append(f"{len(shares)} task shares (reference {self.identity.get('reference')})")
+
+        def term(factor: str) -> str:
+            columns = ["1", *self.slopes] if factor == "target" else ["1"]
+            return f"({' + '.join(columns)} | {names[factor]})"
+
         return ("improvement ~ " + " + ".join(shown or ["1"]) + " + "
-                + " + ".join(f"(1 | {names[r]})" for r in self.random))
+                + " + ".join(term(r) for r in self.random))
+
+    @property
+    def stand_in(self) -> str:
+        """How each simulated grid is analysed."""
+        return STAND_IN_SLOPES if self.slopes else STAND_IN
 
 
 def analysis_model(design: GridDesign, *, interaction: bool = True, identity: str = "auto",
                    analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
                    max_correlation: float = MAX_CORRELATION, seed: int = 0,
-                   draws: int = 2000) -> AnalysisModel:
+                   draws: int = 2000, random_slopes: str = "auto") -> AnalysisModel:
     """The model ``analyze`` fits on this design and the question its verdict answers.
 
     Follows ``transferstats.analysis.pipeline``: diversity and volume centred over the mixes, the
     interaction when the mixes can estimate it, the task-identity shares when
     ``transferstats.analysis.identity`` finds them estimable (``identity="auto"``, analyze's
-    default), random factors with at least two levels, and the design check (``|r| >=
+    default), random factors with at least two levels, target-specific slopes of the varied
+    factors where analyze's own rule gives them (:func:`transferstats.analysis.model.slope_plan`
+    on the design's rows; ``random_slopes`` is analyze's setting), and the design check (``|r| >=
     max_correlation``, or fewer than 3 mixes, is ``confounded``). Where only one of diversity and
     volume varies, the question is that factor's effect (issue 13). ``resample_failure`` is the
     probability that a crossed-bootstrap resample of the mixes cannot estimate the core outputs
-    (effects and contrast), estimated from ``draws`` resamples of the mixes.
+    (effects and contrast), estimated from ``draws`` resamples of the mixes; 0 with slopes,
+    whose verdict does not resample.
     """
     d, v = design.log2_levels()
     n_mixes = len(design.mixes)
@@ -530,18 +755,43 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     random = _random(design, analysis_target_mix, notes)
     mix_columns = np.column_stack(columns)
     core_matrix = np.array(core)
-    failure = resample_failure(mix_columns, core_matrix, seed=seed, draws=draws)
+    slopes, slopes_reason = _slopes(design, per_mix, mix_terms, random_slopes) if not blocked \
+        else ((), "no model is fitted on a design that cannot give a verdict")
+    failure = 0.0 if slopes else resample_failure(mix_columns, core_matrix, seed=seed,
+                                                  draws=draws)
+    if slopes:
+        notes.append(f"analyze's primary model has target-specific slopes ({slopes_reason}); "
+                     "its verdict is the Wald t interval on Satterthwaite's df, which the "
+                     "simulations compute as analyze does")
+    else:
+        notes.append(slopes_reason)
     if failure > 0.005:
         notes.append(f"{failure:.1%} of bootstrap resamples of these {n_mixes} mixes cannot "
                      f"estimate the effects (a resample loses a design point); analyze "
                      f"withholds the verdict when more than {MAX_FAILED_SHARE:.0%} of its "
                      f"{RESAMPLES} resamples fail")
     identity_info["mode"] = identity
+    bootstrap = "none" if slopes else "parametric" if identity_info["used"] else "crossed cluster"
     return AnalysisModel(question=question, fixed=tuple(fixed), random=random,
                          weights=weights, mix_columns=mix_columns, core=core_matrix,
                          identity=identity_info, correlation=correlation, blocked=blocked,
-                         resample_failure=failure, notes=tuple(notes),
-                         bootstrap="parametric" if identity_info["used"] else "crossed cluster")
+                         resample_failure=failure, notes=tuple(notes), bootstrap=bootstrap,
+                         slopes=slopes, slopes_reason=slopes_reason,
+                         n_targets=len(design.targets))
+
+
+def _slopes(design: GridDesign, per_mix: pd.DataFrame, mix_terms: list[str], mode: str
+            ) -> tuple[tuple[str, ...], str]:
+    """analyze's target-specific slopes on this design: its own rule
+    (:func:`transferstats.analysis.model.slope_plan`) applied to the design's rows."""
+    rows = design_rows(design)
+    frame = pd.DataFrame({"target_task": rows.target,
+                          "diversity": per_mix["diversity"].to_numpy()[rows.mix],
+                          "volume": per_mix["volume"].to_numpy()[rows.mix]})
+    try:
+        return slope_plan(frame, mix_terms, mode)
+    except ValueError as error:
+        raise PowerError(str(error)) from None
 
 
 def _identity(design: GridDesign, per_mix: pd.DataFrame, mix_terms: list[str], mode: str,
@@ -655,6 +905,11 @@ class _Simulator:
     question: str = CONTRAST
     names: Mapping[str, list] = field(default_factory=dict)   # for the calibration's results
     identity: str = "auto"                                      # analyze's identity setting
+    slope_columns: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # centred
+    # (diversity, volume) of each row
+    slope_factor: np.ndarray | None = None    # L with L L' the targets' slope covariance
+    slopes: tuple[str, ...] = ()              # the analysis model's slopes by target
+    frame: pd.DataFrame | None = None         # its rows for the slopes fit, outcome aside
 
 
 def _simulator(design: GridDesign, components: Components, model: AnalysisModel,
@@ -670,6 +925,7 @@ def _simulator(design: GridDesign, components: Components, model: AnalysisModel,
                                             else sd["target_mix"] ** 2))
     # A start away from zero: Newton steps from a tiny positive start stall.
     start = np.array([max(sd[r] / residual, 0.05) for r in model.random])
+    d, v = design.log2_levels()
     return _Simulator(
         X=X, fixed=model.fixed, weights=model.weights, core=model.core,
         generative_codes=[codes[c] for c in generative],
@@ -679,7 +935,25 @@ def _simulator(design: GridDesign, components: Components, model: AnalysisModel,
         fit_levels=[rows.n_levels[r] for r in model.random], start=start,
         resample_failure=model.resample_failure, resamples=resamples, level=level,
         language=rows.language, seed_code=rows.seed, question=model.question,
-        names=_names(design), identity=str(model.identity.get("mode", "auto")))
+        names=_names(design), identity=str(model.identity.get("mode", "auto")),
+        slope_columns=np.column_stack([d[rows.mix], v[rows.mix]]),
+        slope_factor=components.slope_factor() if components.has_slopes else None,
+        slopes=model.slopes, frame=_slopes_frame(rows, model) if model.slopes else None)
+
+
+#: analyze's names of the random factors (``design_rows``' codes -> the fitted columns).
+_FIT_FACTORS = {code: factor for factor, code in _ROW_CODES.items()}
+
+
+def _slopes_frame(rows: DesignRows, model: AnalysisModel) -> pd.DataFrame:
+    """The design's rows as the slopes model reads them: its random factors' codes under
+    analyze's names and its fixed terms' columns (an interaction is their product)."""
+    codes = {"target": rows.target, "target_language": rows.target_language, "mix": rows.mix,
+             "target_mix": rows.target_mix}
+    frame = {_FIT_FACTORS[r]: codes[r] for r in model.random}
+    frame |= {term: model.mix_columns[rows.mix, k] for k, term in enumerate(model.fixed)
+              if term != INTERACTION}
+    return pd.DataFrame(frame)
 
 
 def _names(design: GridDesign) -> dict[str, list]:
@@ -705,6 +979,11 @@ def simulate_outcome(sim: _Simulator, rng: np.random.Generator) -> np.ndarray:
         effects = rng.standard_normal(n_levels)
         if sd > 0:
             y += sd * effects[codes]
+    if sim.slope_factor is not None:
+        # Each target's deviation from the population slopes (drawn after the intercepts, so
+        # that components without slope variation keep their draws).
+        deviation = rng.standard_normal((sim.generative_levels[0], 2)) @ sim.slope_factor.T
+        y += np.einsum("ij,ij->i", deviation[sim.generative_codes[0]], sim.slope_columns)
     return y
 
 
@@ -728,13 +1007,37 @@ def _analyse(sim: _Simulator, y: np.ndarray) -> tuple[float, float]:
     return float(sim.weights @ state.beta), math.sqrt(variance)
 
 
+def _analyse_slopes(sim: _Simulator, y: np.ndarray) -> tuple[float, float, float]:
+    """The question's estimate, standard error and Satterthwaite df as analyze's verdict reads
+    them from the slopes model (``fit_slopes_model``); NaN when the fit fails. Where the
+    reduction drops every slope, analyze bootstraps the model of random intercepts instead:
+    that model's estimate and Wald standard error, with df ``inf`` (a z interval, uncalibrated)."""
+    if sim.frame is None:
+        raise ValueError("the simulator has no rows for a slopes fit")
+    contrasts = {CONTRAST: {"diversity": 1.0, "volume": -1.0}} if sim.question == CONTRAST else {}
+    try:
+        model = fit_slopes_model(sim.frame.assign(improvement=y), "improvement", list(sim.fixed),
+                                 [_FIT_FACTORS[r] for r in sim.random],
+                                 {_FIT_FACTORS["target"]: sim.slopes}, contrasts, sim.level,
+                                 "satterthwaite")
+    except (np.linalg.LinAlgError, ValueError):
+        return math.nan, math.nan, math.nan
+    if all(term.columns == ("Intercept",) for term in model.fit.terms):
+        return (*_analyse(sim, y), math.inf)
+    values = model.table.loc[sim.question, ["estimate", "se", "df"]].to_numpy(float)
+    return float(values[0]), float(values[1]), float(values[2])
+
+
 def _one(sim: _Simulator, seed: np.random.SeedSequence) -> list[float]:
     rng = np.random.default_rng(seed)
     y = simulate_outcome(sim, rng)
-    estimate, se = _analyse(sim, y)
+    if sim.slopes:
+        estimate, se, df = _analyse_slopes(sim, y)
+    else:
+        (estimate, se), df = _analyse(sim, y), math.nan
     failed = int(rng.binomial(sim.resamples, sim.resample_failure)) \
         if sim.resample_failure > 0 else 0
-    return [estimate, se, failed]
+    return [estimate, se, failed, df]
 
 
 def results_table(sim: _Simulator, y: np.ndarray) -> pd.DataFrame:
@@ -769,7 +1072,7 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
                    resamples: int) -> list[float]:
     """One calibration grid: the stand-in's estimate and Wald SE, and the interval the verdict
     comes from, by ``analyze`` itself (``analyze_loaded`` on the simulated results, its default
-    settings but ``resamples``; the primary model only, as the verdict needs)."""
+    settings but ``resamples`` and no slopes; the primary model only, as the verdict needs)."""
     import warnings
 
     from transferstats import loading
@@ -785,9 +1088,11 @@ def _calibrate_one(sim: _Simulator, seed: np.random.SeedSequence, index: int,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = loading.load_results(results_table(sim, y))
-            # Already on a worker: its bootstrap runs right there.
+            # Already on a worker: its bootstrap runs right there. Only a model without slopes
+            # is calibrated, so analyze is held to that model (its own "auto" would give slopes
+            # where power was asked for none).
             spec = AnalysisSpec(resamples=resamples, seed=index, identity=sim.identity,
-                                scheduler=LOCAL)
+                                scheduler=LOCAL, random_slopes="off")
             result = analyze_loaded(loaded, spec,
                                     n_jobs=1, progress=False, companions=False)
     except (ResultsError, np.linalg.LinAlgError, ValueError):
@@ -886,9 +1191,10 @@ class Simulations:
 
     ``estimate`` and ``se`` are the question's estimate and Wald standard error (NaN for a failed
     fit), ``failed_resamples`` the bootstrap resamples that would not have fitted. The interval
-    of analysis ``i`` is ``estimate - lower[i] * se, estimate + upper[i] * se``: the z quantile
-    without calibration, a calibration grid's distances with it. The verdict at any true
-    difference ``D`` follows exactly (shift equivariance).
+    of analysis ``i`` is ``estimate - lower[i] * se, estimate + upper[i] * se``: the t quantile
+    on its Satterthwaite ``df`` where analyze's model has slopes, else the z quantile without
+    calibration, a calibration grid's distances with it. The verdict at any true difference
+    ``D`` follows exactly (shift equivariance).
     """
 
     estimate: np.ndarray
@@ -904,6 +1210,8 @@ class Simulations:
     #: Resampled calibration sets, to carry the calibration's own error into the intervals.
     replicate_lower: np.ndarray | None = None
     replicate_upper: np.ndarray | None = None
+    #: Satterthwaite df of each analysis where the verdict is the slopes model's Wald t.
+    df: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -1022,7 +1330,9 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
                       ) -> Simulations:
     """Simulate ``simulations`` grids of this design and analyse each with the stand-in,
     calibrated on ``calibration_grids`` further simulated grids analysed by ``analyze`` itself
-    (0: no calibration, plain Wald z intervals).
+    (0: no calibration, plain Wald z intervals). Where analyze's model has target-specific
+    slopes each grid is analysed by analyze's own verdict method (the slopes model's Wald t
+    interval on Satterthwaite df) and nothing is calibrated.
 
     Simulation ``i`` uses ``default_rng(SeedSequence(seed).spawn(simulations)[i])``, calibration
     grid ``k`` ``SeedSequence([seed, 1]).spawn(...)[k]``: the result depends on ``seed`` only,
@@ -1038,6 +1348,8 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
         return Simulations(nan, nan, np.zeros(simulations), np.full(simulations, z),
                            np.full(simulations, z), resamples, level, model.blocked)
     sim = _simulator(design, components, model, resamples, level)
+    if model.slopes:
+        calibration_grids = 0
     calibration_seeds = np.random.SeedSequence([seed, 1]).spawn(calibration_grids)
     jobs: list[tuple] = [("calibrate", s, k, calibration_resamples)
                          for k, s in enumerate(calibration_seeds)]
@@ -1049,6 +1361,11 @@ def simulate_analyses(design: GridDesign, components: Components, *, simulations
     main = np.array([list(r) for r in out[calibration_grids:]], dtype=float)
     result = Simulations(main[:, 0], main[:, 1], main[:, 2], np.full(simulations, z),
                          np.full(simulations, z), resamples, level)
+    if model.slopes:
+        result.df = main[:, 3]
+        with np.errstate(invalid="ignore"):
+            quantile = stats.t.ppf((1 + level) / 2, np.where(main[:, 3] > 0, main[:, 3], np.nan))
+        result.lower, result.upper = quantile, quantile.copy()
     if calibration_grids:
         values = np.array([list(r) for r in out[:calibration_grids]], dtype=float)
         calibration = Calibration(estimate=values[:, 0], wald_se=values[:, 1],
@@ -1074,6 +1391,9 @@ def expected_standard_error(design: GridDesign, components: Components,
     screen designs before simulating them and as a check on the simulations."""
     model = model or analysis_model(design)
     sim = _simulator(design, components, model)
+    if components.has_slopes:
+        cov = _covariance_with_slopes(sim, components)
+        return float(math.sqrt(model.weights @ cov @ model.weights))
     sigma2 = components.sd["seed"] ** 2
     psi = np.array([components.sd[c] ** 2 / sigma2 for c in COMPONENTS[:4]])
     keep = [i for i, level in enumerate(sim.generative_levels) if level >= 2]
@@ -1086,14 +1406,43 @@ def expected_standard_error(design: GridDesign, components: Components,
     return float(math.sqrt(model.weights @ cov @ model.weights))
 
 
+def _covariance_with_slopes(sim: _Simulator, components: Components) -> np.ndarray:
+    """sigma^2 (X'V^-1X)^-1 under the generative model with target-specific slopes: lme4's
+    model with the target term ``(1 + diversity + volume | target)`` at the true relative
+    covariance factors (the slopes independent of the target intercept, as drawn)."""
+    sigma = float(components.sd["seed"])
+    names = [f"x{k}" for k in range(1, sim.X.shape[1])]
+    frame = pd.DataFrame(sim.X[:, 1:], columns=names)
+    frame = frame.assign(y=0.0, diversity=sim.slope_columns[:, 0],
+                         volume=sim.slope_columns[:, 1],
+                         **dict(zip(COMPONENTS[:4], sim.generative_codes, strict=True)))
+    factor = np.zeros((3, 3))
+    factor[0, 0] = components.sd["target"]
+    factor[1:, 1:] = components.slope_factor()
+    factors = {"target": factor / sigma}
+    factors |= {c: np.array([[components.sd[c] / sigma]]) for c in COMPONENTS[1:4]
+                if components.sd[c] > 0}
+    terms = random_terms(list(factors), {"target": list(SLOPES)})
+    theta = np.array([factors[terms[t].factor][i, j] for t, i, j in theta_layout(terms)])
+    with threadpool_limits(1):
+        cp = products(lmm_design(frame, "y", names, terms))
+        return sigma ** 2 * np.linalg.inv(evaluate(theta, cp).XVX)
+
+
 def approximate_power(difference: float, standard_error: float, model: AnalysisModel,
                       level: float = LEVEL, resamples: int = RESAMPLES,
                       inflation: float = 1.0) -> float:
     """Normal-approximation power from an expected standard error (times ``inflation``, the
     bootstrap's width relative to it where known), times the chance that the bootstrap does not
-    withhold the verdict. A screen, not a result."""
+    withhold the verdict; for a model with target-specific slopes, a t approximation on
+    targets - 1 degrees of freedom. A screen, not a result."""
     if model.blocked:
         return 0.0
+    if model.slopes:
+        # The Satterthwaite df of an average slope over k targets is at most about k - 1.
+        df = max(model.n_targets - 1, 1)
+        quantile = stats.t.ppf((1 + level) / 2, df)
+        return float(stats.t.cdf(difference / standard_error - quantile * inflation, df))
     z = stats.norm.ppf((1 + level) / 2)
     allowed = stats.binom.cdf(math.floor(MAX_FAILED_SHARE * resamples), resamples,
                               model.resample_failure)
@@ -1166,7 +1515,11 @@ class PowerResult:
             "expected_se": self.expected_se,
             "mean_wald_se": _finite_mean(sims.se),
             "sd_of_estimates": _finite_sd(sims.estimate),
-            "analysis": {"formula": self.model.formula, "stand_in": STAND_IN,
+            "mean_satterthwaite_df": None if sims.df is None else _finite_mean(sims.df),
+            "every_slope_dropped": None if sims.df is None else int(np.isinf(sims.df).sum()),
+            "analysis": {"formula": self.model.formula, "stand_in": self.model.stand_in,
+                         "slopes": list(self.model.slopes),
+                         "slopes_reason": self.model.slopes_reason,
                          "level": sims.level, "resamples": sims.resamples,
                          "identity": dict(self.model.identity),
                          "calibration": calibration, "notes": list(self.model.notes)},
@@ -1177,8 +1530,9 @@ class PowerResult:
 
 
 GENERATIVE_MODEL = ("improvement ~ b_d diversity + b_v volume + (1 | target_task) + "
-                    "(1 | target_task:language) + (1 | mix) + (1 | target_task:mix), "
-                    "b_d - b_v = difference")
+                    "(0 + diversity + volume | target_task) + (1 | target_task:language) + "
+                    "(1 | mix) + (1 | target_task:mix), b_d - b_v = difference; the slopes by "
+                    "target have SDs slope_sd and correlation slope_correlation")
 
 
 def _finite_mean(values: np.ndarray) -> float | None:
@@ -1225,7 +1579,7 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
                    calibration_resamples: int = CALIBRATION_RESAMPLES,
                    identity: str = "auto",
                    analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
-                   scheduler: str | None = None) -> PowerResult:
+                   scheduler: str | None = None, random_slopes: str = "auto") -> PowerResult:
     """Power of the design to give the verdict ``supported`` at a true ``difference``.
 
     Parameters
@@ -1258,6 +1612,10 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
         A Dask scheduler's address to run the simulations on (``"local"``: local processes;
         default: dask's ``scheduler-address`` if set, else local processes). The result is the
         same wherever they run.
+    random_slopes : {"auto", "on", "off"}
+        As analyze's setting: whether the analysed model has target-specific slopes (``auto``:
+        where the design allows them); with them every simulated grid is analysed by analyze's
+        own Wald t interval on Satterthwaite df, and nothing is calibrated.
 
     Returns
     -------
@@ -1270,8 +1628,9 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
     if not 0 < power < 1:
         raise PowerError(f"power must be between 0 and 1, got {power!r}")
     components = components or default_components()
-    model = analysis_model(design, identity=identity, analysis_target_mix=analysis_target_mix,
-                           seed=seed)
+    model = _with_slope_warning(analysis_model(
+        design, identity=identity, analysis_target_mix=analysis_target_mix, seed=seed,
+        random_slopes=random_slopes), components)
     sims = simulate_analyses(design, components, simulations=simulations, seed=seed,
                              n_jobs=n_jobs, progress=progress, model=model,
                              calibration_grids=calibration_grids,
@@ -1283,6 +1642,21 @@ def power_analysis(design: GridDesign, difference: float, *, components: Compone
                          seed=seed, expected_se=expected, curve=curve)
     result.designs = [design_row(design, sims, difference, power, role="grid", model=model)]
     return result
+
+
+def _with_slope_warning(model: AnalysisModel, components: Components) -> AnalysisModel:
+    """The model, with a note where the simulated targets' slopes differ and the analysis
+    model has no slopes to carry that variation."""
+    if not components.has_slopes or model.slopes or model.blocked:
+        return model
+    from dataclasses import replace
+
+    return replace(model, notes=(*model.notes, (
+        "the simulated targets' slopes differ (slope SDs "
+        + ", ".join(f"{s} {components.slope_sd[s]:g}" for s in SLOPES)
+        + "), and analyze's model on this design has no target-specific slopes to carry that "
+          "variation: its intervals are too narrow for the average over targets like these, and "
+          "the false-positive rate shows by how much")))
 
 
 def design_row(design: GridDesign, sims: Simulations, difference: float, power: float,
@@ -1317,7 +1691,7 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
                    calibration_grids: int = 8,
                    calibration_resamples: int = CALIBRATION_RESAMPLES, identity: str = "auto",
                    analysis_target_mix: bool = ANALYSIS_TARGET_MIX,
-                   scheduler: str | None = None) -> SearchResult:
+                   scheduler: str | None = None, random_slopes: str = "auto") -> SearchResult:
     """The cheapest designs that reach ``power``.
 
     Every candidate (each with ``gpu_hours``) is screened by :func:`approximate_power` from its
@@ -1327,13 +1701,13 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
     candidates whose screen is within ``margin`` of ``power`` are then simulated and calibrated
     like the grid, cheapest first, until ``top`` of them reach ``power`` in simulation or
     ``max_simulated`` have been simulated. Every simulation uses the same ``seed`` (common random
-    numbers across designs). ``n_jobs`` and ``scheduler``: where the simulations run, as in
+    numbers across designs). ``n_jobs``, ``scheduler`` and ``random_slopes``: as in
     :func:`power_analysis`.
     """
     rows: list[dict[str, Any]] = []
     for design in candidates:
         model = analysis_model(design, identity=identity, analysis_target_mix=analysis_target_mix,
-                               seed=seed, draws=500)
+                               seed=seed, draws=500, random_slopes=random_slopes)
         scale = inflation if (inflation_identity is None
                               or bool(model.identity.get("used")) == inflation_identity) else 1.0
         screen = 0.0 if model.blocked else approximate_power(
@@ -1348,7 +1722,8 @@ def search_designs(candidates: Sequence[GridDesign], difference: float, componen
             break
         simulated += 1
         model = analysis_model(row["design"], identity=identity,
-                               analysis_target_mix=analysis_target_mix, seed=seed)
+                               analysis_target_mix=analysis_target_mix, seed=seed,
+                               random_slopes=random_slopes)
         sims = simulate_analyses(row["design"], components, simulations=simulations, seed=seed,
                                  n_jobs=n_jobs, progress=progress, model=model,
                                  calibration_grids=calibration_grids,

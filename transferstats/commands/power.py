@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", type=_non_negative_int, default=None,
                         help="simulated grids analysed by analyze itself to calibrate the fast "
                              "stand-in (default 20; 0: uncalibrated Wald intervals)")
+    parser.add_argument("--random-slopes", choices=("auto", "on", "off"), default="auto",
+                        help="as analyze's setting: target-specific slopes of diversity and volume "
+                             "in the analysed model where the design allows them (auto, the "
+                             "default: at least 3 targets), always (on) or never (off); with "
+                             "them each simulated grid gets analyze's own Wald t interval on "
+                             "Satterthwaite df")
     parser.add_argument("--jobs", type=_positive_int, default=None,
                         help="worker processes (default: all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
@@ -139,7 +145,7 @@ def _run(args, grid, console) -> int:
     result = pw.power_analysis(design, args.difference, components=components, power=args.power,
                                simulations=args.simulations, seed=args.seed, n_jobs=args.jobs,
                                progress=console.is_terminal, calibration_grids=calibration,
-                               scheduler=args.scheduler)
+                               scheduler=args.scheduler, random_slopes=args.random_slopes)
     out = args.out or Path("reports") / f"power-{grid.name}"
     figures = pw.save_figures(pw.power_curve_figure(result), out, "power_curve")
     _print_result(console, result, notes, figures)
@@ -158,7 +164,8 @@ def _run(args, grid, console) -> int:
                                    n_jobs=args.jobs, progress=console.is_terminal,
                                    inflation=_inflation(result),
                                    inflation_identity=bool(result.model.identity.get("used")),
-                                   calibration_grids=min(calibration, 8), scheduler=args.scheduler)
+                                   calibration_grids=min(calibration, 8), scheduler=args.scheduler,
+                                   random_slopes=args.random_slopes)
         result.designs += search.rows
         cost = pw.save_figures(pw.cost_power_figure(search.rows, args.power, result.designs[0]),
                                out, "cost_power")
@@ -350,7 +357,7 @@ def _interval(ci) -> str:
 def _print_result(console, result, notes, figures) -> None:
     from rich.table import Table
 
-    from transferstats.analysis.power import COMPONENTS, CONTRAST, STAND_IN
+    from transferstats.analysis.power import COMPONENTS, CONTRAST, SLOPES
 
     design, model, components = result.design, result.model, result.components
     question = model.question.replace(" - ", " − ")
@@ -363,15 +370,21 @@ def _print_result(console, result, notes, figures) -> None:
                       highlight=False)
     label = "pilot" if components.source == "pilot" else "documented defaults — guesses, not estimates"
     console.print(f"variance components (SD, points) from {label}: "
-                  + ", ".join(f"{c.replace('_', ':')} {components.sd[c]:.2f}" for c in COMPONENTS),
-                  highlight=False)
+                  + ", ".join(f"{c.replace('_', ':')} {components.sd[c]:.2f}" for c in COMPONENTS)
+                  + "; target slopes (SD, points per doubling): "
+                  + ", ".join(f"{s} {components.slope_sd[s]:.2f}" for s in SLOPES)
+                  + f", correlation {components.slope_correlation:+.2f}", highlight=False)
     for note in (*components.notes, *notes, *model.notes):
         console.print(f"  note: {note}", highlight=False, markup=False)
     console.print(f"analysis of each simulated grid: {model.formula}", highlight=False,
                   markup=False)
-    console.print(f"  stand-in: {STAND_IN}", highlight=False, markup=False)
+    console.print(f"  stand-in: {model.stand_in}", highlight=False, markup=False)
     calibration = result.simulations.calibration
-    if calibration is not None and len(calibration.lower):
+    df = result.simulations.df
+    if model.slopes and df is not None:
+        console.print(f"  Satterthwaite df of the {question} interval: median "
+                      f"{_fmt(_median(df), 1)} over the simulated grids", highlight=False)
+    elif calibration is not None and len(calibration.lower):
         summary = calibration.summary(result.simulations.level)
         console.print(f"  calibrated on {summary['usable']} simulated grids analysed by analyze "
                       f"itself ({summary['resamples']} resamples): the lower end of its interval "
@@ -418,6 +431,13 @@ def _print_result(console, result, notes, figures) -> None:
                       _interval((row["ci_low"], row["ci_high"])))
     console.print(table)
     console.print(f"power curve: {figures['png']} and {figures['pdf']}", highlight=False)
+
+
+def _median(values):
+    import numpy as np
+
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if len(finite) else None
 
 
 def _print_search(console, search, result, figures) -> None:
