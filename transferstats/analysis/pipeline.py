@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats
 
 from transferstats.analysis import descriptives
-from transferstats.analysis.coverage import study_coverage
+from transferstats.analysis.coverage import slopes_coverage, study_coverage
 from transferstats.analysis.description import Described, Description, describe
 from transferstats.analysis.diagnostics import VarianceInflation, variance_inflation
 from transferstats.analysis.fitting import (
@@ -442,6 +442,9 @@ def _coverage(spec: AnalysisSpec, primary: Model | None, structure: ModelStructu
     """What the coverage study measured for the contrast's interval on the design most like this
     one (:mod:`transferstats.analysis.coverage`); None where the study does not speak to the
     analysis (no fit, another outcome or level, no such design)."""
+    if isinstance(primary, SlopesModel) and spec.level == 0.95:
+        term = "diversity - volume" if description.compared else description.single_factor
+        return slopes_coverage(len(description.targets), len(description.mixes), str(term))
     if (not isinstance(primary, FittedModel) or not description.compared
             or description.outcome != "improvement" or spec.level != 0.95):
         return None
