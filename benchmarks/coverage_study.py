@@ -80,7 +80,9 @@ def grid_design(name: str) -> tuple[pw.GridDesign, pw.Components]:
     languages = {t: tuple(code for code in get_task(t).languages if code != "en")[:n_languages]
                  for t in settings.targets}
     design = pw.GridDesign(name, mixes, languages, seeds)
-    return design, pw.default_components(mix=MIX_SD, target_mix=target_mix)
+    # The bootstrap designs have common slopes (their analysis is the intercept model).
+    return design, pw.default_components(mix=MIX_SD, target_mix=target_mix, diversity_slope=0.0,
+                                         volume_slope=0.0)
 
 
 def analyse_grid(name: str, index: int, resamples: int,
@@ -91,7 +93,7 @@ def analyse_grid(name: str, index: int, resamples: int,
     from transferstats.analysis.spec import AnalysisSpec
 
     design, components = grid_design(name)
-    model = pw.analysis_model(design)
+    model = pw.analysis_model(design, random_slopes="off")
     sim = pw._simulator(design, components, model, resamples)
     y = pw.simulate_outcome(sim, np.random.default_rng([14, index, list(DESIGNS).index(name)]))
     loaded = loading.load_results(pw.results_table(sim, y))
@@ -218,7 +220,7 @@ MIN_GRIDS = 30
 def analyze_bootstrap(name: str) -> str:
     """The bootstrap analyze uses on a design ("parametric" or "crossed cluster")."""
     design, _ = grid_design(name)
-    return pw.analysis_model(design).bootstrap
+    return pw.analysis_model(design, random_slopes="off").bootstrap
 
 
 def package_table(path: str, out: str, wald: str | None = None) -> None:
@@ -261,7 +263,7 @@ def wald_table(grids: int, words: list[str], level: float = 0.95, jobs: int | No
     for name in [n for n in DESIGNS if not words or any(w in n for w in words)]:
         design, components = grid_design(name)
         for target_mix in (False, True):
-            model = pw.analysis_model(design, analysis_target_mix=target_mix)
+            model = pw.analysis_model(design, analysis_target_mix=target_mix, random_slopes="off")
             sims = pw.simulate_analyses(design, components, simulations=grids, seed=14,
                                         n_jobs=jobs, scheduler=scheduler, model=model,
                                         calibration_grids=0)
@@ -294,7 +296,7 @@ def exact_t_table(grids: int, words: list[str], compared: int = 30, level: float
     rows = []
     for name in [n for n in DESIGNS if not words or any(w in n for w in words)]:
         design, components = grid_design(name)
-        model = pw.analysis_model(design, analysis_target_mix=True)
+        model = pw.analysis_model(design, analysis_target_mix=True, random_slopes="off")
         sim = pw._simulator(design, components, model)
         mix = sim.generative_codes[2]
         per_mix = np.bincount(mix)

@@ -26,6 +26,10 @@ import scipy.stats
 from transferstats.analysis.formula import INTERCEPT, RandomTerm, random_terms
 from transferstats.analysis.lmm import MixedFit, SingularComponent, fit_lmm
 
+#: Experimental switch (see docs/statistics.md): keep a correlated fit that is singular only
+#: through a correlation at +-1.
+KEEP_BOUNDARY_CORRELATION = False
+
 
 @dataclass(frozen=True)
 class ReductionStep:
@@ -173,6 +177,10 @@ def reduce_slopes(data: pd.DataFrame, outcome: str, fixed: Sequence[str], random
     singular = _slope_singularities(current, factors)
     if not singular:
         steps.append(ReductionStep(_structure(current.terms), (), "not singular; kept"))
+    elif KEEP_BOUNDARY_CORRELATION and all(s.kind == "correlation at +-1" for s in singular):
+        steps.append(ReductionStep(_structure(current.terms), singular,
+                                   f"singular only by a correlation ({_describe(singular)}); "
+                                   "kept correlated"))
     else:
         steps.append(ReductionStep(_structure(current.terms), singular,
                                    f"singular ({_describe(singular)}); refitted uncorrelated"))
