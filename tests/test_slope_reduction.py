@@ -1,5 +1,6 @@
-"""The random-slope structure is reduced only where the fit is singular, in the order
-correlated -> uncorrelated -> zero-variance slopes dropped; likelihood-ratio pruning only on request."""
+"""The random-slope structure is reduced only where the fit has a variance at zero, in the order
+correlated -> uncorrelated -> zero-variance slopes dropped (a correlation at +-1 alone keeps the
+correlated fit); likelihood-ratio pruning only on request."""
 
 from __future__ import annotations
 
@@ -44,12 +45,11 @@ def test_slopes_that_vary_keep_the_correlated_structure():
     assert len(result.steps) == 1 and not result.fit.is_singular
 
 
-def test_a_correlation_at_one_leads_to_uncorrelated_slopes():
+def test_a_correlation_at_one_alone_keeps_the_correlated_slopes():
     result = reduced(grid([None, 0.6], proportional=True, exact=True), random=["g"])
     assert [s.singular[0].kind for s in result.steps[:1]] == ["correlation at +-1"]
-    assert result.structure == "(1 | g) + (0 + x | g) + (0 + z | g)"
-    assert "refitted uncorrelated" in result.steps[0].decision
-    assert not result.fit.is_singular
+    assert result.structure == "(1 + x + z | g)"
+    assert "kept correlated" in result.steps[0].decision and len(result.steps) == 1
 
 
 def test_a_slope_without_variance_is_dropped_after_the_uncorrelated_fit():
