@@ -203,22 +203,28 @@ def test_a_model_without_slopes_is_calibrated_on_analyze_without_slopes():
     assert np.isfinite(sims.calibration.boot_se).all() and sims.df is None
 
 
-def test_where_every_slope_is_dropped_the_intercept_model_answers_as_in_analyze():
-    """On targets with common slopes the reduction often drops every slope, and analyze then
-    analyses the model of random intercepts (bootstrapped): the simulation reads that model's
-    estimate (with a z interval, df inf), which is analyze's own estimate on the same grid."""
+def test_the_simulation_reads_the_model_analyze_fits_on_the_same_grid():
+    """On targets with common slopes the fit is singular: the reduction keeps the correlated
+    slopes when only a correlation is at +-1, and drops every slope when their variances are at
+    zero, after which analyze analyses the model of random intercepts (bootstrapped). Either way
+    the simulation reads analyze's own estimate on the same grid: the Satterthwaite df of the
+    slopes model, or the intercept model's estimate with a z interval (df inf)."""
     from transferstats.analysis.pipeline import analyze_loaded
 
     design = design_of()
     common = pw.default_components(diversity_slope=0.0, volume_slope=0.0)
     sim = pw._simulator(design, common, pw.analysis_model(design))
-    y = pw.simulate_outcome(sim, np.random.default_rng([3, 0]))
-    estimate, se, df = pw._analyse_slopes(sim, y)
-    assert df == np.inf and (estimate, se) == pw._analyse(sim, y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = analyze_loaded(loading.load_results(pw.results_table(sim, y)),
-                                AnalysisSpec(resamples=50), n_jobs=1, progress=False,
-                                companions=False)
-    assert result.slopes.fitted == "" and "every slope was estimated at zero" in result.slopes.reason
-    assert result.estimates["comparison"]["estimate"] == pytest.approx(estimate, abs=1e-5)
+    for seed in range(3):
+        y = pw.simulate_outcome(sim, np.random.default_rng([3, seed]))
+        estimate, se, df = pw._analyse_slopes(sim, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = analyze_loaded(loading.load_results(pw.results_table(sim, y)),
+                                    AnalysisSpec(resamples=50), n_jobs=1, progress=False,
+                                    companions=False)
+        assert result.estimates["comparison"]["estimate"] == pytest.approx(estimate, abs=1e-5)
+        if result.slopes.fitted:
+            assert result.comparison.df == pytest.approx(df, rel=1e-6)
+        else:
+            assert "every slope was estimated at zero" in result.slopes.reason
+            assert df == np.inf and (estimate, se) == pw._analyse(sim, y)
