@@ -5,6 +5,8 @@ Two workloads, each run on every backend in this one run:
 
 * ``power``: ``simulate_analyses`` of the coverage study's 12-mix design (``--simulations``
   grids analysed by the stand-in, ``--calibration`` grids by ``analyze`` itself);
+* ``search``: ``search_designs`` (``power --search``) over three candidates of that design (1,
+  2 and 3 seeds), the promising ones simulated;
 * ``coverage``: ``--grids`` grids of the coverage study (``benchmarks/coverage_study.py``), each
   analysed by ``analyze`` with ``--resamples`` resamples, one grid per task. The full study is
   400 grids per design; this runs fewer and says so.
@@ -24,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -63,7 +66,22 @@ def coverage_workload(args, where: dict) -> np.ndarray:
     return np.array(rows, dtype=float)
 
 
-WORKLOADS = {"power": power_workload, "coverage": coverage_workload}
+def search_workload(args, where: dict) -> np.ndarray:
+    """``power --search``'s engine on three candidates (1, 2 and 3 seeds of the design): each
+    screened, the promising ones simulated (``--simulations`` each)."""
+    design, components = coverage_study.grid_design(DESIGN)
+    candidates = [dataclasses.replace(design, name=f"{seeds} seeds", seeds=seeds)
+                  for seeds in (1, 2, 3)]
+    result = pw.search_designs(candidates, 1.0, components, simulations=args.simulations,
+                               max_simulated=2, calibration_grids=args.calibration,
+                               calibration_resamples=args.resamples, n_jobs=where.get("jobs"),
+                               scheduler=where["scheduler"], seed=2)
+    assert result.simulated, "the search simulated no candidate: raise the difference"
+    return np.array([[row["screen_power"], np.nan if row["power"] is None else row["power"]]
+                     for row in result.rows], dtype=float)
+
+
+WORKLOADS = {"power": power_workload, "search": search_workload, "coverage": coverage_workload}
 
 
 def timed(workload, args, where: dict) -> tuple[float, np.ndarray]:
@@ -74,7 +92,7 @@ def timed(workload, args, where: dict) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workloads", default="power,coverage")
+    parser.add_argument("--workloads", default="power,search,coverage")
     parser.add_argument("--jobs", type=int, default=2, help="local pool processes (default 2)")
     parser.add_argument("--simulations", type=int, default=200)
     parser.add_argument("--calibration", type=int, default=2)
