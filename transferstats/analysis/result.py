@@ -45,8 +45,23 @@ RANKING_COLUMNS = ("rank", "mix", "n_tasks", "examples", "mean", "ci_low", "ci_h
                    "n_subjects")
 
 
+class _Estimated:
+    """What an effect and the contrast share: an estimate that may be missing."""
+
+    estimate: float | None
+
+    @property
+    def estimated(self) -> bool:
+        """Whether an estimate was made (not None, not NaN)."""
+        return self.estimate is not None and self.estimate == self.estimate
+
+    def to_dict(self) -> dict:
+        """Return the fields as a dict (``estimates.json``'s entry)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
 @dataclass(frozen=True)
-class Effect:
+class Effect(_Estimated):
     """One fixed effect: estimate, its interval and tests (None where not estimated).
 
     ``se`` is the model's (Wald) standard error; ``ci_low``/``ci_high`` the interval the
@@ -69,18 +84,9 @@ class Effect:
     percentile_ci_low: float | None = None
     percentile_ci_high: float | None = None
 
-    @property
-    def estimated(self) -> bool:
-        """Whether an estimate was made (not None, not NaN)."""
-        return self.estimate is not None and self.estimate == self.estimate
-
-    def to_dict(self) -> dict:
-        """Return the fields as a dict (``estimates.json``'s entry)."""
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Estimated):
     """The contrast diversity - volume (all None where the grid does not vary both)."""
 
     contrast: str
@@ -96,15 +102,6 @@ class Comparison:
     percentile_ci_low: float | None = None
     percentile_ci_high: float | None = None
     minimum_detectable_difference: float | None = None
-
-    @property
-    def estimated(self) -> bool:
-        """Whether an estimate was made (not None, not NaN)."""
-        return self.estimate is not None and self.estimate == self.estimate
-
-    def to_dict(self) -> dict:
-        """Return the fields as a dict (``estimates.json``'s entry)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)
