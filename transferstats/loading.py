@@ -74,88 +74,101 @@ def _is_number(value) -> bool:
 
 def _check_run(run: object, file: str) -> tuple[dict | None, list[Problem]]:
     """Validate a parsed run.json; return the normalised run record (or None) and problems."""
-    problems: list[Problem] = []
-
-    def error(key, message):
-        problems.append(Problem(file, key, "error", message))
-
     if not isinstance(run, dict):
-        error("", f"expected a JSON object, got {type(run).__name__}")
-        return None, problems
-    for key in REQUIRED_RUN_KEYS:
-        if key not in run:
-            error(key, f"missing required key {key!r}")
+        return None, [Problem(file, "", "error", f"expected a JSON object, got {type(run).__name__}")]
+    problems = [Problem(file, key, "error", f"missing required key {key!r}")
+                for key in REQUIRED_RUN_KEYS if key not in run]
     if problems:
         return None, problems
-    if run["schema_version"] != 1:
-        error("schema_version", f"expected 1, got {run['schema_version']!r}")
-    if run["status"] not in ("complete", "failed"):
-        error("status", f"expected 'complete' or 'failed', got {run['status']!r}")
-    for key in ("run_id", "model", "target_task"):
-        if not isinstance(run[key], str) or not run[key]:
-            error(key, f"expected a non-empty string, got {run[key]!r}")
-    if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
-        error("seed", f"expected an integer, got {run['seed']!r}")
-    if isinstance(run["target_task"], str) and run["target_task"]:
-        if not is_known(run["target_task"]):
-            error("target_task", unknown_task_message(run["target_task"], "target"))
-        elif get_task(run["target_task"]).role != "target":
-            error("target_task", f"{run['target_task']!r} is an intermediate task, not a target")
-    mix_name: str | None = BASELINE_MIX
-    mix_tasks: dict = {}
-    sampling = None
-    kind = None  # the baseline has no members, so no kind
-    intermediate = run["intermediate"]
-    if intermediate is not None:
-        if not isinstance(intermediate, dict):
-            error("intermediate", "expected null (baseline) or an object with 'name' and 'tasks'")
-        else:
-            mix_name = intermediate.get("name")
-            sampling = intermediate.get("sampling")
-            kind = intermediate.get("kind", SOURCE_KINDS[0])
-            if not isinstance(mix_name, str) or not mix_name or mix_name == BASELINE_MIX:
-                error("intermediate.name", f"expected a non-empty mix name other than "
-                                           f"{BASELINE_MIX!r}, got {mix_name!r}")
-            if kind not in SOURCE_KINDS:
-                error("intermediate.kind", f"expected one of {', '.join(map(repr, SOURCE_KINDS))}, "
-                                           f"got {kind!r}")
-            tasks = intermediate.get("tasks")
-            if not isinstance(tasks, dict) or not tasks:
-                error("intermediate.tasks", "expected a non-empty object mapping each member "
-                                            "(task id or language code) to the number of "
-                                            "examples used")
-            else:
-                for member, count in tasks.items():
-                    key = f"intermediate.tasks.{member}"
-                    if kind in SOURCE_KINDS:
-                        member_problem = _member_problem(member, kind)
-                        if member_problem:
-                            error(key, member_problem)
-                    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
-                        error(key, f"expected a positive whole number of examples, got {count!r}")
-                mix_tasks = tasks
-    covariates = run.get("covariates", {})
-    if not isinstance(covariates, dict):
-        error("covariates", "expected an object mapping covariate names to numbers")
-    else:
-        for name, value in covariates.items():
-            if name in (*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS) or \
-                    not name.strip():
-                error(f"covariates.{name}", f"{name!r} cannot name a covariate (a results column)")
-            elif not _is_number(value):
-                error(f"covariates.{name}", f"expected a finite number, got {value!r}")
-    if problems:
-        return None, problems
+    mix, mix_errors = _check_intermediate(run["intermediate"])
+    errors = _header_errors(run) + mix_errors + _covariate_errors(run.get("covariates", {}))
+    if errors:
+        return None, [Problem(file, key, "error", message) for key, message in errors]
     record = {
-        "covariates": dict(covariates),
-        "run_id": run["run_id"], "model": run["model"], "mix": mix_name,
-        "mix_tasks": format_mix_tasks(mix_tasks), SOURCE_KIND_COLUMN: kind, "sampling": sampling,
-        "target_task": run["target_task"], "seed": run["seed"], "status": run["status"],
-        "error": run.get("error"), "file": file,
+        "covariates": dict(run.get("covariates", {})),
+        "run_id": run["run_id"], "model": run["model"], "mix": mix["name"],
+        "mix_tasks": format_mix_tasks(mix["tasks"]), SOURCE_KIND_COLUMN: mix["kind"],
+        "sampling": mix["sampling"], "target_task": run["target_task"], "seed": run["seed"],
+        "status": run["status"], "error": run.get("error"), "file": file,
     }
     if run["status"] == "failed" and not run.get("error"):
         problems.append(Problem(file, "error", "warning", "failed run without an 'error' message"))
     return record, problems
+
+
+def _header_errors(run: dict) -> list[tuple[str, str]]:
+    """Return (key, message) for each problem with the run's own fields.
+
+    The fields: schema version, status, names, seed and target task.
+    """
+    errors = []
+    if run["schema_version"] != 1:
+        errors.append(("schema_version", f"expected 1, got {run['schema_version']!r}"))
+    if run["status"] not in ("complete", "failed"):
+        errors.append(("status", f"expected 'complete' or 'failed', got {run['status']!r}"))
+    for key in ("run_id", "model", "target_task"):
+        if not isinstance(run[key], str) or not run[key]:
+            errors.append((key, f"expected a non-empty string, got {run[key]!r}"))
+    if not isinstance(run["seed"], int) or isinstance(run["seed"], bool):
+        errors.append(("seed", f"expected an integer, got {run['seed']!r}"))
+    target = run["target_task"]
+    if isinstance(target, str) and target:
+        if not is_known(target):
+            errors.append(("target_task", unknown_task_message(target, "target")))
+        elif get_task(target).role != "target":
+            errors.append(("target_task", f"{target!r} is an intermediate task, not a target"))
+    return errors
+
+
+def _check_intermediate(intermediate: object) -> tuple[dict, list[tuple[str, str]]]:
+    """Return the mix a run trained on and (key, message) for each problem with it.
+
+    The mix: name, member kind, sampling and members; for null, the baseline's, which has no
+    members and so no kind.
+    """
+    mix: dict = {"name": BASELINE_MIX, "tasks": {}, "sampling": None, "kind": None}
+    if intermediate is None:
+        return mix, []
+    if not isinstance(intermediate, dict):
+        return mix, [("intermediate",
+                      "expected null (baseline) or an object with 'name' and 'tasks'")]
+    name, kind = intermediate.get("name"), intermediate.get("kind", SOURCE_KINDS[0])
+    mix.update(name=name, kind=kind, sampling=intermediate.get("sampling"))
+    errors = []
+    if not isinstance(name, str) or not name or name == BASELINE_MIX:
+        errors.append(("intermediate.name", f"expected a non-empty mix name other than "
+                                            f"{BASELINE_MIX!r}, got {name!r}"))
+    if kind not in SOURCE_KINDS:
+        errors.append(("intermediate.kind",
+                       f"expected one of {', '.join(map(repr, SOURCE_KINDS))}, got {kind!r}"))
+    tasks = intermediate.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        return mix, errors + [("intermediate.tasks", "expected a non-empty object mapping each "
+                               "member (task id or language code) to the number of examples "
+                               "used")]
+    for member, count in tasks.items():
+        key = f"intermediate.tasks.{member}"
+        member_problem = _member_problem(member, kind) if kind in SOURCE_KINDS else ""
+        if member_problem:
+            errors.append((key, member_problem))
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+            errors.append((key, f"expected a positive whole number of examples, got {count!r}"))
+    mix["tasks"] = tasks
+    return mix, errors
+
+
+def _covariate_errors(covariates: object) -> list[tuple[str, str]]:
+    """Return (key, message) for each covariate that is not a number or names a column."""
+    if not isinstance(covariates, dict):
+        return [("covariates", "expected an object mapping covariate names to numbers")]
+    errors = []
+    for name, value in covariates.items():
+        if name in (*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS) or not name.strip():
+            errors.append((f"covariates.{name}",
+                           f"{name!r} cannot name a covariate (a results column)"))
+        elif not _is_number(value):
+            errors.append((f"covariates.{name}", f"expected a finite number, got {value!r}"))
+    return errors
 
 
 def _member_problem(member: str, kind: str) -> str:
@@ -485,6 +498,31 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
     checked = [_table_run(row, source) for row in _rows(table, run_columns, first_rows)]
     run_ok = np.array([record is not None for record, _ in checked])[run_of_row]
     kept = run_ok & _screened_scores(table)
+    problems = _check_unscreened_rows(table, source, kept, checked, run_of_row)
+    positions = np.flatnonzero(kept)
+    records = [record for record, _ in checked]
+    runs_table = _kept_runs(records, run_of_row[positions], table.index[positions], source)
+    scores, covariate_problems = _kept_scores(table.iloc[positions], records,
+                                              run_of_row[positions], source)
+    labels = table.index[positions]
+    duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
+    for position in duplicated.to_numpy().nonzero()[0]:
+        duplicate = scores.iloc[position]
+        problems.append(Problem(source, f"row {labels[int(position)]}", "error",
+                                f"duplicate score for run {duplicate['run_id']!r} language "
+                                f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
+    problems += _check_duplicates_and_mixes(runs_table)
+    problems += outside_xtreme(scores, source)
+    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source,
+                         covariate_problems=covariate_problems)
+
+
+def _check_unscreened_rows(table: pd.DataFrame, source: str, kept: np.ndarray, checked: list,
+                           run_of_row: np.ndarray) -> list[Problem]:
+    """Return the problems of the rows the screen did not clear: their runs' and their scores'.
+
+    Those whose run and score are fine after all are kept (set in ``kept``, in place).
+    """
     problems: list[Problem] = []
     to_check = np.flatnonzero(~kept)
     score_columns = ["language", "metric", "split", "value", *OPTIONAL_SCORE_KEYS]
@@ -504,46 +542,47 @@ def _load_table(table: pd.DataFrame, source: str) -> LoadedResults:
             source, location, record["target_task"])
         problems += score_problems
         kept[position] = score is not None
-    positions = np.flatnonzero(kept)
-    labels = table.index[positions]
-    records = [record for record, _ in checked]
+    return problems
+
+
+def _kept_runs(records: list, run_codes_of_kept: np.ndarray, labels: pd.Index, source: str
+               ) -> pd.DataFrame:
+    """Return one row per run with a kept score, in the order of their first kept rows."""
     runs: dict[tuple, dict] = {}
-    run_codes, first_kept = np.unique(run_of_row[positions], return_index=True)
+    run_codes, first_kept = np.unique(run_codes_of_kept, return_index=True)
     for code, first in sorted(zip(run_codes, first_kept, strict=True), key=lambda pair: pair[1]):
         record = records[code]
         # Keyed by the whole run, not its id, so that one run_id given to two runs is reported.
         runs.setdefault(tuple(record[k] for k in RUN_FIELDS),
                         record | {"file": f"{source} (row {labels[int(first)]})"})
-    runs_table = pd.DataFrame(list(runs.values()), columns=RUN_TABLE_COLUMNS)
+    return pd.DataFrame(list(runs.values()), columns=RUN_TABLE_COLUMNS)
+
+
+def _kept_scores(kept_rows: pd.DataFrame, records: list, run_codes_of_kept: np.ndarray,
+                 source: str) -> tuple[pd.DataFrame, dict[str, dict[int, Problem]]]:
+    """Return the kept rows as scores, with their runs' fields and covariates.
+
+    Also return the covariates' problems.
+    """
+    run_codes = np.unique(run_codes_of_kept)
     # The kept rows' runs, one row each (column types inferred as from a folder's runs), then
     # one row per kept score.
     run_fields = pd.DataFrame([{k: records[code][k] for k in RUN_FIELDS} for code in run_codes],
                               columns=RUN_FIELDS)
-    run_fields = run_fields.take(np.searchsorted(run_codes, run_of_row[positions]))
-    kept_rows = table.iloc[positions]
+    run_fields = run_fields.take(np.searchsorted(run_codes, run_codes_of_kept))
     scores = pd.DataFrame({
         **{name: run_fields[name].to_numpy() for name in RUN_FIELDS},
         **{name: kept_rows[name].to_numpy(dtype=object) for name in ("language", "metric", "split")},
         "value": kept_rows["value"].to_numpy(dtype=float),
         "n_examples": (list(map(_count, kept_rows["n_examples"].tolist()))
-                       if "n_examples" in table.columns else [None] * len(positions)),
+                       if "n_examples" in kept_rows.columns else [None] * len(kept_rows)),
         "stderr": (pd.to_numeric(kept_rows["stderr"]).to_numpy(dtype=float)
-                   if "stderr" in table.columns else np.full(len(positions), np.nan)),
+                   if "stderr" in kept_rows.columns else np.full(len(kept_rows), np.nan)),
     }, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS])
     extra = kept_rows.drop(columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN, *OPTIONAL_SCORE_KEYS],
                            errors="ignore")
     covariates, covariate_problems = _covariate_columns(extra, source)
-    scores = pd.concat([scores, covariates], axis=1)
-    duplicated = scores.duplicated(["run_id", "language", "metric", "split"], keep="first")
-    for position in duplicated.to_numpy().nonzero()[0]:
-        duplicate = scores.iloc[position]
-        problems.append(Problem(source, f"row {labels[int(position)]}", "error",
-                                f"duplicate score for run {duplicate['run_id']!r} language "
-                                f"{duplicate['language']!r} metric {duplicate['metric']!r}"))
-    problems += _check_duplicates_and_mixes(runs_table)
-    problems += outside_xtreme(scores, source)
-    return LoadedResults(scores=scores, runs=runs_table, problems=problems, source=source,
-                         covariate_problems=covariate_problems)
+    return pd.concat([scores, covariates], axis=1), covariate_problems
 
 
 def _distinct_runs(runs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

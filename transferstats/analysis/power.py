@@ -710,61 +710,25 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
     fixed, notes = fixed_terms(per_mix, varied, interaction)
     per_mix[INTERACTION] = d * v
     columns = [per_mix[term].to_numpy() for term in fixed]
-    correlation = None
-    blocked = ""
-    if varied == "both":
-        r = diversity_volume_correlation(design.n_tasks.tolist(), design.examples.tolist())
-        correlation = None if math.isnan(r) else r
-        question = CONTRAST
-        threshold = min(max_correlation, SEPARABLE_CORRELATION)
-        if n_mixes < 3:
-            blocked = f"confounded: {n_mixes} mixes cannot separate diversity from volume"
-        elif correlation is not None and abs(correlation) >= threshold:
-            blocked = (f"confounded: diversity and volume correlate at r = {correlation:.3f} "
-                       f"across mixes (|r| >= {threshold})")
-        separable = correlation is not None and abs(correlation) < SEPARABLE_CORRELATION
-    else:
-        question = varied
-        other = "volume" if question == "diversity" else "diversity"
-        level = (f"{int(design.n_tasks[0])} task(s)" if question == "volume"
-                 else f"{int(design.examples[0]):,} examples")
-        notes = [f"only {question} varies ({other} is fixed at {level}): the power is for the "
-                 f"{question} effect (points per doubling), which is what such a grid can "
-                 "answer; --difference is read as that effect"]
-        if n_mixes < 3:
-            blocked = f"{n_mixes} mixes cannot estimate the {question} effect and its variance"
-        separable = True
+    question = _question(design, varied, max_correlation)
+    notes = list(question.notes) or notes
     mix_terms = list(fixed)
     # Task identity effects where analyze would fit them, whichever factors vary (issue 13).
-    identity_info = _identity(design, per_mix, mix_terms, identity, separable)
+    identity_info = _identity(design, per_mix, mix_terms, identity, question.separable)
     if identity_info["used"]:
-        shares = design.shares()
-        for task in shares.columns:
-            if task != identity_info["reference"]:
-                fixed.append(f"share[{task}]")
-                columns.append(shares[task].to_numpy())
+        _add_identity_shares(design, identity_info["reference"], fixed, columns)
         notes.append(f"analyze's primary model has task identity effects on this grid "
                      f"({identity_info['reason']}); the stand-in fits them too")
-    weights = np.zeros(1 + len(fixed))
-    if question == CONTRAST:
-        weights[1], weights[2] = 1.0, -1.0
-        core = [np.eye(1 + len(fixed))[1 + i] for i in range(len(mix_terms))] + [weights]
-    else:
-        weights[1] = 1.0
-        core = [weights]
+    weights, core_matrix = _core_outputs(question.question, len(fixed), len(mix_terms))
     random = _random(design, analysis_target_mix, notes)
     mix_columns = np.column_stack(columns)
-    core_matrix = np.array(core)
-    slopes, slopes_reason = _slopes(design, per_mix, mix_terms, random_slopes) if not blocked \
-        else ((), "no model is fitted on a design that cannot give a verdict")
+    slopes, slopes_reason = ((), "no model is fitted on a design that cannot give a verdict") \
+        if question.blocked else _slopes(design, per_mix, mix_terms, random_slopes)
     failure = 0.0 if slopes else resample_failure(mix_columns, core_matrix, seed=seed,
                                                   draws=draws)
-    if slopes:
-        notes.append(f"analyze's primary model has target-specific slopes ({slopes_reason}); "
-                     "its verdict is the Wald t interval on Satterthwaite's df, which the "
-                     "simulations compute as analyze does")
-    else:
-        notes.append(slopes_reason)
+    notes.append(f"analyze's primary model has target-specific slopes ({slopes_reason}); its "
+                 "verdict is the Wald t interval on Satterthwaite's df, which the simulations "
+                 "compute as analyze does" if slopes else slopes_reason)
     if failure > 0.005:
         notes.append(f"{failure:.1%} of bootstrap resamples of these {n_mixes} mixes cannot "
                      f"estimate the effects (a resample loses a design point); analyze "
@@ -772,12 +736,72 @@ def analysis_model(design: GridDesign, *, interaction: bool = True, identity: st
                      f"{RESAMPLES} resamples fail")
     identity_info["mode"] = identity
     bootstrap = "none" if slopes else "parametric" if identity_info["used"] else "crossed cluster"
-    return AnalysisModel(question=question, fixed=tuple(fixed), random=random,
+    return AnalysisModel(question=question.question, fixed=tuple(fixed), random=random,
                          weights=weights, mix_columns=mix_columns, core=core_matrix,
-                         identity=identity_info, correlation=correlation, blocked=blocked,
-                         resample_failure=failure, notes=tuple(notes), bootstrap=bootstrap,
-                         slopes=slopes, slopes_reason=slopes_reason,
+                         identity=identity_info, correlation=question.correlation,
+                         blocked=question.blocked, resample_failure=failure, notes=tuple(notes),
+                         bootstrap=bootstrap, slopes=slopes, slopes_reason=slopes_reason,
                          n_targets=len(design.targets))
+
+
+@dataclass(frozen=True)
+class _Question:
+    """What a design's verdict answers and whether it can: the contrast where both factors vary
+    (blocked when they are confounded), else the one varied factor's effect (with the note that
+    replaces the model builder's)."""
+
+    question: str
+    correlation: float | None
+    blocked: str
+    separable: bool
+    notes: tuple[str, ...] = ()
+
+
+def _question(design: GridDesign, varied: str, max_correlation: float) -> _Question:
+    n_mixes = len(design.mixes)
+    if varied == "both":
+        r = diversity_volume_correlation(design.n_tasks.tolist(), design.examples.tolist())
+        correlation = None if math.isnan(r) else r
+        threshold = min(max_correlation, SEPARABLE_CORRELATION)
+        blocked = ""
+        if n_mixes < 3:
+            blocked = f"confounded: {n_mixes} mixes cannot separate diversity from volume"
+        elif correlation is not None and abs(correlation) >= threshold:
+            blocked = (f"confounded: diversity and volume correlate at r = {correlation:.3f} "
+                       f"across mixes (|r| >= {threshold})")
+        separable = correlation is not None and abs(correlation) < SEPARABLE_CORRELATION
+        return _Question(CONTRAST, correlation, blocked, separable)
+    other = "volume" if varied == "diversity" else "diversity"
+    level = (f"{int(design.n_tasks[0])} task(s)" if varied == "volume"
+             else f"{int(design.examples[0]):,} examples")
+    note = (f"only {varied} varies ({other} is fixed at {level}): the power is for the {varied} "
+            "effect (points per doubling), which is what such a grid can answer; --difference "
+            "is read as that effect")
+    blocked = (f"{n_mixes} mixes cannot estimate the {varied} effect and its variance"
+               if n_mixes < 3 else "")
+    return _Question(varied, None, blocked, True, (note,))
+
+
+def _add_identity_shares(design: GridDesign, reference: str, fixed: list[str],
+                         columns: list[np.ndarray]) -> None:
+    """Append every task's share but the reference's to the fixed terms and their columns."""
+    shares = design.shares()
+    for task in shares.columns:
+        if task != reference:
+            fixed.append(f"share[{task}]")
+            columns.append(shares[task].to_numpy())
+
+
+def _core_outputs(question: str, n_fixed: int, n_mix_terms: int) -> tuple[np.ndarray, np.ndarray]:
+    """The question's weights on the coefficients (intercept first) and the core outputs a
+    resample must estimate: each mix-level effect and the contrast, or the one effect."""
+    weights = np.zeros(1 + n_fixed)
+    if question != CONTRAST:
+        weights[1] = 1.0
+        return weights, np.array([weights])
+    weights[1], weights[2] = 1.0, -1.0
+    unit = np.eye(1 + n_fixed)
+    return weights, np.array([unit[1 + i] for i in range(n_mix_terms)] + [weights])
 
 
 def _slopes(design: GridDesign, per_mix: pd.DataFrame, mix_terms: list[str], mode: str

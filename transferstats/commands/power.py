@@ -355,12 +355,17 @@ def _interval(ci) -> str:
 
 
 def _print_result(console, result, notes, figures) -> None:
-    from rich.table import Table
+    question = result.model.question.replace(" - ", " − ")
+    _print_design(console, result, notes)
+    _print_method(console, result, question)
+    _print_power(console, result, question)
+    _print_curve(console, result, question, figures)
 
-    from transferstats.analysis.power import COMPONENTS, CONTRAST, SLOPES
+
+def _print_design(console, result, notes) -> None:
+    from transferstats.analysis.power import COMPONENTS, SLOPES
 
     design, model, components = result.design, result.model, result.components
-    question = model.question.replace(" - ", " − ")
     console.print(f"[bold]{design.name}[/bold]: {len(design.mixes)} mixes, {len(design.targets)} "
                   f"targets, {design.n_target_languages} target-languages, {design.seeds} seed(s); "
                   f"{design.n_rows:,} model rows; estimated {design.gpu_hours:,.1f} GPU hours",
@@ -379,6 +384,10 @@ def _print_result(console, result, notes, figures) -> None:
     console.print(f"analysis of each simulated grid: {model.formula}", highlight=False,
                   markup=False)
     console.print(f"  stand-in: {model.stand_in}", highlight=False, markup=False)
+
+
+def _print_method(console, result, question) -> None:
+    model = result.model
     calibration = result.simulations.calibration
     df = result.simulations.df
     if model.slopes and df is not None:
@@ -399,6 +408,12 @@ def _print_result(console, result, notes, figures) -> None:
     if model.blocked:
         console.print(f"[bold red]no verdict is possible[/]: {model.blocked}; power is 0 at any "
                       "difference", highlight=False)
+
+
+def _print_power(console, result, question) -> None:
+    from transferstats.analysis.power import CONTRAST
+
+    model = result.model
     sims = result.simulations
     verdict = '"supported"' if model.question == CONTRAST else f"a positive {question} effect"
     console.print(f"[bold]power[/bold] to get {verdict} at true {question} = {result.difference:g}: "
@@ -419,6 +434,11 @@ def _print_result(console, result, notes, figures) -> None:
     failed = int(sims.fit_failed.sum())
     if failed and not model.blocked:
         console.print(f"  {failed} simulated fit(s) failed and count as no verdict", highlight=False)
+
+
+def _print_curve(console, result, question, figures) -> None:
+    from rich.table import Table
+
     table = Table(title="power curve")
     table.add_column(f"true {question}", justify="right")
     table.add_column("power", justify="right")
