@@ -122,6 +122,7 @@ def _interrupt_by_preemption_warning(job, during_step, monkeypatch):
         signal.signal(signal.SIGUSR2, previous)
 
 
+@pytest.mark.skipif(loop.WARNING_SIGNAL is None, reason="no SIGUSR2 on this platform (Windows)")
 def test_preemption_warning_checkpoints_the_step_then_requeues(smoke, tmp_path, monkeypatch):
     hp = {**smoke["hp"], "epochs": 2}  # checkpoint_steps by default: only the warning saves
 

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
 
+import psutil
+
 HEARTBEAT_SECONDS = 30.0
 STALE_AFTER_SECONDS = 300.0
 # A breaker killed between taking and dropping the break lock must not block others forever.
@@ -34,19 +36,16 @@ def slurm_job_id() -> str | None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host is running (psutil: ``os.kill(pid, 0)`` would
+    terminate the process on Windows)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        # A killed worker whose parent died too may linger as a zombie where nothing reaps
+        # orphans (a container's init); it holds nothing.
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # ZombieProcess too, where a zombie cannot be queried
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    # A killed worker whose parent died too may linger as a zombie where nothing reaps orphans
-    # (a container's init); it holds nothing.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def read_claim(path: Path) -> tuple[dict | None, float] | None:

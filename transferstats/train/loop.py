@@ -28,6 +28,9 @@ import torch
 from transferstats.train.model import MultiTaskModel, collate, sequence_length
 from transferstats.train.sampling import length_grouped_batches, task_schedule
 
+#: submitit's warning before it requeues a preempted or timed-out job; Windows has none.
+WARNING_SIGNAL: signal.Signals | None = getattr(signal, "SIGUSR2", None)
+
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
@@ -96,10 +99,7 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
                for task, (fmt, features) in tasks.items()}
 
     optimizer = _optimizer(model, hp, device)
-    warmup = int(hp["warmup_ratio"] * steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: step / max(1, warmup) if step < warmup
-        else max(0.0, (steps - step) / max(1, steps - warmup)))
+    scheduler = _linear_schedule(optimizer, steps, int(hp["warmup_ratio"] * steps))
     bf16 = use_bf16(hp["bf16"], device)
 
     log = {"steps": steps, "best_step": None, "dev_score": None, "train_samples": 0,
@@ -113,13 +113,7 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
     saved = _load_checkpoint(checkpoint_dir, identity) if checkpoint_dir else None
     if saved is not None:
         done, log, best_state = saved["step"], saved["log"], saved["best_state"]
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        rng.bit_generator.state = saved["sampler_rng"]
-        for task, state in saved["streams"].items():
-            streams[task].restore(state)
-        _set_rng_states(saved["rng"])
+        _restore(saved, model, optimizer, scheduler, rng, streams)
         log["resumed_from"].append(done)
         print(f"resumed from the checkpoint at step {done} of {steps} in {checkpoint_dir}",
               flush=True)
@@ -142,13 +136,9 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
                 log["final_loss"] = float(loss.detach())
 
             if evaluate and (step % eval_every == 0 or step == steps):
-                score = float(evaluate())  # a plain float: numpy scalars do not load weights_only
-                model.train()
-                if log["dev_score"] is None or score > log["dev_score"]:
-                    log["dev_score"], log["best_step"] = score, step
-                    # A CPU copy: the best weights survive later steps without doubling GPU memory.
-                    best_state = {k: v.detach().to("cpu", copy=True)
-                                  for k, v in model.state_dict().items()}
+                improved = _evaluate(model, evaluate, step, log)
+                if improved is not None:
+                    best_state = improved
 
             # Read once: a warning arriving after this is handled at the end of the next step.
             warned = preemption.received
@@ -167,6 +157,41 @@ def train(model: MultiTaskModel, tasks: dict[str, tuple[str, list[dict]]],
     return log
 
 
+def _linear_schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: int
+                     ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the learning rate over ``warmup`` steps, then linear decay to 0."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: step / max(1, warmup) if step < warmup
+        else max(0.0, (steps - step) / max(1, steps - warmup)))
+
+
+def _restore(saved: dict, model: MultiTaskModel, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LambdaLR, rng: np.random.Generator,
+             streams: dict[str, _BatchStream]) -> None:
+    """Put the model, optimiser, schedule, task sampler, batch streams and global generators
+    back where the checkpoint ``saved`` left them."""
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    rng.bit_generator.state = saved["sampler_rng"]
+    for task, state in saved["streams"].items():
+        streams[task].restore(state)
+    _set_rng_states(saved["rng"])
+
+
+def _evaluate(model: MultiTaskModel, evaluate: Callable[[], float], step: int, log: dict
+              ) -> dict | None:
+    """Score the model on dev and log it; return a copy of its weights if the score is the best
+    so far (else None)."""
+    score = float(evaluate())  # a plain float: numpy scalars do not load weights_only
+    model.train()
+    if log["dev_score"] is not None and score <= log["dev_score"]:
+        return None
+    log["dev_score"], log["best_step"] = score, step
+    # A CPU copy: the best weights survive later steps without doubling GPU memory.
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
 class _PreemptionWarning:
     """Holds back SIGUSR2, submitit's warning that it is about to requeue a preempted or timed-out
     job, until the current step is over: the checkpoint written for it must not catch the
@@ -174,17 +199,17 @@ class _PreemptionWarning:
     the job and exits).
 
     Only where a Python handler for it is installed, on the main thread; elsewhere the signal keeps
-    its usual effect.
+    its usual effect. Windows has no SIGUSR2 (nor Slurm): there this does nothing.
     """
 
     def __enter__(self):
         self.received = False
         self.previous: Callable[[int, FrameType | None], Any] | None = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGUSR2)
+        if WARNING_SIGNAL is not None and threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(WARNING_SIGNAL)
             if callable(previous):
                 self.previous = previous
-                signal.signal(signal.SIGUSR2, self._hold)
+                signal.signal(WARNING_SIGNAL, self._hold)
         return self
 
     def _hold(self, signum, frame) -> None:
@@ -192,13 +217,14 @@ class _PreemptionWarning:
 
     def pass_on(self) -> None:
         handler, self.previous = self.previous, None
-        assert handler is not None, "only a held signal is passed on, and only with a handler"
-        signal.signal(signal.SIGUSR2, handler)
-        handler(signal.SIGUSR2, None)
+        assert handler is not None and WARNING_SIGNAL is not None, \
+            "only a held signal is passed on, and only with a handler"
+        signal.signal(WARNING_SIGNAL, handler)
+        handler(WARNING_SIGNAL, None)
 
     def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGUSR2, self.previous)
+        if self.previous is not None and WARNING_SIGNAL is not None:
+            signal.signal(WARNING_SIGNAL, self.previous)
 
 
 def _rng_states() -> dict:
