@@ -344,24 +344,7 @@ def load_run_folder(root: str | Path) -> LoadedResults:
     ``run.json`` is an interrupted run: a warning, never analysed.
     """
     root = Path(root)
-    problems: list[Problem] = []
-    if not root.exists():
-        raise ResultsError([Problem(str(root), "", "error", "no such file or folder")])
-
-    def visible(path: Path) -> bool:
-        return not any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
-
-    run_files = sorted(p for p in root.rglob(RUN_FILE) if visible(p))
-    for orphan in sorted(p for p in root.rglob(SCORES_FILE) if visible(p)):
-        if not (orphan.parent / RUN_FILE).exists():
-            problems.append(Problem(str(orphan), "", "warning",
-                                    "scores without run.json (an interrupted run?); left out"))
-    if not run_files:
-        problems.append(Problem(str(root), "", "error",
-                                f"no {RUN_FILE} found at any depth: expected one folder per run "
-                                f"holding {RUN_FILE} and {SCORES_FILE}"))
-        raise ResultsError(problems)
-
+    run_files, problems = _run_files(root)
     run_records: list[dict] = []
     score_rows: list[dict] = []
     spans: list[tuple[dict, int, int]] = []  # each run's rows in score_rows
@@ -396,20 +379,50 @@ def load_run_folder(root: str | Path) -> LoadedResults:
 
     runs = pd.DataFrame(run_records, columns=RUN_TABLE_COLUMNS)
     problems += _check_duplicates_and_mixes(runs)
-    # run.json's covariates become columns; a run without one that others have is named.
-    names = sorted({name for record, _, _ in spans for name in record["covariates"]})
-    covariate_problems = {
-        name: {row: Problem(record["file"], f"covariates.{name}", "error",
-                            f"no covariate {name!r} (other runs have it)")
-               for record, start, stop in spans if name not in record["covariates"]
-               for row in range(start, stop)}
-        for name in names}
+    covariate_problems = _missing_covariates(spans)
     scores = pd.DataFrame(score_rows, columns=[*FLAT_COLUMNS, SOURCE_KIND_COLUMN,
-                                               *OPTIONAL_SCORE_KEYS, *names])
+                                               *OPTIONAL_SCORE_KEYS, *covariate_problems])
     scores["stderr"] = scores["stderr"].astype(float)
     problems += outside_xtreme(scores, str(root))
     return LoadedResults(scores=scores, runs=runs, problems=problems, source=str(root),
                          covariate_problems=covariate_problems)
+
+
+def _run_files(root: Path) -> tuple[list[Path], list[Problem]]:
+    """Return every visible ``run.json`` below ``root``, and a warning per orphaned scores file.
+
+    Raises ``ResultsError`` when ``root`` does not exist or holds no run.
+    """
+    if not root.exists():
+        raise ResultsError([Problem(str(root), "", "error", "no such file or folder")])
+
+    def visible(path: Path) -> bool:
+        return not any(part.startswith(".") for part in path.relative_to(root).parts[:-1])
+
+    problems = [Problem(str(orphan), "", "warning",
+                        "scores without run.json (an interrupted run?); left out")
+                for orphan in sorted(p for p in root.rglob(SCORES_FILE) if visible(p))
+                if not (orphan.parent / RUN_FILE).exists()]
+    run_files = sorted(p for p in root.rglob(RUN_FILE) if visible(p))
+    if not run_files:
+        problems.append(Problem(str(root), "", "error",
+                                f"no {RUN_FILE} found at any depth: expected one folder per run "
+                                f"holding {RUN_FILE} and {SCORES_FILE}"))
+        raise ResultsError(problems)
+    return run_files, problems
+
+
+def _missing_covariates(spans: list[tuple[dict, int, int]]) -> dict[str, dict[int, Problem]]:
+    """Return, per covariate any run has (sorted), a problem for each score row of a run without it.
+
+    run.json's covariates become columns; ``spans`` are each run's record and its rows.
+    """
+    names = sorted({name for record, _, _ in spans for name in record["covariates"]})
+    return {name: {row: Problem(record["file"], f"covariates.{name}", "error",
+                                f"no covariate {name!r} (other runs have it)")
+                   for record, start, stop in spans if name not in record["covariates"]
+                   for row in range(start, stop)}
+            for name in names}
 
 
 def _read_flat_table(path: Path) -> pd.DataFrame:

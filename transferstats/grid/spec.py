@@ -396,16 +396,48 @@ def _parse_grid(check: _Checker, document: dict, tasks: tuple[Task, ...],
     baseline = document.get("baseline", True)
     if not isinstance(baseline, bool):
         check.fail("baseline", f"must be true or false, got {baseline!r}")
-    languages = document.get("languages")
-    if languages is not None:
-        if not isinstance(languages, list) or not languages or \
-                not all(isinstance(code, str) for code in languages):
-            check.fail("languages", "must be a non-empty list of language codes")
-        for target in targets:
-            if not set(languages) & set(get_task(target).languages):
-                check.fail("languages", f"none of {languages} is evaluated for target {target!r}")
-        languages = tuple(languages)
+    languages = _parse_languages(check, document.get("languages"), targets)
+    mixes, factorial = _parse_mixes(check, document)
+    if not mixes and not baseline:
+        check.fail("mixes", "no mixes and baseline = false: the grid has no runs")
 
+    prepare = document.get("prepare")
+    if prepare is not None and prepare not in PREPARE_STEPS:
+        check.fail("prepare", f"must be one of {', '.join(PREPARE_STEPS)}, got {prepare!r}")
+    assets_dir = check.string(document.get("assets_dir", ".assets"), "assets_dir")
+    slurm = _parse_slurm(check, document.get("slurm", {}))
+    speed, target_examples = _parse_estimate(check, document.get("estimate", {}))
+    name = check.string(document.get("name", default_name), "name")
+    return GridSpec(
+        name=name, model=model, model_short=model_short, targets=targets, seeds=seeds,
+        mixes=tuple(mixes), baseline=baseline, languages=languages,
+        hyperparameters=_parse_hyperparameters(check, document.get("hyperparameters", {})),
+        data=check.table(document.get("data", {}), "data"), factorial=factorial, tasks=tasks,
+        prepare=prepare, assets_dir=assets_dir, slurm=dict(slurm),
+        examples_per_second=None if speed is None else float(speed),
+        target_examples=target_examples,
+        description=str(document.get("description", "")),
+    )
+
+
+def _parse_languages(check: _Checker, languages, targets: tuple[str, ...]
+                     ) -> tuple[str, ...] | None:
+    """The ``languages`` to evaluate (None: every language of each target); each target must
+    be evaluated in at least one of them."""
+    if languages is None:
+        return None
+    if not isinstance(languages, list) or not languages or \
+            not all(isinstance(code, str) for code in languages):
+        check.fail("languages", "must be a non-empty list of language codes")
+    for target in targets:
+        if not set(languages) & set(get_task(target).languages):
+            check.fail("languages", f"none of {languages} is evaluated for target {target!r}")
+    return tuple(languages)
+
+
+def _parse_mixes(check: _Checker, document: dict) -> tuple[list[Mix], FactorialSpec | None]:
+    """The ``[[mixes]]`` listed and those of the ``[factorial]`` table, uniquely named, and the
+    factorial table (None without one)."""
     mixes = [_parse_mix(check, entry, f"mixes[{index}]")
              for index, entry in enumerate(_list_of_tables(check, document.get("mixes", []),
                                                            "mixes"))]
@@ -420,15 +452,13 @@ def _parse_grid(check: _Checker, document: dict, tasks: tuple[Task, ...],
     for name in names:
         if names.count(name) > 1:
             check.fail("mixes", f"mix name {name!r} is used more than once")
-    if not mixes and not baseline:
-        check.fail("mixes", "no mixes and baseline = false: the grid has no runs")
+    return mixes, factorial
 
-    prepare = document.get("prepare")
-    if prepare is not None and prepare not in PREPARE_STEPS:
-        check.fail("prepare", f"must be one of {', '.join(PREPARE_STEPS)}, got {prepare!r}")
-    assets_dir = check.string(document.get("assets_dir", ".assets"), "assets_dir")
-    slurm = _parse_slurm(check, document.get("slurm", {}))
-    estimate = check.table(document.get("estimate", {}), "estimate")
+
+def _parse_estimate(check: _Checker, value) -> tuple[int | float | None, int | None]:
+    """The ``[estimate]`` table's measured training speed and target examples (None if not
+    given)."""
+    estimate = check.table(value, "estimate")
     check.keys(estimate, _ESTIMATE_KEYS, "estimate")
     speed = estimate.get("examples_per_second")
     if speed is not None and (isinstance(speed, bool) or not isinstance(speed, (int, float))
@@ -437,17 +467,7 @@ def _parse_grid(check: _Checker, document: dict, tasks: tuple[Task, ...],
     target_examples = estimate.get("target_examples")
     if target_examples is not None:
         check.positive_int(target_examples, "estimate.target_examples")
-    name = check.string(document.get("name", default_name), "name")
-    return GridSpec(
-        name=name, model=model, model_short=model_short, targets=targets, seeds=seeds,
-        mixes=tuple(mixes), baseline=baseline, languages=languages,
-        hyperparameters=_parse_hyperparameters(check, document.get("hyperparameters", {})),
-        data=check.table(document.get("data", {}), "data"), factorial=factorial, tasks=tasks,
-        prepare=prepare, assets_dir=assets_dir, slurm=dict(slurm),
-        examples_per_second=None if speed is None else float(speed),
-        target_examples=target_examples,
-        description=str(document.get("description", "")),
-    )
+    return speed, target_examples
 
 
 def _list_of_tables(check: _Checker, value, key: str) -> list:
