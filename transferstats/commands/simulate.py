@@ -41,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "target-language SD 9.2, mix SD 0.69, residual 5.0, slope SDs 5.9 "
                              "and 3.1, correlation -0.98; docs/statistics.md), for --kind "
                              "language unless --kind task is given; options override it")
+    _effect_arguments(parser)
+    _identity_arguments(parser)
+    _spread_arguments(parser)
+    _grid_arguments(parser)
+
+
+def _effect_arguments(parser: argparse.ArgumentParser) -> None:
     effects = parser.add_argument_group("effects (points of the headline metric)")
     effects.add_argument("--diversity-effect", type=float, default=None,
                          help="per doubling of the number of intermediate tasks (default 1.0)")
@@ -54,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          help="points at full share of what is evaluated in the mix (the target's "
                               "own task; for language mixes the evaluated language): the "
                               "target_in_mix covariate's effect (default 0)")
+
+
+def _identity_arguments(parser: argparse.ArgumentParser) -> None:
     identity = parser.add_argument_group(
         "which tasks (identity effects, composition, per-target effects)")
     identity.add_argument("--identity-effect", dest="identity_effects", type=_pair,
@@ -88,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                "centring them, so the common effects are the population "
                                "average and the simulated targets average to something else, "
                                "as in a real grid (default: centred)")
+
+
+def _spread_arguments(parser: argparse.ArgumentParser) -> None:
     spread = parser.add_argument_group("standard deviations")
     for name, default in (("target-sd", 1.0), ("language-sd", 0.8), ("target-language-sd", 0.6),
                           ("mix-sd", 0.5), ("seed-sd", 1.0)):
@@ -95,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spread.add_argument("--target-mix-sd", type=float, default=None,
                         help="target-by-mix: how much a mix helps some targets more than others "
                              "(default 0.5; 0 gives every target the same mix effect)")
+
+
+def _grid_arguments(parser: argparse.ArgumentParser) -> None:
     grid = parser.add_argument_group("grid")
     grid.add_argument("--diversity-levels", type=_integers, default=(1, 2, 4, 8),
                       help="numbers of tasks (languages) per mix, comma-separated (default "
