@@ -445,6 +445,7 @@ def analyse_slopes_grid(name: str, index: int, resamples: int = 50) -> dict:
     from transferstats import load_results
     from transferstats.analysis.pipeline import analyze_loaded
     from transferstats.analysis.spec import AnalysisSpec
+    from transferstats.problems import ResultsError
 
     settings, term, truth = slope_settings(name, index)
     flat = flat_table(*simulate_scores(settings))
@@ -453,8 +454,12 @@ def analyse_slopes_grid(name: str, index: int, resamples: int = 50) -> dict:
     spec = AnalysisSpec(resamples=resamples, seed=index, scheduler=LOCAL)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        estimates = analyze_loaded(load_results(flat), spec, n_jobs=1, progress=False,
-                                   companions=False).estimates
+        try:
+            estimates = analyze_loaded(load_results(flat), spec, n_jobs=1, progress=False,
+                                       companions=False).estimates
+        except ResultsError as error:  # counted as a failed grid, with the reason
+            return {"design": name, "grid": index, "term": term, "truth": truth,
+                    "method": "", "structure": "", "verdict": f"error: {error.problems[0]}"}
     found = {e["term"]: e for e in estimates["effects"]} | {
         "diversity - volume": estimates["comparison"]}
     effect = found.get(term) or {}

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferstats.analysis.lmm import fit_formula
+from transferstats.analysis.formula import random_terms
+from transferstats.analysis.lmm import fit_formula, fit_lmm
+from transferstats.analysis.profiled import criterion_and_gradient, design, products
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lme4"
 GRID = "y ~ div * vol + (1 + div + vol {bar} target_task) + (1 | target_task:language) + (1 | mix)"
@@ -121,3 +123,22 @@ def test_varied_grids_reach_lme4s_optimum_and_singularity():
         assert row["se"] == pytest.approx(se, rel=1e-4), label
         if not singular:
             assert row["df"] == pytest.approx(df, rel=1e-4), label
+
+
+def test_a_long_optimiser_step_backs_off_and_reaches_lme4s_optimum():
+    """On this grid (benchmarks/lme4/make_long_step_fixture.py) the first L-BFGS-B step reaches
+    thetas near 1e7, where X'V^-1X is not positive definite in floating point: that step must be
+    taken back, not fail the fit, and the fit must still reach lme4's optimum."""
+    data = pd.read_csv(FIXTURES / "long_step_grid.csv.gz")
+    reference = pd.read_csv(FIXTURES / "long_step_grid_lme4.csv").set_index("name")["value"]
+    random = ["target_task", "target_language", "mix", "mix_target"]
+    fixed = [c for c in data.columns if c not in ("score", *random)]
+    terms = random_terms(random, {"target_task": ("diversity", "volume")})
+    far_out = np.array([1e7, -8e3, 1e4, 0.0, 8.5e4, 0.0, 0.0, 0.0, 0.0])
+    with pytest.raises(np.linalg.LinAlgError):
+        criterion_and_gradient(far_out, products(design(data, "score", fixed, terms, True)), True)
+    fit = fit_lmm(data, "score", fixed, terms)
+    assert fit.converged
+    assert fit.criterion == pytest.approx(reference["REML criterion"], rel=1e-9, abs=1e-6)
+    beta = reference.drop(["REML criterion", "lme4 version"]).rename({"(Intercept)": "Intercept"})
+    np.testing.assert_allclose(fit.params[beta.index], beta.astype(float), rtol=1e-4, atol=1e-5)

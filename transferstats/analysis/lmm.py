@@ -11,6 +11,7 @@ lme4's quantities (``vcov``, ``REMLcrit``, ``VarCorr``, theta, ``isSingular``).
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -120,6 +121,22 @@ def _off_the_boundary(theta: np.ndarray, cp: Products, reml: bool) -> np.ndarray
     return best
 
 
+def _criterion_or_wall(theta: np.ndarray, cp: Products, reml: bool) -> tuple[float, np.ndarray]:
+    """The criterion and its gradient, or +inf where theta is too far out to evaluate.
+
+    A long L-BFGS-B step can reach thetas of 1e6 and more, where rounding leaves X'V^-1X short
+    of positive definite; the criterion there is far above the optimum's, and +inf makes the
+    line search back off instead of failing the fit.
+    """
+    try:
+        value, gradient = criterion_and_gradient(theta, cp, reml)
+    except np.linalg.LinAlgError:
+        return math.inf, np.zeros_like(theta)
+    if not (math.isfinite(value) and np.isfinite(gradient).all()):
+        return math.inf, np.zeros_like(theta)
+    return value, gradient
+
+
 def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """The theta minimising the profiled criterion (T's diagonal >= 0), and whether it converged.
 
@@ -133,7 +150,7 @@ def optimise(cp: Products, reml: bool, start: np.ndarray | None = None) -> tuple
     bounds = scipy.optimize.Bounds(cp.lower_bounds, np.full(len(cp.layout), np.inf))
     with threadpool_limits(1):
         for _ in range(len(cp.layout) + 1):
-            theta = scipy.optimize.minimize(criterion_and_gradient, theta, args=(cp, reml),
+            theta = scipy.optimize.minimize(_criterion_or_wall, theta, args=(cp, reml),
                                             jac=True, method="L-BFGS-B", bounds=bounds,
                                             options={"ftol": 1e-12, "gtol": 1e-8, "maxiter": 5000}).x
             better = _off_the_boundary(theta, cp, reml)
