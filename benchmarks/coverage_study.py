@@ -459,7 +459,9 @@ def analyse_slopes_grid(name: str, index: int, resamples: int = 50) -> dict:
                                        companions=False).estimates
         except ResultsError as error:  # counted as a failed grid, with the reason
             return {"design": name, "grid": index, "term": term, "truth": truth,
-                    "method": "", "structure": "", "verdict": f"error: {error.problems[0]}"}
+                    "method": "", "structure": "",
+                    "verdict": "error: " + "; ".join(str(p) for p in error.problems
+                                                     if p.severity == "error")}
     found = {e["term"]: e for e in estimates["effects"]} | {
         "diversity - volume": estimates["comparison"]}
     effect = found.get(term) or {}
